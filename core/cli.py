@@ -1,0 +1,50 @@
+"""The ``slotcon`` command: one entry point, subcommands implemented by each package.
+
+Subcommands are resolved lazily so ``slotcon --help`` stays fast and a missing optional piece only
+fails the subcommand that needs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name → (module with a ``main(argv) -> int | None``, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("core.synthetic", "generate the synthetic scenes dataset (COCO layout)"),
+    "train": ("trainer.__main__", "pretrain SlotCon (CPU, one GPU, or torchrun DDP)"),
+    "export": ("trainer.export", "export a checkpoint for downstream transfer"),
+    "index": ("indexer.__main__", "build a concept index (FAISS + SQLite) from a checkpoint"),
+    "stats": ("indexer.stats_cli", "print/store the slot statistics of an index"),
+    "eval": ("indexer.eval_cli", "unsupervised segmentation with Hungarian matching"),
+    "serve": ("server.__main__", "run the FastAPI backend"),
+    "ui": ("ui.launch", "run the Streamlit explorer"),
+    "demo": ("ui.demo", "one command: data, training, index, evaluation, API and UI"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, SUBCOMMANDS))
+    lines = ["usage: slotcon <command> [options]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in SUBCOMMANDS.items()]
+    lines += ["", "Run 'slotcon <command> --help' for the options of a command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``slotcon <command> ...`` to the command's module; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"slotcon: unknown command {name!r}; choose one of: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    result = module.main(rest)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

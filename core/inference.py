@@ -1,0 +1,88 @@
+"""Teacher-only inference (SPEC §7): prototype scores, assignments, segments and pooled vectors."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.heads import prototype_cosines
+
+
+@contextmanager
+def _eval_mode(model: nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def teacher_outputs(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher forward in eval mode: (B, 3, H, W) → (z_normalised (B, D, h, w), scores (B, K, h, w)).
+
+    ``scores`` are the raw cosines between pixel projections and the teacher prototypes.
+    """
+    model = getattr(model, "module", model)
+    with _eval_mode(model):
+        z = model.teacher_project(images)  # (B, D, h, w)
+        scores = prototype_cosines(z, model.grouping_k.slot_embed.weight)  # (B, K, h, w)
+    return F.normalize(z.float(), dim=1), scores.float()
+
+
+@torch.no_grad()
+def prototype_scores(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Teacher cosine scores of every prototype at every feature pixel: (B, 3, H, W) → (B, K, h, w)."""
+    return teacher_outputs(model, images)[1]
+
+
+def assign(scores: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Per-pixel prototype: bilinearly resize the scores (not the labels) to ``size``, then argmax.
+
+    scores: (B, K, h, w). Returns (B, H, W) int64 (``size=None`` keeps h×w).
+    """
+    if size is not None and tuple(scores.shape[-2:]) != tuple(size):
+        scores = F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
+    return scores.argmax(dim=1)
+
+
+@dataclass
+class Segments:
+    """The segments of one image: pixels sharing a prototype at feature resolution.
+
+    prototypes (S,) int64 sorted ascending; vectors (S, D) L2-normalised means of the segment's
+    normalised projections; scores (S,) cosine of each vector to its prototype; areas (S,) pixel counts.
+    """
+
+    prototypes: torch.Tensor
+    vectors: torch.Tensor
+    scores: torch.Tensor
+    areas: torch.Tensor
+
+
+def image_segments(z_norm: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor) -> Segments:
+    """Pool one image's normalised projections per assigned prototype.
+
+    z_norm: (D, h, w) normalised projections; labels: (h, w) prototype ids; prototypes: (K, D) table.
+    Returns :class:`Segments` with one row per distinct prototype in ``labels``.
+    """
+    d = z_norm.shape[0]
+    flat = labels.flatten()  # (hw,)
+    ids, inverse, counts = torch.unique(flat, return_inverse=True, return_counts=True)
+    sums = torch.zeros(len(ids), d, dtype=z_norm.dtype, device=z_norm.device)
+    sums.index_add_(0, inverse, z_norm.flatten(1).t())  # (S, D)
+    vectors = F.normalize(sums / counts.unsqueeze(1).to(sums.dtype), dim=1)
+    protos = F.normalize(prototypes.to(vectors.dtype), dim=1)[ids]  # (S, D)
+    return Segments(ids, vectors, (vectors * protos).sum(1), counts)
+
+
+def active_prototypes(scores: torch.Tensor) -> torch.Tensor:
+    """(B, K, h, w) scores → (B, K) bool: prototype is the argmax at one or more pixels."""
+    b, k = scores.shape[:2]
+    out = torch.zeros(b, k, dtype=torch.bool, device=scores.device)
+    return out.scatter_(1, scores.argmax(1).flatten(1), True)

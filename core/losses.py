@@ -1,0 +1,89 @@
+"""SlotCon losses (SPEC §4) as pure tensor functions.
+
+- :func:`group_loss`: pixel-level self-distillation of aligned assignment maps (Eq. 2–3).
+- :func:`presence_mask`: which prototypes own at least one pixel of a view.
+- :func:`slot_contrastive_loss`: InfoNCE between predicted student slots and teacher slots (Eq. 5–7).
+- :func:`batch_center`: the mean teacher cosine used to update the centre.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from core.distributed import all_gather_cat, all_reduce_sum, get_rank
+
+
+def group_loss(
+    student_dots: torch.Tensor,
+    teacher_dots: torch.Tensor,
+    center: torch.Tensor,
+    student_temp: float = 0.1,
+    teacher_temp: float = 0.07,
+) -> torch.Tensor:
+    """Cross-entropy between teacher and student assignment distributions, averaged over pixels.
+
+    student_dots, teacher_dots: (B, K, H, W) aligned cosines (student of view a, teacher of view b);
+    center: (1, K). Returns a scalar: mean over B·H·W of −Σ_k softmax((t−c)/τ_t) · log_softmax(s/τ_s).
+    """
+    s = student_dots.permute(0, 2, 3, 1).flatten(0, 2)  # (BHW, K)
+    t = teacher_dots.permute(0, 2, 3, 1).flatten(0, 2)  # (BHW, K)
+    log_p = F.log_softmax(s / student_temp, dim=-1)
+    q = F.softmax((t - center) / teacher_temp, dim=-1)
+    return torch.sum(-q * log_p, dim=-1).mean()
+
+
+def presence_mask(dots: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) cosines → (B, K) bool: prototype k is the argmax at ≥ 1 pixel of image b."""
+    b, k = dots.shape[:2]
+    winners = dots.argmax(dim=1).flatten(1)  # (B, HW)
+    present = torch.zeros(b, k, dtype=torch.bool, device=dots.device)
+    return present.scatter_(1, winners, True)
+
+
+def slot_contrastive_loss(
+    student_slots: torch.Tensor,
+    teacher_slots: torch.Tensor,
+    student_dots: torch.Tensor,
+    teacher_dots: torch.Tensor,
+    predictor: Callable[[torch.Tensor], torch.Tensor],
+    tau: float = 0.2,
+) -> torch.Tensor:
+    """Slot-level InfoNCE with presence masks, gathered across ranks (Eq. 5–7).
+
+    student_slots: (B, K, D) from view a; teacher_slots: (B, K, D) from view b;
+    student_dots / teacher_dots: the same views' *unaligned* (B, K, H, W) cosines.
+    Queries are student slots present in the student's view a and the teacher's view b, passed through
+    ``predictor`` and normalised; keys are normalised teacher slots present in view b from every rank.
+    The positive of query (i, k) is key (i, k). Returns the scalar CE(q·kᵀ/τ) · 2τ.
+    """
+    b, k, d = student_slots.shape
+    n_local = b * k
+    mask_q = presence_mask(student_dots.detach()).flatten()  # (BK,)
+    mask_k = presence_mask(teacher_dots.detach()).flatten()  # (BK,)
+    idx_q = (mask_q & mask_k).nonzero().squeeze(-1)  # (Nq,)
+
+    keys = F.normalize(teacher_slots.reshape(n_local, d), dim=1)  # (BK, D)
+    mask_k_all = all_gather_cat(mask_k.to(torch.long))  # (world·BK,)
+    keys_all = all_gather_cat(keys)[mask_k_all.bool()]  # (Nk, D)
+
+    queries = F.normalize(predictor(student_slots.reshape(n_local, d)[idx_q]), dim=1)  # (Nq, D)
+    logits = queries @ keys_all.t() / tau  # (Nq, Nk)
+    labels = mask_k_all.cumsum(0)[idx_q + n_local * get_rank()] - 1  # (Nq,)
+    return F.cross_entropy(logits, labels) * (2 * tau)
+
+
+@torch.no_grad()
+def batch_center(*teacher_dots: torch.Tensor) -> torch.Tensor:
+    """Mean teacher cosine per prototype over every pixel of the given views and of all ranks.
+
+    teacher_dots: one or more (B, K, H, W) unaligned cosines. Returns (1, K).
+    """
+    total = torch.stack([t.float().sum(dim=(0, 2, 3)) for t in teacher_dots]).sum(0)  # (K,)
+    count = torch.tensor(
+        [float(sum(t.shape[0] * t.shape[2] * t.shape[3] for t in teacher_dots))], device=total.device
+    )
+    packed = all_reduce_sum(torch.cat([total, count]))
+    return (packed[:-1] / packed[-1]).unsqueeze(0)
