@@ -50,3 +50,9 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
     save_checkpoint(path, tiny_model(0), epoch=0, step=0)
     return path
+
+
+@pytest.fixture(scope="session")
+def make_tiny_model():
+    """The :func:`tiny_model` factory, for tests that need fresh models (``make_tiny_model(seed=1)``)."""
+    return tiny_model
