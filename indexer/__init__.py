@@ -1,0 +1,1 @@
+"""Concept indexer: checkpoint + image set → FAISS/SQLite index, slot statistics, Hungarian evaluation."""
