@@ -1,0 +1,38 @@
+"""The Streamlit entry file: declares the explorer's pages with ``st.navigation`` and runs the chosen one.
+
+Run it with ``slotcon ui [--api URL] [--port P]`` (see :mod:`ui.launch`), or directly:
+``SLOTCON_API_URL=http://127.0.0.1:8000 streamlit run ui/app.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from ui.client import ApiError, api_url, fetch_health
+
+PAGES_DIR = Path(__file__).parent / "pages"
+
+st.set_page_config(page_title="SlotCon Explorer", page_icon="🧩", layout="wide")
+
+pages = [
+    st.Page(PAGES_DIR / "concepts.py", title="Concepts", icon="🧩", url_path="concepts", default=True),
+    st.Page(PAGES_DIR / "image_slots.py", title="Image slots", icon="🖼️", url_path="image_slots"),
+    st.Page(PAGES_DIR / "statistics.py", title="Slot statistics", icon="📊", url_path="statistics"),
+    st.Page(PAGES_DIR / "segmentation.py", title="Unsupervised segmentation", icon="🗺️",
+            url_path="segmentation"),
+    st.Page(PAGES_DIR / "training.py", title="Training", icon="🏋️", url_path="training"),
+]
+
+with st.sidebar:
+    st.caption("SlotCon Explorer · Wen et al., NeurIPS 2022")
+    try:
+        health = fetch_health(api_url())
+        index = health.get("index") or {}
+        name = index.get("name") if isinstance(index, dict) else index
+        st.caption(f"API `{api_url()}` · index **{name or 'none'}**")
+    except ApiError:
+        st.caption(f"API `{api_url()}` · not reachable")
+
+st.navigation(pages).run()

@@ -1,0 +1,344 @@
+"""The one HTTP client of the UI: every call to the SlotCon API goes through :class:`ApiClient`.
+
+The API answers errors as ``{"error": {"code": str, "message": str}}`` with the HTTP status; they
+become :class:`ApiError`. A refused or timed-out connection becomes :class:`ApiUnreachable`, which
+the pages turn into one banner (see :mod:`ui.components`). JSON answers are returned as plain dicts
+and lists, exactly as the API sends them (the contract is ``docs/INTERFACES.md``).
+
+Streamlit caching lives here too: :func:`get_client` is a ``st.cache_resource`` (one connection
+pool per API URL) and the ``fetch_*`` functions are ``st.cache_data(ttl=...)`` wrappers keyed by
+the API URL, so pages never refetch what has not changed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+import streamlit as st
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+API_URL_ENV = "SLOTCON_API_URL"
+API_TOKEN_ENV = "SLOTCON_API_TOKEN"
+
+
+class ApiError(Exception):
+    """An error answer of the API (or a transport failure): ``status``, ``code`` and ``message``."""
+
+    def __init__(self, message: str, *, status: int = 0, code: str = "error") -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.code}, HTTP {self.status})" if self.status else self.message
+
+
+class ApiUnreachable(ApiError):
+    """The API did not answer at all (connection refused, DNS failure, time-out)."""
+
+
+def api_url() -> str:
+    """The API base URL: ``$SLOTCON_API_URL`` or ``http://127.0.0.1:8000``, without a trailing slash."""
+    return (os.environ.get(API_URL_ENV) or DEFAULT_API_URL).rstrip("/")
+
+
+def _error_from_response(response: httpx.Response) -> ApiError:
+    """Turns a non-2xx answer into an :class:`ApiError` with the API's code and message."""
+    code, message = f"http_{response.status_code}", response.reason_phrase or "request failed"
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            code = str(err.get("code") or code)
+            message = str(err.get("message") or message)
+        elif "detail" in body:  # FastAPI's default shape, should a route not use the typed errors
+            detail = body["detail"]
+            message = detail if isinstance(detail, str) else "; ".join(
+                str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail
+            )
+    elif response.text:
+        message = response.text[:300]
+    return ApiError(message, status=response.status_code, code=code)
+
+
+class ApiClient:
+    """Typed access to the REST routes under ``/api``; each method returns the decoded answer.
+
+    Raises :class:`ApiUnreachable` when the API cannot be reached and :class:`ApiError` when it
+    answers with an error.
+    """
+
+    def __init__(self, base_url: str, *, timeout: float = 30.0, token: str | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, "/api" + path, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise ApiUnreachable(
+                f"The SlotCon API at {self.base_url} is not reachable ({exc.__class__.__name__})."
+            ) from exc
+        except httpx.TimeoutException as exc:
+            raise ApiUnreachable(f"The SlotCon API at {self.base_url} did not answer in time.") from exc
+        except httpx.HTTPError as exc:
+            raise ApiError(f"Request to {path} failed: {exc}") from exc
+        if response.status_code >= 400:
+            raise _error_from_response(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ApiError(f"The API sent invalid JSON for {path}.", status=response.status_code) from exc
+
+    def _bytes(self, path: str, params: dict[str, Any] | None = None) -> bytes:
+        return self._request("GET", path, params=_clean(params)).content
+
+    def close(self) -> None:
+        """Closes the connection pool."""
+        self._http.close()
+
+    # -- health and prototypes ----------------------------------------------------------------------
+
+    def health(self) -> dict:
+        """``GET /api/health``: status, the active index and its counts."""
+        return self._json("GET", "/health")
+
+    def prototypes(self) -> list[dict]:
+        """``GET /api/prototypes``: one record per prototype (activity, label, purity, best segment)."""
+        return _items(self._json("GET", "/prototypes"))
+
+    def prototype_map(self) -> dict:
+        """``GET /api/prototypes/map``: 2-D coordinates of the prototype vectors (server-side projection)."""
+        return self._json("GET", "/prototypes/map")
+
+    def prototype(self, k: int) -> dict:
+        """``GET /api/prototypes/{k}``: one prototype's record."""
+        return self._json("GET", f"/prototypes/{int(k)}")
+
+    def set_label(self, k: int, label: str | None) -> dict:
+        """``PUT /api/prototypes/{k}/label``: names (or, with ``None``, un-names) a concept."""
+        return self._json("PUT", f"/prototypes/{int(k)}/label", json={"label": label or None})
+
+    def prototype_segments(self, k: int, offset: int = 0, limit: int = 20) -> list[dict]:
+        """``GET /api/prototypes/{k}/segments``: its segments ranked by cosine score."""
+        params = {"offset": offset, "limit": limit}
+        return _items(self._json("GET", f"/prototypes/{int(k)}/segments", params=params))
+
+    # -- segments and images ------------------------------------------------------------------------
+
+    def segment(self, segment_id: int) -> dict:
+        """``GET /api/segments/{id}``: one segment (image, prototype, score, area, bbox)."""
+        return self._json("GET", f"/segments/{int(segment_id)}")
+
+    def neighbors(self, segment_id: int, limit: int = 10, prototype: int | None = None) -> list[dict]:
+        """``GET /api/segments/{id}/neighbors``: the most similar segments, with their similarity."""
+        params = _clean({"limit": limit, "prototype": prototype})
+        return _items(self._json("GET", f"/segments/{int(segment_id)}/neighbors", params=params))
+
+    def images(self, offset: int = 0, limit: int = 50) -> dict:
+        """``GET /api/images``: a page of the indexed images (``items`` and ``total``)."""
+        answer = self._json("GET", "/images", params={"offset": offset, "limit": limit})
+        if isinstance(answer, list):
+            return {"items": answer, "total": len(answer)}
+        return answer
+
+    def image(self, image_id: int, size: int | None = None) -> bytes:
+        """``GET /api/images/{id}``: the JPEG (a thumbnail when ``size`` is given)."""
+        return self._bytes(f"/images/{int(image_id)}", {"size": size})
+
+    def overlay(self, image_id: int, *, prototype: int | None = None, segment: int | None = None,
+                size: int | None = None) -> bytes:
+        """``GET /api/images/{id}/overlay``: the image with one prototype's or segment's mask in red."""
+        return self._bytes(f"/images/{int(image_id)}/overlay",
+                           {"prototype": prototype, "segment": segment, "size": size})
+
+    def image_slots(self, image_id: int) -> bytes:
+        """``GET /api/images/{id}/slots``: a PNG of the image with all its slots in distinct colours."""
+        return self._bytes(f"/images/{int(image_id)}/slots")
+
+    def analyze(self, filename: str, data: bytes, content_type: str = "application/octet-stream") -> dict:
+        """``POST /api/slots``: runs the model on an uploaded image; its slots, overlay and neighbours."""
+        files = {"file": (filename, data, content_type)}
+        return self._json("POST", "/slots", files=files, timeout=120.0)
+
+    # -- statistics and evaluation ------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        """``GET /api/stats``: dead prototypes, activity, active per image, similarity."""
+        return self._json("GET", "/stats")
+
+    def eval_results(self) -> list[dict]:
+        """``GET /api/eval``: the stored unsupervised-segmentation evaluations."""
+        return _items(self._json("GET", "/eval"))
+
+    def start_eval(self, body: dict) -> dict:
+        """``POST /api/eval``: starts an evaluation job; returns the job."""
+        return self._json("POST", "/eval", json=body)
+
+    # -- jobs, checkpoints, indexes -----------------------------------------------------------------
+
+    def start_training(self, body: dict) -> dict:
+        """``POST /api/jobs/train``: starts a training job; returns the job."""
+        return self._json("POST", "/jobs/train", json=body)
+
+    def start_indexing(self, body: dict) -> dict:
+        """``POST /api/jobs/index``: starts indexing a checkpoint; returns the job."""
+        return self._json("POST", "/jobs/index", json=body)
+
+    def jobs(self) -> list[dict]:
+        """``GET /api/jobs``: every job, newest first."""
+        return _items(self._json("GET", "/jobs"))
+
+    def job(self, job_id: int) -> dict:
+        """``GET /api/jobs/{id}``: one job with its status and progress."""
+        return self._json("GET", f"/jobs/{int(job_id)}")
+
+    def job_metrics(self, job_id: int, since: int = 0) -> list[dict]:
+        """``GET /api/jobs/{id}/metrics``: the run's ``metrics.jsonl`` records after step ``since``."""
+        return _items(self._json("GET", f"/jobs/{int(job_id)}/metrics", params={"since": since}))
+
+    def job_log(self, job_id: int) -> str:
+        """``GET /api/jobs/{id}/log``: the tail of the job's log."""
+        response = self._request("GET", f"/jobs/{int(job_id)}/log")
+        if response.headers.get("content-type", "").startswith("application/json"):
+            body = response.json()
+            return body.get("log", "") if isinstance(body, dict) else str(body)
+        return response.text
+
+    def stop_job(self, job_id: int) -> dict:
+        """``DELETE /api/jobs/{id}``: stops a running job (SIGTERM; the trainer saves and exits)."""
+        return self._json("DELETE", f"/jobs/{int(job_id)}")
+
+    def checkpoints(self) -> list[dict]:
+        """``GET /api/checkpoints``: the runs' checkpoints."""
+        return _items(self._json("GET", "/checkpoints"))
+
+    def activate_index(self, *, job_id: int | None = None, name: str | None = None) -> dict:
+        """``POST /api/index/activate``: makes an index (by indexing job or by name) the explored one."""
+        return self._json("POST", "/index/activate", json=_clean({"job_id": job_id, "name": name}))
+
+
+def _clean(params: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Drops ``None`` values so they are not sent as empty query parameters."""
+    return None if params is None else {k: v for k, v in params.items() if v is not None}
+
+
+def _items(answer: Any) -> list:
+    """Accepts both a bare JSON list and an envelope ``{"items": [...]}``."""
+    if isinstance(answer, dict):
+        for key in ("items", "results", "data"):
+            if isinstance(answer.get(key), list):
+                return answer[key]
+    return answer if isinstance(answer, list) else []
+
+
+# -- Streamlit caching --------------------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
+def _client_for(base_url: str, token: str | None) -> ApiClient:
+    return ApiClient(base_url, token=token)
+
+
+def get_client() -> ApiClient:
+    """The cached client for the configured API URL (one connection pool per URL)."""
+    return _for(api_url())
+
+
+def _for(base_url: str) -> ApiClient:
+    return _client_for(base_url, os.environ.get(API_TOKEN_ENV) or None)
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def fetch_health(base_url: str) -> dict:
+    """Cached ``GET /api/health`` (10 s)."""
+    return _for(base_url).health()
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def fetch_prototypes(base_url: str) -> list[dict]:
+    """Cached ``GET /api/prototypes`` (30 s; cleared when a label changes)."""
+    return _for(base_url).prototypes()
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def fetch_prototype_map(base_url: str) -> dict:
+    """Cached ``GET /api/prototypes/map`` (5 min)."""
+    return _for(base_url).prototype_map()
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def fetch_segments(base_url: str, k: int, offset: int, limit: int) -> list[dict]:
+    """Cached ``GET /api/prototypes/{k}/segments`` (5 min)."""
+    return _for(base_url).prototype_segments(k, offset, limit)
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def fetch_segment(base_url: str, segment_id: int) -> dict:
+    """Cached ``GET /api/segments/{id}`` (5 min)."""
+    return _for(base_url).segment(segment_id)
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def fetch_neighbors(base_url: str, segment_id: int, limit: int) -> list[dict]:
+    """Cached ``GET /api/segments/{id}/neighbors`` (5 min)."""
+    return _for(base_url).neighbors(segment_id, limit)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def fetch_images(base_url: str, offset: int, limit: int) -> dict:
+    """Cached ``GET /api/images`` (1 min)."""
+    return _for(base_url).images(offset, limit)
+
+
+@st.cache_data(ttl=600, show_spinner=False, max_entries=2000)
+def fetch_image(base_url: str, image_id: int, size: int | None = None) -> bytes:
+    """Cached ``GET /api/images/{id}`` (10 min)."""
+    return _for(base_url).image(image_id, size)
+
+
+@st.cache_data(ttl=600, show_spinner=False, max_entries=2000)
+def fetch_overlay(base_url: str, image_id: int, prototype: int | None = None, segment: int | None = None,
+                  size: int | None = None) -> bytes:
+    """Cached ``GET /api/images/{id}/overlay`` (10 min)."""
+    return _for(base_url).overlay(image_id, prototype=prototype, segment=segment, size=size)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def fetch_stats(base_url: str) -> dict:
+    """Cached ``GET /api/stats`` (1 min)."""
+    return _for(base_url).stats()
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def fetch_eval_results(base_url: str) -> list[dict]:
+    """Cached ``GET /api/eval`` (15 s)."""
+    return _for(base_url).eval_results()
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def fetch_checkpoints(base_url: str) -> list[dict]:
+    """Cached ``GET /api/checkpoints`` (10 s)."""
+    return _for(base_url).checkpoints()
+
+
+def clear_index_caches() -> None:
+    """Forgets every cached answer that depends on the active index (after a label or index change)."""
+    for fn in (fetch_health, fetch_prototypes, fetch_prototype_map, fetch_segments, fetch_segment,
+               fetch_neighbors, fetch_images, fetch_image, fetch_overlay, fetch_stats, fetch_eval_results):
+        fn.clear()

@@ -1,0 +1,106 @@
+"""Widgets shared by the pages: the API-error banner, the page guard, small formatters.
+
+Every page runs its body through :func:`run_page`, so an unreachable API shows one clear banner and
+an API error shows its message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+from ui.client import ApiError, ApiUnreachable, api_url
+
+#: Distinct colours for slot overlays and legends (the server draws slots with the same palette
+#: when it returns no colours of its own).
+PALETTE = (
+    "#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
+    "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3",
+)
+
+UNREACHABLE_TITLE = "The SlotCon API is not reachable"
+
+
+def show_unreachable(exc: ApiUnreachable) -> None:
+    """The one banner for a missing API: where the UI looked and how to start the API."""
+    st.error(
+        f"**{UNREACHABLE_TITLE}** at `{api_url()}`.\n\n"
+        "Start it with `slotcon serve --index indexes/cpu-demo` (or `make demo`), or point the UI "
+        "at it with `slotcon ui --api URL` / `SLOTCON_API_URL`.",
+        icon="🔌",
+    )
+
+
+def show_api_error(exc: ApiError, action: str | None = None) -> None:
+    """A readable message for an API error answer (``action`` says what was being done)."""
+    if isinstance(exc, ApiUnreachable):
+        show_unreachable(exc)
+        return
+    prefix = f"{action} failed: " if action else ""
+    hint = ""
+    if exc.status == 503:
+        hint = "\n\nNo index is active yet: build one on the **Training** page or with `slotcon index`."
+    elif exc.status == 401:
+        hint = "\n\nThe API needs a token: set `SLOTCON_API_TOKEN` for the UI."
+    st.error(f"{prefix}{exc.message}{hint}", icon="⚠️")
+
+
+def run_page(title: str, render: Callable[[], None], *, icon: str | None = None) -> None:
+    """Sets the title and runs ``render``, turning API failures into a banner or message."""
+    st.title(f"{icon} {title}" if icon else title)
+    try:
+        render()
+    except ApiUnreachable as exc:
+        show_unreachable(exc)
+    except ApiError as exc:
+        show_api_error(exc)
+
+
+def call(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any | None:
+    """Runs one API call for a user action; shows a readable error and returns ``None`` on failure."""
+    try:
+        return fn(*args, **kwargs)
+    except ApiError as exc:
+        show_api_error(exc, action)
+        return None
+
+
+def fmt_pct(x: float | None, digits: int = 1) -> str:
+    """``0.1234`` → ``"12.3 %"``; ``None``/NaN → ``"–"``."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{100 * float(x):.{digits}f} %"
+
+
+def fmt_num(x: float | None, digits: int = 3) -> str:
+    """A number with ``digits`` decimals; ``None``/NaN → ``"–"``."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{float(x):.{digits}f}"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``3725`` → ``"1 h 02 min"``, ``75`` → ``"1 min 15 s"``; ``None`` → ``"–"``."""
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)) or seconds < 0:
+        return "–"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+    if s >= 60:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s} s"
+
+
+def prototype_title(p: dict) -> str:
+    """``"#12 · sky"`` (or ``"#12"`` when unnamed)."""
+    label = p.get("label")
+    return f"#{p.get('id')} · {label}" if label else f"#{p.get('id')}"
+
+
+def colour_swatch(colour: str, text: str) -> str:
+    """Markdown/HTML for a coloured square followed by ``text`` (legends)."""
+    return (f"<span style='display:inline-block;width:0.9em;height:0.9em;background:{colour};"
+            f"border:1px solid #0003;margin-right:0.4em;vertical-align:middle'></span>{text}")

@@ -1,0 +1,70 @@
+"""Image slots: upload an image (or pick one from the dataset) and see its slots, their crops and
+the nearest dataset segments of each slot."""
+
+from __future__ import annotations
+
+import hashlib
+
+import streamlit as st
+
+from ui.client import api_url, fetch_image, fetch_images, get_client
+from ui.components import call, run_page
+from ui.views.slot_view import show_slots
+
+ACCEPTED = ["jpg", "jpeg", "png", "webp", "bmp"]
+
+
+def analyze(name: str, data: bytes, content_type: str) -> dict | None:
+    """Asks the API for the slots of an image; memoised per content in the session."""
+    digest = hashlib.sha256(data).hexdigest()
+    cache = st.session_state.setdefault("slot_answers", {})
+    if digest not in cache:
+        with st.spinner("Running the model on the image…"):
+            answer = call("Analysing the image", get_client().analyze, name, data, content_type)
+        if answer is None:
+            return None
+        cache.clear()  # keep one answer: uploads can be large
+        cache[digest] = answer
+    return cache[digest]
+
+
+def pick_from_dataset() -> tuple[str, bytes, str] | None:
+    """A dataset image chosen by id (with a strip of thumbnails to choose from)."""
+    listing = fetch_images(api_url(), 0, 200)
+    items = listing.get("items", [])
+    if not items:
+        st.info("The index has no images.")
+        return None
+    total = listing.get("total", len(items))
+    ids = [int(i["id"]) for i in items]
+    names = {int(i["id"]): i.get("file_name", str(i["id"])) for i in items}
+    image_id = st.selectbox(f"Dataset image ({total} indexed)", ids,
+                            format_func=lambda i: f"{i} · {names[i]}", key="slots_pick")
+    strip = st.columns(8)
+    for col, i in zip(strip, ids[:8], strict=False):
+        col.image(fetch_image(api_url(), i, 96), caption=str(i), width="stretch")
+    data = fetch_image(api_url(), int(image_id))
+    return names[int(image_id)], data, "image/jpeg"
+
+
+def render() -> None:
+    """The page body."""
+    source = st.segmented_control("Image source", ["Upload", "Dataset"], default="Upload",
+                                  key="slots_source", required=True)
+    chosen: tuple[str, bytes, str] | None = None
+    if source == "Upload":
+        upload = st.file_uploader("Upload an image", type=ACCEPTED, key="slots_upload")
+        if upload is not None:
+            chosen = (upload.name, upload.getvalue(), upload.type or "application/octet-stream")
+        else:
+            st.caption("JPEG, PNG, WebP or BMP. The model assigns every pixel to its best prototype.")
+    else:
+        chosen = pick_from_dataset()
+    if chosen is None:
+        return
+    answer = analyze(*chosen)
+    if answer is not None:
+        show_slots(answer, chosen[1])
+
+
+run_page("Image slots", render, icon="🖼️")

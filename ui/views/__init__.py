@@ -1,0 +1,1 @@
+"""Reusable page sections (the pages in ``ui/pages`` compose them)."""

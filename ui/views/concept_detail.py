@@ -1,0 +1,68 @@
+"""One prototype opened: its numbers, a field to name the concept, its top-k segments (more on
+demand) and the segments similar to any one of them."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui.client import api_url, clear_index_caches, fetch_neighbors, fetch_segments, get_client
+from ui.components import call, fmt_pct, prototype_title
+from ui.views.segments import segment_tiles, unpack_neighbor
+
+PAGE = 12
+
+
+def _similar_to(segment: dict) -> None:
+    st.session_state["similar_to"] = segment
+
+
+def _more(k: int) -> None:
+    st.session_state[f"topk_{k}"] = st.session_state.get(f"topk_{k}", PAGE) + PAGE
+
+
+def label_form(p: dict) -> None:
+    """A form that names (or with an empty name, un-names) the concept through the API."""
+    k = int(p["id"])
+    with st.form(f"label_form_{k}", border=False):
+        c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+        name = c1.text_input("Concept name", value=p.get("label") or "", key=f"label_{k}",
+                             placeholder="e.g. sky, wheel, bullseye texture")
+        if c2.form_submit_button("Save name", width="stretch"):
+            updated = call("Saving the name", get_client().set_label, k, name.strip() or None)
+            if updated is not None:
+                clear_index_caches()
+                st.toast(f"Prototype #{k} is now {name.strip() or 'unnamed'!r}")
+                st.rerun()
+
+
+def concept_detail(p: dict, on_back) -> None:
+    """Renders an opened prototype ``p`` (a record from ``/api/prototypes``)."""
+    k = int(p["id"])
+    st.button("← All concepts", on_click=on_back)
+    st.subheader(f"Prototype {prototype_title(p)}")
+    m = st.columns(5)
+    m[0].metric("Images active", p.get("num_images", 0))
+    m[1].metric("Segments", p.get("num_segments", 0))
+    m[2].metric("Pixel share", fmt_pct(p.get("pixel_share"), 2))
+    m[3].metric("Purity", fmt_pct(p.get("purity"), 0) if p.get("purity") is not None else "–")
+    cls = p.get("majority_class_name") or p.get("majority_class")
+    m[4].metric("Majority class", "–" if cls is None else str(cls))
+    label_form(p)
+    if p.get("dead"):
+        st.info("This prototype is dead: it is the argmax at no pixel of the indexed images.")
+        return
+
+    limit = st.session_state.get(f"topk_{k}", PAGE)
+    segments = fetch_segments(api_url(), k, 0, limit)
+    st.markdown(f"#### Top {len(segments)} segments")
+    segment_tiles(segments, key=f"top_{k}", on_similar=_similar_to)
+    if len(segments) >= limit:
+        st.button("Show more segments", on_click=_more, args=(k,))
+
+    source = st.session_state.get("similar_to")
+    if source is not None:
+        st.divider()
+        st.markdown(f"#### Segments similar to segment {source['id']} (image {source.get('image_id')})")
+        items = [unpack_neighbor(n) for n in fetch_neighbors(api_url(), int(source["id"]), 12)]
+        segment_tiles([s for s, _ in items], key="neighbors", similarities=[d for _, d in items],
+                      on_similar=_similar_to)

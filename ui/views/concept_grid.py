@@ -1,0 +1,89 @@
+"""The Concepts grid: one card per prototype (best segment, activity, label, purity), sortable,
+filterable (hide dead, search labels) and paginated."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import streamlit as st
+
+from ui.client import ApiError, api_url, fetch_overlay, fetch_segment
+from ui.components import fmt_pct, prototype_title
+
+SORTS: dict[str, tuple[Callable[[dict], object], bool]] = {
+    "most active": (lambda p: (p.get("num_images") or 0, p.get("pixel_share") or 0.0), True),
+    "least active": (lambda p: (p.get("num_images") or 0, p.get("pixel_share") or 0.0), False),
+    "purity": (lambda p: -1.0 if p.get("purity") is None else float(p["purity"]), True),
+    "label": (lambda p: (p.get("label") is None, (p.get("label") or "").lower(), p.get("id")), False),
+    "id": (lambda p: p.get("id"), False),
+}
+
+
+def filter_prototypes(protos: list[dict], *, hide_dead: bool, query: str, sort: str) -> list[dict]:
+    """Applies the grid's filters: drops dead ones, keeps labels/classes matching ``query``, sorts."""
+    q = query.strip().lower()
+    out = [p for p in protos if not (hide_dead and p.get("dead"))]
+    if q:
+        out = [p for p in out if q in (p.get("label") or "").lower()
+               or q in str(p.get("majority_class_name") or p.get("majority_class") or "").lower()
+               or q == f"#{p.get('id')}" or q == str(p.get("id"))]
+    key, reverse = SORTS[sort]
+    return sorted(out, key=key, reverse=reverse)
+
+
+def best_segment_image(p: dict, size: int = 192) -> bytes | None:
+    """The overlay of a prototype's best segment (``None`` for a dead prototype)."""
+    seg_id = p.get("best_segment_id")
+    if seg_id is None:
+        return None
+    try:
+        image_id = p.get("best_image_id")
+        if image_id is None:
+            image_id = fetch_segment(api_url(), int(seg_id))["image_id"]
+        return fetch_overlay(api_url(), int(image_id), segment=int(seg_id), size=size)
+    except ApiError:
+        return None
+
+
+def card_caption(p: dict) -> str:
+    """The text under a card: activity, pixel share, purity where ground truth exists."""
+    if p.get("dead"):
+        return "dead · active on no image"
+    parts = [f"{p.get('num_images', 0)} images", f"{fmt_pct(p.get('pixel_share'))} of pixels"]
+    if p.get("purity") is not None:
+        cls = p.get("majority_class_name") or p.get("majority_class")
+        parts.append(f"purity {fmt_pct(p.get('purity'), 0)}" + (f" ({cls})" if cls is not None else ""))
+    return " · ".join(parts)
+
+
+def concept_grid(protos: list[dict], on_open: Callable[[int], None]) -> None:
+    """Renders the filter bar, the cards of the current page and the pager."""
+    c1, c2, c3, c4 = st.columns([3, 2, 2, 1.4], vertical_alignment="bottom")
+    query = c1.text_input("Search labels", key="concepts_query", placeholder="label, class or #id")
+    sort = c2.selectbox("Sort by", list(SORTS), key="concepts_sort")
+    per_page = c3.selectbox("Per page", [12, 24, 48, 96], index=1, key="concepts_per_page")
+    hide_dead = c4.checkbox("Hide dead", value=True, key="concepts_hide_dead")
+    shown = filter_prototypes(protos, hide_dead=hide_dead, query=query, sort=sort)
+    dead = sum(1 for p in protos if p.get("dead"))
+    pages = max(1, math.ceil(len(shown) / per_page))
+    page = min(int(st.session_state.get("concepts_page", 1)), pages)
+    st.caption(f"{len(protos)} prototypes · {dead} dead · {len(shown)} shown · page {page} of {pages}")
+    if not shown:
+        st.info("No prototype matches these filters.")
+        return
+    columns = 6
+    chunk = shown[(page - 1) * per_page: page * per_page]
+    for row in range(0, len(chunk), columns):
+        cols = st.columns(columns)
+        for col, p in zip(cols, chunk[row: row + columns], strict=False):
+            with col.container(border=True):
+                image = best_segment_image(p)
+                if image is not None:
+                    st.image(image, width="stretch")
+                st.markdown(f"**{prototype_title(p)}**")
+                st.caption(card_caption(p))
+                st.button("Open", key=f"open_{p['id']}", on_click=on_open, args=(int(p["id"]),),
+                          width="stretch")
+    if pages > 1:
+        st.number_input("Page", min_value=1, max_value=pages, value=page, step=1, key="concepts_page")

@@ -1,0 +1,76 @@
+"""The map of concepts: the prototype vectors projected to 2-D by the server (cached there), each
+point showing its best segment on hover; clicking one opens it."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from ui.client import api_url, fetch_prototype_map
+from ui.views.concept_grid import best_segment_image
+
+
+def map_frame(answer: dict | list, protos: list[dict]) -> pd.DataFrame:
+    """The projection answer joined with the prototype records: one row per prototype."""
+    points = answer.get("points", answer.get("items", [])) if isinstance(answer, dict) else answer
+    by_id = {int(p["id"]): p for p in protos}
+    rows = []
+    for pt in points:
+        k = int(pt.get("id", pt.get("prototype", -1)))
+        p = by_id.get(k, {})
+        label = pt.get("label") or p.get("label") or ""
+        dead = bool(pt.get("dead", p.get("dead", False)))
+        rows.append({"id": k, "x": float(pt["x"]), "y": float(pt["y"]), "label": label,
+                     "name": f"#{k} {label}".strip(), "state": "dead" if dead else "active",
+                     "images": int(p.get("num_images") or pt.get("num_images") or 0)})
+    return pd.DataFrame(rows)
+
+
+def _thumbnail_uri(p: dict) -> str:
+    data = best_segment_image(p, size=112)
+    return "" if data is None else "data:image/jpeg;base64," + base64.b64encode(data).decode()
+
+
+def concept_map(protos: list[dict], on_open: Callable[[int], None]) -> None:
+    """Renders the scatter plot; a click on a point calls ``on_open(prototype_id)``."""
+    answer = fetch_prototype_map(api_url())
+    frame = map_frame(answer, protos)
+    if frame.empty:
+        st.info("The map is empty: the index has no prototypes.")
+        return
+    method = answer.get("method", "projection") if isinstance(answer, dict) else "projection"
+    st.caption(f"Prototype vectors in 2-D ({str(method).upper()}, computed by the server). "
+               "Hover a point for its best segment, click it to open the concept.")
+    by_id = {int(p["id"]): p for p in protos}
+    frame["image"] = [_thumbnail_uri(by_id.get(k, {})) for k in frame["id"]]
+    pick = alt.selection_point(fields=["id"], name="pick", on="click")
+    chart = (
+        alt.Chart(frame)
+        .mark_circle(opacity=0.85, stroke="#333", strokeWidth=0.5)
+        .encode(
+            x=alt.X("x:Q", title=None, axis=alt.Axis(labels=False, ticks=False)),
+            y=alt.Y("y:Q", title=None, axis=alt.Axis(labels=False, ticks=False)),
+            size=alt.Size("images:Q", title="images active", scale=alt.Scale(range=[40, 400])),
+            color=alt.Color("state:N", scale=alt.Scale(domain=["active", "dead"],
+                                                       range=["#d62728", "#aaaaaa"])),
+            tooltip=[alt.Tooltip("name:N", title="prototype"), alt.Tooltip("images:Q"),
+                     alt.Tooltip("image:N", title="image")],
+        )
+        .add_params(pick)
+        .properties(height=520)
+    )
+    text = alt.Chart(frame).mark_text(dy=-10, fontSize=10, color="#444").encode(
+        x="x:Q", y="y:Q", text="label:N")
+    event = st.altair_chart(chart + text, key="concept_map", on_select="rerun", selection_mode="pick",
+                            width="stretch")
+    selected = (event.get("selection", {}) or {}).get("pick") if isinstance(event, dict) else None
+    if selected:
+        k = selected[0].get("id")
+        if k is not None and st.session_state.get("map_opened") != k:
+            st.session_state["map_opened"] = k
+            on_open(int(k))
+            st.rerun()

@@ -1,0 +1,69 @@
+"""Tiles of segments: each one the image with the segment's mask overlaid (the paper's Figure 3 look).
+
+The overlay is drawn by the API (``GET /api/images/{id}/overlay?segment=``): the mask reddish, the
+rest of the image visible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import streamlit as st
+
+from ui.client import ApiError, api_url, fetch_overlay
+from ui.components import fmt_num
+
+
+def unpack_neighbor(item: Any) -> tuple[dict, float | None]:
+    """A neighbour answer item → ``(segment, similarity)``, for ``{"segment":…, "similarity":…}``
+    envelopes as well as flat segment records that carry a ``similarity``/``score`` of their own."""
+    if isinstance(item, dict) and isinstance(item.get("segment"), dict):
+        sim = item.get("similarity", item.get("score"))
+        return item["segment"], sim
+    if isinstance(item, (list, tuple)) and len(item) == 2:
+        return item[0], item[1]
+    return item, item.get("similarity")
+
+
+def segment_overlay(segment: dict, size: int = 256) -> bytes | None:
+    """The overlay image of one segment (``None`` when the API could not draw it)."""
+    try:
+        return fetch_overlay(api_url(), int(segment["image_id"]), segment=int(segment["id"]), size=size)
+    except ApiError:
+        return None
+
+
+def segment_tiles(
+    segments: Sequence[dict],
+    *,
+    key: str,
+    columns: int = 4,
+    size: int = 256,
+    similarities: Sequence[float | None] | None = None,
+    on_similar: Callable[[dict], None] | None = None,
+) -> None:
+    """A grid of segment overlays with score (or similarity) and image; a "Similar" button per tile
+    when ``on_similar`` is given."""
+    if not segments:
+        st.info("No segments.")
+        return
+    cols = st.columns(columns)
+    for i, seg in enumerate(segments):
+        with cols[i % columns]:
+            image = segment_overlay(seg, size)
+            if image is not None:
+                st.image(image, width="stretch")
+            else:
+                st.warning(f"segment {seg.get('id')}: no image")
+            parts = [f"seg {seg.get('id')}", f"img {seg.get('image_id')}"]
+            if similarities is not None and similarities[i] is not None:
+                parts.append(f"sim {fmt_num(similarities[i])}")
+            elif seg.get("score") is not None:
+                parts.append(f"score {fmt_num(seg.get('score'))}")
+            if seg.get("prototype") is not None:
+                parts.append(f"#{seg.get('prototype')}")
+            st.caption(" · ".join(parts))
+            if on_similar is not None:
+                st.button("Similar segments", key=f"{key}_sim_{seg.get('id')}", on_click=on_similar,
+                          args=(seg,), width="stretch")
