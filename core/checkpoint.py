@@ -105,6 +105,7 @@ def release_config(state: dict[str, torch.Tensor], args: Any = None) -> SlotConC
     for name in ("teacher_temp", "student_temp", "center_momentum", "group_loss_weight"):
         if name in ns:
             setattr(cfg, name, float(ns[name]))
+    cfg.stride16 = bool(ns.get("stride16", False))  # our option; absent (stride 32) in the release
     return cfg
 
 
@@ -168,5 +169,6 @@ def to_release_state(model: SlotCon) -> dict[str, Any]:
         arch=cfg.arch, dim_hidden=cfg.dim_hidden, dim_out=cfg.dim_out, num_prototypes=cfg.num_prototypes,
         teacher_temp=cfg.teacher_temp, student_temp=cfg.student_temp,
         center_momentum=cfg.center_momentum, group_loss_weight=cfg.group_loss_weight,
+        width=cfg.width, stride16=cfg.stride16,
     )  # fmt: skip
     return {"model": {f"module.{k}": v for k, v in model.state_dict().items()}, "args": args}

@@ -25,10 +25,11 @@ def get_rank() -> int:
 def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate ``tensor`` from every rank along dim 0 (rank order); no gradient.
 
-    Every rank must pass the same shape. Returns ``tensor`` itself when not distributed.
+    Every rank must pass the same shape. Returns ``tensor.detach()`` when not distributed, so the
+    result never carries gradient, exactly as in a process group.
     """
     if not is_distributed():
-        return tensor
+        return tensor.detach()
     parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts, dim=0)

@@ -1,0 +1,24 @@
+"""The slotcon dispatcher."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from core.cli import SUBCOMMANDS, main
+
+
+def test_help_lists_every_command(capsys) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in SUBCOMMANDS)
+
+
+def test_unknown_command_is_an_error(capsys) -> None:
+    assert main(["frobnicate"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+def test_console_entry_point_runs() -> None:
+    proc = subprocess.run([sys.executable, "-m", "core.cli", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "synth" in proc.stdout
