@@ -1,0 +1,363 @@
+"""Synthetic scenes: a small, COCO-layout dataset generated on demand (the demo's and the tests' data).
+
+Every image is a scene: 2-3 *stuff* regions separated by smooth random boundaries, each filled with
+its class's texture, and 1-4 *things* (shapes at 15-45 % of the image side, later ones occluding
+earlier ones), each filled with its own class texture. Colours are drawn per region and per
+instance, so colour never identifies a class; texture (and, for things, shape) does. Texture periods
+are 8-16 px at 128 px, so they survive the 0.08-1 random resized crops that SlotCon trains on and
+are visible to a stride-16 feature map.
+
+Layout written by :func:`generate` (the same as COCO + COCO-Stuff, so every real-data code path runs)::
+
+    DIR/train2017/000000000001.jpg ...        JPEG q95, ids start at 1 in each split
+    DIR/val2017/000000000001.jpg ...
+    DIR/annotations/instances_{split}.json    things, RLE segmentation (pycocotools)
+    DIR/annotations/stuff_{split}.json        stuff regions, same format
+    DIR/labels/{split}/000000000001.png       mode "L": class id per pixel (0..C-1), 255 = unlabelled
+    DIR/synthetic.json                        classes, generator version, arguments
+
+Pixel label = COCO ``category_id - 1`` (the COCO-Stuff convention); the label at a pixel is the
+top-most thing there, else its stuff region. Visible (occluded) masks are annotated. Output is
+byte-identical for the same arguments: each image's random stream is seeded by (seed, split, index),
+so the worker count does not matter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+logger = logging.getLogger(__name__)
+
+GENERATOR_VERSION = "1"
+SPLITS = ("train2017", "val2017")
+_SPLIT_CODES = {"train2017": 0, "val2017": 1}
+
+
+@dataclass(frozen=True)
+class SyntheticClass:
+    """One class: ``id`` is the pixel label, ``id + 1`` the COCO ``category_id``."""
+
+    id: int
+    name: str
+    kind: str  # "thing" | "stuff"
+    description: str
+
+
+#: Things first (ids 0-3), then stuff (ids 4-7), as in COCO-Stuff. Patterns are in image axes
+#: (shapes rotate, their textures do not) with periods given at 128 px (they scale with ``size``).
+CLASSES: tuple[SyntheticClass, ...] = (
+    SyntheticClass(0, "disk", "thing", "disk filled with concentric rings (bullseye, period 10 px)"),
+    SyntheticClass(1, "box", "thing", "rotated rectangle (aspect 0.75-1.33), vertical stripes (period 8 px)"),
+    SyntheticClass(2, "triangle", "thing", "rotated equilateral triangle, diagonal stripes (period 10 px)"),
+    SyntheticClass(3, "cross", "thing", "rotated plus sign in a plain colour with a soft shading gradient"),
+    SyntheticClass(4, "stripes", "stuff", "horizontal stripes (period 12 px)"),
+    SyntheticClass(5, "checker", "stuff", "checkerboard (8 px cells)"),
+    SyntheticClass(6, "dots", "stuff", "dot lattice (12 px spacing, 3 px radius) on a plain ground"),
+    SyntheticClass(7, "mottle", "stuff", "blotchy random two-tone noise (about 6 px blobs)"),
+)
+THING_IDS = tuple(c.id for c in CLASSES if c.kind == "thing")
+STUFF_IDS = tuple(c.id for c in CLASSES if c.kind == "stuff")
+IGNORE_LABEL = 255
+
+_MIN_THINGS, _MAX_THINGS = 1, 4
+_THING_SCALE = (0.15, 0.45)  # shape extent as a fraction of the image side
+_PIXEL_NOISE_STD = 3.0
+
+
+# ---------------------------------------------------------------- rendering (pure, vectorised numpy)
+
+
+def _two_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Returns two random RGB colours (float, 0-255) whose luminances differ by at least 70."""
+    while True:
+        a, b = rng.uniform(0, 255, size=(2, 3))
+        lum = np.array([0.299, 0.587, 0.114])
+        if abs(float(a @ lum - b @ lum)) >= 70:
+            return a, b
+
+
+def _stuff_pattern(class_id: int, xx: np.ndarray, yy: np.ndarray, unit: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Returns the class texture as an (H, W) float map in [0, 1]; ``unit`` = pixels per 128-px pixel."""
+    name = CLASSES[class_id].name
+    ox, oy = rng.uniform(0, 64, size=2) * unit  # random phase
+    if name == "stripes":
+        return (((yy + oy) / (12 * unit)) % 1.0 < 0.5).astype(np.float32)
+    if name == "checker":
+        cell = 8 * unit
+        return ((np.floor((xx + ox) / cell) + np.floor((yy + oy) / cell)) % 2).astype(np.float32)
+    if name == "dots":
+        spacing, radius = 12 * unit, 3 * unit
+        dx = (xx + ox) % spacing - spacing / 2
+        dy = (yy + oy) % spacing - spacing / 2
+        return (dx * dx + dy * dy <= radius * radius).astype(np.float32)
+    if name == "mottle":
+        h, w = xx.shape
+        cell = 6 * unit
+        gh, gw = int(np.ceil(h / cell)) + 2, int(np.ceil(w / cell)) + 2
+        coarse = (rng.random((gh, gw)) < 0.5).astype(np.float32)
+        iy = np.minimum((yy / cell).astype(np.int64), gh - 1)
+        ix = np.minimum((xx / cell).astype(np.int64), gw - 1)
+        return coarse[iy, ix]
+    raise ValueError(f"not a stuff class: {name}")
+
+
+def _thing_pattern(class_id: int, xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, extent: float,
+                   unit: float, rng: np.random.Generator) -> np.ndarray:
+    """Returns the thing class texture as an (H, W) float map in [0, 1]."""
+    name = CLASSES[class_id].name
+    phase = rng.uniform(0, 1)
+    if name == "disk":
+        r = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
+        return ((r / (10 * unit) + phase) % 1.0 < 0.5).astype(np.float32)
+    if name == "box":
+        return ((xx / (8 * unit) + phase) % 1.0 < 0.5).astype(np.float32)
+    if name == "triangle":
+        return (((xx + yy) / (10 * unit * np.sqrt(2)) + phase) % 1.0 < 0.5).astype(np.float32)
+    if name == "cross":
+        angle = rng.uniform(0, 2 * np.pi)
+        t = ((xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)) / extent
+        return np.clip(0.5 + 0.35 * t, 0.0, 1.0).astype(np.float32)
+    raise ValueError(f"not a thing class: {name}")
+
+
+def _thing_mask(class_id: int, xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, extent: float,
+                rng: np.random.Generator) -> np.ndarray:
+    """Returns the (H, W) bool mask of a shape of the given class, extent (pixels) and random pose."""
+    name = CLASSES[class_id].name
+    dx, dy = xx - cx, yy - cy
+    theta = rng.uniform(0, 2 * np.pi)
+    c, s = np.cos(theta), np.sin(theta)
+    u, v = c * dx + s * dy, -s * dx + c * dy  # shape-frame coordinates
+    half = extent / 2
+    if name == "disk":
+        return dx * dx + dy * dy <= half * half
+    if name == "box":
+        aspect = rng.uniform(0.75, 4 / 3)
+        return (np.abs(u) <= half * np.sqrt(aspect)) & (np.abs(v) <= half / np.sqrt(aspect))
+    if name == "triangle":
+        inside = np.ones_like(u, dtype=bool)
+        apothem = half * 0.6  # circumradius ~1.2 * half, so the triangle's area is close to a disk's
+        for k in range(3):  # three half-planes of an equilateral triangle
+            a = np.pi / 2 + 2 * np.pi * k / 3
+            inside &= u * np.cos(a) + v * np.sin(a) <= apothem
+        return inside
+    if name == "cross":
+        arm = extent / 6
+        return ((np.abs(u) <= half) & (np.abs(v) <= arm)) | ((np.abs(u) <= arm) & (np.abs(v) <= half))
+    raise ValueError(f"not a thing class: {name}")
+
+
+def _stuff_layout(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, size: int) -> np.ndarray:
+    """Returns an (H, W) int map of region indices 0..n-1 (n = 2 or 3): a warped Voronoi partition."""
+    n = int(rng.integers(2, 4))
+    while True:
+        seeds = rng.uniform(0.15, 0.85, size=(n, 2))
+        dists = np.linalg.norm(seeds[:, None] - seeds[None], axis=-1)
+        if dists[np.triu_indices(n, 1)].min() >= 0.35:
+            break
+    amp = rng.uniform(0.04, 0.1, size=2)
+    freq = rng.uniform(1.0, 2.5, size=2)
+    phase = rng.uniform(0, 2 * np.pi, size=2)
+    u, v = xx / size, yy / size
+    uw = u + amp[0] * np.sin(2 * np.pi * freq[0] * v + phase[0])
+    vw = v + amp[1] * np.sin(2 * np.pi * freq[1] * u + phase[1])
+    d = (uw[None] - seeds[:, 0, None, None]) ** 2 + (vw[None] - seeds[:, 1, None, None]) ** 2
+    return np.argmin(d, axis=0)
+
+
+Segments = list[tuple[int, np.ndarray]]
+
+
+def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, Segments]:
+    """Renders one scene.
+
+    Returns ``(image, label, segments)``: image (size, size, 3) uint8 RGB; label (size, size) uint8
+    class ids; segments: (class_id, (size, size) bool visible mask) per stuff region and per thing
+    instance with a visible pixel, stuff first, things in drawing order (bottom to top).
+    """
+    unit = size / 128
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    image = np.zeros((size, size, 3), np.float32)
+    label = np.full((size, size), IGNORE_LABEL, np.uint8)
+
+    regions = _stuff_layout(rng, xx, yy, size)
+    n_regions = int(regions.max()) + 1
+    stuff_classes = rng.choice(STUFF_IDS, size=n_regions, replace=False)
+    stuff: Segments = []
+    for r, cls in enumerate(stuff_classes):
+        m = regions == r
+        if not m.any():
+            continue
+        a, b = _two_colours(rng)
+        p = _stuff_pattern(int(cls), xx, yy, unit, rng)[m][:, None]
+        image[m] = a * (1 - p) + b * p
+        label[m] = cls
+        stuff.append((int(cls), m))
+
+    things: Segments = []
+    for _ in range(int(rng.integers(_MIN_THINGS, _MAX_THINGS + 1))):
+        cls = int(rng.choice(THING_IDS))
+        extent = rng.uniform(*_THING_SCALE) * size
+        lo, hi = 0.3 * extent, size - 0.3 * extent
+        cx, cy = rng.uniform(lo, hi, size=2)
+        m = _thing_mask(cls, xx, yy, cx, cy, extent, rng)
+        a, b = _two_colours(rng)
+        p = _thing_pattern(cls, xx, yy, cx, cy, extent, unit, rng)[m][:, None]
+        image[m] = a * (1 - p) + b * p
+        label[m] = cls
+        for _, earlier in things:
+            earlier &= ~m
+        things.append((cls, m))
+
+    image += rng.normal(0, _PIXEL_NOISE_STD, size=image.shape)
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    segments = [(c, m & ~np.any([t for _, t in things], axis=0)) for c, m in stuff] + things
+    return image, label, [(c, m) for c, m in segments if m.any()]
+
+
+# ---------------------------------------------------------------- writing
+
+
+def image_seed(seed: int, split: str, index: int) -> np.random.SeedSequence:
+    """Returns the seed sequence of image ``index`` (0-based) of ``split``: independent of workers."""
+    return np.random.SeedSequence([seed, _SPLIT_CODES[split], index])
+
+
+def _render_and_write(job: tuple[Path, str, int, int, int]) -> tuple[dict, list[dict]]:
+    """Renders image ``index`` of a split, writes its JPEG and label PNG.
+
+    Returns ``(image_record, segments)``: the COCO image entry and per segment a dict with
+    ``category_id``, ``kind``, RLE ``segmentation`` (counts as str), ``area`` and ``bbox``.
+    """
+    out, split, index, size, seed = job
+    image_id = index + 1
+    rng = np.random.default_rng(image_seed(seed, split, index))
+    image, label, segments = render_scene(rng, size)
+    name = f"{image_id:012d}"
+    Image.fromarray(image, "RGB").save(out / split / f"{name}.jpg", quality=95)
+    Image.fromarray(label, "L").save(out / "labels" / split / f"{name}.png")
+    records = []
+    for cls, m in segments:
+        rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+        records.append({
+            "category_id": cls + 1,
+            "kind": CLASSES[cls].kind,
+            "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
+            "area": float(mask_utils.area(rle)),
+            "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+        })
+    image_record = {"id": image_id, "file_name": f"{name}.jpg", "width": size, "height": size}
+    return image_record, records
+
+
+def _coco_json(images: list[dict], annotations: list[dict], kind: str) -> dict:
+    """Returns a COCO-format dict for the classes of ``kind``."""
+    return {
+        "info": {"description": f"SlotCon Explorer synthetic scenes ({kind})", "version": GENERATOR_VERSION},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": c.id + 1, "name": c.name, "supercategory": kind}
+                       for c in CLASSES if c.kind == kind],
+    }
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, separators=(",", ":"), sort_keys=True))
+
+
+def generate(out: Path | str, num_train: int = 2000, num_val: int = 200, size: int = 128, seed: int = 0,
+             workers: int = 2) -> dict:
+    """Generates the synthetic scenes dataset under ``out`` (layout in the module docstring).
+
+    Returns a summary dict: ``out``, per split the number of images, instances and stuff regions,
+    ``classes`` and ``seconds``. Existing files of the same names are overwritten.
+    """
+    if size < 32:
+        raise ValueError(f"size must be >= 32 px, got {size}")
+    if num_train < 0 or num_val < 0:
+        raise ValueError("num_train and num_val must be >= 0")
+    out = Path(out)
+    start = time.perf_counter()
+    counts = {"train2017": num_train, "val2017": num_val}
+    (out / "annotations").mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        (out / split).mkdir(exist_ok=True)
+        (out / "labels" / split).mkdir(parents=True, exist_ok=True)
+
+    jobs = {split: [(out, split, i, size, seed) for i in range(n)] for split, n in counts.items()}
+    summary: dict = {"out": str(out), "classes": [c.name for c in CLASSES]}
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
+    try:
+        for split in SPLITS:
+            if pool is not None:
+                results = pool.map(_render_and_write, jobs[split], chunksize=16)
+            else:
+                results = [_render_and_write(j) for j in jobs[split]]
+            images = [r[0] for r in results]
+            anns: dict[str, list[dict]] = {"thing": [], "stuff": []}
+            for image_record, records in results:
+                for rec in records:
+                    kind = rec.pop("kind")
+                    anns[kind].append({"id": len(anns[kind]) + 1, "image_id": image_record["id"],
+                                       "iscrowd": 0, **rec})
+            for kind, prefix in (("thing", "instances"), ("stuff", "stuff")):
+                path = out / "annotations" / f"{prefix}_{split}.json"
+                _write_json(path, _coco_json(images, anns[kind], kind))
+            summary[split] = {"images": len(images), "instances": len(anns["thing"]),
+                              "stuff_regions": len(anns["stuff"])}
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+
+    meta = {
+        "generator": "core.synthetic",
+        "version": GENERATOR_VERSION,
+        "args": {"num_train": num_train, "num_val": num_val, "size": size, "seed": seed},
+        "classes": [asdict(c) for c in CLASSES],
+        "ignore_label": IGNORE_LABEL,
+        "label_convention": "pixel label = category_id - 1",
+    }
+    (out / "synthetic.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    logger.info("synthetic scenes written to %s in %.1f s", out, summary["seconds"])
+    return summary
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Returns the parser of ``slotcon synth``."""
+    p = argparse.ArgumentParser(prog="slotcon synth", description="Generate the synthetic scenes dataset "
+                                "(COCO layout: images, instance/stuff RLE annotations, label PNGs).")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--num-train", type=int, default=2000, help="training images (default 2000)")
+    p.add_argument("--num-val", type=int, default=200, help="validation images (default 200)")
+    p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes; output does not depend on it")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point of ``slotcon synth``; prints the summary as JSON and returns the exit status."""
+    args = get_args_parser().parse_args(argv)
+    summary = generate(args.out, num_train=args.num_train, num_val=args.num_val, size=args.size,
+                       seed=args.seed, workers=args.workers)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

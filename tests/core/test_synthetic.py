@@ -1,0 +1,114 @@
+"""Tests of core.synthetic: COCO-valid annotations that match the label maps, determinism, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from core import synthetic
+from core.datasets import (
+    coco_annotation_path,
+    detect_layout,
+    find_images,
+    load_semantic_label,
+    semantic_label_path,
+)
+from core.synthetic import CLASSES, IGNORE_LABEL, STUFF_IDS, THING_IDS, generate, render_scene
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, num_train=6, num_val=4, size=64, seed=3, workers=1)
+    return root
+
+
+def test_classes_are_consistent() -> None:
+    assert [c.id for c in CLASSES] == list(range(len(CLASSES)))
+    assert len(THING_IDS) == 4 and len(STUFF_IDS) == 4
+    assert max(THING_IDS) < min(STUFF_IDS)  # things first, as in COCO-Stuff
+
+
+def test_layout_and_metadata(synth_root: Path) -> None:
+    assert detect_layout(synth_root, "val2017") == "coco"
+    train = find_images(synth_root, "train2017")
+    assert [p.name for p in train] == [f"{i:012d}.jpg" for i in range(1, 7)]
+    meta = json.loads((synth_root / "synthetic.json").read_text())
+    assert meta["args"] == {"num_train": 6, "num_val": 4, "size": 64, "seed": 3}
+    assert [c["name"] for c in meta["classes"]] == [c.name for c in CLASSES]
+    with Image.open(train[0]) as img:
+        assert img.format == "JPEG" and img.size == (64, 64) and img.mode == "RGB"
+
+
+@pytest.mark.parametrize("split", ["train2017", "val2017"])
+def test_annotations_match_label_maps(synth_root: Path, split: str) -> None:
+    instances = COCO(str(coco_annotation_path(synth_root, split, "instances")))
+    stuff = COCO(str(coco_annotation_path(synth_root, split, "stuff")))
+    assert sorted(instances.getCatIds()) == [i + 1 for i in THING_IDS]
+    assert sorted(stuff.getCatIds()) == [i + 1 for i in STUFF_IDS]
+    assert instances.getImgIds() == stuff.getImgIds()
+    for image_id in instances.getImgIds():
+        info = instances.loadImgs(image_id)[0]
+        label = load_semantic_label(semantic_label_path(synth_root, split, info["file_name"]))
+        assert label.shape == (info["height"], info["width"]) and label.dtype == np.uint8
+        rebuilt = np.full(label.shape, IGNORE_LABEL, np.uint8)
+        coverage = np.zeros(label.shape, np.int64)
+        for coco in (instances, stuff):
+            for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id)):
+                m = coco.annToMask(ann).astype(bool)
+                assert ann["area"] == m.sum() > 0 and ann["iscrowd"] == 0
+                np.testing.assert_allclose(ann["bbox"], mask_utils.toBbox(ann["segmentation"]))
+                rebuilt[m] = ann["category_id"] - 1
+                coverage += m
+        assert coverage.max() == 1  # visible masks never overlap
+        np.testing.assert_array_equal(rebuilt, label)
+
+
+def test_things_occlude_in_drawing_order() -> None:
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        image, label, segments = render_scene(rng, 64)
+        assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+        stacked = np.stack([m for _, m in segments])
+        assert (stacked.sum(0) == 1).all()  # every pixel belongs to exactly one visible segment
+        for cls, m in segments:
+            assert (label[m] == cls).all()
+        assert {c for c, _ in segments if c in THING_IDS}  # at least one thing is visible
+
+
+def test_generation_is_deterministic(tmp_path: Path) -> None:
+    generate(tmp_path / "a", num_train=4, num_val=2, size=48, seed=11, workers=1)
+    # the worker count must not change a byte
+    generate(tmp_path / "b", num_train=4, num_val=2, size=48, seed=11, workers=2)
+    generate(tmp_path / "c", num_train=4, num_val=2, size=48, seed=12, workers=1)
+    a, b, c = (_hashes(tmp_path / d) for d in "abc")
+    assert a == b
+    assert a.keys() == c.keys()
+    images = [k for k in a if k.endswith(".jpg")]
+    assert all(a[k] != c[k] for k in images)
+
+
+def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli"
+    assert synthetic.main(["--out", str(out), "--num-train", "3", "--num-val", "2", "--size", "40",
+                           "--seed", "5", "--workers", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["train2017"]["images"] == 3 and summary["val2017"]["images"] == 2
+    assert len(find_images(out, "val2017")) == 2
+    with pytest.raises(SystemExit):
+        synthetic.main(["--help"])
+    helptext = capsys.readouterr().out
+    for option in ("--out", "--num-train", "--num-val", "--size", "--seed", "--workers"):
+        assert option in helptext
