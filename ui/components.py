@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from ui.client import ApiError, ApiUnreachable, api_url
+from ui.client import ApiError, ApiUnreachable, api_url, fetch_health
 
 #: Distinct colours for slot overlays and legends (the server draws slots with the same palette
 #: when it returns no colours of its own).
@@ -52,6 +52,7 @@ def run_page(title: str, render: Callable[[], None], *, icon: str | None = None)
     """Sets the title and runs ``render``, turning API failures into a banner or message."""
     st.title(f"{icon} {title}" if icon else title)
     try:
+        fetch_health(api_url())  # one banner up front when the API is down, whatever the page needs
         render()
     except ApiUnreachable as exc:
         show_unreachable(exc)

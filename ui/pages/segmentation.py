@@ -1,0 +1,80 @@
+"""Unsupervised segmentation: stored evaluations (mIoU and pixel accuracy against the baselines and
+the paper, per-class IoU, confusion matrix, examples) and a form to run a new one as a job."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui.client import api_url, fetch_eval_results, get_client
+from ui.components import call, fmt_pct, run_page
+from ui.views.eval_view import (
+    PAPER_REFERENCE,
+    as_fraction,
+    confusion_chart,
+    per_class_frame,
+    result_name,
+    scores_frame,
+    show_examples,
+)
+from ui.views.job_progress import job_progress
+
+
+def run_form() -> None:
+    """Starts an evaluation job on the active index's checkpoint."""
+    with st.expander("Run an evaluation", expanded=False), st.form("eval_form", border=False):
+        c1, c2, c3 = st.columns(3)
+        protocol = c1.selectbox("Protocol", ["synthetic", "cocostuff27"])
+        baseline = c2.selectbox("Baseline", ["none", "random-init", "kmeans-rgb"])
+        resolution = c3.number_input("Resolution", 64, 1024, 320, step=32)
+        if st.form_submit_button("Start evaluation"):
+            job = call("Starting the evaluation", get_client().start_eval,
+                       {"protocol": protocol, "baseline": baseline, "resolution": int(resolution)})
+            if job is not None:
+                st.session_state["eval_job"] = job.get("id")
+    job_id = st.session_state.get("eval_job")
+    if job_id is not None:
+        job_progress(int(job_id), on_done=fetch_eval_results.clear)
+
+
+def render() -> None:
+    """The page body."""
+    run_form()
+    results = fetch_eval_results(api_url())
+    if not results:
+        st.info("No evaluation is stored for this index yet: run one above, or `slotcon eval ... --index`.")
+        return
+    models = [r for r in results if (r.get("baseline") or "none") == "none"] or results
+    models = sorted(models, key=lambda r: r.get("id", 0), reverse=True)
+    chosen = st.selectbox("Evaluation", models, format_func=result_name, key="eval_pick")
+    m = st.columns(4)
+    m[0].metric("mIoU", fmt_pct(as_fraction(chosen.get("miou")), 2))
+    m[1].metric("Pixel accuracy", fmt_pct(as_fraction(chosen.get("pixel_accuracy")), 2))
+    m[2].metric("Images", chosen.get("num_images", "–"))
+    m[3].metric("Classes", chosen.get("num_classes", len(per_class_frame(chosen))))
+
+    st.subheader("Against the baselines and the paper")
+    frame = scores_frame(results, chosen)
+    st.dataframe(frame, hide_index=True, column_config={
+        "mIoU": st.column_config.NumberColumn(format="percent"),
+        "pixel accuracy": st.column_config.NumberColumn(format="percent")})
+    st.caption(f"Paper: SlotCon on COCO-Stuff-27, {PAPER_REFERENCE['miou']:.2%} mIoU, "
+               f"{PAPER_REFERENCE['pixel_accuracy']:.2%} pixel accuracy. Numbers on the synthetic scenes "
+               "are not comparable with it; the baselines are.")
+    long = frame.melt("method", var_name="score", value_name="value")
+    st.bar_chart(long, x="score", y="value", color="method", stack=False, horizontal=True)
+
+    st.subheader("Per-class IoU")
+    per_class = per_class_frame(chosen)
+    if not per_class.empty:
+        st.bar_chart(per_class, x="class", y="IoU", color="#d62728", sort="-IoU")
+    st.subheader("Confusion matrix (rows: ground truth, normalised)")
+    chart = confusion_chart(chosen)
+    if chart is not None:
+        st.altair_chart(chart, width="stretch")
+    else:
+        st.caption("This evaluation stored no confusion matrix.")
+    st.subheader("Examples")
+    show_examples(chosen)
+
+
+run_page("Unsupervised segmentation", render, icon="🗺️")

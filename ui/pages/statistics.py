@@ -1,0 +1,70 @@
+"""Slot statistics: dead prototypes, the long tail of activity, active prototypes per image, and
+the prototype similarity heatmap with its near-duplicates."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui.client import api_url, fetch_prototypes, fetch_stats
+from ui.components import fmt_num, run_page
+from ui.views.stats_charts import (
+    active_histogram,
+    activity_frame,
+    heatmap_chart,
+    histogram_chart,
+    long_tail_chart,
+    near_duplicates,
+    similarity_matrix,
+)
+
+
+def render() -> None:
+    """The page body."""
+    protos = fetch_prototypes(api_url())
+    stats = fetch_stats(api_url())
+    dead = sorted(int(p["id"]) for p in protos if p.get("dead"))
+    hist = active_histogram(stats)
+    mean_active = stats.get("mean_active_per_image")
+    if mean_active is None and not hist.empty and hist["images"].sum() > 0:
+        mean_active = float((hist["active prototypes"] * hist["images"]).sum() / hist["images"].sum())
+    m = st.columns(4)
+    m[0].metric("Prototypes", stats.get("num_prototypes", len(protos)))
+    m[1].metric("Dead prototypes", stats.get("num_dead", len(dead)))
+    m[2].metric("Images", stats.get("num_images", "–"))
+    m[3].metric("Active prototypes per image", fmt_num(mean_active, 2))
+    st.caption("A prototype is *active* on an image when it is the argmax at one pixel or more, and "
+               "*dead* when it is active on no image (the paper: 40 of 256 dead on COCO val2017, about 7 "
+               "active per image).")
+
+    st.subheader("Dead prototypes")
+    if dead:
+        st.write(", ".join(f"#{k}" for k in dead))
+    else:
+        st.success("No dead prototype: every prototype is the argmax somewhere.")
+
+    st.subheader("Activity of each prototype (long tail)")
+    frame = activity_frame(protos)
+    if not frame.empty:
+        st.altair_chart(long_tail_chart(frame), width="stretch")
+
+    st.subheader("Active prototypes per image")
+    if hist.empty:
+        st.info("The API sent no per-image statistics.")
+    else:
+        st.altair_chart(histogram_chart(hist), width="stretch")
+
+    st.subheader("Prototype similarity")
+    sim = similarity_matrix(stats)
+    threshold = st.slider("Near-duplicate threshold (cosine)", 0.5, 1.0,
+                          float(stats.get("near_duplicate_threshold", 0.9)), 0.01, key="dup_threshold")
+    if sim is not None:
+        labels = {int(p["id"]): p.get("label") or "" for p in protos}
+        st.altair_chart(heatmap_chart(sim, labels), width="content")
+    dups = near_duplicates(stats, sim, threshold)
+    st.markdown(f"**{len(dups)} near-duplicate pairs** (cosine ≥ {threshold:.2f})")
+    if not dups.empty:
+        st.dataframe(dups, hide_index=True, column_config={
+            "cosine": st.column_config.NumberColumn(format="%.3f")})
+
+
+run_page("Slot statistics", render, icon="📊")

@@ -1,0 +1,80 @@
+"""Training: choose a preset, edit its main options and start a run; watch it live; stop it; list
+runs and checkpoints and index one to make it the explored model."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from ui.client import fetch_checkpoints, get_client
+from ui.components import call, run_page
+from ui.views.job_progress import ACTIVE
+from ui.views.runs import checkpoints_panel, jobs_frame
+from ui.views.training_live import training_live
+
+PRESETS = {
+    "cpu-demo": dict(epochs=4, batch_size=32, lr=1.0, num_prototypes=32),
+    "coco-r50-800ep": dict(epochs=800, batch_size=512, lr=1.0, num_prototypes=256),
+    "cocoplus-r50-800ep": dict(epochs=800, batch_size=512, lr=1.0, num_prototypes=256),
+    "imagenet-r50-100ep": dict(epochs=100, batch_size=1024, lr=1.0, num_prototypes=2048),
+}
+
+
+def start_form() -> None:
+    """The form that starts a training job (preset + main options)."""
+    with st.form("train_form"):
+        c1, c2 = st.columns(2)
+        preset = c1.selectbox("Preset", list(PRESETS), key="train_preset")
+        name = c2.text_input("Run name", placeholder="defaults to the preset and a timestamp")
+        d = PRESETS[preset]
+        c = st.columns(5)
+        epochs = c[0].number_input("Epochs", 1, 2000, d["epochs"])
+        batch = c[1].number_input("Batch size", 2, 8192, d["batch_size"])
+        lr = c[2].number_input("Base LR", 0.0, 100.0, float(d["lr"]), format="%.4f")
+        k = c[3].number_input("Prototypes (K)", 2, 65536, d["num_prototypes"])
+        minutes = c[4].number_input("Max minutes (0 = none)", 0, 100000, 0)
+        if st.form_submit_button("Start training", type="primary"):
+            overrides = {"epochs": int(epochs), "batch_size": int(batch), "lr": float(lr),
+                         "num_prototypes": int(k)}
+            if minutes:
+                overrides["max_minutes"] = int(minutes)
+            body = {"preset": preset, "overrides": overrides}
+            if name.strip():
+                body["name"] = name.strip()
+            job = call("Starting training", get_client().start_training, body)
+            if job is not None:
+                st.session_state["train_job"] = int(job["id"])
+                st.toast(f"Training job {job['id']} started")
+
+
+def render() -> None:
+    """The page body."""
+    start_form()
+    jobs = [j for j in get_client().jobs() if j.get("kind") == "train"]
+    running = [j for j in jobs if j.get("status") in ACTIVE]
+    if "train_job" not in st.session_state and running:
+        st.session_state["train_job"] = int(running[0]["id"])
+    if jobs:
+        ids = [int(j["id"]) for j in jobs]
+        current = st.session_state.get("train_job")
+        index = ids.index(current) if current in ids else 0
+        st.session_state["train_job"] = st.selectbox(
+            "Watch run", ids, index=index, key="train_watch",
+            format_func=lambda i: next(f"job {i} · {j.get('name', '')} · {j.get('status')}"
+                                       for j in jobs if int(j["id"]) == i))
+    job_id = st.session_state.get("train_job")
+    if job_id is not None:
+        st.subheader("Live")
+        training_live(int(job_id))
+
+    st.subheader("Runs")
+    if jobs:
+        st.dataframe(jobs_frame(jobs), hide_index=True)
+    else:
+        st.caption("No training run yet.")
+    st.subheader("Checkpoints")
+    if st.button("Refresh checkpoints"):
+        fetch_checkpoints.clear()
+    checkpoints_panel()
+
+
+run_page("Training", render, icon="🏋️")

@@ -1,0 +1,110 @@
+"""One stored unsupervised-segmentation evaluation: scores against the baselines and the paper,
+per-class IoU, the confusion matrix and example images (prediction beside ground truth)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from ui.client import ApiError, api_url, fetch_image
+from ui.views.slot_view import decode_image
+
+#: The paper's numbers (SlotCon, COCO-Stuff-27, K=27, 320×320, Hungarian matching; Table 6).
+PAPER_REFERENCE = {"protocol": "cocostuff27", "miou": 0.1826, "pixel_accuracy": 0.4236}
+
+
+def as_fraction(x: Any) -> float | None:
+    """Scores may be sent as fractions or as percentages; the UI works in fractions."""
+    if x is None:
+        return None
+    x = float(x)
+    return x / 100.0 if x > 1.0 else x
+
+
+def result_name(r: dict) -> str:
+    """A short name: ``#3 synthetic · model`` / ``#4 synthetic · kmeans-rgb``."""
+    baseline = r.get("baseline") or "none"
+    what = "model" if baseline in ("none", None) else baseline
+    return f"#{r.get('id', '?')} {r.get('protocol', '?')} · {what}"
+
+
+def scores_frame(results: list[dict], chosen: dict) -> pd.DataFrame:
+    """The chosen result beside the latest baseline of each kind (same protocol) and the paper."""
+    rows = [{"method": "SlotCon (this run)", "mIoU": as_fraction(chosen.get("miou")),
+             "pixel accuracy": as_fraction(chosen.get("pixel_accuracy"))}]
+    for baseline in ("random-init", "kmeans-rgb"):
+        same = [r for r in results if r.get("baseline") == baseline
+                and r.get("protocol") == chosen.get("protocol")]
+        if same:
+            r = max(same, key=lambda r: r.get("id", 0))
+            rows.append({"method": f"baseline: {baseline}", "mIoU": as_fraction(r.get("miou")),
+                         "pixel accuracy": as_fraction(r.get("pixel_accuracy"))})
+    rows.append({"method": "paper (COCO-Stuff-27)", "mIoU": PAPER_REFERENCE["miou"],
+                 "pixel accuracy": PAPER_REFERENCE["pixel_accuracy"]})
+    return pd.DataFrame(rows)
+
+
+def class_names(r: dict, n: int) -> list[str]:
+    """The class names of an evaluation (``class 0`` ... when not sent)."""
+    names = r.get("class_names") or r.get("classes") or []
+    names = [c.get("name", str(c)) if isinstance(c, dict) else str(c) for c in names]
+    return names if len(names) == n else [f"class {i}" for i in range(n)]
+
+
+def per_class_frame(r: dict) -> pd.DataFrame:
+    """Per-class IoU as a frame (``class``, ``IoU``), from a list or a ``{name: iou}`` map."""
+    raw = r.get("per_class_iou") or []
+    if isinstance(raw, dict):
+        pairs = [(str(k), as_fraction(v)) for k, v in raw.items()]
+    else:
+        names = class_names(r, len(raw))
+        pairs = [(names[i], as_fraction(v)) for i, v in enumerate(raw)]
+    return pd.DataFrame(pairs, columns=["class", "IoU"])
+
+
+def confusion_chart(r: dict) -> alt.Chart | None:
+    """The confusion matrix (ground truth × matched prediction), rows normalised."""
+    raw = r.get("confusion")
+    if isinstance(raw, dict):
+        raw = raw.get("matrix")
+    if not raw:
+        return None
+    conf = np.asarray(raw, dtype=float)
+    conf = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1.0)
+    names = class_names(r, conf.shape[0])
+    cols = class_names(r, conf.shape[1]) if conf.shape[1] == conf.shape[0] else [
+        f"pred {j}" for j in range(conf.shape[1])]
+    ii, jj = np.meshgrid(np.arange(conf.shape[0]), np.arange(conf.shape[1]), indexing="ij")
+    frame = pd.DataFrame({"ground truth": [names[i] for i in ii.ravel()],
+                          "prediction": [cols[j] for j in jj.ravel()], "share": conf.ravel()})
+    return alt.Chart(frame).mark_rect().encode(
+        x=alt.X("prediction:N", sort=cols), y=alt.Y("ground truth:N", sort=names),
+        color=alt.Color("share:Q", scale=alt.Scale(scheme="reds")),
+        tooltip=["ground truth", "prediction", alt.Tooltip("share:Q", format=".1%")],
+    ).properties(height=max(240, 22 * len(names)))
+
+
+def show_examples(r: dict, limit: int = 6) -> None:
+    """Example images: the image, the prediction (matched to classes) and the ground truth."""
+    examples = r.get("examples") or []
+    if not examples:
+        st.caption("This evaluation stored no example images.")
+        return
+    for ex in examples[:limit]:
+        cols = st.columns(3)
+        image_id = ex.get("image_id")
+        original = decode_image(ex.get("image"))
+        if original is None and image_id is not None:
+            try:
+                original = fetch_image(api_url(), int(image_id), 256)
+            except ApiError:
+                original = None
+        for col, data, caption in ((cols[0], original, f"image {image_id or ''}"),
+                                   (cols[1], decode_image(ex.get("prediction")), "prediction"),
+                                   (cols[2], decode_image(ex.get("ground_truth")), "ground truth")):
+            if data is not None:
+                col.image(data, caption=caption, width="stretch")

@@ -1,0 +1,108 @@
+"""Charts of the slot statistics: the long tail of prototype activity, the histogram of active
+prototypes per image, and the prototype-similarity heatmap."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+
+def activity_frame(protos: list[dict]) -> pd.DataFrame:
+    """Prototypes ranked by activity (images on which each is active), most active first."""
+    frame = pd.DataFrame([{"prototype": int(p["id"]), "label": p.get("label") or "",
+                           "images": int(p.get("num_images") or 0),
+                           "pixel share": float(p.get("pixel_share") or 0.0)} for p in protos])
+    if frame.empty:
+        return frame
+    frame = frame.sort_values(["images", "pixel share"], ascending=False).reset_index(drop=True)
+    frame["rank"] = np.arange(1, len(frame) + 1)
+    return frame
+
+
+def long_tail_chart(frame: pd.DataFrame) -> alt.Chart:
+    """The long-tail bar chart: one bar per prototype, sorted by activity."""
+    return alt.Chart(frame).mark_bar(color="#d62728").encode(
+        x=alt.X("rank:O", title="prototypes ranked by activity", axis=alt.Axis(labels=len(frame) <= 64)),
+        y=alt.Y("images:Q", title="images where active"),
+        tooltip=["prototype:Q", "label:N", "images:Q", alt.Tooltip("pixel share:Q", format=".2%")],
+    ).properties(height=300)
+
+
+def active_histogram(stats: dict) -> pd.DataFrame:
+    """``active prototypes`` → ``images``, from whichever form the API sends (per-image counts, a
+    ``{count: images}`` map or ``{"bins"/"counts"}``)."""
+    raw: Any = stats.get("active_per_image_hist", stats.get("active_per_image"))
+    if isinstance(raw, dict) and "counts" in raw:
+        bins = raw.get("bins") or raw.get("values") or list(range(len(raw["counts"])))
+        pairs = list(zip(bins, raw["counts"], strict=False))
+    elif isinstance(raw, dict):
+        pairs = [(int(k), int(v)) for k, v in raw.items()]
+    elif isinstance(raw, list) and raw and isinstance(raw[0], dict):
+        pairs = [(int(r.get("active", r.get("k", 0))), int(r.get("images", r.get("count", 0)))) for r in raw]
+    elif isinstance(raw, list):
+        pairs = sorted(Counter(int(v) for v in raw).items())
+    else:
+        pairs = []
+    return pd.DataFrame(pairs, columns=["active prototypes", "images"])
+
+
+def histogram_chart(frame: pd.DataFrame) -> alt.Chart:
+    """Bars: how many images have n active prototypes."""
+    return alt.Chart(frame).mark_bar(color="#1f77b4").encode(
+        x=alt.X("active prototypes:O"), y=alt.Y("images:Q"), tooltip=["active prototypes", "images"],
+    ).properties(height=300)
+
+
+def similarity_matrix(stats: dict) -> np.ndarray | None:
+    """The K×K cosine similarity of the prototype vectors, if the API sent it."""
+    raw = stats.get("similarity", stats.get("prototype_similarity"))
+    if isinstance(raw, dict):
+        raw = raw.get("matrix")
+    if not raw:
+        return None
+    return np.asarray(raw, dtype=float)
+
+
+def heatmap_chart(sim: np.ndarray, labels: dict[int, str] | None = None) -> alt.Chart:
+    """The similarity heatmap (prototype × prototype)."""
+    k = sim.shape[0]
+    ii, jj = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+    frame = pd.DataFrame({"a": ii.ravel(), "b": jj.ravel(), "cosine": sim.ravel()})
+    if labels:
+        frame["label a"] = [labels.get(int(a), "") for a in frame["a"]]
+        frame["label b"] = [labels.get(int(b), "") for b in frame["b"]]
+    tooltip = ["a:O", "b:O", alt.Tooltip("cosine:Q", format=".3f")] + (
+        ["label a:N", "label b:N"] if labels else [])
+    side = min(720, max(280, 10 * k))
+    return alt.Chart(frame).mark_rect().encode(
+        x=alt.X("a:O", title="prototype", axis=alt.Axis(labels=k <= 64)),
+        y=alt.Y("b:O", title="prototype", axis=alt.Axis(labels=k <= 64)),
+        color=alt.Color("cosine:Q", scale=alt.Scale(scheme="redblue", domain=[-1, 1], reverse=True)),
+        tooltip=tooltip,
+    ).properties(width=side, height=side)
+
+
+def near_duplicates(stats: dict, sim: np.ndarray | None, threshold: float) -> pd.DataFrame:
+    """Pairs of prototypes whose vectors are closer than ``threshold`` (cosine): the API's list if
+    sent, else computed from the matrix."""
+    rows = []
+    sent = stats.get("near_duplicates")
+    if sent:
+        for d in sent:
+            if isinstance(d, dict):
+                a, b = d.get("a", d.get("i")), d.get("b", d.get("j"))
+                c = d.get("similarity", d.get("cosine"))
+            else:
+                a, b, c = d[:3]
+            rows.append((int(a), int(b), float(c)))
+    elif sim is not None:
+        iu = np.triu_indices(sim.shape[0], k=1)
+        for a, b in zip(*iu, strict=True):
+            if sim[a, b] >= threshold:
+                rows.append((int(a), int(b), float(sim[a, b])))
+    frame = pd.DataFrame(rows, columns=["prototype a", "prototype b", "cosine"])
+    return frame[frame["cosine"] >= threshold].sort_values("cosine", ascending=False).reset_index(drop=True)

@@ -1,0 +1,99 @@
+"""The live view of a training job: progress with ETA, loss curves (total, group, slot), lr and
+momentum, images/s and active slots per image; refreshed without a page reload."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from ui.client import ApiError, get_client
+from ui.components import call, fmt_duration, show_api_error
+from ui.views.job_progress import ACTIVE, job_status_line
+
+REFRESH_S = 2.0
+
+
+def _metrics_key(job_id: int) -> str:
+    return f"metrics_{job_id}"
+
+
+def pull_metrics(job_id: int) -> list[dict]:
+    """Fetches the records logged since the last call and returns all of them (kept in the session)."""
+    records: list[dict] = st.session_state.setdefault(_metrics_key(job_id), [])
+    steps = [r["step"] for r in records if "step" in r]
+    since = max(steps) if steps else -1
+    new = get_client().job_metrics(job_id, since=since)
+    records.extend(r for r in new if "event" not in r and r.get("step", since) > since)
+    events = [r for r in new if "event" in r]
+    if events:  # the last line of a run ("finished", "stopped", "failed"); kept once
+        st.session_state[f"event_{job_id}"] = events[-1]
+    return records
+
+
+def metrics_frame(records: list[dict]) -> pd.DataFrame:
+    """The step records as a frame indexed by step (event lines dropped)."""
+    rows = [r for r in records if "step" in r and "event" not in r]
+    return pd.DataFrame(rows).set_index("step") if rows else pd.DataFrame()
+
+
+def _charts(frame: pd.DataFrame) -> None:
+    def cols(*names: str) -> list[str]:
+        return [c for c in names if c in frame.columns]
+
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**Loss**")
+        if cols("loss", "loss_group", "loss_slot"):
+            st.line_chart(frame[cols("loss", "loss_group", "loss_slot")], height=220)
+        st.markdown("**Images / s**")
+        if cols("images_per_sec"):
+            st.line_chart(frame[cols("images_per_sec")], height=180)
+    with c2:
+        st.markdown("**Learning rate and teacher momentum**")
+        if cols("lr", "momentum"):
+            st.line_chart(frame[cols("lr", "momentum")], height=220)
+        st.markdown("**Active slots per image**")
+        if cols("active_slots"):
+            st.line_chart(frame[cols("active_slots")], height=180)
+
+
+def training_live(job_id: int) -> None:
+    """Renders the live panel of training job ``job_id`` (a fragment re-run every few seconds)."""
+
+    @st.fragment(run_every=REFRESH_S)
+    def _live() -> None:
+        try:
+            job = get_client().job(job_id)
+            records = pull_metrics(job_id)
+        except ApiError as exc:
+            show_api_error(exc, f"Reading training job {job_id}")
+            return
+        status = job.get("status", "")
+        head, stop = st.columns([5, 1], vertical_alignment="center")
+        head.markdown(job_status_line(job))
+        if (status in ACTIVE and stop.button("Stop", key=f"stop_{job_id}", type="primary")
+                and call("Stopping the job", get_client().stop_job, job_id) is not None):
+            st.toast(f"Stopping job {job_id}: the trainer saves a checkpoint and exits.")
+        frame = metrics_frame(records)
+        last = st.session_state.get(f"event_{job_id}", {})
+        steps = [r for r in records if "step" in r and "event" not in r]
+        if steps:
+            cur = steps[-1]
+            total = cur.get("total_steps") or 0
+            frac = min(1.0, cur["step"] / total) if total else 0.0
+            text = (f"step {cur['step']}/{total} · epoch {cur.get('epoch', '?')}/{cur.get('epochs', '?')} · "
+                    f"ETA {fmt_duration(cur.get('eta_s'))} · elapsed {fmt_duration(cur.get('elapsed_s'))}")
+            st.progress(1.0 if status == "finished" else frac, text=text)
+            m = st.columns(4)
+            m[0].metric("Loss", f"{cur.get('loss', float('nan')):.4f}")
+            m[1].metric("Images / s", f"{cur.get('images_per_sec', 0.0):.1f}")
+            m[2].metric("Active slots / image", f"{cur.get('active_slots', 0.0):.2f}")
+            m[3].metric("LR", f"{cur.get('lr', 0.0):.2e}")
+            _charts(frame)
+        elif status in ACTIVE:
+            st.progress(0.0, text="starting… (the first metrics appear after the first logged step)")
+        if last.get("event") in ("stopped", "failed") or status == "failed":
+            msg = last.get("message") or job.get("message") or ""
+            (st.error if status == "failed" else st.warning)(f"Run {status}: {msg}".strip(": "))
+
+    _live()
