@@ -1,0 +1,258 @@
+"""``slotcon demo``: one command from a fresh checkout to a running explorer.
+
+Steps, each skipped when its output already exists (so a second run starts in seconds)::
+
+    1. synthetic scenes   python -m core.cli synth --out data/synthetic
+    2. training           python -m trainer --preset cpu-demo --data data/synthetic --output-dir runs/cpu-demo
+    3. index              python -m indexer --checkpoint runs/cpu-demo/final.pth --data data/synthetic ...
+    4. evaluation         python -m indexer.eval_cli ... --protocol synthetic (+ the two baselines)
+    5. API                python -m server --index indexes/cpu-demo --port 8000
+    6. UI                 python -m ui.launch --api http://127.0.0.1:8000 --port 8501
+
+then prints the URLs and waits; Ctrl-C (or SIGTERM) stops the UI and the API (SIGTERM, then SIGKILL
+after a grace period) and exits 0. Every step runs with this interpreter (``sys.executable``), so the
+demo uses the environment it was started from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import webbrowser
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+PRESET = "cpu-demo"
+BASELINES = ("none", "random-init", "kmeans-rgb")
+HEALTH_TIMEOUT_S = 120.0
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The options of ``slotcon demo``."""
+    p = argparse.ArgumentParser(prog="slotcon demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", type=Path, default=Path("data/synthetic"), help="synthetic scenes root")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="training runs (run: <runs-dir>/cpu-demo)")
+    p.add_argument("--indexes-dir", type=Path, default=Path("indexes"), help="indexes (<indexes-dir>/cpu-demo)")
+    p.add_argument("--state-dir", type=Path, default=Path("state"), help="the API's jobs database and logs")
+    p.add_argument("--host", default="127.0.0.1", help="address of both services (default: loopback)")
+    p.add_argument("--port", type=int, default=8000, help="API port (default: 8000)")
+    p.add_argument("--ui-port", type=int, default=8501, help="UI port (default: 8501)")
+    p.add_argument("--checkpoint", type=Path, default=None, help="explore this checkpoint instead of training")
+    p.add_argument("--skip-train", action="store_true",
+                   help="do not train: use the run's final.pth or current.pth, whichever exists")
+    p.add_argument("--skip-eval", action="store_true", help="do not run the segmentation evaluations")
+    p.add_argument("--no-serve", action="store_true", help="build everything, start nothing")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    return p
+
+
+def say(message: str) -> None:
+    """A progress line of the demo."""
+    print(f"[demo] {message}", flush=True)
+
+
+def run_step(number: int, title: str, output: Path, command: list[str], *, force: bool = False) -> None:
+    """Runs step ``number`` unless ``output`` exists; the command inherits the terminal."""
+    if output.exists() and not force:
+        say(f"{number}/6 {title}: done already ({output})")
+        return
+    say(f"{number}/6 {title} …")
+    start = time.monotonic()
+    code = subprocess.call(command)
+    if code != 0:
+        raise SystemExit(f"[demo] step {number} ({title}) failed with exit code {code}: {' '.join(command)}")
+    say(f"{number}/6 {title}: done in {time.monotonic() - start:.0f} s")
+
+
+def module(name: str, *args: str | Path) -> list[str]:
+    """``python -m name args...`` with this interpreter."""
+    return [sys.executable, "-m", name, *map(str, args)]
+
+
+def port_free(host: str, port: int) -> bool:
+    """True when nothing listens on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) != 0
+
+
+@dataclass
+class Service:
+    """A supervised child process with its log file."""
+
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+    def tail(self, lines: int = 30) -> str:
+        """The last lines of the service's log."""
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace_s`` seconds."""
+        if self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_service(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> Service:
+    """Starts a service in its own session (so the terminal's Ctrl-C reaches only the demo, which
+    then stops the services in order), logging to ``log_dir/<name>.log``."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{name}.log"
+    handle = log.open("ab")
+    proc = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    handle.close()
+    return Service(name, proc, log)
+
+
+def wait_healthy(service: Service, url: str, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
+    """Polls ``url`` until it answers 200; raises ``SystemExit`` with the log tail if the service dies
+    or does not come up in time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if service.proc.poll() is not None:
+            raise SystemExit(f"[demo] the {service.name} exited with code {service.proc.returncode}; "
+                             f"its log ({service.log}):\n{service.tail()}")
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"[demo] the {service.name} did not become healthy in {timeout_s:.0f} s; "
+                     f"its log ({service.log}):\n{service.tail()}")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def resolve_checkpoint(args: argparse.Namespace, run_dir: Path) -> Path:
+    """The checkpoint to explore: ``--checkpoint``, else the run's (training it unless skipped)."""
+    if args.checkpoint is not None:
+        if not args.checkpoint.is_file():
+            raise SystemExit(f"[demo] --checkpoint {args.checkpoint} does not exist")
+        say(f"2/6 training: skipped, exploring {args.checkpoint}")
+        return args.checkpoint
+    final = run_dir / "final.pth"
+    if args.skip_train:
+        for ckpt in (final, run_dir / "current.pth"):
+            if ckpt.is_file():
+                say(f"2/6 training: skipped (--skip-train), using {ckpt}")
+                return ckpt
+        raise SystemExit(f"[demo] --skip-train, but {run_dir} holds no final.pth or current.pth")
+    command = module("trainer", "--preset", PRESET, "--data", args.data_dir, "--output-dir", run_dir)
+    if not final.exists() and (run_dir / "current.pth").exists():
+        command.append("--auto-resume")  # an interrupted demo run continues where it stopped
+    run_step(2, f"training the {PRESET} preset", final, command)
+    return final
+
+
+def build(args: argparse.Namespace) -> Path:
+    """Steps 1-4; returns the index directory."""
+    run_step(1, "generating the synthetic scenes", args.data_dir / "synthetic.json",
+             module("core.cli", "synth", "--out", args.data_dir))
+    run_dir = args.runs_dir / PRESET
+    checkpoint = resolve_checkpoint(args, run_dir)
+    index_dir = args.indexes_dir / (PRESET if args.checkpoint is None else args.checkpoint.stem)
+    manifest = index_dir / "manifest.json"
+    stale = manifest.exists() and checkpoint.stat().st_mtime > manifest.stat().st_mtime
+    if stale:
+        say(f"3/6 the index in {index_dir} predates {checkpoint}: rebuilding it")
+        shutil.rmtree(index_dir)
+    run_step(3, "building the concept index (val2017)", manifest,
+             module("indexer", "--checkpoint", checkpoint, "--data", args.data_dir, "--split", "val2017",
+                    "--out", index_dir))
+    if args.skip_eval:
+        say("4/6 evaluation: skipped (--skip-eval)")
+        return index_dir
+    for baseline in BASELINES:
+        out = index_dir / f"eval-synthetic-{baseline}.json"
+        what = "SlotCon" if baseline == "none" else f"baseline {baseline}"
+        run_step(4, f"unsupervised segmentation, {what}", out,
+                 module("indexer.eval_cli", "--checkpoint", checkpoint, "--data", args.data_dir,
+                        "--protocol", "synthetic", "--baseline", baseline, "--index", index_dir,
+                        "--out", out), force=stale)
+    return index_dir
+
+
+def serve(args: argparse.Namespace, index_dir: Path) -> int:
+    """Steps 5-6: starts the API and the UI, prints the URLs and waits for Ctrl-C."""
+    for port, what in ((args.port, "API (--port)"), (args.ui_port, "UI (--ui-port)")):
+        if not port_free(args.host, port):
+            raise SystemExit(f"[demo] port {port} on {args.host} is in use: choose another for the {what}")
+    api_url = f"http://{args.host}:{args.port}"
+    ui_url = f"http://{args.host}:{args.ui_port}"
+    env = {**os.environ,
+           "SLOTCON_DATA_ROOT": str(args.data_dir.resolve()),
+           "SLOTCON_RUNS_DIR": str(args.runs_dir.resolve()),
+           "SLOTCON_INDEXES_DIR": str(args.indexes_dir.resolve()),
+           "SLOTCON_STATE_DIR": str(args.state_dir.resolve()),
+           "SLOTCON_UI_ORIGIN": ui_url,
+           "SLOTCON_API_URL": api_url}
+    log_dir = args.state_dir / "logs"
+    services: list[Service] = []
+    try:
+        say(f"5/6 starting the API on {api_url} (log: {log_dir / 'api.log'})")
+        services.append(start_service("API", module("server", "--index", index_dir, "--host", args.host,
+                                                     "--port", str(args.port)), env, log_dir))
+        say(f"6/6 starting the UI on {ui_url} (log: {log_dir / 'ui.log'})")
+        services.append(start_service("UI", module("ui.launch", "--api", api_url, "--host", args.host,
+                                                    "--port", str(args.ui_port)), env, log_dir))
+        wait_healthy(services[0], f"{api_url}/api/health")
+        wait_healthy(services[1], f"{ui_url}/_stcore/health")
+        print(f"\n  SlotCon Explorer is running:\n    UI   {ui_url}\n    API  {api_url}/docs\n\n"
+              "  Press Ctrl-C to stop both.\n", flush=True)
+        if not args.no_browser and (os.environ.get("DISPLAY") or sys.platform in ("darwin", "win32")):
+            webbrowser.open(ui_url)
+        while all(s.proc.poll() is None for s in services):
+            time.sleep(0.5)
+        dead = next(s for s in services if s.proc.poll() is not None)
+        say(f"the {dead.name} stopped unexpectedly (code {dead.proc.returncode}); its log:\n{dead.tail()}")
+        return 1
+    except KeyboardInterrupt:
+        say("stopping the UI and the API …")
+        return 0
+    finally:
+        for service in reversed(services):
+            service.stop()
+        if services:
+            say("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the demo; returns 0 after a clean Ctrl-C, non-zero when a step fails."""
+    args = get_args_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    start = time.monotonic()
+    try:
+        index_dir = build(args)
+    except KeyboardInterrupt:
+        say("interrupted; run the demo again to continue where it stopped")
+        return 130
+    say(f"ready in {time.monotonic() - start:.0f} s")
+    if args.no_serve:
+        return 0
+    return serve(args, index_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
