@@ -1,0 +1,303 @@
+"""Build a concept index from a checkpoint and an image set (SPEC §7).
+
+Per image: teacher scores and normalised projections (batched), segments at feature resolution,
+pooled vectors, scores, and masks at image resolution (COCO RLE); see :mod:`indexer.segments`.
+Everything streams to per-rank shards on disk (memory stays flat as the image count grows), then
+rank 0 merges them into ``index.db`` + ``segments.faiss`` (:mod:`indexer.shards`).
+
+The build happens in a temporary directory beside ``out_dir`` that is renamed over it only when
+complete, so an interrupted build never leaves a half index and an existing index survives a failure.
+
+Distributed: under ``torchrun --nproc_per_node=N slotcon index ...`` each rank takes every N-th image
+and rank 0 merges; for several nodes ``out_dir`` must be on a filesystem all nodes share.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset
+
+from core.augment import eval_transform
+from core.checkpoint import file_sha256, load_model
+from core.datasets import find_images, load_rgb
+from core.distributed import get_rank, get_world_size, is_distributed
+from core.inference import teacher_outputs
+from indexer import schema
+from indexer.labels import LabelProtocol, LabelSizeError, detect_protocol
+from indexer.progress import Progress, write_json_atomic
+from indexer.segments import crop_box, segment_image
+from indexer.shards import ShardWriter, merge_shards, merged_label_counts
+from indexer.stats import compute_stats, fill_prototypes, store_stats
+from indexer.vectors import faiss_spec
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int, str], None]
+
+
+def resolve_images(data_root: str | os.PathLike, split: str | None) -> tuple[Path, str | None, list[Path]]:
+    """(root, split actually used, sorted image paths). A split folder that does not exist on a plain
+    image folder falls back to the whole folder. Raises FileNotFoundError / ValueError (empty, unreadable).
+    """
+    root = Path(data_root).expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"data root {str(root)!r} does not exist or is not a directory")
+    if split and not (root / split).is_dir():
+        logger.info("no %s/ folder in %s: indexing the folder itself", split, root)
+        split = None
+    return root, split, find_images(root, split)
+
+
+class _ImageSet(Dataset):
+    """Decodes and preprocesses images (and loads labels); failures are returned, not raised."""
+
+    def __init__(self, items: list[tuple[int, Path]], root: Path, resize: int, crop: int,
+                 protocol: LabelProtocol | None) -> None:
+        self.items, self.root, self.protocol = items, root, protocol
+        self.resize, self.crop = resize, crop
+        self.transform = eval_transform(resize, crop)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        image_id, path = self.items[i]
+        item: dict = {"id": image_id, "file_name": path.relative_to(self.root).as_posix()}
+        try:
+            img = load_rgb(path)
+            item["tensor"] = self.transform(img)
+        except Exception as e:  # noqa: BLE001 - any decoding failure skips the image
+            item["error"] = f"decode failed: {e}"
+            return item
+        item["size"] = img.size
+        item["box"] = crop_box(img.width, img.height, self.resize, self.crop)
+        if self.protocol is not None:
+            try:
+                item["label"] = self.protocol.load(path, img.size)
+            except FileNotFoundError:
+                item["label_error"] = "no label"
+            except (LabelSizeError, ValueError, OSError) as e:
+                item["label_error"] = str(e)
+        return item
+
+
+def _collate(batch: list[dict]) -> list[dict]:
+    return batch
+
+
+def _init_distributed() -> bool:
+    """Join the torchrun process group (gloo) when launched with WORLD_SIZE > 1; True if we created it."""
+    if is_distributed() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    dist.init_process_group("gloo")
+    return True
+
+
+def _broadcast_token() -> str:
+    token = [uuid.uuid4().hex[:12] if get_rank() == 0 else None]
+    if is_distributed():
+        dist.broadcast_object_list(token, src=0)
+    return str(token[0])
+
+
+def _default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def index_shard(
+    model: torch.nn.Module, items: list[tuple[int, Path]], root: Path, shard_dir: Path, *,
+    resize: int, crop: int, batch_size: int, num_workers: int, device: torch.device,
+    protocol: LabelProtocol | None, progress: Progress | None,
+) -> dict[str, int]:
+    """Index ``items`` ((image id, path) pairs) into one shard directory. Returns counts."""
+    prototypes = model.grouping_k.slot_embed.weight.detach().float().cpu()  # (K, D)
+    k, d = prototypes.shape
+    num_classes = protocol.num_classes if protocol else 0
+    writer = ShardWriter(shard_dir, d, k, num_classes)
+    loader = DataLoader(_ImageSet(items, root, resize, crop, protocol), batch_size=batch_size,
+                        num_workers=num_workers, collate_fn=_collate)
+    counts = {"images": 0, "skipped": 0, "label_problems": 0}
+    try:
+        for batch in loader:
+            ok = [it for it in batch if "error" not in it]
+            for it in batch:
+                if "error" in it:
+                    logger.warning("skipping %s: %s", it["file_name"], it["error"])
+                    writer.add_skipped(it["file_name"], it["error"])
+                    counts["skipped"] += 1
+            if ok:
+                images = torch.stack([it["tensor"] for it in ok]).to(device)
+                z, scores = teacher_outputs(model, images)  # (B, D, h, w), (B, K, h, w)
+                z, scores = z.cpu(), scores.cpu()
+                for j, it in enumerate(ok):
+                    if "label_error" in it and it["label_error"] != "no label":
+                        logger.warning("label ignored for %s: %s", it["file_name"], it["label_error"])
+                        counts["label_problems"] += 1
+                    seg = segment_image(z[j], scores[j], prototypes, it["size"], it["box"],
+                                        it.get("label"), num_classes)
+                    writer.add_image(it["id"], it["file_name"], it["size"], it["box"], seg)
+                    counts["images"] += 1
+            if progress is not None:
+                progress.update(len(batch))
+    finally:
+        writer.close()
+    return counts
+
+
+def _previous_labels(out: Path, sha: str) -> dict[int, str]:
+    """User labels of an existing index at ``out`` built from the same checkpoint (kept on rebuild)."""
+    try:
+        manifest = json.loads((out / schema.MANIFEST_NAME).read_text())
+        if manifest["checkpoint"]["sha256"] != sha:
+            logger.warning("replacing index %s built from checkpoint %s with one from %s",
+                           out, manifest["checkpoint"]["sha256"], sha)
+            return {}
+        conn = schema.connect(out / schema.DB_NAME)
+        try:
+            rows = conn.execute("SELECT id, label FROM prototypes WHERE label IS NOT NULL").fetchall()
+        finally:
+            conn.close()
+        return {int(r[0]): r[1] for r in rows}
+    except (OSError, KeyError, ValueError, json.JSONDecodeError, Exception):  # noqa: BLE001
+        return {}
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``; an existing ``out`` is removed only after the new one is in place."""
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build_index(
+    checkpoint: str | os.PathLike,
+    data_root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    split: str | None = "val2017",
+    resize: int = 256,
+    crop: int = 224,
+    batch_size: int = 32,
+    progress: ProgressCallback | None = None,
+    *,
+    progress_file: str | os.PathLike | None = None,
+    show_progress: bool = False,
+    num_workers: int = 0,
+    device: str | torch.device | None = None,
+    index_type: str = "flat",
+    nlist: int | None = None,
+    pq_m: int | None = None,
+    duplicate_threshold: float = 0.9,
+    use_labels: bool = True,
+    limit: int | None = None,
+) -> Path:
+    """Build the concept index of ``data_root`` (``split``) under ``out_dir``; returns ``out_dir``.
+
+    ``progress(done, total, stage)`` is called as images are processed; ``progress_file`` gets the
+    JSON of :class:`indexer.progress.Progress`. ``index_type``: ``flat`` (exact), ``ivf`` or ``ivfpq``.
+    ``use_labels``: store per-prototype purity when the dataset ships label maps. ``limit``: first N
+    images only. Raises :class:`core.checkpoint.CheckpointError` (bad checkpoint), FileNotFoundError /
+    ValueError (bad data root, no decodable image). Works unchanged under torchrun (see module doc).
+    """
+    if crop > resize:
+        raise ValueError(f"crop ({crop}) must not exceed resize ({resize})")
+    started = time.time()
+    created_group = _init_distributed()
+    rank, world = get_rank(), get_world_size()
+    out = Path(out_dir).expanduser().resolve()
+    tmp: Path | None = None
+    try:
+        root, split, paths = resolve_images(data_root, split)
+        if limit is not None:
+            paths = paths[:limit]
+        model = load_model(checkpoint, "cpu")
+        dev = torch.device(device) if device is not None else _default_device()
+        model = model.to(dev)
+        protocol = detect_protocol(root, split) if use_labels else None
+        token = _broadcast_token()
+        tmp = out.with_name(f".{out.name}.building-{token}")
+        items = list(enumerate(paths))[rank::world]
+        bar = Progress(len(paths), "index", progress_file if rank == 0 else None,
+                       bar=show_progress and rank == 0, scale=world, callback=progress if rank == 0 else None)
+        shard_dir = tmp / "shards" / f"rank{rank:05d}"
+        index_shard(model, items, root, shard_dir, resize=resize, crop=crop, batch_size=batch_size,
+                    num_workers=num_workers, device=dev, protocol=protocol, progress=bar)
+        if is_distributed():
+            dist.barrier()
+        if rank != 0:
+            bar.close()
+            return out
+        bar.set_stage("merge")
+        shards = sorted((tmp / "shards").iterdir())
+        prototypes = torch.nn.functional.normalize(model.grouping_k.slot_embed.weight.detach().float().cpu(), dim=1)
+        k, d = prototypes.shape
+        total_segments = sum((s / "raw.f32").stat().st_size // (4 * d) for s in shards)
+        spec = faiss_spec(index_type, d, total_segments, nlist, pq_m)
+        counts = merge_shards(shards, tmp, d, spec)
+        if counts["images"] == 0:
+            raise ValueError(f"no image of {root} (split {split}) could be decoded ({counts['skipped']} failed)")
+        label_counts = merged_label_counts(shards)
+        shutil.rmtree(tmp / "shards")
+        np.save(tmp / schema.PROTOTYPES_NAME, prototypes.numpy())
+        sha = file_sha256(checkpoint)
+        conn = schema.connect(tmp / schema.DB_NAME)
+        try:
+            fill_prototypes(conn, k, label_counts, protocol.class_names if protocol else None,
+                            _previous_labels(out, sha))
+            stats = compute_stats(conn, prototypes.numpy(), duplicate_threshold)
+            store_stats(conn, stats)
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()
+        manifest = {
+            "version": schema.INDEX_VERSION,
+            "checkpoint": {"path": str(Path(checkpoint).resolve()), "sha256": sha},
+            "data": {"root": str(root), "split": split},
+            "resize": resize,
+            "crop": crop,
+            "dim": d,
+            "num_prototypes": k,
+            "model": model.config.to_dict(),
+            "faiss": {"type": index_type, "spec": spec},
+            "labels": {"protocol": protocol.name, "class_names": protocol.class_names} if protocol else None,
+            "counts": {**counts, "dead_prototypes": stats["num_dead"]},
+            "world_size": world,
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "build_seconds": round(time.time() - started, 3),
+            "host": socket.gethostname(),
+        }
+        write_json_atomic(tmp / schema.MANIFEST_NAME, manifest)
+        _swap_into_place(tmp, out)
+        tmp = None
+        bar.done = bar.total
+        bar.close("done")
+        logger.info("index of %d images, %d segments written to %s", counts["images"], counts["segments"], out)
+        return out
+    finally:
+        if tmp is not None and rank == 0 and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if created_group:
+            dist.destroy_process_group()
