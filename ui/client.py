@@ -186,6 +186,19 @@ class ApiClient:
         """``GET /api/eval``: the stored unsupervised-segmentation evaluations."""
         return _items(self._json("GET", "/eval"))
 
+    def eval_examples(self, eval_id: int) -> list[dict]:
+        """``GET /api/eval/{id}/examples``: example images with ``pred_url`` and ``gt_url``."""
+        return _items(self._json("GET", f"/eval/{int(eval_id)}/examples"))
+
+    def fetch_url(self, url: str) -> bytes:
+        """The bytes at a URL the API handed out (a path under ``/api`` or an absolute URL)."""
+        path = httpx.URL(url).path if "://" in url else url
+        path = path.split("?", 1)[0]
+        query = httpx.URL(url).params if "?" in url else None
+        if path.startswith("/api"):
+            path = path[len("/api"):]
+        return self._request("GET", path, params=query).content
+
     def start_eval(self, body: dict) -> dict:
         """``POST /api/eval``: starts an evaluation job; returns the job."""
         return self._json("POST", "/eval", json=body)
@@ -208,9 +221,11 @@ class ApiClient:
         """``GET /api/jobs/{id}``: one job with its status and progress."""
         return self._json("GET", f"/jobs/{int(job_id)}")
 
-    def job_metrics(self, job_id: int, since: int = 0) -> list[dict]:
-        """``GET /api/jobs/{id}/metrics``: the run's ``metrics.jsonl`` records after step ``since``."""
-        return _items(self._json("GET", f"/jobs/{int(job_id)}/metrics", params={"since": since}))
+    def job_metrics(self, job_id: int, since: int = -1) -> dict:
+        """``GET /api/jobs/{id}/metrics``: ``items`` (the run's ``metrics.jsonl`` records with step >
+        ``since``), ``last_step`` and the run's final ``event`` once written."""
+        answer = self._json("GET", f"/jobs/{int(job_id)}/metrics", params={"since": since})
+        return answer if isinstance(answer, dict) else {"items": _items(answer)}
 
     def job_log(self, job_id: int) -> str:
         """``GET /api/jobs/{id}/log``: the tail of the job's log."""
@@ -331,6 +346,12 @@ def fetch_eval_results(base_url: str) -> list[dict]:
     return _for(base_url).eval_results()
 
 
+@st.cache_data(ttl=300, show_spinner=False)
+def fetch_eval_examples(base_url: str, eval_id: int) -> list[dict]:
+    """Cached ``GET /api/eval/{id}/examples`` (5 min)."""
+    return _for(base_url).eval_examples(eval_id)
+
+
 @st.cache_data(ttl=10, show_spinner=False)
 def fetch_checkpoints(base_url: str) -> list[dict]:
     """Cached ``GET /api/checkpoints`` (10 s)."""
@@ -340,5 +361,6 @@ def fetch_checkpoints(base_url: str) -> list[dict]:
 def clear_index_caches() -> None:
     """Forgets every cached answer that depends on the active index (after a label or index change)."""
     for fn in (fetch_health, fetch_prototypes, fetch_prototype_map, fetch_segments, fetch_segment,
-               fetch_neighbors, fetch_images, fetch_image, fetch_overlay, fetch_stats, fetch_eval_results):
+               fetch_neighbors, fetch_images, fetch_image, fetch_overlay, fetch_stats, fetch_eval_results,
+               fetch_eval_examples):
         fn.clear()

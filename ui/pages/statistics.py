@@ -24,7 +24,9 @@ def render() -> None:
     stats = fetch_stats(api_url())
     dead = sorted(int(p["id"]) for p in protos if p.get("dead"))
     hist = active_histogram(stats)
-    mean_active = stats.get("mean_active_per_image")
+    per_image = stats.get("active_per_image")
+    mean_active = stats.get("mean_active_per_image") or (
+        per_image.get("mean") if isinstance(per_image, dict) else None)
     if mean_active is None and not hist.empty and hist["images"].sum() > 0:
         mean_active = float((hist["active prototypes"] * hist["images"]).sum() / hist["images"].sum())
     m = st.columns(4)
@@ -56,7 +58,7 @@ def render() -> None:
     st.subheader("Prototype similarity")
     sim = similarity_matrix(stats)
     threshold = st.slider("Near-duplicate threshold (cosine)", 0.5, 1.0,
-                          float(stats.get("near_duplicate_threshold", 0.9)), 0.01, key="dup_threshold")
+                          float(stats.get("duplicate_threshold", 0.9)), 0.01, key="dup_threshold")
     if sim is not None:
         labels = {int(p["id"]): p.get("label") or "" for p in protos}
         st.altair_chart(heatmap_chart(sim, labels), width="content")

@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ui.client import ApiError, api_url, fetch_image
-from ui.views.slot_view import decode_image
+from ui.client import ApiError, api_url, fetch_eval_examples, fetch_image, get_client
 
 #: The paper's numbers (SlotCon, COCO-Stuff-27, K=27, 320×320, Hungarian matching; Table 6).
 PAPER_REFERENCE = {"protocol": "cocostuff27", "miou": 0.1826, "pixel_accuracy": 0.4236}
@@ -90,21 +89,22 @@ def confusion_chart(r: dict) -> alt.Chart | None:
 
 def show_examples(r: dict, limit: int = 6) -> None:
     """Example images: the image, the prediction (matched to classes) and the ground truth."""
-    examples = r.get("examples") or []
+    if r.get("id") is None:
+        return
+    examples = fetch_eval_examples(api_url(), int(r["id"]))
     if not examples:
         st.caption("This evaluation stored no example images.")
         return
+    client = get_client()
     for ex in examples[:limit]:
         cols = st.columns(3)
         image_id = ex.get("image_id")
-        original = decode_image(ex.get("image"))
-        if original is None and image_id is not None:
-            try:
-                original = fetch_image(api_url(), int(image_id), 256)
-            except ApiError:
-                original = None
-        for col, data, caption in ((cols[0], original, f"image {image_id or ''}"),
-                                   (cols[1], decode_image(ex.get("prediction")), "prediction"),
-                                   (cols[2], decode_image(ex.get("ground_truth")), "ground truth")):
-            if data is not None:
-                col.image(data, caption=caption, width="stretch")
+        try:
+            panels = ((fetch_image(api_url(), int(image_id), 256), f"image {image_id}"),
+                      (client.fetch_url(ex["pred_url"]), "prediction (matched)"),
+                      (client.fetch_url(ex["gt_url"]), "ground truth"))
+        except ApiError as exc:
+            st.caption(f"example {image_id}: {exc.message}")
+            continue
+        for col, (data, caption) in zip(cols, panels, strict=True):
+            col.image(data, caption=caption, width="stretch")

@@ -9,24 +9,23 @@ import streamlit as st
 from ui.client import ApiError, get_client
 from ui.components import fmt_duration, show_api_error
 
-ACTIVE = {"queued", "pending", "starting", "running", "stopping"}
+ACTIVE = {"running", "stopping"}
+DONE = {"succeeded"}
 
 
 def progress_of(job: dict) -> tuple[float | None, str]:
-    """``(fraction done or None, text)`` from a job's ``progress`` (indexer/eval progress file, or the
-    trainer's last metrics record)."""
-    p = job.get("progress") or {}
-    done = p.get("done", p.get("step"))
-    total = p.get("total", p.get("total_steps"))
-    if done is None or not total:
-        return None, str(p.get("stage") or job.get("status", ""))
-    frac = min(1.0, float(done) / float(total))
-    parts = [f"{p.get('stage') or job.get('kind', 'job')}: {int(done)}/{int(total)}"]
-    if p.get("eta_s") is not None:
-        parts.append(f"ETA {fmt_duration(p.get('eta_s'))}")
-    if p.get("rate"):
-        parts.append(f"{float(p['rate']):.1f}/s")
-    return frac, " · ".join(parts)
+    """``(fraction done or None, text)`` from a job's ``progress``, ``stage``, steps and ETA."""
+    frac = job.get("progress")
+    parts = [str(job.get("stage") or job.get("kind") or "job")]
+    if job.get("step") is not None and job.get("total_steps"):
+        parts.append(f"{job['step']}/{job['total_steps']}")
+        if frac is None:
+            frac = job["step"] / job["total_steps"]
+    if frac is not None:
+        parts.append(f"{100 * float(frac):.0f} %")
+    if job.get("eta_s") is not None and job.get("status") in ACTIVE:
+        parts.append(f"ETA {fmt_duration(job['eta_s'])}")
+    return (None if frac is None else min(1.0, max(0.0, float(frac)))), " · ".join(parts)
 
 
 def job_status_line(job: dict) -> str:
@@ -53,7 +52,7 @@ def job_progress(job_id: int, *, on_done: Callable[[], None] | None = None, ever
         status = job.get("status", "")
         if status in ACTIVE:
             st.progress(frac or 0.0, text=text or "starting…")
-        elif status in ("finished", "succeeded", "done", "completed"):
+        elif status in DONE:
             st.progress(1.0, text="done")
             flag = f"job_done_{job_id}"
             if on_done is not None and not st.session_state.get(flag):

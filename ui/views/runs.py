@@ -17,10 +17,11 @@ def jobs_frame(jobs: list[dict]) -> pd.DataFrame:
                                                    "finished_at", "message")} for j in jobs])
 
 
-def _activate(job_id: int) -> None:
-    if call("Activating the index", get_client().activate_index, job_id=job_id) is not None:
-        clear_index_caches()
-        st.session_state["activated_job"] = job_id
+def _activated(job_id: int) -> None:
+    """The index job asked the server to switch to its index on success: forget the old answers."""
+    clear_index_caches()
+    fetch_checkpoints.clear()
+    st.session_state["activated_job"] = job_id
 
 
 def checkpoints_panel() -> None:
@@ -32,7 +33,7 @@ def checkpoints_panel() -> None:
     for i, ck in enumerate(checkpoints):
         c1, c2 = st.columns([5, 1.4], vertical_alignment="center")
         size = ck.get("size_bytes") or ck.get("size")
-        desc = [f"**{ck.get('run', '?')}** / `{ck.get('name', ck.get('path', '?'))}`"]
+        desc = [f"**{ck.get('run', '?')}** / `{ck.get('file', ck.get('name', '?'))}`"]
         if ck.get("epoch") is not None:
             desc.append(f"epoch {ck['epoch']}")
         if size:
@@ -41,15 +42,13 @@ def checkpoints_panel() -> None:
             desc.append("active index" if ck.get("active") else "indexed")
         c1.markdown(" · ".join(desc))
         if c2.button("Index this checkpoint", key=f"index_ck_{i}"):
-            body = {"checkpoint": ck.get("path") or ck.get("name")}
-            if ck.get("run"):
-                body["run"] = ck["run"]
+            body = {"checkpoint": ck.get("id") or ck.get("name"), "activate": True}
             job = call("Starting the indexing job", get_client().start_indexing, body)
             if job is not None:
                 st.session_state["index_job"] = job.get("id")
     job_id = st.session_state.get("index_job")
     if job_id is not None:
         st.markdown("**Indexing**")
-        job_progress(int(job_id), on_done=lambda: _activate(int(job_id)))
+        job_progress(int(job_id), on_done=lambda: _activated(int(job_id)))
         if st.session_state.get("activated_job") == job_id:
             st.success("The new index is now the explored model: the other pages show it.")

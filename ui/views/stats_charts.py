@@ -36,7 +36,11 @@ def active_histogram(stats: dict) -> pd.DataFrame:
     """``active prototypes`` → ``images``, from whichever form the API sends (per-image counts, a
     ``{count: images}`` map or ``{"bins"/"counts"}``)."""
     raw: Any = stats.get("active_per_image_hist", stats.get("active_per_image"))
-    if isinstance(raw, dict) and "counts" in raw:
+    if isinstance(raw, dict) and isinstance(raw.get("histogram"), list):  # index[n] = images with n active
+        pairs = list(enumerate(raw["histogram"]))
+        while pairs and pairs[0][1] == 0:
+            pairs.pop(0)
+    elif isinstance(raw, dict) and "counts" in raw:
         bins = raw.get("bins") or raw.get("values") or list(range(len(raw["counts"])))
         pairs = list(zip(bins, raw["counts"], strict=False))
     elif isinstance(raw, dict):

@@ -22,11 +22,11 @@ def pull_metrics(job_id: int) -> list[dict]:
     records: list[dict] = st.session_state.setdefault(_metrics_key(job_id), [])
     steps = [r["step"] for r in records if "step" in r]
     since = max(steps) if steps else -1
-    new = get_client().job_metrics(job_id, since=since)
+    page = get_client().job_metrics(job_id, since=since)
+    new = page.get("items", [])
     records.extend(r for r in new if "event" not in r and r.get("step", since) > since)
-    events = [r for r in new if "event" in r]
-    if events:  # the last line of a run ("finished", "stopped", "failed"); kept once
-        st.session_state[f"event_{job_id}"] = events[-1]
+    if page.get("event"):  # the run's last line: "finished", "stopped" or "failed"
+        st.session_state[f"event_{job_id}"] = page["event"]
     return records
 
 
@@ -83,7 +83,7 @@ def training_live(job_id: int) -> None:
             frac = min(1.0, cur["step"] / total) if total else 0.0
             text = (f"step {cur['step']}/{total} · epoch {cur.get('epoch', '?')}/{cur.get('epochs', '?')} · "
                     f"ETA {fmt_duration(cur.get('eta_s'))} · elapsed {fmt_duration(cur.get('elapsed_s'))}")
-            st.progress(1.0 if status == "finished" else frac, text=text)
+            st.progress(1.0 if status == "succeeded" else frac, text=text)
             m = st.columns(4)
             m[0].metric("Loss", f"{cur.get('loss', float('nan')):.4f}")
             m[1].metric("Images / s", f"{cur.get('images_per_sec', 0.0):.1f}")
