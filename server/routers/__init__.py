@@ -1,0 +1,18 @@
+"""One ``APIRouter`` per resource; :data:`ROUTERS` is what :func:`server.app.create_app` mounts under /api."""
+
+from __future__ import annotations
+
+from server.routers import checkpoints, evaluation, health, images, jobs, prototypes, segments, slots
+
+ROUTERS = [
+    health.router,
+    prototypes.router,
+    segments.router,
+    images.router,
+    slots.router,
+    evaluation.router,
+    jobs.router,
+    checkpoints.router,
+]
+
+__all__ = ["ROUTERS"]

@@ -1,0 +1,89 @@
+"""Slot statistics and unsupervised-segmentation evaluations (stored results, examples, new jobs)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import Response
+
+from server.deps import Authorized, IndexDep, ModelDep, SettingsDep, SupervisorDep
+from server.errors import not_found
+from server.schemas import ErrorBody, EvalExample, EvalExampleList, EvalList, EvalRequest, EvalResult, Job, Stats
+from server.services.jobview import job_view
+from server.services.launch import start_eval
+
+router = APIRouter(tags=["statistics"])
+ERRORS = {code: {"model": ErrorBody} for code in (404, 422, 503)}
+INLINE_EXAMPLES = 6
+
+
+def _examples(loaded: IndexDep, eval_id: int) -> list[tuple[int, bytes, bytes]]:
+    try:
+        return loaded.index.eval_examples(eval_id)
+    except KeyError:
+        raise not_found("evaluation", eval_id) from None
+
+
+@router.get("/stats", responses=ERRORS)
+def get_stats(loaded: IndexDep) -> Stats:
+    """The index's slot statistics: dead prototypes, active prototypes per image, activity, duplicates."""
+    return Stats(**loaded.index.stats())
+
+
+@router.get("/eval", responses=ERRORS)
+def list_evals(
+    loaded: IndexDep,
+    inline_examples: Annotated[int, Query(ge=0, le=50, description="examples inlined per result")] = INLINE_EXAMPLES,
+) -> EvalList:
+    """Stored evaluation results, newest first. Each has ``examples``: the first ``inline_examples``
+    as ``{image_id, prediction, ground_truth}`` base64 PNGs (all via ``/api/eval/{id}/examples``)."""
+    items = []
+    for result in loaded.index.eval_results():
+        examples = [
+            {"image_id": i, "prediction": base64.b64encode(p).decode(), "ground_truth": base64.b64encode(g).decode()}
+            for i, p, g in _examples(loaded, result["id"])[:inline_examples]
+        ]
+        items.append(EvalResult(**{**result, "examples": examples}))
+    return EvalList(items=items)
+
+
+@router.post("/eval", status_code=201, dependencies=[Authorized], responses=ERRORS | {401: {"model": ErrorBody}})
+def create_eval_job(
+    req: EvalRequest, loaded: IndexDep, model: ModelDep, settings: SettingsDep, jobs: SupervisorDep
+) -> Job:
+    """Start an evaluation job of the active index's checkpoint; the result is stored in the index."""
+    return job_view(start_eval(settings, jobs, req, loaded.path, model.path), jobs.metrics)
+
+
+@router.get("/eval/{eval_id}/examples", responses=ERRORS)
+def list_examples(eval_id: Annotated[int, Path(ge=0)], loaded: IndexDep) -> EvalExampleList:
+    """The example images stored with an evaluation, with the URLs of their predicted and true maps."""
+    items = [
+        EvalExample(
+            image_id=i,
+            pred_url=f"/api/eval/{eval_id}/examples/{i}.png?kind=pred",
+            gt_url=f"/api/eval/{eval_id}/examples/{i}.png?kind=gt",
+        )
+        for i, _, _ in _examples(loaded, eval_id)
+    ]
+    return EvalExampleList(eval_id=eval_id, items=items)
+
+
+@router.get(
+    "/eval/{eval_id}/examples/{image_id}.png",
+    response_class=Response,
+    responses=ERRORS | {200: {"content": {"image/png": {}}}},
+)
+def get_example(
+    eval_id: Annotated[int, Path(ge=0)],
+    image_id: Annotated[int, Path(ge=0)],
+    loaded: IndexDep,
+    kind: Literal["pred", "gt"] = "pred",
+) -> Response:
+    """An example's predicted (Hungarian-matched) or ground-truth class map as a palette PNG."""
+    for i, pred, gt in _examples(loaded, eval_id):
+        if i == image_id:
+            return Response(pred if kind == "pred" else gt, media_type="image/png")
+    raise not_found("example image", image_id)

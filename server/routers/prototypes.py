@@ -1,0 +1,73 @@
+"""Prototypes (concepts): activity, dead flag, labels, purity, the 2-D map and top-k segments."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from server.deps import Authorized, IndexDep, RuntimeDep
+from server.errors import not_found
+from server.schemas import ErrorBody, LabelUpdate, Prototype, PrototypeList, PrototypeMap, SegmentPage
+from server.services.projection import prototype_map
+from server.services.records import best_images, prototype_out, segment_out
+
+router = APIRouter(prefix="/prototypes", tags=["prototypes"])
+ERRORS = {code: {"model": ErrorBody} for code in (404, 422, 503)}
+ProtoId = Annotated[int, Path(ge=0, description="prototype id k")]
+
+
+def _record(loaded: IndexDep, k: int):
+    try:
+        return loaded.index.prototype(k)
+    except KeyError:
+        raise not_found("prototype", k) from None
+
+
+@router.get("", responses=ERRORS)
+def list_prototypes(loaded: IndexDep) -> PrototypeList:
+    """All K prototypes with activity statistics, dead flag, user label and (with ground truth) purity."""
+    records = loaded.index.prototypes()
+    best = best_images(loaded, records)
+    items = [prototype_out(r, best) for r in records]
+    return PrototypeList(
+        items=items,
+        total=len(items),
+        num_dead=sum(p.dead for p in items),
+        has_ground_truth=loaded.index.class_names is not None,
+    )
+
+
+@router.get("/map", responses=ERRORS)
+def get_map(loaded: IndexDep, runtime: RuntimeDep) -> PrototypeMap:
+    """2-D coordinates of the prototypes (PCA of their vectors; computed once per index and cached)."""
+    return prototype_map(runtime, loaded)
+
+
+@router.get("/{k}", responses=ERRORS)
+def get_prototype(k: ProtoId, loaded: IndexDep) -> Prototype:
+    """One prototype."""
+    rec = _record(loaded, k)
+    return prototype_out(rec, best_images(loaded, [rec]))
+
+
+@router.put("/{k}/label", dependencies=[Authorized], responses=ERRORS | {401: {"model": ErrorBody}})
+def put_label(k: ProtoId, body: LabelUpdate, loaded: IndexDep) -> Prototype:
+    """Name a concept (``{"label": "sky"}``) or remove its name (``{"label": null}``)."""
+    _record(loaded, k)
+    label = body.label.strip() if body.label else None
+    rec = loaded.index.set_label(k, label or None)
+    return prototype_out(rec, best_images(loaded, [rec]))
+
+
+@router.get("/{k}/segments", responses=ERRORS)
+def top_segments(
+    k: ProtoId,
+    loaded: IndexDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 20,
+) -> SegmentPage:
+    """The prototype's segments ranked by cosine to it (the top-k are its concept), paginated."""
+    rec = _record(loaded, k)
+    items = [segment_out(s) for s in loaded.index.top_segments(k, offset, limit)]
+    return SegmentPage(items=items, prototype=k, offset=offset, limit=limit, total=rec.num_segments)

@@ -1,0 +1,43 @@
+"""Segments: one segment and its nearest neighbours in the index (FAISS, cosine)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from server.deps import IndexDep
+from server.errors import not_found
+from server.schemas import ErrorBody, NeighborList, Segment
+from server.services.records import neighbors_out, segment_out
+
+router = APIRouter(prefix="/segments", tags=["segments"])
+ERRORS = {code: {"model": ErrorBody} for code in (404, 422, 503)}
+SegmentId = Annotated[int, Path(ge=0)]
+
+
+@router.get("/{segment_id}", responses=ERRORS)
+def get_segment(segment_id: SegmentId, loaded: IndexDep) -> Segment:
+    """One segment (image, prototype, score, area, bbox, RLE mask)."""
+    try:
+        return segment_out(loaded.index.segment(segment_id))
+    except KeyError:
+        raise not_found("segment", segment_id) from None
+
+
+@router.get("/{segment_id}/neighbors", responses=ERRORS)
+def get_neighbors(
+    segment_id: SegmentId,
+    loaded: IndexDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 10,
+    prototype: Annotated[int | None, Query(ge=0, description="only segments of this prototype")] = None,
+) -> NeighborList:
+    """The segments most similar to this one (itself excluded), most similar first."""
+    index = loaded.index
+    if prototype is not None and prototype >= index.num_prototypes:
+        raise not_found("prototype", prototype)
+    try:
+        pairs = index.neighbors(segment_id, limit, prototype)
+    except KeyError:
+        raise not_found("segment", segment_id) from None
+    return NeighborList(items=neighbors_out(pairs), segment_id=segment_id)

@@ -1,0 +1,32 @@
+"""``POST /api/slots``: the slots of an uploaded image."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Query, UploadFile
+
+from server.deps import ModelDep, RuntimeDep
+from server.schemas import ErrorBody, SlotsResult
+from server.services.slots import analyze
+from server.services.uploads import decode_upload
+
+router = APIRouter(tags=["slots"])
+ERRORS = {code: {"model": ErrorBody} for code in (400, 413, 415, 422, 503)}
+
+
+@router.post("/slots", responses=ERRORS)
+def post_slots(
+    runtime: RuntimeDep,
+    model: ModelDep,
+    file: Annotated[UploadFile, File(description="an image (JPEG, PNG, WebP, ...); size-limited")],
+    neighbors: Annotated[int, Query(ge=0, le=50, description="nearest dataset segments per slot")] = 5,
+) -> SlotsResult:
+    """Run the model on an uploaded image: its assignment map and overlay (inline base64 PNGs), and per
+    slot the prototype, label, area share, score, RLE mask and nearest dataset segments.
+
+    Errors: 413 body or pixel count over the limit, 415 not an image, 400 empty/truncated/corrupt.
+    """
+    data = file.file.read()
+    img = decode_upload(data, runtime.settings.max_upload_pixels, name=file.filename or "upload")
+    return analyze(runtime, model, runtime.index, img, neighbors)

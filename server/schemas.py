@@ -1,0 +1,365 @@
+"""Pydantic models of every request and response body (the OpenAPI schema the UI codes against).
+
+List answers are envelopes ``{"items": [...], ...}``; images inside JSON are base64 PNG strings.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="letters, digits, _ and -")]
+Base64Png = Annotated[str, Field(description="a PNG, base64-encoded (no data: prefix)")]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable machine-readable code, e.g. not_found, no_index, upload_too_large")
+    message: str
+    details: Any | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: ``{"error": {"code", "message"}}`` with the HTTP status."""
+
+    error: ErrorDetail
+
+
+class Rle(BaseModel):
+    """A COCO RLE mask (decode with ``pycocotools.mask.decode``)."""
+
+    size: list[int] = Field(description="[height, width]")
+    counts: str
+
+
+# ---------------------------------------------------------------- health
+class CheckpointInfo(BaseModel):
+    name: str = Field(description="file name (no directory)")
+    sha256: str
+    arch: str | None = None
+    num_prototypes: int | None = None
+
+
+class IndexInfo(BaseModel):
+    name: str = Field(description="the index directory's name")
+    checkpoint_sha256: str | None = None
+    num_images: int
+    num_segments: int
+    num_prototypes: int
+    dim: int
+    split: str | None = None
+    resize: int | None = None
+    crop: int | None = None
+    built_at: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    device: str
+    checkpoint: CheckpointInfo | None = Field(None, description="the model used for uploads, if any")
+    index: IndexInfo | None = Field(None, description="null when the server runs without an index")
+    index_error: str | None = Field(None, description="why the configured index could not be loaded")
+    running_jobs: int
+    auth_required: bool = Field(description="mutating routes need 'Authorization: Bearer <token>'")
+
+
+# ---------------------------------------------------------------- prototypes
+class Prototype(BaseModel):
+    id: int
+    num_images: int = Field(description="images on which the prototype is active")
+    num_segments: int
+    pixel_share: float = Field(description="share of all indexed pixels assigned to it")
+    dead: bool = Field(description="active on no image of the index")
+    label: str | None = Field(None, description="the user's name for the concept")
+    purity: float | None = Field(None, description="share of its labelled pixels in its majority class")
+    majority_class: int | None = None
+    majority_class_name: str | None = None
+    best_segment_id: int | None = None
+    best_image_id: int | None = None
+    color: list[int] = Field(description="[r, g, b] of the prototype in the all-slots overlays")
+
+
+class PrototypeList(BaseModel):
+    items: list[Prototype]
+    total: int
+    num_dead: int
+    has_ground_truth: bool = Field(description="purity and majority classes are available")
+
+
+class LabelUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: Annotated[str, Field(min_length=1, max_length=80)] | None = Field(
+        description="the concept's name; null removes it"
+    )
+
+
+class MapPoint(BaseModel):
+    id: int
+    x: float
+    y: float
+    dead: bool
+    label: str | None = None
+
+
+class PrototypeMap(BaseModel):
+    method: str = Field(description="the projection, e.g. 'pca' of the L2-normalised prototype vectors")
+    points: list[MapPoint]
+
+
+# ---------------------------------------------------------------- segments and images
+class Segment(BaseModel):
+    id: int
+    image_id: int
+    prototype: int
+    score: float = Field(description="cosine between the segment's pooled vector and its prototype")
+    area: int = Field(description="mask pixels at image resolution")
+    bbox: list[int] = Field(description="[x, y, w, h] in image pixels")
+    rle: Rle = Field(description="mask at image resolution (size = [image height, image width])")
+    rank: int | None = Field(None, description="rank within its prototype (0 = best)")
+
+
+class SegmentPage(BaseModel):
+    items: list[Segment]
+    prototype: int
+    offset: int
+    limit: int
+    total: int = Field(description="segments of the prototype in the index")
+
+
+class Neighbor(BaseModel):
+    segment: Segment
+    similarity: float = Field(description="cosine similarity of the pooled segment vectors")
+
+
+class NeighborList(BaseModel):
+    items: list[Neighbor]
+    segment_id: int
+
+
+class ImageInfo(BaseModel):
+    id: int
+    file_name: str
+    width: int
+    height: int
+
+
+class ImagePage(BaseModel):
+    items: list[ImageInfo]
+    offset: int
+    limit: int
+    total: int
+
+
+# ---------------------------------------------------------------- uploads
+class Slot(BaseModel):
+    prototype: int
+    label: str | None = None
+    area_share: float = Field(description="share of the analysed crop's pixels")
+    area: int = Field(description="mask pixels")
+    score: float = Field(description="cosine between the slot's pooled vector and its prototype")
+    bbox: list[int] = Field(description="[x, y, w, h] in the pixels of the analysed image")
+    bbox_size: list[int] = Field(description="[width, height] of the analysed image (bbox/rle frame)")
+    rle: Rle
+    color: list[int] = Field(description="[r, g, b], as in the overlay")
+    neighbors: list[Neighbor] = Field(description="the nearest dataset segments (empty without an index)")
+
+
+class SlotsResult(BaseModel):
+    """The slots of an uploaded image. Images are inline base64 PNGs."""
+
+    width: int = Field(description="analysed image width (uploads are downscaled to a bounded size)")
+    height: int
+    box: list[int] = Field(description="[x, y, w, h]: the centre crop the model saw, in analysed pixels")
+    assignment_png: Base64Png = Field(
+        description="the crop box's assignment map: a palette PNG whose pixel values are prototype ids"
+    )
+    overlay_png: Base64Png = Field(description="the analysed image with every slot in its colour")
+    slots: list[Slot]
+    elapsed_ms: float
+
+
+# ---------------------------------------------------------------- stats and evaluation
+class Stats(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    num_images: int | None = None
+    num_segments: int | None = None
+    num_prototypes: int | None = None
+    num_dead: int | None = None
+    mean_active_per_image: float | None = None
+
+
+class EvalResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: int | None = None
+    protocol: str | None = None
+    baseline: str | None = None
+    miou: float | None = None
+    pixel_accuracy: float | None = None
+
+
+class EvalList(BaseModel):
+    items: list[EvalResult]
+
+
+class EvalExample(BaseModel):
+    image_id: int
+    file_name: str | None = None
+    pred_url: str
+    gt_url: str
+
+
+class EvalExampleList(BaseModel):
+    eval_id: int
+    items: list[EvalExample]
+
+
+class EvalRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    protocol: Literal["synthetic", "cocostuff27"] = "synthetic"
+    baseline: Literal["none", "random-init", "kmeans-rgb"] = "none"
+    resolution: int = Field(320, ge=32, le=1024)
+    split: Literal["val2017", "train2017"] = "val2017"
+
+
+# ---------------------------------------------------------------- jobs
+Arch = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
+CheckpointId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,100}\.pth$")]
+
+
+class TrainOverrides(BaseModel):
+    """Config fields a client may override (numbers, booleans, enums); paths are server-side only."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: int | None = Field(None, ge=1, le=10_000)
+    max_steps: int | None = Field(None, ge=0, le=10_000_000)
+    batch_size: int | None = Field(None, ge=1, le=65_536)
+    lr: float | None = Field(None, gt=0, le=100)
+    weight_decay: float | None = Field(None, ge=0, le=1)
+    momentum: float | None = Field(None, ge=0, lt=1)
+    warmup_epochs: float | None = Field(None, ge=0)
+    final_lr: float | None = Field(None, ge=0)
+    teacher_momentum: float | None = Field(None, ge=0, le=1)
+    image_size: int | None = Field(None, ge=32, le=1024)
+    min_scale: float | None = Field(None, gt=0, le=1)
+    arch: Arch | None = None
+    width: float | None = Field(None, gt=0, le=4)
+    stride16: bool | None = None
+    dim_hidden: int | None = Field(None, ge=1, le=65_536)
+    dim_out: int | None = Field(None, ge=1, le=8192)
+    num_prototypes: int | None = Field(None, ge=2, le=65_536)
+    teacher_temp: float | None = Field(None, gt=0)
+    student_temp: float | None = Field(None, gt=0)
+    group_loss_weight: float | None = Field(None, ge=0, le=1)
+    optimizer: Literal["lars", "sgd"] | None = None
+    lr_scaling: Literal["linear", "none"] | None = None
+    precision: Literal["fp32", "fp16", "bf16"] | None = None
+    device: Literal["auto", "cpu", "cuda"] | None = None
+    fast_augment: bool | None = None
+    workers: int | None = Field(None, ge=0, le=64)
+    threads: int | None = Field(None, ge=0, le=256)
+    seed: int | None = Field(None, ge=0)
+    log_every: int | None = Field(None, ge=1)
+    save_every: int | None = Field(None, ge=1)
+    save_minutes: float | None = Field(None, ge=0)
+    max_minutes: float | None = Field(None, ge=0)
+
+
+class TrainRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    preset: Literal["cpu-demo", "coco-r50-800ep", "cocoplus-r50-800ep", "imagenet-r50-100ep"] = "cpu-demo"
+    overrides: TrainOverrides = Field(default_factory=TrainOverrides)
+    name: Name | None = Field(None, description="run name; output goes to <runs_dir>/<name>")
+    resume: bool = Field(False, description="continue the existing run <name> from its last checkpoint")
+    nproc_per_node: int = Field(1, ge=1, le=64, description=">1 launches torchrun --standalone")
+
+
+class IndexRequest(BaseModel):
+    """Which checkpoint to index: ``checkpoint`` (an id from GET /api/checkpoints) or ``run`` (its newest)."""
+
+    model_config = ConfigDict(extra="forbid")
+    checkpoint: CheckpointId | None = Field(None, description="'<run>/<file>.pth' as listed by /api/checkpoints")
+    run: Name | None = Field(None, description="a run under the runs directory; its newest checkpoint")
+    name: Name | None = Field(None, description="index name; output goes to <indexes_dir>/<name>")
+    split: Literal["val2017", "train2017"] = "val2017"
+    resize: int = Field(256, ge=32, le=2048)
+    crop: int = Field(224, ge=32, le=2048)
+    batch_size: int | None = Field(None, ge=1, le=4096)
+    activate: bool = Field(False, description="switch the server to the new index when the job succeeds")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> IndexRequest:
+        if (self.checkpoint is None) == (self.run is None):
+            raise ValueError("give exactly one of 'checkpoint' ('<run>/<file>.pth') or 'run'")
+        return self
+
+
+class Job(BaseModel):
+    id: int
+    kind: Literal["train", "index", "eval"]
+    name: str
+    status: Literal["running", "stopping", "succeeded", "failed", "stopped"]
+    progress: float | None = Field(None, description="fraction done, 0..1")
+    eta_s: float | None = None
+    stage: str | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    latest_metrics: dict[str, Any] | None = None
+    config: dict[str, Any]
+    pid: int | None = None
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    message: str | None = None
+
+
+class JobList(BaseModel):
+    items: list[Job]
+
+
+class MetricsPage(BaseModel):
+    job_id: int
+    items: list[dict[str, Any]] = Field(description="metrics.jsonl records with step > since, oldest first")
+    last_step: int | None = Field(None, description="pass as ?since= to get only newer records")
+    event: dict[str, Any] | None = Field(None, description="the run's final event, once written")
+
+
+class JobLog(BaseModel):
+    job_id: int
+    log: str = Field(description="the last bytes of the job's log")
+    size: int
+    truncated: bool
+
+
+class CheckpointEntry(BaseModel):
+    id: str = Field(description="'<run>/<file>': pass it as 'checkpoint' to POST /api/jobs/index")
+    name: str = Field(description="same as id")
+    run: str
+    file: str
+    epoch: int | None = None
+    step: int | None = None
+    size_bytes: int
+    modified: float
+    config: dict[str, Any] | None = Field(None, description="model config")
+    train_config: dict[str, Any] | None = None
+    active: bool = Field(False, description="the active index was built from it")
+    indexed: bool = Field(False, description="some index under the indexes directory was built from it")
+
+
+class CheckpointList(BaseModel):
+    items: list[CheckpointEntry]
+
+
+class ActivateRequest(BaseModel):
+    """Exactly one of ``job_id`` (a succeeded index job) or ``name`` (under the indexes directory)."""
+
+    model_config = ConfigDict(extra="forbid")
+    job_id: int | None = Field(None, description="a succeeded index job")
+    name: Name | None = Field(None, description="an index under the configured indexes directory")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ActivateRequest:
+        if (self.job_id is None) == (self.name is None):
+            raise ValueError("give exactly one of 'job_id' or 'name'")
+        return self

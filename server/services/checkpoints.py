@@ -1,0 +1,74 @@
+"""The checkpoints under the configured runs directory, with epoch and config (cached by mtime/size)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from core.checkpoint import CheckpointError, read_checkpoint
+from server.runtime import Runtime
+from server.schemas import CheckpointEntry
+
+logger = logging.getLogger(__name__)
+_cache: dict[tuple[str, int, int], dict[str, Any]] = {}
+_lock = threading.Lock()
+
+
+def _summary(path: Path) -> dict[str, Any]:
+    st = path.stat()
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+    try:
+        ckpt = read_checkpoint(path)
+        summary = {
+            "epoch": ckpt.get("epoch"),
+            "step": ckpt.get("step"),
+            "config": ckpt.get("config"),
+            "train_config": ckpt.get("train_config"),
+        }
+    except CheckpointError as e:
+        logger.warning("skipping unreadable checkpoint %s: %s", path, e)
+        summary = {"error": str(e)}
+    with _lock:
+        _cache[key] = summary
+    return summary
+
+
+def _indexed_checkpoints(indexes_dir: Path) -> set[str]:
+    found = set()
+    for manifest in indexes_dir.glob("*/manifest.json"):
+        try:
+            found.add(str(Path(json.loads(manifest.read_text())["checkpoint"]["path"]).resolve()))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+def list_checkpoints(runtime: Runtime) -> list[CheckpointEntry]:
+    """Readable ``*.pth`` files one level under ``runs_dir``, newest first."""
+    runs = runtime.settings.runs_dir
+    if not runs.is_dir():
+        return []
+    indexed = _indexed_checkpoints(runtime.settings.indexes_dir)
+    active = None
+    if runtime.index is not None:
+        active = str(Path(runtime.index.index.manifest["checkpoint"]["path"]).resolve())
+    entries = []
+    for path in runs.glob("*/*.pth"):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        info = _summary(path)
+        if "error" in info:
+            continue
+        st, ident, resolved = path.stat(), f"{path.parent.name}/{path.name}", str(path.resolve())
+        entries.append(CheckpointEntry(
+            id=ident, name=ident, run=path.parent.name, file=path.name, epoch=info["epoch"], step=info["step"],
+            size_bytes=st.st_size, modified=st.st_mtime, config=info["config"], train_config=info["train_config"],
+            active=resolved == active, indexed=resolved in indexed,
+        ))  # fmt: skip
+    return sorted(entries, key=lambda e: -e.modified)

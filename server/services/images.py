@@ -1,0 +1,102 @@
+"""Dataset images for the routes: decoded once (small LRU), then rendered as JPEG/PNG answers."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+from PIL import Image
+
+from core.datasets import ImageReadError, load_rgb
+from server.errors import ApiError, not_found
+from server.runtime import LoadedIndex
+from server.services import render
+
+_CACHE_SIZE = 128
+_cache: OrderedDict[tuple[str, int], Image.Image] = OrderedDict()
+_lock = threading.Lock()
+
+
+def image_record(loaded: LoadedIndex, image_id: int):
+    """The index's ``ImageRecord``, or 404."""
+    try:
+        return loaded.index.image(image_id)
+    except KeyError:
+        raise not_found("image", image_id) from None
+
+
+def dataset_image(loaded: LoadedIndex, image_id: int) -> Image.Image:
+    """The decoded RGB image (EXIF-rotated, as indexed); 404 unknown id, 500 ``image_unreadable``."""
+    key = (str(loaded.path), int(image_id))
+    with _lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+    rec = image_record(loaded, image_id)
+    try:
+        img = load_rgb(rec.path)
+    except ImageReadError as e:
+        raise ApiError(
+            500, "image_unreadable", f"image {image_id} ({rec.file_name}) cannot be read: {e.reason or e}"
+        ) from e
+    with _lock:
+        _cache[key] = img
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return img
+
+
+def segment_overlay(
+    loaded: LoadedIndex, image_id: int, prototype: int | None, segment: int | None, size: int | None
+) -> bytes:
+    """PNG of the image with one segment (by id, or the image's segment of ``prototype``) in Figure-3 red."""
+    if (prototype is None) == (segment is None):
+        raise ApiError(422, "invalid_request", "give exactly one of ?prototype=k or ?segment=id")
+    index = loaded.index
+    if segment is not None:
+        try:
+            seg = index.segment(segment)
+        except KeyError:
+            raise not_found("segment", segment) from None
+        if seg.image_id != image_id:
+            raise ApiError(
+                422, "invalid_request", f"segment {segment} belongs to image {seg.image_id}, not to image {image_id}"
+            )
+    else:
+        if prototype >= index.num_prototypes:
+            raise not_found("prototype", prototype)
+        try:
+            segs = [s for s in index.image_segments(image_id) if s.prototype == prototype]
+        except KeyError:
+            raise not_found("image", image_id) from None
+        if not segs:
+            raise ApiError(404, "not_found", f"prototype {prototype} is not active on image {image_id}")
+        seg = segs[0]
+    img = dataset_image(loaded, image_id)
+    out = render.overlay_mask(img, render.decode_rle(seg.rle))
+    return render.to_png(render.thumbnail(out, size))
+
+
+def slots_overlay(loaded: LoadedIndex, image_id: int, size: int | None) -> bytes:
+    """PNG of the image with all its slots, each in its prototype's palette colour."""
+    try:
+        segs = loaded.index.image_segments(image_id)
+    except KeyError:
+        raise not_found("image", image_id) from None
+    img = dataset_image(loaded, image_id)
+    labels = np.full((img.height, img.width), -1, dtype=np.int64)
+    for s in segs:
+        labels[render.decode_rle(s.rle)] = s.prototype
+    return render.to_png(render.thumbnail(render.overlay_labels(img, labels), size))
+
+
+def image_jpeg(loaded: LoadedIndex, image_id: int, size: int | None) -> bytes:
+    """JPEG of the image (the original file's bytes when it is a JPEG and no size is asked)."""
+    rec = image_record(loaded, image_id)
+    if size is None and rec.path.suffix.lower() in (".jpg", ".jpeg"):
+        try:
+            return rec.path.read_bytes()
+        except OSError:
+            pass
+    return render.to_jpeg(render.thumbnail(dataset_image(loaded, image_id), size))

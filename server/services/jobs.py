@@ -1,0 +1,287 @@
+"""The jobs supervisor: child processes (``python -m trainer``, ``torchrun``, ``python -m indexer``)
+started, watched, stopped and re-attached after a server restart.
+
+Each job is a row in :class:`~server.services.jobstore.JobStore`. A watcher thread polls the
+children every ``poll_s`` seconds (requests also poll, so a status is never stale); a child is
+its own session leader (``start_new_session=True``), so a server restart or Ctrl-C does not kill
+it. Stopping sends SIGTERM to the child (the trainer saves ``current.pth`` and exits); after
+:data:`STOP_GRACE_S` the whole process group gets SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from server.errors import ApiError, not_found
+from server.services.jobstore import JobRow, JobStore
+from server.services.progress import MetricsReader
+
+logger = logging.getLogger(__name__)
+
+STOP_GRACE_S = 120.0
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+VANISHED = "process vanished after server restart"
+
+
+def _proc_stat_state(pid: int) -> str | None:
+    """The one-letter state in /proc/<pid>/stat ("R", "S", "Z", ...), or None when there is no such pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return stat[stat.rfind(")") + 2 :].split(" ", 1)[0]
+
+
+def pid_alive(pid: int) -> bool:
+    """True when ``pid`` runs (zombies count as dead and are reaped when they are our children)."""
+    if Path("/proc").is_dir():
+        state = _proc_stat_state(pid)
+        if state in ("Z", "X"):
+            _reap(pid)
+            return False
+        return state is not None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _reap(pid: int) -> int | None:
+    """waitpid(WNOHANG) for our own zombie children; the exit code, or None when not ours/not done."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return os.waitstatus_to_exitcode(status) if done else None
+
+
+def cmdline(pid: int) -> list[str] | None:
+    """The command line of ``pid`` from /proc, or None when unavailable."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def same_command(argv: list[str], actual: list[str] | None) -> bool:
+    """True when ``actual`` is the process we started with ``argv`` (interpreter path may differ)."""
+    if actual is None:
+        return not Path("/proc").is_dir()  # cannot check: trust the pid
+    return actual[1:] == argv[1:] and Path(actual[0]).name.startswith(Path(argv[0]).name[:6])
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a job: ours, unbuffered output, the project importable."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+class Supervisor:
+    """Starts, polls, stops and re-attaches job processes recorded in ``store``.
+
+    ``on_finished(row)`` is called (from the watcher thread or a request thread) once per job when
+    it reaches a final status.
+    """
+
+    def __init__(
+        self, store: JobStore, poll_s: float = 0.5, on_finished: Callable[[JobRow], None] | None = None
+    ) -> None:
+        self.store = store
+        self.poll_s = poll_s
+        self.on_finished = on_finished
+        self.metrics = MetricsReader()
+        self._children: dict[int, subprocess.Popen] = {}
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Re-attach or settle jobs left by a previous server, then start the watcher thread."""
+        self.recover()
+        self._thread = threading.Thread(target=self._watch, name="job-watcher", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop watching (children keep running; the next server re-attaches them)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.refresh()
+            except Exception:  # noqa: BLE001 - the watcher must survive anything
+                logger.exception("job watcher iteration failed")
+
+    def recover(self) -> None:
+        """After a restart: a running job whose pid is alive with our command line is re-attached
+        (polled by pid); any other is settled from its outputs or marked failed, never dropped."""
+        for row in self.store.active():
+            if row.pid and pid_alive(row.pid) and same_command(row.argv, cmdline(row.pid)):
+                logger.info("re-attached job %s (pid %s)", row.id, row.pid)
+                continue
+            self._finish(row, exit_code=None, vanished=True)
+
+    # ------------------------------------------------------------------ operations
+    def launch(
+        self,
+        *,
+        kind: str,
+        name: str,
+        argv: list[str],
+        output_dir: Path,
+        progress_path: Path,
+        log_path: Path,
+        config: dict,
+        done_path: Path | None = None,
+        exclusive: bool = False,
+    ) -> JobRow:
+        """Start ``argv`` as a job. ``exclusive``: refuse (409) while another job of ``kind`` is active."""
+        with self._lock:
+            if exclusive:
+                self.refresh()
+                busy = self.store.active(kind)
+                if busy:
+                    raise ApiError(
+                        409,
+                        "job_conflict",
+                        f"a {kind} job is already running (job {busy[0].id}, {busy[0].name!r}); "
+                        "stop it first or wait for it to finish",
+                    )
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            job_id = self.store.insert(
+                kind=kind,
+                name=name,
+                config=config,
+                argv=argv,
+                output_dir=str(output_dir),
+                progress_path=str(progress_path),
+                log_path=str(log_path),
+                done_path=str(done_path) if done_path else None,
+            )
+            try:
+                with open(log_path, "ab") as log:
+                    proc = subprocess.Popen(
+                        argv,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        env=child_env(),
+                        start_new_session=True,
+                    )
+            except OSError as e:
+                self.store.update(job_id, status="failed", message=f"could not start: {e}", finished_at=time.time())
+                raise ApiError(500, "job_start_failed", f"could not start the {kind} job: {e}") from e
+            self._children[job_id] = proc
+            self.store.update(job_id, pid=proc.pid, started_at=time.time())
+            logger.info("started %s job %s (pid %s): %s", kind, job_id, proc.pid, " ".join(argv))
+            return self.get(job_id)
+
+    def get(self, job_id: int) -> JobRow:
+        """The job (refreshed), or a 404."""
+        row = self.store.get(job_id)
+        if row is None:
+            raise not_found("job", job_id)
+        if row.active:
+            self.refresh(row.id)
+            row = self.store.get(job_id) or row
+        return row
+
+    def stop(self, job_id: int) -> JobRow:
+        """Ask a running job to stop (SIGTERM; the trainer saves and exits). 409 when it is not running."""
+        with self._lock:
+            row = self.get(job_id)
+            if not row.active or not row.pid:
+                raise ApiError(409, "job_not_running", f"job {job_id} is not running (status {row.status})")
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(row.pid, signal.SIGTERM)
+            if row.status != "stopping":
+                self.store.update(job_id, status="stopping", stop_requested_at=time.time())
+            logger.info("sent SIGTERM to job %s (pid %s)", job_id, row.pid)
+            return self.store.get(job_id) or row
+
+    def refresh(self, job_id: int | None = None) -> None:
+        """Poll active jobs (one or all) and record those that ended."""
+        finished: list[JobRow] = []
+        with self._lock:
+            rows = [r for r in ([self.store.get(job_id)] if job_id else self.store.active()) if r and r.active]
+            for row in rows:
+                ended, code = self._poll(row)
+                if ended:
+                    finished.append(self._finish(row, exit_code=code))
+                elif (
+                    row.status == "stopping"
+                    and row.stop_requested_at
+                    and row.pid
+                    and time.time() - row.stop_requested_at > STOP_GRACE_S
+                ):
+                    logger.warning("job %s ignored SIGTERM for %.0f s: SIGKILL", row.id, STOP_GRACE_S)
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(row.pid, signal.SIGKILL)
+        for row in finished:
+            if self.on_finished is not None:
+                try:
+                    self.on_finished(row)
+                except Exception:  # noqa: BLE001 - a callback must not break polling
+                    logger.exception("on_finished callback failed for job %s", row.id)
+
+    def _poll(self, row: JobRow) -> tuple[bool, int | None]:
+        proc = self._children.get(row.id)
+        if proc is not None:
+            code = proc.poll()
+            if code is not None:
+                del self._children[row.id]
+            return code is not None, code
+        if row.pid is None:
+            return True, None
+        return (not pid_alive(row.pid)), None
+
+    def _finish(self, row: JobRow, exit_code: int | None, vanished: bool = False) -> JobRow:
+        status, message = self._outcome(row, exit_code, vanished)
+        self.store.update(row.id, status=status, exit_code=exit_code, message=message, finished_at=time.time())
+        logger.info("job %s %s (exit code %s)%s", row.id, status, exit_code, f": {message}" if message else "")
+        return self.store.get(row.id) or row
+
+    def _outcome(self, row: JobRow, exit_code: int | None, vanished: bool) -> tuple[str, str | None]:
+        """Final status and message from the trainer's last event, the exit code or the outputs."""
+        if row.kind == "train":
+            event = self.metrics.final_event(row.progress_path)
+            if event is not None:
+                kind = event.get("event")
+                if kind == "finished":
+                    return "succeeded", None
+                if kind == "stopped":
+                    return "stopped", event.get("message") or "stopped on request; current.pth saved"
+                if kind == "failed":
+                    return "failed", str(event.get("message") or "training failed; see the log")
+        if exit_code is None and row.done_path and Path(row.done_path).exists():
+            return "succeeded", None
+        if row.stop_requested_at is not None:
+            return "stopped", "stopped on request"
+        if exit_code == 0:
+            return "succeeded", None
+        if exit_code is None:
+            return "failed", VANISHED if vanished else "process ended while unobserved; see the log"
+        return "failed", f"exited with code {exit_code}; see the log"
+
+
+def python_argv(module: str, *args: str) -> list[str]:
+    """``[python, -m, module, *args]`` with this server's interpreter."""
+    return [sys.executable, "-m", module, *args]

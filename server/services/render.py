@@ -1,0 +1,153 @@
+"""Image rendering: the indexed view of an image, mask overlays (the paper's Figure 3 look), an
+all-slots overlay with a fixed 256+ colour palette, label-map PNGs, thumbnails and RLE masks.
+
+Pixels are drawn with ``torchvision.utils.draw_segmentation_masks`` and PIL; nothing loops over pixels.
+"""
+
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+from pycocotools import mask as mask_utils
+from torchvision.utils import draw_segmentation_masks
+
+#: Figure 3 of the paper: the concept's pixels tinted red, the rest of the image left visible.
+FIGURE3_COLOR = (230, 25, 25)
+FIGURE3_ALPHA = 0.5
+SLOTS_ALPHA = 0.55
+_GOLDEN = 0.618033988749895
+
+
+@lru_cache(maxsize=8)
+def palette(n: int = 256) -> np.ndarray:
+    """A fixed (max(n, 256), 3) uint8 palette: hues walk the golden ratio, saturation/value cycle.
+
+    Deterministic, so prototype ``k`` has the same colour in every image and every session.
+    """
+    n = max(int(n), 256)
+    i = np.arange(n, dtype=np.float64)
+    h = (0.13 + i * _GOLDEN) % 1.0
+    s = np.array([0.85, 0.6, 0.95, 0.7])[(i.astype(int) // 3) % 4]
+    v = np.array([0.95, 0.75, 0.88, 0.62])[(i.astype(int) // 5) % 4]
+    # HSV → RGB, vectorised (the standard sextant formula).
+    sector = np.floor(h * 6.0)
+    f = h * 6.0 - sector
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    sector = sector.astype(int) % 6
+    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
+    rgb = np.stack([np.choose(sector, [c[ch] for c in choices]) for ch in range(3)], axis=1)
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+def color_of(k: int) -> tuple[int, int, int]:
+    """The palette colour of prototype ``k`` as an (r, g, b) tuple."""
+    table = palette(k + 1)
+    return tuple(int(c) for c in table[k])  # type: ignore[return-value]
+
+
+def indexed_view(img: Image.Image, resize: int, crop: int) -> Image.Image:
+    """The image as the model saw it when indexing: shorter side → ``resize``, centre crop ``crop``."""
+    img = TF.resize(img, resize, interpolation=TF.InterpolationMode.BILINEAR)
+    return TF.center_crop(img, [crop, crop])
+
+
+def decode_rle(rle: dict) -> np.ndarray:
+    """COCO RLE (``{"size": [h, w], "counts": str}``) → (h, w) bool mask."""
+    counts = rle["counts"]
+    obj = {"size": list(rle["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}
+    return mask_utils.decode(obj).astype(bool)
+
+
+def encode_rle(mask: np.ndarray) -> dict:
+    """(h, w) bool mask → COCO RLE with ``counts`` as a str (JSON-ready)."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(x) for x in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def bbox_of(mask: np.ndarray) -> list[int]:
+    """[x, y, w, h] of the mask's pixels ([0, 0, 0, 0] for an empty mask)."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if not len(rows):
+        return [0, 0, 0, 0]
+    return [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
+
+
+def _to_tensor(img: Image.Image) -> torch.Tensor:
+    return TF.pil_to_tensor(img.convert("RGB"))  # (3, H, W) uint8
+
+
+def _fit_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, h, w) bool → (N, H, W) bool by nearest-neighbour resizing (no-op when sizes match)."""
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks
+    resized = torch.nn.functional.interpolate(masks[None].float(), size=size, mode="nearest")
+    return resized[0] > 0.5
+
+
+def overlay_mask(
+    img: Image.Image,
+    mask: np.ndarray,
+    color: tuple[int, int, int] = FIGURE3_COLOR,
+    alpha: float = FIGURE3_ALPHA,
+) -> Image.Image:
+    """The image with ``mask`` (h, w bool; resized to the image if needed) tinted as in Figure 3."""
+    base = _to_tensor(img)
+    masks = _fit_masks(torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))[None], base.shape[-2:])
+    out = draw_segmentation_masks(base, masks, alpha=alpha, colors=[color])
+    return TF.to_pil_image(out)
+
+
+def overlay_labels(img: Image.Image, labels: np.ndarray, alpha: float = SLOTS_ALPHA) -> Image.Image:
+    """All slots of an image at once: each prototype's pixels in its palette colour.
+
+    labels: (h, w) prototype ids (negative = unassigned), resized to the image if needed.
+    """
+    base = _to_tensor(img)
+    lab = torch.from_numpy(np.ascontiguousarray(labels).astype(np.int64))
+    ids = [int(k) for k in torch.unique(lab) if k >= 0]
+    if not ids:
+        return img.convert("RGB")
+    masks = _fit_masks(lab[None] == torch.tensor(ids)[:, None, None], base.shape[-2:])
+    table = palette(max(ids) + 1)
+    colors = [tuple(int(c) for c in table[k]) for k in ids]
+    return TF.to_pil_image(draw_segmentation_masks(base, masks, alpha=alpha, colors=colors))
+
+
+def labels_image(labels: np.ndarray) -> Image.Image:
+    """(h, w) prototype ids → a palette ("P") image whose pixel values *are* the ids (K ≤ 256),
+    coloured with :func:`palette`; for K > 256 an RGB image in palette colours."""
+    labels = np.asarray(labels)
+    table = palette(int(labels.max(initial=0)) + 1)
+    if labels.max(initial=0) < 256:
+        img = Image.fromarray(labels.astype(np.uint8), mode="P")
+        img.putpalette(table[:256].flatten().tolist())
+        return img
+    return Image.fromarray(table[labels], mode="RGB")
+
+
+def thumbnail(img: Image.Image, size: int | None) -> Image.Image:
+    """A copy whose longer side is at most ``size`` (aspect kept); ``None`` returns ``img``."""
+    if size is None or max(img.size) <= size:
+        return img
+    out = img.copy()
+    out.thumbnail((size, size), Image.Resampling.BICUBIC)
+    return out
+
+
+def to_png(img: Image.Image) -> bytes:
+    """PNG bytes (fast compression: these are generated on every request)."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def to_jpeg(img: Image.Image, quality: int = 88) -> bytes:
+    """JPEG bytes of the RGB image."""
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()

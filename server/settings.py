@@ -1,0 +1,76 @@
+"""Server settings: ``SLOTCON_*`` environment variables (pydantic-settings), overridable by the CLI."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+class Settings(BaseSettings):
+    """Where the server finds its data and how it exposes itself.
+
+    Every filesystem location is chosen here, server-side; no route takes a path from a client.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SLOTCON_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    index: Path | None = Field(None, description="active index directory (none: index routes give 503)")
+    checkpoint: Path | None = Field(
+        None, description="model for uploads when no index is loaded (else the index's checkpoint)"
+    )
+    data_root: Path = Field(Path("data/synthetic"), description="dataset root used by train/index jobs")
+    runs_dir: Path = Field(Path("runs"), description="training jobs write <runs_dir>/<name>")
+    indexes_dir: Path = Field(Path("indexes"), description="index jobs write <indexes_dir>/<name>")
+    state_dir: Path = Field(Path("state"), description="jobs database, job logs, caches")
+    api_token: SecretStr | None = Field(None, description="bearer token for mutating routes")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    max_upload_pixels: int = Field(40_000_000, ge=1, description="decompression-bomb cap (width×height)")
+    ui_origin: str = "http://localhost:8501"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    job_poll_s: float = Field(0.5, gt=0, description="how often the job watcher polls children")
+
+    @property
+    def exposed(self) -> bool:
+        """True when ``host`` is not a loopback address (the server is reachable from elsewhere)."""
+        return not is_loopback(self.host)
+
+    @property
+    def cors_origins(self) -> list[str]:
+        """The UI origins allowed by CORS: ``ui_origin`` plus its localhost/127.0.0.1 twin."""
+        origins = [o.strip().rstrip("/") for o in self.ui_origin.split(",") if o.strip()]
+        twins = [o.replace("//localhost", "//127.0.0.1") for o in origins]
+        twins += [o.replace("//127.0.0.1", "//localhost") for o in origins]
+        return list(dict.fromkeys(origins + twins))
+
+    def check_exposure(self) -> None:
+        """Raise ``RuntimeError`` when listening beyond loopback without ``api_token``."""
+        if self.exposed and not (self.api_token and self.api_token.get_secret_value()):
+            raise RuntimeError(
+                f"refusing to listen on {self.host!r} (not loopback) without an API token: "
+                "set SLOTCON_API_TOKEN, or bind to 127.0.0.1"
+            )
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and the usual localhost names."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
