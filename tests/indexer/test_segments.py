@@ -1,0 +1,89 @@
+"""Segments of an image: masks partition the crop box; pooled vectors equal a hand computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as T
+from pycocotools import mask as mask_utils
+
+from core.augment import eval_transform
+from core.checkpoint import load_model
+from core.datasets import load_rgb
+from indexer.segments import crop_box, segment_image
+from indexer.store import ConceptIndex
+
+
+@pytest.mark.parametrize("size", [(96, 96), (640, 480), (333, 500), (257, 256)])
+def test_crop_box_matches_torchvision(size):
+    w, h = size
+    xs = torch.arange(w, dtype=torch.float32).expand(h, w)
+    ys = torch.arange(h, dtype=torch.float32)[:, None].expand(h, w)
+    coords = T.CenterCrop(224)(T.Resize(256, antialias=False)(torch.stack([xs, ys])))  # (2, 224, 224)
+    x0, y0, bw, bh = crop_box(w, h, 256, 224)
+    scale = min(w, h) / 256
+    # the centre of crop pixel 0 sits half a resized pixel inside the box edge
+    assert float(coords[0, 0, 0]) == pytest.approx(x0 + 0.5 * scale - 0.5, abs=1.0)
+    assert float(coords[1, 0, 0]) == pytest.approx(y0 + 0.5 * scale - 0.5, abs=1.0)
+    assert float(coords[0, 0, -1]) == pytest.approx(x0 + bw - 0.5 * scale - 0.5, abs=1.0)
+    assert float(coords[1, -1, 0]) == pytest.approx(y0 + bh - 0.5 * scale - 0.5, abs=1.0)
+    assert x0 >= 0 and y0 >= 0 and x0 + bw <= w and y0 + bh <= h
+
+
+def test_masks_partition_each_image(tiny_index):
+    with ConceptIndex.open(tiny_index) as index:
+        for image in index.images(0, 100):
+            segs = index.image_segments(image.id)
+            assert segs and len(segs) == image.num_segments
+            masks = np.stack([mask_utils.decode(s.rle) for s in segs])  # (S, H, W)
+            assert masks.shape[1:] == (image.height, image.width)
+            cover = masks.sum(0)
+            x, y, w, h = image.crop_box
+            assert (cover[y : y + h, x : x + w] == 1).all()
+            assert cover.sum() == w * h  # nothing outside the crop box
+            for s, m in zip(segs, masks, strict=True):
+                assert s.area == m.sum() > 0
+                ys, xs = np.nonzero(m)
+                assert s.bbox == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+
+
+def test_pooled_vectors_equal_hand_computation(tiny_index, tiny_checkpoint):
+    model = load_model(tiny_checkpoint)
+    protos = model.grouping_k.slot_embed.weight.detach().numpy()
+    protos = protos / np.linalg.norm(protos, axis=1, keepdims=True)
+    with ConceptIndex.open(tiny_index) as index:
+        for image_id in (0, 5):
+            image = index.image(image_id)
+            x = eval_transform(256, 224)(load_rgb(image.path))[None]
+            with torch.no_grad():
+                z = model.teacher_project(x)[0].numpy()  # (D, h, w)
+            z = z / np.linalg.norm(z, axis=0, keepdims=True)
+            cos = np.einsum("dhw,kd->khw", z, protos)
+            labels = cos.argmax(0)
+            segs = index.image_segments(image_id)
+            assert [s.prototype for s in segs] == sorted(np.unique(labels).tolist())
+            for s in segs:
+                pix = z[:, labels == s.prototype]  # (D, n)
+                v = pix.mean(1)
+                v /= np.linalg.norm(v)
+                assert s.feature_area == pix.shape[1]
+                np.testing.assert_allclose(index.segment_vector(s.id), v, atol=1e-5)
+                assert s.score == pytest.approx(float(v @ protos[s.prototype]), abs=1e-5)
+
+
+def test_segment_image_label_counts():
+    torch.manual_seed(0)
+    k, d, h, w = 4, 6, 3, 3
+    z = torch.nn.functional.normalize(torch.randn(d, h, w), dim=0)
+    protos = torch.randn(k, d)
+    scores = torch.einsum("dhw,kd->khw", z, torch.nn.functional.normalize(protos, dim=1))
+    label = np.full((12, 12), 255, np.uint8)
+    label[:, :6] = 0
+    label[:, 6:] = 1
+    seg = segment_image(z, scores, protos, (12, 12), (0, 0, 12, 12), label, num_classes=2)
+    assert seg.label_counts.sum() == 144
+    assert seg.areas.sum() == 144
+    decoded = [mask_utils.decode({"size": [12, 12], "counts": r}) for r in seg.rles]
+    for m, counts in zip(decoded, seg.label_counts, strict=True):
+        assert counts.tolist() == [int(m[:, :6].sum()), int(m[:, 6:].sum())]
