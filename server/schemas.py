@@ -181,12 +181,22 @@ class SlotsResult(BaseModel):
 
 # ---------------------------------------------------------------- stats and evaluation
 class Stats(BaseModel):
+    """The slot statistics of the index (SPEC §7); further keys of ``indexer.stats`` pass through."""
+
     model_config = ConfigDict(extra="allow")
-    num_images: int | None = None
-    num_segments: int | None = None
-    num_prototypes: int | None = None
-    num_dead: int | None = None
-    mean_active_per_image: float | None = None
+    num_images: int
+    num_segments: int
+    num_prototypes: int
+    num_dead: int = Field(description="prototypes active on no image")
+    num_alive: int | None = None
+    dead: list[int] = Field(default_factory=list, description="ids of the dead prototypes")
+    mean_active_per_image: float | None = Field(None, description="mean prototypes active per image")
+    active_per_image: dict[str, Any] | None = Field(None, description="mean, median, min, max, histogram")
+    per_prototype: dict[str, Any] | None = None
+    long_tail: dict[str, Any] | None = None
+    most_active: list[dict[str, Any]] | None = None
+    least_active: list[dict[str, Any]] | None = None
+    near_duplicates: list[Any] | None = None
 
 
 class EvalResult(BaseModel):

@@ -29,7 +29,9 @@ def _examples(loaded: IndexDep, eval_id: int) -> list[tuple[int, bytes, bytes]]:
 @router.get("/stats", responses=ERRORS)
 def get_stats(loaded: IndexDep) -> Stats:
     """The index's slot statistics: dead prototypes, active prototypes per image, activity, duplicates."""
-    return Stats(**loaded.index.stats())
+    stats = loaded.index.stats()
+    mean = (stats.get("active_per_image") or {}).get("mean")
+    return Stats(**{"mean_active_per_image": mean, **stats})
 
 
 @router.get("/eval", responses=ERRORS)
