@@ -1,0 +1,82 @@
+"""SlotCon pretraining: ``slotcon train`` / ``python -m trainer``. The same code runs everywhere.
+
+One CPU (the demo; data from ``slotcon synth --out data/synthetic``)::
+
+    python -m trainer --preset cpu-demo --data data/synthetic --output-dir runs/cpu-demo
+
+One GPU::
+
+    python -m trainer --preset coco-r50-800ep --data /data/coco --output-dir runs/coco --device cuda
+
+8 GPUs on one node (batch 512 in total, 64 per GPU)::
+
+    torchrun --standalone --nproc_per_node=8 -m trainer --preset coco-r50-800ep --data /data/coco \\
+        --output-dir runs/coco
+
+2 nodes × 8 GPUs (run on each node; NODE_RANK 0 and 1, HOST = the first node's address)::
+
+    torchrun --nnodes=2 --nproc_per_node=8 --node_rank=$NODE_RANK --rdzv_backend=c10d \\
+        --rdzv_endpoint=$HOST:29500 --rdzv_id=slotcon -m trainer --preset coco-r50-800ep \\
+        --data /data/coco --output-dir runs/coco
+
+2 CPU processes (gloo, for tests): ``torchrun --standalone --nproc_per_node=2 -m trainer --preset cpu-demo
+--threads 1 ...``. Resume with ``--resume runs/coco/current.pth`` or ``--auto-resume``. SIGTERM/SIGINT
+save ``current.pth`` and exit 0; ``--max-steps`` caps a run; ``--print-config`` shows the resolved config.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+logger = logging.getLogger("trainer")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse flags, resolve the config and train; returns the exit code (0 ok or stopped, 2 bad input,
+    3 non-finite loss)."""
+    from core.checkpoint import CheckpointError
+    from core.distributed import get_rank, is_distributed
+    from trainer.config import get_args_parser, resolve_config
+    from trainer.data import DataError
+    from trainer.engine import EXIT_DATA, Trainer
+    from trainer.metrics import MetricsWriter, setup_logging
+
+    parser = get_args_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        cfg = resolve_config(args)
+    except (ValueError, OSError, yaml.YAMLError) as e:
+        parser.error(str(e))
+    if args.print_config:
+        print(yaml.safe_dump(cfg.to_dict(), sort_keys=True), end="")
+        return 0
+    out = Path(cfg.output_dir)
+    rank = int(os.environ.get("RANK", 0))
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    setup_logging(out if rank == 0 else None, rank)
+    try:
+        trainer = Trainer(cfg)
+        return trainer.run()
+    except (DataError, CheckpointError) as e:
+        logger.error("%s", e)
+        if rank == 0:
+            MetricsWriter(out / "metrics.jsonl", 0, cfg.epochs, "log").event("failed", step=0, message=str(e))
+        return EXIT_DATA
+    finally:
+        if is_distributed():
+            import torch.distributed as dist
+
+            if get_rank() == 0:
+                logger.info("shutting down the process group")
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Training configuration: one typed dataclass, resolved from a preset, a YAML file and CLI flags.
+
+Resolution order (later wins): dataclass defaults → ``--preset`` → ``--config FILE.yaml`` → explicit
+flags. Every field is a ``--kebab-case`` flag (booleans also accept ``--no-<flag>``). The resolved
+config is written to ``<output-dir>/config.yaml`` and stored inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.model import SlotConConfig
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+OPTIMIZERS = ("lars", "sgd")
+LR_SCALINGS = ("linear", "none")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; defaults are the release's COCO recipe (R50, 800 epochs)."""
+
+    # data
+    data: str = "data/synthetic"
+    split: str = "train2017"
+    image_size: int = 224
+    min_scale: float = 0.08
+    fast_augment: bool = False  # tensor pipeline (core.augment.FastTwoViewAugment), not bit-exact
+    skip_unreadable: bool = False
+    workers: int = 8  # DataLoader workers per process
+    pin_memory: bool = True
+    persistent_workers: bool = True
+    # model (core.model.SlotConConfig fields)
+    arch: str = "resnet50"
+    width: float = 1.0
+    stride16: bool = False
+    dim_hidden: int = 4096
+    dim_out: int = 256
+    num_prototypes: int = 256
+    teacher_temp: float = 0.07
+    student_temp: float = 0.1
+    center_momentum: float = 0.9
+    group_loss_weight: float = 0.5
+    slot_temp: float = 0.2
+    # optimisation
+    batch_size: int = 512  # total over all processes
+    optimizer: str = "lars"
+    lr: float = 1.0  # base lr; the used lr is lr × batch_size/256 with lr_scaling=linear
+    lr_scaling: str = "linear"
+    weight_decay: float = 1e-5
+    momentum: float = 0.9  # optimiser momentum
+    lars_eta: float = 0.001
+    warmup_epochs: float = 5.0
+    warmup_multiplier: float = 100.0  # warm-up starts at lr / warmup_multiplier
+    final_lr: float = 1e-6
+    teacher_momentum: float = 0.99  # m0 of the teacher schedule (SPEC §5)
+    epochs: int = 800
+    max_steps: int = 0  # >0: cap the total number of steps (schedules still span all epochs)
+    # precision and speed
+    precision: str = "fp16"
+    channels_last: bool = False
+    compile: bool = False
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads per process; 0 = leave torch's default
+    # run directory, logging, checkpoints
+    output_dir: str = "runs/slotcon"
+    seed: int = 0
+    log_every: int = 10
+    save_every: int = 50  # epochs between ckpt_epoch_N.pth
+    save_minutes: float = 10.0  # wall minutes between current.pth
+    max_minutes: float = 0.0  # >0: stop (saving current.pth) after this much wall time
+    resume: str = ""
+    auto_resume: bool = False
+    init_from: str = ""  # our or a release full checkpoint: initialise weights only
+    progress: str = "auto"  # auto (tqdm on a terminal) | bar | log
+
+    def model_config(self) -> SlotConConfig:
+        """Returns the :class:`SlotConConfig` part of this config."""
+        return SlotConConfig.from_dict(asdict(self))
+
+    def scaled_lr(self) -> float:
+        """Returns the peak learning rate: ``lr × batch_size/256`` (linear scaling) or ``lr``."""
+        return self.lr * self.batch_size / 256 if self.lr_scaling == "linear" else self.lr
+
+    def validate(self) -> None:
+        """Raises ValueError naming the first invalid field and its valid choices."""
+        for name, choices in (("precision", PRECISIONS), ("optimizer", OPTIMIZERS), ("lr_scaling", LR_SCALINGS),
+                              ("device", ("auto", "cpu", "cuda")), ("progress", ("auto", "bar", "log"))):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name}={getattr(self, name)!r}; choose one of {', '.join(choices)}")
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ValueError("batch_size and epochs must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (written to config.yaml and checkpoints)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build from a dict; unknown keys raise ValueError listing them."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**d)
+
+
+_R50_COCO: dict[str, Any] = dict(arch="resnet50", num_prototypes=256, batch_size=512, optimizer="lars", lr=1.0,
+                                 weight_decay=1e-5, warmup_epochs=5, epochs=800, precision="fp16")
+
+#: name → field overrides on top of the dataclass defaults.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Synthetic scenes on a 2-core CPU: half-width ResNet-18 at stride 16 (a 6×6 map at 96 px), a few
+    # prototypes per class, LARS at an unscaled lr; ~8 minutes of training (see tests/trainer and the report).
+    "cpu-demo": dict(
+        data="data/synthetic", output_dir="runs/cpu-demo", arch="resnet18", width=0.5, stride16=True,
+        image_size=96, min_scale=0.2, dim_hidden=512, dim_out=128, num_prototypes=16, batch_size=64,
+        optimizer="lars", lr=2.0, lr_scaling="none", warmup_epochs=1, epochs=30, teacher_momentum=0.95,
+        precision="fp32", device="cpu", workers=1, pin_memory=False, threads=2,
+        log_every=5, save_every=10, save_minutes=2.0,
+    ),
+    "coco-r50-800ep": dict(_R50_COCO, data="data/coco", output_dir="runs/coco-r50-800ep"),
+    "cocoplus-r50-800ep": dict(_R50_COCO, data="data/cocoplus", split="", output_dir="runs/cocoplus-r50-800ep"),
+    "imagenet-r50-100ep": dict(_R50_COCO, data="data/imagenet", split="train", num_prototypes=2048, epochs=100,
+                               output_dir="runs/imagenet-r50-100ep"),
+}
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
+
+
+def get_args_parser(prog: str = "slotcon train") -> argparse.ArgumentParser:
+    """Returns the parser: ``--preset``, ``--config`` and one flag per :class:`TrainConfig` field.
+
+    Field flags default to ``argparse.SUPPRESS`` so only explicitly given flags override.
+    """
+    from trainer.__main__ import __doc__ as launch_doc  # the launch commands, shown in --help
+
+    p = argparse.ArgumentParser(prog=prog, description=launch_doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-demo",
+                   help="starting values (default cpu-demo): " + "; ".join(sorted(PRESETS)))
+    p.add_argument("--config", type=Path, default=None, help="YAML file of field overrides (applied after the preset)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    defaults = TrainConfig()
+    for f in fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool):
+            p.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=argparse.SUPPRESS,
+                           help=f"(bool, default {default})")
+            p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_const", const=False,
+                           default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        else:
+            p.add_argument(flag, type=type(default), default=argparse.SUPPRESS,
+                           help=f"(default {default!r})")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """Returns the config of parsed ``args``: defaults ← preset ← YAML ← explicit flags; validated."""
+    values = asdict(TrainConfig())
+    values.update(PRESETS[args.preset])
+    if args.config is not None:
+        loaded = yaml.safe_load(Path(args.config).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{args.config}: expected a mapping of config fields")
+        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+    names = {f.name for f in fields(TrainConfig)}
+    values.update({k: v for k, v in vars(args).items() if k in names})
+    cfg = TrainConfig.from_dict(values)
+    cfg = dataclasses.replace(cfg, **{f.name: type(getattr(TrainConfig(), f.name))(getattr(cfg, f.name))
+                                      for f in fields(TrainConfig)})
+    cfg.validate()
+    return cfg
+
+
+def save_config_yaml(cfg: TrainConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (sorted keys)."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=True))

@@ -1,0 +1,260 @@
+"""The training engine: one code path for a CPU, one GPU and torchrun DDP (SPEC §5).
+
+Per step t: set lr[t] → ``momentum_update(m[t])`` → forward (autocast) → backward (grad scaler for
+fp16) → optimiser step → ``update_center``. Only rank 0 logs and writes; stop requests (signals,
+``--max-minutes``) and non-finite losses are agreed on by all ranks with one tiny all-reduce per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from core.datasets import ImageReadError
+from core.distributed import get_rank, get_world_size, is_distributed
+from core.model import SlotCon
+from trainer.checkpointing import (
+    find_auto_resume,
+    init_weights_from,
+    load_training_state,
+    save_training_state,
+)
+from trainer.config import TrainConfig, save_config_yaml
+from trainer.data import DataError, build_loader
+from trainer.lars import LARS
+from trainer.metrics import MetricsWriter
+from trainer.schedules import lr_schedule, teacher_momentum_schedule
+
+logger = logging.getLogger("trainer")
+
+EXIT_OK, EXIT_DATA, EXIT_NONFINITE = 0, 2, 3
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot go on (non-finite loss, unreadable image); ``exit_code`` for the CLI."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_DATA) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def init_distributed(device: str) -> tuple[torch.device, int]:
+    """Join the torchrun process group when launched by torchrun; returns (device, local rank)."""
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not is_distributed():
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    dev = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+        torch.backends.cudnn.benchmark = True
+    return dev, local_rank
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Returns LARS or SGD over the student's trainable parameters (lr is set per step)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "lars":
+        return LARS(params, lr=cfg.scaled_lr(), weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                    eta=cfg.lars_eta)
+    return torch.optim.SGD(params, lr=cfg.scaled_lr(), momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                           foreach=True)
+
+
+class Trainer:
+    """Builds model, optimiser, data and schedules from a :class:`TrainConfig`; :meth:`run` trains."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        self.device, self.local_rank = init_distributed(cfg.device)
+        self.rank, self.world = get_rank(), get_world_size()
+        self.out = Path(cfg.output_dir)
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config_yaml(cfg, self.out / "config.yaml")
+        torch.manual_seed(cfg.seed)
+        self.loader, self.sampler = build_loader(cfg, self.world, self.rank)
+        self.steps_per_epoch = self.sampler.batches_per_epoch()
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.stop_step = min(self.total_steps, cfg.max_steps) if cfg.max_steps > 0 else self.total_steps
+        warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
+        self.lrs = lr_schedule(cfg.scaled_lr(), self.total_steps, warmup, cfg.final_lr, cfg.warmup_multiplier)
+        self.moms = teacher_momentum_schedule(cfg.teacher_momentum, self.total_steps)
+
+        self.model = SlotCon(cfg.model_config())
+        if cfg.init_from:
+            init_weights_from(cfg.init_from, self.model)
+        self.model.to(self.device)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" else None
+        self.step, self.epoch = 0, 0
+        resume = cfg.resume or (find_auto_resume(self.out) if cfg.auto_resume else None)
+        if cfg.auto_resume and not resume:
+            logger.info("no checkpoint in %s; starting from scratch", self.out)
+        if resume:
+            state = load_training_state(resume, self.model, self.optimizer, self.scaler)
+            self.step = state["step"] if state["step"] is not None else state["epoch"] * self.steps_per_epoch
+        self.epoch = self.step // self.steps_per_epoch
+        if self.world > 1 and self.device.type == "cuda":
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if cfg.compile:
+            for m in (self.model.encoder_q, self.model.encoder_k, self.model.projector_q, self.model.projector_k):
+                m.compile()
+        self.net: nn.Module = self.model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.stop_signal: int | None = None
+        self.metrics = MetricsWriter(self.out / "metrics.jsonl" if self.rank == 0 else None, self.stop_step,
+                                     cfg.epochs, cfg.progress, start_step=self.step)
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def save(self, name: str) -> Path | None:
+        """Rank 0 writes ``output_dir/name`` atomically; returns the path (None on other ranks)."""
+        if self.rank != 0:
+            return None
+        path = save_training_state(self.out / name, self.model, self.optimizer, self.scaler,
+                                   epoch=self.step // self.steps_per_epoch, step=self.step,
+                                   train_config=self.cfg.to_dict())
+        logger.info("saved %s (step %d)", path, self.step)
+        return path
+
+    # -- signals ------------------------------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame) -> None:  # noqa: ANN001
+        if self.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.stop_signal = signum
+
+    def _agree(self, stop: bool, nonfinite: bool) -> tuple[bool, bool]:
+        if not is_distributed():
+            return stop, nonfinite
+        flags = torch.tensor([float(stop), float(nonfinite)], device=self.device)
+        dist.all_reduce(flags)
+        return bool(flags[0] > 0), bool(flags[1] > 0)
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def _to_device(self, batch):  # noqa: ANN001, ANN202
+        crops, coords, flags = batch
+        mf = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
+        crops = [c.to(self.device, non_blocking=True, memory_format=mf) for c in crops]
+        return crops, [c.to(self.device, non_blocking=True) for c in coords], \
+            [f.to(self.device, non_blocking=True) for f in flags]
+
+    def train_step(self, batch) -> dict[str, torch.Tensor]:  # noqa: ANN001
+        """One optimisation step at ``self.step``; returns the model's output dict (detached terms)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = float(self.lrs[self.step])
+        self.model.momentum_update(float(self.moms[self.step]))
+        crops, coords, flags = self._to_device(batch)
+        amp = self.cfg.precision != "fp32"
+        with torch.autocast(self.device.type, dtype=_DTYPES[self.cfg.precision], enabled=amp):
+            out = self.net(crops, coords, flags)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(out["loss"]).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            out["loss"].backward()
+            self.optimizer.step()
+        self.model.update_center(out["center_batch"])
+        return out
+
+    def _log(self, out: dict[str, torch.Tensor], window: dict[str, float]) -> None:
+        terms = torch.stack([out[k].detach().float() for k in ("loss", "loss_group", "loss_slot",
+                                                              "active_slots", "batch_dead")])
+        if is_distributed():
+            dist.all_reduce(terms)
+            terms /= self.world
+        loss, lg, ls, active, dead = terms.tolist()
+        wall = max(time.perf_counter() - window["start"], 1e-9)
+        self.metrics.log_step({
+            "step": self.step, "epoch": self.step // self.steps_per_epoch, "lr": float(self.lrs[self.step - 1]),
+            "momentum": float(self.moms[self.step - 1]), "loss": loss, "loss_group": lg, "loss_slot": ls,
+            "images_per_sec": window["steps"] * self.cfg.batch_size / wall, "data_wait": window["wait"] / wall,
+            "active_slots": active, "batch_dead": dead,
+        })
+
+    def run(self) -> int:
+        """Train until the last step, a stop request or a failure; returns the process exit code."""
+        cfg = self.cfg
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        start = last_save = time.perf_counter()
+        logger.info("training %d steps (%d epochs × %d), step %d → %d, batch %d on %d × %s, %s",
+                    self.total_steps, cfg.epochs, self.steps_per_epoch, self.step, self.stop_step,
+                    cfg.batch_size, self.world, self.device, cfg.precision)
+        self.net.train()
+        try:
+            while self.step < self.stop_step:
+                self.epoch = self.step // self.steps_per_epoch
+                self.sampler.set_epoch(self.epoch, self.step - self.epoch * self.steps_per_epoch)
+                window = {"start": time.perf_counter(), "steps": 0, "wait": 0.0}
+                it = iter(self.loader)
+                while self.step < self.stop_step and self.step // self.steps_per_epoch == self.epoch:
+                    t0 = time.perf_counter()
+                    try:
+                        batch = next(it)
+                    except StopIteration:
+                        break
+                    except ImageReadError as e:
+                        reason = str(e).strip().splitlines()[-1]
+                        raise TrainingError(f"unreadable image ({reason}); fix or remove it, or pass "
+                                            "--skip-unreadable") from None
+                    window["wait"] += time.perf_counter() - t0
+                    out = self.train_step(batch)
+                    self.step += 1
+                    window["steps"] += 1
+                    nonfinite = not bool(torch.isfinite(out["loss"].detach()))
+                    over_time = cfg.max_minutes > 0 and time.perf_counter() - start > 60 * cfg.max_minutes
+                    stop, nonfinite = self._agree(self.stop_signal is not None or over_time, nonfinite)
+                    if nonfinite:
+                        raise TrainingError(f"non-finite loss at step {self.step} (epoch {self.epoch}); "
+                                            "stopping, the last good checkpoint is kept", EXIT_NONFINITE)
+                    if self.step % cfg.log_every == 0 or self.step == self.stop_step or stop:
+                        self._log(out, window)
+                        window = {"start": time.perf_counter(), "steps": 0, "wait": 0.0}
+                    if stop:
+                        path = self.save("current.pth")
+                        why = f"signal {signal.Signals(self.stop_signal).name}" if self.stop_signal else "max-minutes"
+                        self.metrics.event("stopped", step=self.step, reason=why,
+                                           checkpoint=str(path) if path else None)
+                        logger.info("stopped at step %d (%s)", self.step, why)
+                        return EXIT_OK
+                    if time.perf_counter() - last_save > 60 * cfg.save_minutes:
+                        self.save("current.pth")
+                        last_save = time.perf_counter()
+                if self.step % self.steps_per_epoch == 0 and self.step > 0:
+                    done = self.step // self.steps_per_epoch
+                    if done % cfg.save_every == 0 or done == cfg.epochs:
+                        self.save(f"ckpt_epoch_{done}.pth")
+                        self.save("current.pth")
+                        last_save = time.perf_counter()
+            self.save("current.pth")
+            final = self.save("final.pth")
+            self.metrics.event("finished", step=self.step, checkpoint=str(final) if final else None,
+                               seconds=round(time.perf_counter() - start, 1))
+            return EXIT_OK
+        except TrainingError as e:
+            logger.error("%s", e)
+            self.metrics.event("failed", step=self.step, message=str(e))
+            return e.exit_code
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+__all__ = ["DataError", "EXIT_DATA", "EXIT_NONFINITE", "EXIT_OK", "Trainer", "TrainingError"]
