@@ -351,7 +351,7 @@ class ConceptIndex:
                 "pixel_accuracy, result) VALUES (?,?,?,?,?,?,?)",
                 (datetime.now(UTC).isoformat(timespec="seconds"),
                  protocol.get("name") if isinstance(protocol, dict) else str(protocol),
-                 result.get("baseline"), result.get("checkpoint", {}).get("sha256"),
+                 result.get("baseline"), (result.get("checkpoint") or {}).get("sha256"),
                  result.get("miou"), result.get("pixel_accuracy"), json.dumps(result)),
             )  # fmt: skip
             eval_id = int(cur.lastrowid)

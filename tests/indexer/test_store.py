@@ -145,3 +145,15 @@ def test_purity_from_labels(index):
         counts = index.label_counts(p.id)
         assert p.majority_class == max(counts, key=counts.get)
         assert p.purity == pytest.approx(max(counts.values()) / sum(counts.values()))
+
+
+def test_stats_cli(tiny_index, tmp_path, capsys):
+    from indexer.stats_cli import main as stats_main
+
+    assert stats_main([str(tiny_index), "--duplicate-threshold", "0.5"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["duplicate_threshold"] == 0.5 and "per_prototype" not in out
+    with ConceptIndex.open(tiny_index) as ix:
+        assert ix.stats()["duplicate_threshold"] == 0.5
+        ix.refresh_stats()
+    assert stats_main([str(tmp_path)]) == 2
