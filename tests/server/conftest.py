@@ -13,10 +13,6 @@ from fastapi.testclient import TestClient
 from server.app import create_app
 from server.settings import Settings
 
-# Training-job overrides that make a run take seconds on one CPU core.
-TINY_TRAIN = {"arch": "resnet18", "width": 0.25, "dim_hidden": 64, "dim_out": 32, "num_prototypes": 8,
-              "image_size": 64, "batch_size": 8, "workers": 0, "log_every": 1, "threads": 1}
-
 
 @pytest.fixture(scope="session")
 def server_index(synthetic_root: Path, tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
