@@ -12,17 +12,19 @@ import streamlit as st
 
 from ui.client import ApiError, api_url, fetch_health
 
-PAGES_DIR = Path(__file__).parent / "pages"
+# Not "pages/": Streamlit treats a pages/ directory beside the entry file as a v1 multipage app on
+# the first run after start-up, which bypasses st.navigation for a deep link such as /concepts.
+PAGES_DIR = Path(__file__).parent / "app_pages"
 
-st.set_page_config(page_title="SlotCon Explorer", page_icon="🧩", layout="wide")
+st.set_page_config(page_title="SlotCon Explorer", page_icon=":material/category:", layout="wide")
 
 pages = [
-    st.Page(PAGES_DIR / "concepts.py", title="Concepts", icon="🧩", url_path="concepts", default=True),
-    st.Page(PAGES_DIR / "image_slots.py", title="Image slots", icon="🖼️", url_path="image_slots"),
-    st.Page(PAGES_DIR / "statistics.py", title="Slot statistics", icon="📊", url_path="statistics"),
-    st.Page(PAGES_DIR / "segmentation.py", title="Unsupervised segmentation", icon="🗺️",
+    st.Page(PAGES_DIR / "concepts.py", title="Concepts", icon=":material/category:", default=True),
+    st.Page(PAGES_DIR / "image_slots.py", title="Image slots", icon=":material/image_search:", url_path="image_slots"),
+    st.Page(PAGES_DIR / "statistics.py", title="Slot statistics", icon=":material/bar_chart:", url_path="statistics"),
+    st.Page(PAGES_DIR / "segmentation.py", title="Unsupervised segmentation", icon=":material/layers:",
             url_path="segmentation"),
-    st.Page(PAGES_DIR / "training.py", title="Training", icon="🏋️", url_path="training"),
+    st.Page(PAGES_DIR / "training.py", title="Training", icon=":material/model_training:", url_path="training"),
 ]
 
 with st.sidebar:

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = ROOT / "ui" / "pages"
+PAGES = ROOT / "ui" / "app_pages"
 UNREACHABLE_URL = "http://127.0.0.1:9"  # the discard port: nothing listens there
 
 
@@ -137,6 +137,21 @@ def live_api(ui_index: Path, synthetic_root: Path, tmp_path_factory: pytest.Temp
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/api/health", proc)
+        yield url
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def ui_url(live_api: str) -> Iterator[str]:
+    """``python -m ui.launch`` against the live API on a free port; yields the UI's URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ui.launch", "--api", live_api, "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "SLOTCON_API_URL": live_api})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/_stcore/health", proc, timeout_s=60)
         yield url
     finally:
         stop_process(proc)

@@ -31,8 +31,8 @@ def imported_roots(path: Path) -> set[str]:
 
 def test_ui_has_python_files() -> None:
     names = {p.relative_to(UI).as_posix() for p in FILES}
-    assert {"app.py", "client.py", "launch.py", "demo.py", "pages/concepts.py", "pages/image_slots.py",
-            "pages/statistics.py", "pages/segmentation.py", "pages/training.py"} <= names
+    assert {"app.py", "client.py", "launch.py", "demo.py", "app_pages/concepts.py", "app_pages/image_slots.py",
+            "app_pages/statistics.py", "app_pages/segmentation.py", "app_pages/training.py"} <= names
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.relative_to(UI).as_posix())
@@ -48,7 +48,7 @@ def test_only_client_module_speaks_http() -> None:
 
 def test_importing_every_ui_module_loads_no_torch() -> None:
     modules = [".".join(p.relative_to(UI.parent).with_suffix("").parts) for p in FILES
-               if p.parent.name != "pages" and p.name != "app.py"]
+               if p.parent.name != "app_pages" and p.name != "app.py"]
     code = ("import importlib, sys\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"
             "bad = sorted({'torch', 'faiss', 'sqlite3'} & set(sys.modules))\n"

@@ -12,14 +12,14 @@ from streamlit.testing.v1 import AppTest
 
 from ui.components import UNREACHABLE_TITLE
 
-PAGES = Path(__file__).resolve().parents[2] / "ui" / "pages"
+PAGES = Path(__file__).resolve().parents[2] / "ui" / "app_pages"
 UNREACHABLE_URL = "http://127.0.0.1:9"  # the discard port: nothing listens there
 
 PAGE_NAMES = ["concepts", "image_slots", "statistics", "segmentation", "training"]
 
 
 def page(name: str) -> AppTest:
-    """A fresh AppTest of ``ui/pages/<name>.py``, run once."""
+    """A fresh AppTest of ``ui/app_pages/<name>.py``, run once."""
     at = AppTest.from_file(str(PAGES / f"{name}.py"), default_timeout=90)
     return at.run()
 

@@ -45,4 +45,4 @@ def render() -> None:
         concept_grid(protos, open_prototype)
 
 
-run_page("Concepts", render, icon="🧩")
+run_page("Concepts", render)

@@ -67,4 +67,4 @@ def render() -> None:
         show_slots(answer, chosen[1])
 
 
-run_page("Image slots", render, icon="🖼️")
+run_page("Image slots", render)

@@ -77,4 +77,4 @@ def render() -> None:
     show_examples(chosen)
 
 
-run_page("Unsupervised segmentation", render, icon="🗺️")
+run_page("Unsupervised segmentation", render)

@@ -69,4 +69,4 @@ def render() -> None:
             "cosine": st.column_config.NumberColumn(format="%.3f")})
 
 
-run_page("Slot statistics", render, icon="📊")
+run_page("Slot statistics", render)

@@ -77,4 +77,4 @@ def render() -> None:
     checkpoints_panel()
 
 
-run_page("Training", render, icon="🏋️")
+run_page("Training", render)

@@ -1,1 +1,1 @@
-"""Reusable page sections (the pages in ``ui/pages`` compose them)."""
+"""Reusable page sections (the pages in ``ui/app_pages`` compose them)."""

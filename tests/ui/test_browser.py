@@ -1,0 +1,108 @@
+"""End to end in a real browser: Debian's Chromium (driven by Playwright's Python package, never a
+downloaded browser) opens the UI, served by ``slotcon ui`` against the live API; Concepts and Image
+slots are used as a person would (open a concept, upload an image) and screenshots are saved.
+
+Screenshots go to ``$SLOTCON_SCREENSHOT_DIR`` when set (``docs/screenshots`` for the README), else
+to the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[2]
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium "
+                       "(scripts/ensure_browser.sh installs it; `make test` runs that first)"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """A headless Chromium from /usr/bin/chromium."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where screenshots go."""
+    out = Path(os.environ.get("SLOTCON_SCREENSHOT_DIR") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def open_buttons(page):
+    """The cards' "Open" buttons (exact label; the sidebar has other buttons with "open" in their name)."""
+    return page.locator("button").filter(has_text=re.compile(r"^\s*Open\s*$"))
+
+
+def _settle(page) -> None:
+    """Waits until Streamlit has finished running the script (no 'Running…' status widget)."""
+    page.wait_for_load_state("networkidle")
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+
+
+def test_concepts_and_image_slots_in_chromium(ui_url: str, live_api: str, browser, shots: Path,
+                                              synthetic_root: Path) -> None:
+    import httpx
+    from playwright.sync_api import expect
+
+    protos = httpx.get(f"{live_api}/api/prototypes", timeout=30).json()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    # Concepts: the grid with its counts and one best-segment image per live prototype.
+    page.goto(ui_url)  # Concepts is the default page, served at the root
+    page.get_by_text(f"{protos['total']} prototypes · {protos['num_dead']} dead").wait_for(timeout=60_000)
+    _settle(page)
+    alive = [p for p in protos["items"] if not p["dead"]]
+    expect(open_buttons(page)).to_have_count(len(alive), timeout=60_000)
+    page.locator("[data-testid='stImage'] img").first.wait_for(timeout=30_000)
+    assert page.locator("[data-testid='stImage'] img").count() >= len(alive)
+    page.screenshot(path=str(shots / "concepts.png"), full_page=True)
+
+    # Open the most active prototype: its top-k segments with the mask overlaid.
+    best = max(alive, key=lambda p: p["num_segments"])
+    open_buttons(page).first.click()
+    page.get_by_text("Top ").first.wait_for(timeout=60_000)
+    _settle(page)
+    expect(page.get_by_text("Prototype #").first).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("button", name="Similar segments")).to_have_count(
+        min(12, best["num_segments"]), timeout=60_000)
+    page.screenshot(path=str(shots / "concept_topk.png"), full_page=True)
+    assert best["num_segments"] > 0
+
+    # Image slots: upload an image and see its slots, legend, crops and neighbours.
+    page.goto(f"{ui_url}/image_slots")
+    page.locator("input[type='file']").wait_for(state="attached", timeout=60_000)
+    image = sorted((synthetic_root / "val2017").glob("*.jpg"))[0]
+    page.locator("input[type='file']").set_input_files(str(image))
+    page.get_by_text("slots on this image").wait_for(timeout=90_000)
+    _settle(page)
+    expect(page.get_by_text("Slot #").first).to_be_visible(timeout=60_000)
+    assert page.get_by_text("nearest dataset segments").count() == 1
+    assert page.locator("[data-testid='stImage'] img").count() >= 3
+    page.screenshot(path=str(shots / "image_slots.png"), full_page=True)
+
+    assert page.get_by_text("not reachable").count() == 0
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert errors == []
+    page.close()
