@@ -163,6 +163,9 @@ def resolve_checkpoint(args: argparse.Namespace, run_dir: Path) -> Path:
     if not final.exists() and (run_dir / "current.pth").exists():
         command.append("--auto-resume")  # an interrupted demo run continues where it stopped
     run_step(2, f"training the {PRESET} preset", final, command)
+    if not final.is_file():  # the trainer saves current.pth and exits 0 when it is stopped
+        raise SystemExit(f"[demo] training stopped before it finished ({run_dir / 'current.pth'} saved); "
+                         "run the demo again to resume it")
     return final
 
 

@@ -11,11 +11,12 @@ from ui.views.job_progress import ACTIVE
 from ui.views.runs import checkpoints_panel, jobs_frame
 from ui.views.training_live import training_live
 
+#: The presets' main options as the trainer defines them (``python -m trainer --preset P --print-config``).
 PRESETS = {
-    "cpu-demo": dict(epochs=4, batch_size=32, lr=1.0, num_prototypes=32),
+    "cpu-demo": dict(epochs=30, batch_size=64, lr=2.0, num_prototypes=16),
     "coco-r50-800ep": dict(epochs=800, batch_size=512, lr=1.0, num_prototypes=256),
     "cocoplus-r50-800ep": dict(epochs=800, batch_size=512, lr=1.0, num_prototypes=256),
-    "imagenet-r50-100ep": dict(epochs=100, batch_size=1024, lr=1.0, num_prototypes=2048),
+    "imagenet-r50-100ep": dict(epochs=100, batch_size=512, lr=1.0, num_prototypes=2048),
 }
 
 
