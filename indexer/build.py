@@ -149,7 +149,7 @@ def index_shard(
                         logger.warning("label ignored for %s: %s", it["file_name"], it["label_error"])
                         counts["label_problems"] += 1
                     seg = segment_image(z[j], scores[j], prototypes, it["size"], it["box"],
-                                        it.get("label"), num_classes)
+                                        it.get("label"), num_classes, crop)
                     writer.add_image(it["id"], it["file_name"], it["size"], it["box"], seg)
                     counts["images"] += 1
             if progress is not None:

@@ -1,9 +1,10 @@
 """One image's segments (SPEC §7): pixels sharing a prototype at feature resolution, their pooled
 vectors and scores (``core.inference.image_segments``), and their masks at image resolution as COCO RLE.
 
-Masks: the teacher scores of the image's segment prototypes are bilinearly resized to the centre-crop
-box *in original image coordinates*, then argmaxed, so the masks of an image partition its crop box
-(pixels outside it belong to no segment) and every segment has a non-empty mask.
+Masks: the teacher scores of the image's segment prototypes are bilinearly resized to the model's
+input crop (224²), argmaxed (SPEC §7), then nearest-resized onto the centre-crop box *in original image
+pixels*; so the masks of an image partition its crop box (pixels outside it belong to no segment),
+every segment has a non-empty mask, and RLE sizes equal the image's (height, width).
 """
 
 from __future__ import annotations
@@ -54,16 +55,37 @@ class ImageSegmentation:
     label_counts: np.ndarray | None = None
 
 
-def box_assignment(scores: torch.Tensor, present: torch.Tensor, box_hw: tuple[int, int]) -> np.ndarray:
-    """(bh, bw) int64 indices into ``present`` (S prototype ids): argmax of bilinearly resized scores.
+def _argmax_channels(x: np.ndarray) -> np.ndarray:
+    """argmax over axis 0 of (S, H, W) as S vectorised passes (faster than a strided reduction for small S);
+    ties go to the lower index, as with ``argmax``."""
+    best = x[0].copy()
+    idx = np.zeros(x.shape[1:], dtype=np.int64)
+    for s in range(1, len(x)):
+        better = x[s] > best
+        best[better] = x[s][better]
+        idx[better] = s
+    return idx
 
-    scores: (K, h, w). A prototype that wins no pixel after resizing (rare) gets the pixel at the
-    centre of its first feature cell, so every segment keeps a non-empty mask.
+
+def box_assignment(
+    scores: torch.Tensor, present: torch.Tensor, box_hw: tuple[int, int], crop: int | None = None
+) -> np.ndarray:
+    """(bh, bw) int64 indices into ``present`` (S prototype ids) over the crop box.
+
+    scores: (K, h, w). The present prototypes' scores are bilinearly resized to ``crop``×``crop`` (the
+    model input; default: the box itself), argmaxed, and nearest-resized to the box. A prototype that
+    wins no pixel after resizing (rare) gets the pixel at the centre of its first feature cell, so every
+    segment keeps a non-empty mask.
     """
     bh, bw = box_hw
+    ch, cw = (crop, crop) if crop else (bh, bw)
     sub = scores[present].unsqueeze(0)  # (1, S, h, w)
-    up = F.interpolate(sub, size=(bh, bw), mode="bilinear", align_corners=False)[0]
-    local = up.argmax(0).numpy()  # (bh, bw)
+    up = F.interpolate(sub, size=(ch, cw), mode="bilinear", align_corners=False)[0]  # (S, ch, cw)
+    local = _argmax_channels(up.numpy())
+    if (ch, cw) != (bh, bw):
+        rows = np.minimum((np.arange(bh) + 0.5) * ch / bh, ch - 1).astype(np.int64)
+        cols = np.minimum((np.arange(bw) + 0.5) * cw / bw, cw - 1).astype(np.int64)
+        local = local[rows][:, cols]
     h, w = scores.shape[-2:]
     feat = scores.argmax(0).numpy()
     seen = np.bincount(local.ravel(), minlength=len(present))
@@ -81,12 +103,14 @@ def segment_image(
     box: tuple[int, int, int, int],
     label: np.ndarray | None = None,
     num_classes: int = 0,
+    crop: int | None = None,
 ) -> ImageSegmentation:
     """Segments of one image from its teacher outputs.
 
     z_norm: (D, h, w) normalised projections; scores: (K, h, w) cosines; prototypes: (K, D);
     image_size: (width, height) of the original image; box: its crop region (x, y, w, h);
-    label: optional (height, width) class map (255 = ignore) for per-segment class counts.
+    label: optional (height, width) class map (255 = ignore) for per-segment class counts;
+    crop: the model's input size, where scores are resized before argmax (default: the box size).
     Returns an :class:`ImageSegmentation`.
     """
     feat_labels = scores.argmax(0)  # (h, w)
@@ -94,11 +118,10 @@ def segment_image(
     present = seg.prototypes
     width, height = image_size
     x0, y0, bw, bh = box
-    local = box_assignment(scores, present, (bh, bw))
+    local = box_assignment(scores, present, (bh, bw), crop)
     s = len(present)
     masks = np.zeros((height, width, s), dtype=np.uint8, order="F")
-    for i in range(s):
-        masks[y0 : y0 + bh, x0 : x0 + bw, i] = local == i
+    masks[y0 : y0 + bh, x0 : x0 + bw] = local[..., None] == np.arange(s)
     encoded = mask_utils.encode(masks)
     areas = mask_utils.area(encoded).astype(np.int64)
     bboxes = mask_utils.toBbox(encoded).round().astype(np.int64)

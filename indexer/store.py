@@ -112,7 +112,10 @@ class ConceptIndex:
     """An open concept index directory (``manifest.json``, ``index.db``, ``segments.faiss``,
     ``prototypes.npy``). Unknown ids raise ``KeyError``."""
 
-    def __init__(self, index_dir: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, index_dir: Path, manifest: dict[str, Any], search_threads: int | None = 1) -> None:
+        if search_threads is not None:
+            # process-wide: single queries are fastest on one thread (no OpenMP hand-off under load)
+            faiss.omp_set_num_threads(search_threads)
         self.index_dir = index_dir
         self.manifest = manifest
         self._conn = schema.connect(index_dir / schema.DB_NAME)
@@ -122,9 +125,12 @@ class ConceptIndex:
         self._ranges = self._load_ranges()
 
     @classmethod
-    def open(cls, index_dir: str | os.PathLike, expected_checkpoint_sha: str | None = None) -> ConceptIndex:
+    def open(
+        cls, index_dir: str | os.PathLike, expected_checkpoint_sha: str | None = None, search_threads: int | None = 1
+    ) -> ConceptIndex:
         """Open an index; with ``expected_checkpoint_sha``, refuse one built from another checkpoint.
 
+        ``search_threads`` sets FAISS's OpenMP threads for the whole process (None leaves them).
         Raises :class:`IndexNotFoundError` (not an index) or :class:`IndexMismatchError` (naming both
         hashes). Returns the open index.
         """
@@ -136,7 +142,7 @@ class ConceptIndex:
             raise IndexNotFoundError(f"{index_dir} is not a concept index (missing {', '.join(missing)})")
         manifest = json.loads(manifest_path.read_text())
         check_checkpoint(manifest, expected_checkpoint_sha, index_dir)
-        return cls(index_dir, manifest)
+        return cls(index_dir, manifest, search_threads)
 
     def close(self) -> None:
         """Close the database connection."""

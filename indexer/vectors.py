@@ -52,7 +52,7 @@ def build_faiss(
     index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
         nlist = faiss.extract_index_ivf(index).nlist
-        sample = np.ascontiguousarray(train_sample(min(256 * nlist, 500_000)), dtype=np.float32)
+        sample = np.ascontiguousarray(train_sample(min(64 * nlist, 200_000)), dtype=np.float32)
         index.train(sample)
     for chunk in chunks():
         if len(chunk):
@@ -77,21 +77,8 @@ def search(
     lo, hi = id_range
     if hi <= lo:
         return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
-    if isinstance(index, faiss.IndexFlat):
-        # exact on the slice: one matrix product over the prototype's contiguous vectors
-        vecs = faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)[lo:hi]
-        sims = queries @ vecs.T  # (n, hi - lo)
-        kk = min(k, hi - lo)
-        top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-        order = np.take_along_axis(sims, top, 1).argsort(1)[:, ::-1]
-        top = np.take_along_axis(top, order, 1)
-        scores = np.take_along_axis(sims, top, 1)
-        ids = top + lo
-        if kk < k:
-            pad = k - kk
-            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
-        return scores.astype(np.float32), ids.astype(np.int64)
+    if isinstance(index, faiss.IndexFlat):  # scans only the id range
+        return index.search(queries, k, params=faiss.SearchParameters(sel=faiss.IDSelectorRange(lo, hi)))
     nprobe = faiss.extract_index_ivf(index).nprobe
     params = faiss.SearchParametersIVF(sel=faiss.IDSelectorRange(lo, hi), nprobe=nprobe)
     return index.search(queries, k, params=params)
