@@ -28,7 +28,7 @@ def faiss_spec(index_type: str, dim: int, count: int, nlist: int | None = None, 
         raise ValueError(f"unknown FAISS index type {index_type!r}; choose one of: {', '.join(INDEX_TYPES)}")
     if index_type == "flat":
         return "Flat"
-    nlist = nlist or max(1, int(4 * math.sqrt(max(count, 1))))
+    nlist = nlist or min(4096, max(1, int(4 * math.sqrt(max(count, 1)))))
     if count < 39 * nlist:
         logger.warning("%d segments are too few for IVF%d; using an exact flat index", count, nlist)
         return "Flat"

@@ -157,3 +157,26 @@ def test_stats_cli(tiny_index, tmp_path, capsys):
         assert ix.stats()["duplicate_threshold"] == 0.5
         ix.refresh_stats()
     assert stats_main([str(tmp_path)]) == 2
+
+
+def test_ivf_index_range_search_and_reconstruct(tmp_path):
+    import faiss
+
+    from indexer.vectors import build_faiss, faiss_spec, search
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    spec = faiss_spec("ivf", 16, len(x), nlist=8)
+    assert spec == "IVF8,Flat" and faiss_spec("ivf", 16, 100, nlist=8) == "Flat"
+    assert faiss_spec("ivfpq", 16, len(x), nlist=8) == "IVF8,PQ4"
+    index = build_faiss(spec, 16, lambda: iter([x[:1000], x[1000:]]), lambda n: x[:n])
+    faiss.write_index(index, str(tmp_path / "i.faiss"))
+    index = faiss.read_index(str(tmp_path / "i.faiss"))
+    np.testing.assert_allclose(index.reconstruct(1234), x[1234])
+    sims, ids = search(index, x[1500], 5, id_range=(1400, 1600))
+    assert ids[0][0] == 1500 and ((ids[0] >= 1400) & (ids[0] < 1600)).all()
+    sims, ids = search(index, x[:3], 4)
+    assert ids[:, 0].tolist() == [0, 1, 2]
+    _, ids = search(index, x[0], 3, id_range=(5, 5))
+    assert (ids == -1).all()
