@@ -156,6 +156,7 @@ def index_shard(
                 progress.update(len(batch))
     finally:
         writer.close()
+        write_json_atomic(shard_dir / "counts.json", counts)
     return counts
 
 
@@ -173,7 +174,7 @@ def _previous_labels(out: Path, sha: str) -> dict[int, str]:
         finally:
             conn.close()
         return {int(r[0]): r[1] for r in rows}
-    except (OSError, KeyError, ValueError, json.JSONDecodeError, Exception):  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - no readable previous index: nothing to carry over
         return {}
 
 
@@ -260,6 +261,7 @@ def build_index(
         if counts["images"] == 0:
             raise ValueError(f"no image of {root} (split {split}) could be decoded ({counts['skipped']} failed)")
         label_counts = merged_label_counts(shards)
+        label_problems = sum(json.loads((s / "counts.json").read_text())["label_problems"] for s in shards)
         shutil.rmtree(tmp / "shards")
         np.save(tmp / schema.PROTOTYPES_NAME, prototypes.numpy())
         sha = file_sha256(checkpoint)
@@ -283,7 +285,7 @@ def build_index(
             "model": model.config.to_dict(),
             "faiss": {"type": index_type, "spec": spec},
             "labels": {"protocol": protocol.name, "class_names": protocol.class_names} if protocol else None,
-            "counts": {**counts, "dead_prototypes": stats["num_dead"]},
+            "counts": {**counts, "dead_prototypes": stats["num_dead"], "label_problems": label_problems},
             "world_size": world,
             "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "build_seconds": round(time.time() - started, 3),

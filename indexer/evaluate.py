@@ -189,9 +189,9 @@ def run_eval(
     elif baseline != "kmeans-rgb":
         raise ValueError("a checkpoint is required (only --baseline kmeans-rgb runs without one)")
     k = k or labels.num_classes
-    index = None
-    if index_dir is not None:
-        index = ConceptIndex.open(index_dir, ckpt_info["sha256"] if ckpt_info else None)
+    expected_sha = ckpt_info["sha256"] if ckpt_info else None
+    if index_dir is not None:  # refuse a foreign index before spending the compute
+        ConceptIndex.open(index_dir, expected_sha).close()
 
     bar = Progress(len(items), "eval", progress_file, bar=show_progress)
     kmeans = None
@@ -241,12 +241,12 @@ def run_eval(
     }  # fmt: skip
     result.update(baseline=baseline, checkpoint=ckpt_info, data_root=str(root),
                   seconds=round(time.time() - started, 3))
-    if index is not None:
+    if index_dir is not None:
         mapping = np.array([m if m is not None else IGNORE_INDEX for m in result["matching"]], dtype=np.uint8)
         pngs = [(i, n, palette_png(mapping[p], labels.num_classes), palette_png(g, labels.num_classes))
                 for i, n, p, g in examples]
-        result["eval_id"] = index.store_eval(result, pngs)
-        index.close()
+        with ConceptIndex.open(index_dir, expected_sha) as index:
+            result["eval_id"] = index.store_eval(result, pngs)
     if out is not None:
         write_json_atomic(out, result)
     bar.close("done")

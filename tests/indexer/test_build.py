@@ -75,6 +75,7 @@ def test_bad_inputs(tiny_checkpoint, synthetic_root, tmp_path, make_tiny_model):
         assert ix.num_images == 3
         assert ix.skipped_images()[0][0] == "val2017/000000000999.jpg"
         assert ix.manifest["counts"]["skipped"] == 1 and ix.stats()["skipped_images"] == 1
+        assert ix.manifest["counts"]["label_problems"] == 1
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="no images"):
