@@ -133,13 +133,10 @@ class Runtime:
             model = None
         loaded = LoadedIndex(index, index_dir)
         with self._swap_lock:
-            old = self.index
             self.index, self.model, self.index_error = loaded, model, None
             self.cache.clear()
-        if old is not None and old.index is not index:
-            close = getattr(old.index, "close", None)
-            if callable(close):
-                close()
+        # The previous index is not closed here: requests still running on it finish undisturbed,
+        # and its SQLite connection closes when the last reference goes.
         logger.info("active index: %s (%d images)", index_dir, index.num_images)
         return loaded
 

@@ -200,12 +200,18 @@ class Stats(BaseModel):
 
 
 class EvalResult(BaseModel):
+    """One stored evaluation (the eval CLI's JSON; further keys pass through) with inline ``examples``."""
+
     model_config = ConfigDict(extra="allow")
     id: int | None = None
-    protocol: str | None = None
+    created_at: str | None = None
+    protocol: str | dict[str, Any] | None = Field(None, description="name, or the protocol's description")
     baseline: str | None = None
     miou: float | None = None
     pixel_accuracy: float | None = None
+    examples: list[dict[str, Any]] = Field(
+        default_factory=list, description="{image_id, prediction, ground_truth}: base64 palette PNGs"
+    )
 
 
 class EvalList(BaseModel):

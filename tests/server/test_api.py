@@ -146,3 +146,35 @@ def test_openapi_documents_every_route(client):
         assert p in paths, p
     assert client.get("/docs").status_code == 200
     assert client.get("/api/nope").json()["error"]["code"] == "not_found"
+
+
+def test_stored_evaluations_and_examples(make_settings, server_index, tmp_path):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from server.app import create_app
+
+    copy = shutil.copytree(server_index, tmp_path / "with-eval")
+    pred = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) % 8, mode="P")
+    gt = Image.fromarray(np.full((8, 8), 3, dtype=np.uint8), mode="P")
+    pngs = []
+    for im in (pred, gt):
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        pngs.append(buf.getvalue())
+    with ConceptIndex.open(copy) as ix:
+        eval_id = ix.store_eval({"protocol": {"name": "synthetic"}, "miou": 0.25, "pixel_accuracy": 0.5,
+                                 "baseline": "none"}, [(2, "val2017/x.jpg", pngs[0], pngs[1])])
+    with TestClient(create_app(make_settings(index=copy))) as client:
+        items = client.get("/api/eval").json()["items"]
+        assert len(items) == 1 and items[0]["id"] == eval_id and items[0]["miou"] == 0.25
+        ex = items[0]["examples"][0]
+        assert ex["image_id"] == 2 and ex["prediction"] and ex["ground_truth"]
+        listing = client.get(f"/api/eval/{eval_id}/examples").json()["items"]
+        assert listing[0]["image_id"] == 2
+        r = client.get(listing[0]["pred_url"])
+        assert r.headers["content-type"] == "image/png" and r.content == pngs[0]
+        assert client.get(listing[0]["gt_url"]).content == pngs[1]
+        assert client.get(f"/api/eval/{eval_id}/examples/99.png").status_code == 404
+        assert client.get(f"/api/eval/{eval_id}/examples/2.png?kind=other").status_code == 422
