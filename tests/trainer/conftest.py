@@ -1,0 +1,30 @@
+"""Trainer fixtures: CLI arguments for a tiny, fast training run on the shared synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+TINY_MODEL_ARGS = ["--arch", "resnet18", "--width", "0.25", "--stride16", "--dim-hidden", "64", "--dim-out", "32",
+                   "--num-prototypes", "8"]
+
+
+@pytest.fixture
+def tiny_train_args(synthetic_root: Path, tmp_path: Path) -> list[str]:
+    """``python -m trainer`` flags: 24 images, 64 px crops, batch 8 (3 steps/epoch), fp32 CPU, log every step."""
+    return ["--preset", "cpu-demo", "--data", str(synthetic_root), "--output-dir", str(tmp_path / "run"),
+            *TINY_MODEL_ARGS, "--image-size", "64", "--batch-size", "8", "--epochs", "2", "--workers", "0",
+            "--threads", "2", "--log-every", "1", "--save-every", "1", "--progress", "log", "--seed", "3"]
+
+
+def _read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    lines = [json.loads(s) for s in (run_dir / "metrics.jsonl").read_text().splitlines() if s.strip()]
+    return [r for r in lines if "event" not in r], [r for r in lines if "event" in r]
+
+
+@pytest.fixture(scope="session")
+def read_metrics():
+    """A function: run directory → (step records, event records) of its ``metrics.jsonl``."""
+    return _read_metrics
