@@ -1,0 +1,108 @@
+"""Cross-rank behaviour on CPU with gloo: gathered keys, labels and centre all-reduce; torchrun training."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.checkpoint import read_checkpoint
+from core.losses import batch_center, presence_mask, slot_contrastive_loss
+
+REPO = Path(__file__).resolve().parents[2]
+WORLD, B, K, D, H = 2, 3, 5, 8, 4
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _inputs() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    return {
+        "ss": torch.randn(WORLD, B, K, D, generator=g), "ts": torch.randn(WORLD, B, K, D, generator=g),
+        "sd": torch.randn(WORLD, B, K, H, H, generator=g), "td": torch.randn(WORLD, B, K, H, H, generator=g),
+        "td2": torch.randn(WORLD, B, K, H, H, generator=g), "predictor": nn.Linear(D, D).state_dict(),
+    }
+
+
+def _by_hand_rank_loss(data: dict, predictor: nn.Module, rank: int, tau: float = 0.2) -> torch.Tensor:
+    """Rank ``rank``'s loss written out: its queries against the keys of every rank, labels by position."""
+    keys, key_ids = [], []
+    for r in range(WORLD):
+        mk = presence_mask(data["td"][r])  # (B, K)
+        for i in range(B):
+            for k in range(K):
+                if mk[i, k]:
+                    keys.append(F.normalize(data["ts"][r, i, k], dim=0))
+                    key_ids.append((r, i, k))
+    keys_t = torch.stack(keys)  # (Nk, D)
+    mq = presence_mask(data["sd"][rank]) & presence_mask(data["td"][rank])
+    queries, labels = [], []
+    for i in range(B):
+        for k in range(K):
+            if mq[i, k]:
+                queries.append(F.normalize(predictor(data["ss"][rank, i, k]), dim=0))
+                labels.append(key_ids.index((rank, i, k)))
+    logits = torch.stack(queries) @ keys_t.t() / tau
+    return F.cross_entropy(logits, torch.tensor(labels)) * 2 * tau
+
+
+def test_two_rank_slot_loss_and_center_equal_single_process(tmp_path: Path) -> None:
+    data = _inputs()
+    torch.save(data, tmp_path / "inputs.pt")
+    env = {**os.environ, "WORLD_SIZE": str(WORLD), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
+           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, str(Path(__file__).parent / "dist_worker.py"),
+                               str(tmp_path / "inputs.pt"), str(tmp_path)], env={**env, "RANK": str(r)}, cwd=REPO)
+             for r in range(WORLD)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+
+    predictor = nn.Linear(D, D)
+    predictor.load_state_dict(data["predictor"])
+    for r in range(WORLD):
+        torch.testing.assert_close(results[r]["loss"], _by_hand_rank_loss(data, predictor, r).detach())
+
+    # one process on the gathered batch: mean over all queries = query-weighted mean of the ranks' losses
+    cat = {k: data[k].flatten(0, 1) for k in ("ss", "ts", "sd", "td", "td2")}
+    single = slot_contrastive_loss(cat["ss"], cat["ts"], cat["sd"], cat["td"], predictor, 0.2)
+    n_q = [int((presence_mask(data["sd"][r]) & presence_mask(data["td"][r])).sum()) for r in range(WORLD)]
+    weighted = sum(n * res["loss"] for n, res in zip(n_q, results, strict=True)) / sum(n_q)
+    torch.testing.assert_close(weighted, single.detach())
+    single.backward()
+    ddp_grad = sum(n * res["grad"] for n, res in zip(n_q, results, strict=True)) / sum(n_q)
+    torch.testing.assert_close(ddp_grad, predictor.weight.grad, rtol=1e-4, atol=1e-6)
+
+    # the centre: every rank gets the mean over all ranks' pixels
+    want = batch_center(cat["td"], cat["td2"])
+    for res in results:
+        torch.testing.assert_close(res["center"], want)
+
+
+def test_torchrun_two_process_training_checkpoints_and_resumes(tiny_train_args: list[str], tmp_path: Path,
+                                                               read_metrics) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "trainer",
+            *tiny_train_args, "--threads", "1"]
+    first = subprocess.run([*base, "--max-steps", "2"], cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=240)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "run"
+    assert read_checkpoint(run / "current.pth")["step"] == 2
+    second = subprocess.run([*base, "--auto-resume"], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=240)
+    assert second.returncode == 0, second.stderr[-3000:]
+    steps, events = read_metrics(run)
+    assert [r["step"] for r in steps] == list(range(1, 7))  # 24 images / (2 ranks × 4) = 3 steps per epoch
+    assert events[-1]["event"] == "finished"
+    assert read_checkpoint(run / "final.pth")["step"] == 6
