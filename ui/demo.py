@@ -67,7 +67,19 @@ def run_step(number: int, title: str, output: Path, command: list[str], *, force
         return
     say(f"{number}/6 {title} …")
     start = time.monotonic()
-    code = subprocess.call(command)
+    proc = subprocess.Popen(command)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C reached the step too (same process group); let it save and exit (the trainer writes
+        # current.pth), then make sure it is gone.
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
     if code != 0:
         raise SystemExit(f"[demo] step {number} ({title}) failed with exit code {code}: {' '.join(command)}")
     say(f"{number}/6 {title}: done in {time.monotonic() - start:.0f} s")

@@ -1,0 +1,91 @@
+"""``slotcon demo`` and ``slotcon ui``: steps are skipped when their outputs exist, the services come
+up healthy, and Ctrl-C stops both cleanly with exit code 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ui import demo, launch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def demo_args(synthetic_root: Path, tiny_checkpoint: Path, ui_index: Path, tmp_path: Path) -> list[str]:
+    # --checkpoint X explores <indexes-dir>/<X's stem>: the fixture's index (tiny.pth → indexes/tiny)
+    assert ui_index.name == tiny_checkpoint.stem
+    return ["--data-dir", str(synthetic_root), "--runs-dir", str(tmp_path / "runs"),
+            "--indexes-dir", str(ui_index.parent), "--state-dir", str(tmp_path / "state"),
+            "--checkpoint", str(tiny_checkpoint), "--skip-eval", "--no-browser"]
+
+
+def test_warm_demo_skips_every_step(synthetic_root: Path, tiny_checkpoint: Path, ui_index: Path,
+                                    tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (synthetic_root / "synthetic.json").touch()
+    start = time.monotonic()
+    assert demo.main([*demo_args(synthetic_root, tiny_checkpoint, ui_index, tmp_path), "--no-serve"]) == 0
+    assert time.monotonic() - start < 5
+    out = capsys.readouterr().out
+    assert "1/6 generating the synthetic scenes: done already" in out
+    assert "2/6 training: skipped" in out and "3/6 building the concept index (val2017): done already" in out
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "synthetic.json").touch()
+    with pytest.raises(SystemExit, match="does not exist"):
+        demo.main(["--data-dir", str(tmp_path / "data"), "--checkpoint", str(tmp_path / "nope.pth")])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_demo_serves_and_ctrl_c_stops_both(synthetic_root: Path, tiny_checkpoint: Path, ui_index: Path,
+                                           tmp_path: Path) -> None:
+    (synthetic_root / "synthetic.json").touch()
+    api_port, ui_port = _free_port(), _free_port()
+    cmd = [sys.executable, "-m", "ui.demo", *demo_args(synthetic_root, tiny_checkpoint, ui_index, tmp_path),
+           "--port", str(api_port), "--ui-port", str(ui_port)]
+    env = {k: v for k, v in os.environ.items() if k != "SLOTCON_API_TOKEN"}
+    # Its own process group, as a terminal's foreground job: Ctrl-C is SIGINT to the group.
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        out = "".join(lines)
+        assert f"UI   http://127.0.0.1:{ui_port}" in out and f"API  http://127.0.0.1:{api_port}/docs" in out
+        assert httpx.get(f"http://127.0.0.1:{api_port}/api/health").json()["index"]["name"] == ui_index.name
+        assert httpx.get(f"http://127.0.0.1:{ui_port}/_stcore/health").status_code == 200
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert "stopped" in proc.stdout.read()
+        for port in (api_port, ui_port):
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_launch_command_line() -> None:
+    args = launch.get_args_parser().parse_args(["--api", "http://h:1/", "--port", "8600"])
+    cmd = launch.streamlit_command(args)
+    assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"] and cmd[4].endswith("ui/app.py")
+    assert cmd[cmd.index("--server.port") + 1] == "8600"
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
