@@ -123,3 +123,42 @@ def test_cli_help_lists_presets_and_options(capsys) -> None:
     for s in ("cpu-demo", "coco-r50-800ep", "cocoplus-r50-800ep", "imagenet-r50-100ep", "--auto-resume",
               "--max-steps", "--precision", "torchrun --nnodes=2"):
         assert s in text
+
+
+def test_release_checkpoint_initialises_and_continues(tiny_train_args: list[str], tmp_path: Path,
+                                                      make_tiny_model, read_metrics) -> None:
+    from core.checkpoint import to_release_state
+
+    release = to_release_state(make_tiny_model(seed=5))
+    release["epoch"] = 1
+    path = tmp_path / "release.pth"
+    torch.save(release, path)
+    assert main([*tiny_train_args, "--output-dir", str(tmp_path / "init"), "--init-from", str(path),
+                 "--max-steps", "1"]) == 0
+    assert main([*tiny_train_args, "--output-dir", str(tmp_path / "cont"), "--resume", str(path),
+                 "--max-steps", "4"]) == 0
+    steps, _ = read_metrics(tmp_path / "cont")
+    assert [r["step"] for r in steps] == [4]  # epoch 1 done = 3 steps of 3 per epoch
+
+
+def test_bf16_autocast_on_cpu(tiny_train_args: list[str], read_metrics, tmp_path: Path) -> None:
+    assert main([*tiny_train_args, "--precision", "bf16", "--channels-last", "--max-steps", "2"]) == 0
+    steps, _ = read_metrics(tmp_path / "run")
+    assert all(r["loss"] is not None and r["loss"] > 0 for r in steps)
+
+
+def test_config_resolution_order(tmp_path: Path) -> None:
+    from trainer.config import get_args_parser, resolve_config
+
+    yml = tmp_path / "c.yaml"
+    yml.write_text("batch_size: 16\nlr: 0.5\nnum-prototypes: 4\n")
+    args = get_args_parser().parse_args(["--preset", "coco-r50-800ep", "--config", str(yml), "--lr", "0.25"])
+    cfg = resolve_config(args)
+    assert (cfg.arch, cfg.batch_size, cfg.lr, cfg.num_prototypes, cfg.precision) == \
+        ("resnet50", 16, 0.25, 4, "fp16")
+    assert cfg.scaled_lr() == pytest.approx(0.25 * 16 / 256)
+    imagenet = resolve_config(get_args_parser().parse_args(["--preset", "imagenet-r50-100ep"]))
+    assert imagenet.num_prototypes == 2048 and imagenet.epochs == 100
+    yml.write_text("not_a_field: 1\n")
+    with pytest.raises(ValueError, match="not_a_field"):
+        resolve_config(get_args_parser().parse_args(["--config", str(yml)]))
