@@ -197,6 +197,7 @@ class Stats(BaseModel):
     most_active: list[dict[str, Any]] | None = None
     least_active: list[dict[str, Any]] | None = None
     near_duplicates: list[Any] | None = None
+    similarity: list[list[float]] | None = Field(None, description="K×K cosine between the prototypes")
 
 
 class EvalResult(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Literal
 
+import numpy as np
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
@@ -31,7 +32,9 @@ def get_stats(loaded: IndexDep) -> Stats:
     """The index's slot statistics: dead prototypes, active prototypes per image, activity, duplicates."""
     stats = loaded.index.stats()
     mean = (stats.get("active_per_image") or {}).get("mean")
-    return Stats(**{"mean_active_per_image": mean, **stats})
+    vectors = loaded.index.prototype_vectors()  # (K, D), normalised
+    similarity = np.round(vectors @ vectors.T, 3).tolist()  # (K, K) cosines for the heatmap
+    return Stats(**{"mean_active_per_image": mean, **stats, "similarity": similarity})
 
 
 @router.get("/eval", responses=ERRORS)
