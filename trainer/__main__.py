@@ -38,8 +38,8 @@ logger = logging.getLogger("trainer")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse flags, resolve the config and train; returns the exit code (0 ok or stopped, 2 bad input,
-    3 non-finite loss)."""
+    """Parse flags, resolve the config and train; returns the exit code (0 finished or stopped, 1 crash,
+    2 bad input: data, checkpoint, unreadable image; 3 non-finite loss)."""
     from core.checkpoint import CheckpointError
     from core.distributed import get_rank, is_distributed
     from trainer.config import get_args_parser, resolve_config
@@ -69,6 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rank == 0:
             MetricsWriter(out / "metrics.jsonl", 0, cfg.epochs, "log").event("failed", step=0, message=str(e))
         return EXIT_DATA
+    except Exception as e:  # noqa: BLE001 - record any crash in metrics.jsonl for the job runner
+        logger.exception("training failed")
+        if rank == 0:
+            MetricsWriter(out / "metrics.jsonl", 0, cfg.epochs, "log").event(
+                "failed", message=f"{type(e).__name__}: {e}")
+        return 1
     finally:
         if is_distributed():
             import torch.distributed as dist
