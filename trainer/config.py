@@ -121,7 +121,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # of 64 ≈ 7 minutes at the ~75 img/s an idle 2-core machine gives (fixed step count, not wall time).
     "cpu-demo": dict(
         data="data/synthetic", output_dir="runs/cpu-demo", arch="resnet18", width=0.5, stride16=True,
-        image_size=96, min_scale=0.2, dim_hidden=512, dim_out=128, num_prototypes=16, batch_size=64,
+        image_size=96, min_scale=0.2, dim_hidden=512, dim_out=128, num_prototypes=8, batch_size=64,
         optimizer="lars", lr=2.0, lr_scaling="none", warmup_epochs=1, epochs=16, teacher_momentum=0.95,
         precision="fp32", device="cpu", workers=1, pin_memory=False, threads=2,
         log_every=5, save_every=10, save_minutes=2.0,
