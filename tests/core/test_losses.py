@@ -81,3 +81,15 @@ def test_batch_center_is_mean_over_all_pixels() -> None:
     a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
     expected = torch.cat([a, b]).permute(0, 2, 3, 1).reshape(-1, 3).mean(0, keepdim=True)
     torch.testing.assert_close(batch_center(a, b), expected)
+
+
+def test_slot_loss_without_shared_prototypes_is_zero_not_nan() -> None:
+    """Student and teacher views with disjoint present prototypes: no query, a finite zero loss."""
+    qs = torch.randn(2, 4, 6, requires_grad=True)
+    sq, sk = torch.zeros(2, 4, 1, 1), torch.zeros(2, 4, 1, 1)
+    sq[:, 0] = 1.0  # student: prototype 0 everywhere
+    sk[:, 1] = 1.0  # teacher: prototype 1 everywhere
+    loss = slot_contrastive_loss(qs, torch.randn(2, 4, 6), sq, sk, lambda x: x)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.isfinite(qs.grad).all()
