@@ -69,10 +69,11 @@ def slot_contrastive_loss(
     mask_k_all = all_gather_cat(mask_k.to(torch.long))  # (world·BK,)
     keys_all = all_gather_cat(keys)[mask_k_all.bool()]  # (Nk, D)
 
-    if idx_q.numel() == 0:
-        # No prototype is present in both views of any image (possible only with collapsed or very few
-        # prototypes). The release's cross-entropy over zero rows is NaN; a zero loss that keeps the
-        # graph lets the step go on (the predictor's BatchNorm cannot run on an empty batch either).
+    if idx_q.numel() < 2:
+        # At most one prototype is present in both views of any image (possible only with collapsed or
+        # very few prototypes). The release then fails: cross-entropy over zero rows is NaN, and the
+        # predictor's BatchNorm1d raises on a single row in training. A zero loss that keeps the graph
+        # lets the step go on; the grouping loss still trains.
         return student_slots.sum() * 0.0
     queries = F.normalize(predictor(student_slots.reshape(n_local, d)[idx_q]), dim=1)  # (Nq, D)
     logits = queries @ keys_all.t() / tau  # (Nq, Nk)

@@ -93,3 +93,13 @@ def test_slot_loss_without_shared_prototypes_is_zero_not_nan() -> None:
     assert loss.item() == 0.0
     loss.backward()
     assert torch.isfinite(qs.grad).all()
+
+
+def test_slot_loss_with_a_single_query_does_not_raise() -> None:
+    """One shared prototype in one image: BatchNorm cannot normalise one row; the loss is a finite zero."""
+    sq, sk = torch.zeros(2, 4, 1, 1), torch.zeros(2, 4, 1, 1)
+    sq[0, 2], sk[0, 2] = 1.0, 1.0  # image 0 shares prototype 2
+    sq[1, 0], sk[1, 1] = 1.0, 1.0  # image 1 shares nothing
+    predictor = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.BatchNorm1d(6))
+    loss = slot_contrastive_loss(torch.randn(2, 4, 6), torch.randn(2, 4, 6), sq, sk, predictor)
+    assert loss.item() == 0.0
