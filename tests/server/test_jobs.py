@@ -142,3 +142,21 @@ def test_index_job_then_activate_without_restart(make_settings, tiny_checkpoint,
         assert client.post("/api/index/activate", json={"name": "nope"}).status_code == 404
         assert client.post("/api/index/activate", json={"job_id": 1, "name": "x"}).status_code == 422
         assert client.post("/api/index/activate", json={"job_id": job["id"]}).json()["name"] == "fresh"
+
+
+def test_eval_job_through_the_api_stores_its_result(make_settings, server_index, tmp_path):
+    """POST /api/eval runs the evaluation as a job; the result lands in the active index and is served."""
+    import shutil
+
+    index = shutil.copytree(server_index, tmp_path / "index-copy")
+    with TestClient(create_app(make_settings(index=index))) as client:
+        assert client.get("/api/eval").json()["items"] == []
+        bad = client.post("/api/eval", json={"protocol": "synthetic", "resolution": 8})
+        assert bad.status_code == 422
+        r = client.post("/api/eval", json={"protocol": "synthetic", "baseline": "kmeans-rgb", "resolution": 64})
+        assert r.status_code == 201, r.text
+        job = _wait(client, r.json()["id"], lambda j: j["status"] != "running", timeout=120)
+        assert job["status"] == "succeeded" and job["progress"] == 1.0, job
+        items = client.get("/api/eval").json()["items"]
+        assert len(items) == 1 and items[0]["baseline"] == "kmeans-rgb"
+        assert 0.0 <= items[0]["miou"] <= 1.0 and items[0]["examples"]
