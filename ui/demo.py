@@ -257,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the demo; returns 0 after a clean Ctrl-C, non-zero when a step fails."""
     args = get_args_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
+    # A shell starts background jobs with SIGINT ignored, and Python then installs no handler: restore
+    # it, so that Ctrl-C (SIGINT to the process group) always stops the demo and its services.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     start = time.monotonic()
     try:
         index_dir = build(args)
