@@ -18,8 +18,8 @@ from typing import Any
 import httpx
 import streamlit as st
 
-DEFAULT_API_URL = "http://127.0.0.1:8000"
-API_URL_ENV = "SLOTCON_API_URL"
+from ui.endpoints import API_URL_ENV, DEFAULT_API_URL
+
 API_TOKEN_ENV = "SLOTCON_API_TOKEN"
 
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ui.client import API_URL_ENV, DEFAULT_API_URL
+from ui.endpoints import API_URL_ENV, DEFAULT_API_URL
 
 APP = Path(__file__).with_name("app.py")
 
