@@ -43,18 +43,29 @@ class CropBox(NamedTuple):
 # ---------------------------------------------------------------- geometry (pure)
 
 
+def _draw_box(width: int, height: int, scale: tuple[float, float],
+              ratio: tuple[float, float]) -> tuple[CropBox | None, float]:
+    """One RandomResizedCrop try: (box, or None when it does not fit; its target area).
+
+    Draws from Python's ``random`` in the release's order: area, aspect, then top and left if it fits.
+    """
+    area = height * width
+    target_area = random.uniform(*scale) * area
+    aspect = math.exp(random.uniform(math.log(ratio[0]), math.log(ratio[1])))
+    w = int(round(math.sqrt(target_area * aspect)))
+    h = int(round(math.sqrt(target_area / aspect)))
+    if 0 < w <= width and 0 < h <= height:
+        return CropBox(random.randint(0, height - h), random.randint(0, width - w), h, w), target_area
+    return None, target_area
+
+
 def random_resized_crop_params(width: int, height: int, scale: tuple[float, float] = (0.08, 1.0),
                                ratio: tuple[float, float] = DEFAULT_RATIO) -> CropBox:
     """Returns a RandomResizedCrop box: 10 tries of (area, log-uniform aspect), else a central crop."""
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
-        target_area = random.uniform(*scale) * area
-        aspect = math.exp(random.uniform(*log_ratio))
-        w = int(round(math.sqrt(target_area * aspect)))
-        h = int(round(math.sqrt(target_area / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            return CropBox(random.randint(0, height - h), random.randint(0, width - w), h, w)
+        box, _ = _draw_box(width, height, scale, ratio)
+        if box is not None:
+            return box
     in_ratio = width / height
     if in_ratio < min(ratio):
         w, h = width, int(round(width / min(ratio)))
@@ -77,17 +88,10 @@ def conditioned_crop_params(width: int, height: int, constraint: CropBox,
                             ratio: tuple[float, float] = DEFAULT_RATIO) -> CropBox:
     """Returns a crop box overlapping ``constraint`` by >= 1 % of its own target area (10 tries),
     else an unconstrained :func:`random_resized_crop_params` draw."""
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
-        target_area = random.uniform(*scale) * area
-        aspect = math.exp(random.uniform(*log_ratio))
-        w = int(round(math.sqrt(target_area * aspect)))
-        h = int(round(math.sqrt(target_area / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            box = CropBox(random.randint(0, height - h), random.randint(0, width - w), h, w)
-            if intersection_area(box, constraint) >= 0.01 * target_area:
-                return box
+        box, target_area = _draw_box(width, height, scale, ratio)
+        if box is not None and intersection_area(box, constraint) >= 0.01 * target_area:
+            return box
     return random_resized_crop_params(width, height, scale, ratio)
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.heads import prototype_cosines
+from core.losses import presence_mask
 
 
 @contextmanager
@@ -82,7 +83,5 @@ def image_segments(z_norm: torch.Tensor, labels: torch.Tensor, prototypes: torch
 
 
 def active_prototypes(scores: torch.Tensor) -> torch.Tensor:
-    """(B, K, h, w) scores → (B, K) bool: prototype is the argmax at one or more pixels."""
-    b, k = scores.shape[:2]
-    out = torch.zeros(b, k, dtype=torch.bool, device=scores.device)
-    return out.scatter_(1, scores.argmax(1).flatten(1), True)
+    """(B, K, h, w) scores → (B, K) bool: prototype is the argmax at one or more pixels (SPEC §7)."""
+    return presence_mask(scores)

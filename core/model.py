@@ -144,10 +144,11 @@ class SlotCon(nn.Module):
         loss = lam * loss_group + (1.0 - lam) * loss_slot
 
         with torch.no_grad():
-            present = presence_mask(sk1) | presence_mask(sk2)  # (B, K)
+            present1 = presence_mask(sk1)  # (B, K)
+            present = present1 | presence_mask(sk2)
             stats = {
                 "center_batch": batch_center(sk1, sk2),
-                "active_slots": presence_mask(sk1).sum(1).float().mean(),
+                "active_slots": present1.sum(1).float().mean(),
                 "batch_dead": (~present.any(0)).sum().float(),
             }
         return {"loss": loss, "loss_group": loss_group.detach(), "loss_slot": loss_slot.detach(), **stats}

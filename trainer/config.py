@@ -23,8 +23,12 @@ LR_SCALINGS = ("linear", "none")
 
 
 @dataclass
-class TrainConfig:
-    """Everything a training run needs; defaults are the release's COCO recipe (R50, 800 epochs)."""
+class TrainConfig(SlotConConfig):
+    """Everything a training run needs; defaults are the release's COCO recipe (R50, 800 epochs).
+
+    The model's fields (arch, width, stride16, dims, prototypes, temperatures, loss weight) are inherited
+    from :class:`core.model.SlotConConfig`, so their defaults have one source.
+    """
 
     # data
     data: str = "data/synthetic"
@@ -36,18 +40,6 @@ class TrainConfig:
     workers: int = 8  # DataLoader workers per process
     pin_memory: bool = True
     persistent_workers: bool = True
-    # model (core.model.SlotConConfig fields)
-    arch: str = "resnet50"
-    width: float = 1.0
-    stride16: bool = False
-    dim_hidden: int = 4096
-    dim_out: int = 256
-    num_prototypes: int = 256
-    teacher_temp: float = 0.07
-    student_temp: float = 0.1
-    center_momentum: float = 0.9
-    group_loss_weight: float = 0.5
-    slot_temp: float = 0.2
     # optimisation
     batch_size: int = 512  # total over all processes
     optimizer: str = "lars"

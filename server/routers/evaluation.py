@@ -5,15 +5,15 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Literal
 
-import numpy as np
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
-from server.deps import Authorized, IndexDep, ModelDep, SettingsDep, SupervisorDep
+from server.deps import Authorized, IndexDep, ModelDep, RuntimeDep, SettingsDep, SupervisorDep
 from server.errors import not_found
 from server.schemas import ErrorBody, EvalExample, EvalExampleList, EvalList, EvalRequest, EvalResult, Job, Stats
 from server.services.jobview import job_view
 from server.services.launch import start_eval
+from server.services.projection import prototype_similarity
 
 router = APIRouter(tags=["statistics"])
 ERRORS = {code: {"model": ErrorBody} for code in (404, 422, 503)}
@@ -28,12 +28,11 @@ def _examples(loaded: IndexDep, eval_id: int) -> list[tuple[int, bytes, bytes]]:
 
 
 @router.get("/stats", responses=ERRORS)
-def get_stats(loaded: IndexDep) -> Stats:
+def get_stats(loaded: IndexDep, runtime: RuntimeDep) -> Stats:
     """The index's slot statistics: dead prototypes, active prototypes per image, activity, duplicates."""
     stats = loaded.index.stats()
     mean = (stats.get("active_per_image") or {}).get("mean")
-    vectors = loaded.index.prototype_vectors()  # (K, D), normalised
-    similarity = np.round(vectors @ vectors.T, 3).tolist()  # (K, K) cosines for the heatmap
+    similarity = prototype_similarity(runtime, loaded)  # (K, K) cosines for the heatmap
     return Stats(**{"mean_active_per_image": mean, **stats, "similarity": similarity})
 
 

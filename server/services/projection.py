@@ -64,6 +64,15 @@ def _coordinates(runtime: Runtime, loaded: LoadedIndex) -> np.ndarray:
     return xy
 
 
+def prototype_similarity(runtime: Runtime, loaded: LoadedIndex) -> list[list[float]]:
+    """The K×K cosines between the index's prototypes (3 decimals), computed once per index."""
+    key = f"similarity:{_cache_key(loaded)}"
+    if key not in runtime.cache:
+        vectors = loaded.index.prototype_vectors()  # (K, D), normalised
+        runtime.cache[key] = np.round(vectors @ vectors.T, 3).tolist()
+    return runtime.cache[key]
+
+
 def prototype_map(runtime: Runtime, loaded: LoadedIndex) -> PrototypeMap:
     """The map answer: cached coordinates plus each prototype's current dead flag and label."""
     xy = _coordinates(runtime, loaded)
