@@ -1,11 +1,21 @@
 """Synthetic scenes: a small, COCO-layout dataset generated on demand (the demo's and the tests' data).
 
 Every image is a scene: 2-3 *stuff* regions separated by smooth random boundaries, each filled with
-its class's texture, and 1-4 *things* (shapes at 15-45 % of the image side, later ones occluding
+its class's texture, and 1-3 *things* (shapes at 30-55 % of the image side, later ones occluding
 earlier ones), each filled with its own class texture. Colours are drawn per region and per
 instance, so colour never identifies a class; texture (and, for things, shape) does. Texture periods
-are 8-16 px at 128 px, so they survive the 0.08-1 random resized crops that SlotCon trains on and
-are visible to a stride-16 feature map.
+are 8-16 px at 128 px, so they survive the random resized crops that SlotCon trains on and are
+visible to a stride-16 feature map.
+
+Two colour designs (``palette``):
+
+- ``muted`` (default): each region's two texture colours are a dark and a light shade of one random
+  hue at low saturation (at most 0.12), with random shade levels. Colour stays random per instance,
+  but it is a weak cue next to texture.
+- ``vivid`` (generator version 1): two random RGB colours per region, at least 70 apart in luminance.
+  Harder: every region then carries a unique, augmentation-robust colour, and SlotCon's grouping loss
+  (satisfied by any view-consistent clustering) groups such scenes by colour in a short CPU run,
+  ending near the RGB k-means baseline (README, "Demo quality").
 
 Layout written by :func:`generate` (the same as COCO + COCO-Stuff, so every real-data code path runs)::
 
@@ -25,6 +35,7 @@ so the worker count does not matter.
 from __future__ import annotations
 
 import argparse
+import colorsys
 import json
 import logging
 import multiprocessing
@@ -39,7 +50,8 @@ from pycocotools import mask as mask_utils
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
+PALETTES = ("muted", "vivid")
 SPLITS = ("train2017", "val2017")
 _SPLIT_CODES = {"train2017": 0, "val2017": 1}
 
@@ -70,16 +82,24 @@ THING_IDS = tuple(c.id for c in CLASSES if c.kind == "thing")
 STUFF_IDS = tuple(c.id for c in CLASSES if c.kind == "stuff")
 IGNORE_LABEL = 255
 
-_MIN_THINGS, _MAX_THINGS = 1, 4
-_THING_SCALE = (0.15, 0.45)  # shape extent as a fraction of the image side
+_MIN_THINGS, _MAX_THINGS = 1, 3
+_THING_SCALE = (0.30, 0.55)  # shape extent as a fraction of the image side
 _PIXEL_NOISE_STD = 3.0
 
 
 # ---------------------------------------------------------------- rendering (pure, vectorised numpy)
 
 
-def _two_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Returns two random RGB colours (float, 0-255) whose luminances differ by at least 70."""
+def _two_colours(rng: np.random.Generator, palette: str = "muted") -> tuple[np.ndarray, np.ndarray]:
+    """Returns a region's two random RGB colours (float, 0-255), in random order (see ``PALETTES``)."""
+    if palette == "muted":
+        hue, sat = rng.uniform(0.0, 1.0), rng.uniform(0.0, 0.12)
+        dark, light = rng.uniform(0.08, 0.25), rng.uniform(0.78, 0.95)
+        a = np.array(colorsys.hsv_to_rgb(hue, sat, dark)) * 255
+        b = np.array(colorsys.hsv_to_rgb(hue, sat, light)) * 255
+        return (a, b) if rng.random() < 0.5 else (b, a)
+    if palette != "vivid":
+        raise ValueError(f"palette must be one of {PALETTES}, got {palette!r}")
     while True:
         a, b = rng.uniform(0, 255, size=(2, 3))
         lum = np.array([0.299, 0.587, 0.114])
@@ -180,8 +200,9 @@ def _stuff_layout(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, size
 Segments = list[tuple[int, np.ndarray]]
 
 
-def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, Segments]:
-    """Renders one scene.
+def render_scene(rng: np.random.Generator, size: int, palette: str = "muted"
+                 ) -> tuple[np.ndarray, np.ndarray, Segments]:
+    """Renders one scene (``palette``: one of ``PALETTES``).
 
     Returns ``(image, label, segments)``: image (size, size, 3) uint8 RGB; label (size, size) uint8
     class ids; segments: (class_id, (size, size) bool visible mask) per stuff region and per thing
@@ -200,7 +221,7 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
         m = regions == r
         if not m.any():
             continue
-        a, b = _two_colours(rng)
+        a, b = _two_colours(rng, palette)
         p = _stuff_pattern(int(cls), xx, yy, unit, rng)[m][:, None]
         image[m] = a * (1 - p) + b * p
         label[m] = cls
@@ -213,7 +234,7 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.nd
         lo, hi = 0.3 * extent, size - 0.3 * extent
         cx, cy = rng.uniform(lo, hi, size=2)
         m = _thing_mask(cls, xx, yy, cx, cy, extent, rng)
-        a, b = _two_colours(rng)
+        a, b = _two_colours(rng, palette)
         p = _thing_pattern(cls, xx, yy, cx, cy, extent, unit, rng)[m][:, None]
         image[m] = a * (1 - p) + b * p
         label[m] = cls
@@ -235,16 +256,16 @@ def image_seed(seed: int, split: str, index: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([seed, _SPLIT_CODES[split], index])
 
 
-def _render_and_write(job: tuple[Path, str, int, int, int]) -> tuple[dict, list[dict]]:
+def _render_and_write(job: tuple[Path, str, int, int, int, str]) -> tuple[dict, list[dict]]:
     """Renders image ``index`` of a split, writes its JPEG and label PNG.
 
     Returns ``(image_record, segments)``: the COCO image entry and per segment a dict with
     ``category_id``, ``kind``, RLE ``segmentation`` (counts as str), ``area`` and ``bbox``.
     """
-    out, split, index, size, seed = job
+    out, split, index, size, seed, palette = job
     image_id = index + 1
     rng = np.random.default_rng(image_seed(seed, split, index))
-    image, label, segments = render_scene(rng, size)
+    image, label, segments = render_scene(rng, size, palette)
     name = f"{image_id:012d}"
     Image.fromarray(image, "RGB").save(out / split / f"{name}.jpg", quality=95)
     Image.fromarray(label, "L").save(out / "labels" / split / f"{name}.png")
@@ -279,7 +300,7 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def generate(out: Path | str, num_train: int = 2000, num_val: int = 200, size: int = 128, seed: int = 0,
-             workers: int = 2) -> dict:
+             workers: int = 2, palette: str = "muted") -> dict:
     """Generates the synthetic scenes dataset under ``out`` (layout in the module docstring).
 
     Returns a summary dict: ``out``, per split the number of images, instances and stuff regions,
@@ -287,6 +308,8 @@ def generate(out: Path | str, num_train: int = 2000, num_val: int = 200, size: i
     """
     if size < 32:
         raise ValueError(f"size must be >= 32 px, got {size}")
+    if palette not in PALETTES:
+        raise ValueError(f"palette must be one of {PALETTES}, got {palette!r}")
     if num_train < 0 or num_val < 0:
         raise ValueError("num_train and num_val must be >= 0")
     out = Path(out)
@@ -297,7 +320,7 @@ def generate(out: Path | str, num_train: int = 2000, num_val: int = 200, size: i
         (out / split).mkdir(exist_ok=True)
         (out / "labels" / split).mkdir(parents=True, exist_ok=True)
 
-    jobs = {split: [(out, split, i, size, seed) for i in range(n)] for split, n in counts.items()}
+    jobs = {split: [(out, split, i, size, seed, palette) for i in range(n)] for split, n in counts.items()}
     summary: dict = {"out": str(out), "classes": [c.name for c in CLASSES]}
     pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 else None
     try:
@@ -326,7 +349,7 @@ def generate(out: Path | str, num_train: int = 2000, num_val: int = 200, size: i
     meta = {
         "generator": "core.synthetic",
         "version": GENERATOR_VERSION,
-        "args": {"num_train": num_train, "num_val": num_val, "size": size, "seed": seed},
+        "args": {"num_train": num_train, "num_val": num_val, "size": size, "seed": seed, "palette": palette},
         "classes": [asdict(c) for c in CLASSES],
         "ignore_label": IGNORE_LABEL,
         "label_convention": "pixel label = category_id - 1",
@@ -346,6 +369,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-val", type=int, default=200, help="validation images (default 200)")
     p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--palette", choices=PALETTES, default="muted",
+                   help="region colours: muted (default; random hue, low saturation) or vivid (random RGB, "
+                        "generator v1; a short CPU run groups these by colour)")
     p.add_argument("--workers", type=int, default=2, help="worker processes; output does not depend on it")
     return p
 
@@ -354,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point of ``slotcon synth``; prints the summary as JSON and returns the exit status."""
     args = get_args_parser().parse_args(argv)
     summary = generate(args.out, num_train=args.num_train, num_val=args.num_val, size=args.size,
-                       seed=args.seed, workers=args.workers)
+                       seed=args.seed, workers=args.workers, palette=args.palette)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -17,6 +17,7 @@ demo uses the environment it was started from.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -181,11 +182,38 @@ def resolve_checkpoint(args: argparse.Namespace, run_dir: Path) -> Path:
     return final
 
 
+def stale_scenes_version(data_dir: Path) -> str | None:
+    """The generator version of ``data_dir``'s scenes when it is not this code's, else None."""
+    from core.synthetic import GENERATOR_VERSION
+
+    try:
+        version = json.loads((data_dir / "synthetic.json").read_text()).get("version")
+    except (OSError, ValueError, AttributeError):
+        return None  # missing (step 1 makes it) or not ours to judge
+    return None if version in (None, GENERATOR_VERSION) else str(version)
+
+
+def set_aside_stale_run(args: argparse.Namespace, run_dir: Path) -> None:
+    """Moves a demo run trained before the scenes were (re)generated out of the way, so it is retrained."""
+    scenes = args.data_dir / "synthetic.json"
+    newest = max((run_dir.glob("*.pth")), key=lambda p: p.stat().st_mtime, default=None)
+    if args.checkpoint is not None or args.skip_train or newest is None or not scenes.is_file():
+        return
+    if newest.stat().st_mtime < scenes.stat().st_mtime:
+        aside = run_dir.with_name(f"{run_dir.name}-stale-{time.strftime('%Y%m%d-%H%M%S')}")
+        say(f"2/6 {run_dir} was trained on older scenes: moved to {aside}, training again")
+        run_dir.rename(aside)
+
+
 def build(args: argparse.Namespace) -> Path:
     """Steps 1-4; returns the index directory."""
+    old = stale_scenes_version(args.data_dir)
+    if old is not None:
+        say(f"1/6 {args.data_dir} holds scenes of generator version {old}: generating the current ones")
     run_step(1, "generating the synthetic scenes", args.data_dir / "synthetic.json",
-             module("core.cli", "synth", "--out", args.data_dir))
+             module("core.cli", "synth", "--out", args.data_dir), force=old is not None)
     run_dir = args.runs_dir / PRESET
+    set_aside_stale_run(args, run_dir)
     checkpoint = resolve_checkpoint(args, run_dir)
     index_dir = args.indexes_dir / (PRESET if args.checkpoint is None else args.checkpoint.stem)
     manifest = index_dir / "manifest.json"

@@ -46,7 +46,7 @@ def test_layout_and_metadata(synth_root: Path) -> None:
     train = find_images(synth_root, "train2017")
     assert [p.name for p in train] == [f"{i:012d}.jpg" for i in range(1, 7)]
     meta = json.loads((synth_root / "synthetic.json").read_text())
-    assert meta["args"] == {"num_train": 6, "num_val": 4, "size": 64, "seed": 3}
+    assert meta["args"] == {"num_train": 6, "num_val": 4, "size": 64, "seed": 3, "palette": "muted"}
     assert [c["name"] for c in meta["classes"]] == [c.name for c in CLASSES]
     with Image.open(train[0]) as img:
         assert img.format == "JPEG" and img.size == (64, 64) and img.mode == "RGB"
@@ -88,6 +88,42 @@ def test_things_occlude_in_drawing_order() -> None:
         assert {c for c, _ in segments if c in THING_IDS}  # at least one thing is visible
 
 
+def _region_colours(image: np.ndarray, segments: list) -> list[np.ndarray]:
+    """Mean colour of the darker and the lighter half of each segment's pixels, (2, 3) per segment."""
+    out = []
+    for _, m in segments:
+        px = image[m].astype(np.float64)
+        if len(px) < 50:
+            continue
+        lum = px @ np.array([0.299, 0.587, 0.114])
+        out.append(np.stack([px[lum <= np.median(lum)].mean(0), px[lum > np.median(lum)].mean(0)]))
+    return out
+
+
+def test_palettes_randomise_colour_per_instance() -> None:
+    """Both palettes draw a fresh colour per region/instance; muted ones are near-grey, vivid ones are not."""
+    for palette, max_sat in (("muted", 0.2), ("vivid", None)):
+        rng = np.random.default_rng(5)
+        colours, sats = [], []
+        for _ in range(12):
+            image, _, segments = render_scene(rng, 96, palette)
+            for dark_light in _region_colours(image, segments):
+                light = dark_light[1]
+                colours.append(light)
+                sats.append((light.max() - light.min()) / max(light.max(), 1.0))
+        colours = np.stack(colours)
+        assert len(colours) > 30
+        # no two regions share a colour: it is drawn per instance (pixel noise is std 3)
+        dists = np.linalg.norm(colours[:, None] - colours[None], axis=-1)[np.triu_indices(len(colours), 1)]
+        assert np.quantile(dists, 0.05) > 3.0
+        if max_sat is not None:
+            assert max(sats) < max_sat
+        else:
+            assert np.median(sats) > 0.3
+    with pytest.raises(ValueError, match="palette"):
+        render_scene(np.random.default_rng(0), 32, "neon")
+
+
 def test_generation_is_deterministic(tmp_path: Path) -> None:
     generate(tmp_path / "a", num_train=4, num_val=2, size=48, seed=11, workers=1)
     # the worker count must not change a byte
@@ -110,5 +146,5 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         synthetic.main(["--help"])
     helptext = capsys.readouterr().out
-    for option in ("--out", "--num-train", "--num-val", "--size", "--seed", "--workers"):
+    for option in ("--out", "--num-train", "--num-val", "--size", "--seed", "--workers", "--palette"):
         assert option in helptext
