@@ -372,6 +372,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--palette", choices=PALETTES, default="muted",
                    help="region colours: muted (default; random hue, low saturation) or vivid (random RGB, "
                         "generator v1; a short CPU run groups these by colour)")
+    p.add_argument("--version", action="version", version=GENERATOR_VERSION,
+                   help="print the generator version (written to synthetic.json) and exit")
     p.add_argument("--workers", type=int, default=2, help="worker processes; output does not depend on it")
     return p
 

@@ -184,13 +184,16 @@ def resolve_checkpoint(args: argparse.Namespace, run_dir: Path) -> Path:
 
 def stale_scenes_version(data_dir: Path) -> str | None:
     """The generator version of ``data_dir``'s scenes when it is not this code's, else None."""
-    from core.synthetic import GENERATOR_VERSION
-
     try:
         version = json.loads((data_dir / "synthetic.json").read_text()).get("version")
     except (OSError, ValueError, AttributeError):
         return None  # missing (step 1 makes it) or not ours to judge
-    return None if version in (None, GENERATOR_VERSION) else str(version)
+    if version is None:
+        return None
+    # ui/ imports no core module: ask the generator's CLI for its version
+    current = subprocess.run(module("core.cli", "synth", "--version"), capture_output=True, text=True,
+                             check=True).stdout.strip()
+    return None if str(version) == current else str(version)
 
 
 def set_aside_stale_run(args: argparse.Namespace, run_dir: Path) -> None:

@@ -148,3 +148,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     helptext = capsys.readouterr().out
     for option in ("--out", "--num-train", "--num-val", "--size", "--seed", "--workers", "--palette"):
         assert option in helptext
+    with pytest.raises(SystemExit):
+        synthetic.main(["--version"])
+    assert capsys.readouterr().out.strip() == synthetic.GENERATOR_VERSION == json.loads(
+        (out / "synthetic.json").read_text())["version"]
