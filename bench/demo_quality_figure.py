@@ -19,15 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.augment import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from core.checkpoint import load_model  # noqa: E402
 from core.inference import assign, prototype_scores  # noqa: E402
 from core.synthetic import CLASSES  # noqa: E402
+from indexer.build import resolve_images  # noqa: E402
+from indexer.evaluate import EvalSet  # noqa: E402
+from indexer.labels import make_protocol  # noqa: E402
 
 #: One colour per class (things warm, stuff cool); 255 (ignore) is black.
 CLASS_COLOURS = np.array([[230, 80, 60], [245, 170, 40], [200, 60, 170], [250, 230, 90],
@@ -58,25 +59,24 @@ def main(argv: list[str] | None = None) -> int:
     for cluster, cls in result["matched_pairs"]:
         cluster_to_class[cluster] = cls
     model = load_model(args.checkpoint).eval()
-    names = sorted((args.data / "val2017").glob("*.jpg"))[: args.images]
+    root, split, paths = resolve_images(args.data, "val2017")
+    images = EvalSet(list(enumerate(paths[: args.images])), root, make_protocol("synthetic", root, split), res)
     t = args.tile
-    sheet = Image.new("RGB", (3 * t, len(names) * t + 24 + 16), "white")
+    sheet = Image.new("RGB", (3 * t, len(images) * t + 24 + 16), "white")
     draw = ImageDraw.Draw(sheet)
     for i, title in enumerate(("image", "ground truth", "SlotCon (Hungarian)")):
         draw.text((i * t + 4, 4), title, fill="black")
     accs = []
-    for row, path in enumerate(names):
-        img = Image.open(path).convert("RGB")
-        img = TF.center_crop(TF.resize(img, res, TF.InterpolationMode.BILINEAR), [res, res])
-        lab = Image.open(args.data / "labels" / "val2017" / (path.stem + ".png"))
-        lab = np.asarray(TF.center_crop(TF.resize(lab, res, TF.InterpolationMode.NEAREST), [res, res]))
-        x = TF.normalize(TF.to_tensor(img), IMAGENET_MEAN, IMAGENET_STD)[None]
+    for row in range(len(images)):
+        item = images[row]  # the evaluation's own preprocessing: resize, centre crop, normalise
         with torch.no_grad():
-            pred = cluster_to_class[assign(prototype_scores(model, x), (res, res))[0].numpy()]
+            pred = cluster_to_class[assign(prototype_scores(model, item["tensor"][None]), (res, res))[0].numpy()]
+        lab = item["label"]
         valid = lab != 255
         accs.append(round(float((pred[valid] == lab[valid]).mean()), 3))
+        rgb = Image.fromarray((item["rgb"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
         y = 24 + row * t
-        for col, tile in enumerate((img, colourise(lab), colourise(pred))):
+        for col, tile in enumerate((rgb, colourise(lab), colourise(pred))):
             sheet.paste(tile.resize((t, t), Image.NEAREST), (col * t, y))
     x0 = 4
     for c in CLASSES:  # legend
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         x0 += 12 + 7 * len(c.name) + 6
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out)
-    print(json.dumps({"out": str(args.out), "images": [n.name for n in names], "pixel_accuracy": accs}))
+    print(json.dumps({"out": str(args.out), "images": [p.name for p in paths[: args.images]], "pixel_accuracy": accs}))
     return 0
 
 

@@ -58,7 +58,7 @@ def _key(name: str) -> str:
     return stem.lstrip("0") or "0" if stem.isdigit() else stem
 
 
-class _EvalSet(Dataset):
+class EvalSet(Dataset):
     """(normalised image, label crop) at the protocol resolution; failures are returned as ``error``."""
 
     def __init__(self, items: list[tuple[int, Path]], root: Path, protocol: LabelProtocol, resolution: int) -> None:
@@ -105,7 +105,7 @@ def palette_png(labels: np.ndarray, num_colors: int) -> bytes:
 
 def _loader(items: list[tuple[int, Path]], root: Path, protocol: LabelProtocol, resolution: int,
             batch_size: int, num_workers: int) -> DataLoader:
-    return DataLoader(_EvalSet(items, root, protocol, resolution), batch_size=batch_size,
+    return DataLoader(EvalSet(items, root, protocol, resolution), batch_size=batch_size,
                       num_workers=num_workers, collate_fn=list)
 
 

@@ -187,7 +187,7 @@ def stale_scenes_version(data_dir: Path) -> str | None:
     try:
         version = json.loads((data_dir / "synthetic.json").read_text()).get("version")
     except (OSError, ValueError, AttributeError):
-        return None  # missing (step 1 makes it) or not ours to judge
+        version = None  # missing (step 1 makes it) or not ours to judge
     if version is None:
         return None
     # ui/ imports no core module: ask the generator's CLI for its version
@@ -199,10 +199,10 @@ def stale_scenes_version(data_dir: Path) -> str | None:
 def set_aside_stale_run(args: argparse.Namespace, run_dir: Path) -> None:
     """Moves a demo run trained before the scenes were (re)generated out of the way, so it is retrained."""
     scenes = args.data_dir / "synthetic.json"
-    newest = max((run_dir.glob("*.pth")), key=lambda p: p.stat().st_mtime, default=None)
-    if args.checkpoint is not None or args.skip_train or newest is None or not scenes.is_file():
+    if args.checkpoint is not None or args.skip_train or not scenes.is_file():
         return
-    if newest.stat().st_mtime < scenes.stat().st_mtime:
+    newest = max((p.stat().st_mtime for p in run_dir.glob("*.pth")), default=None)
+    if newest is not None and newest < scenes.stat().st_mtime:
         aside = run_dir.with_name(f"{run_dir.name}-stale-{time.strftime('%Y%m%d-%H%M%S')}")
         say(f"2/6 {run_dir} was trained on older scenes: moved to {aside}, training again")
         run_dir.rename(aside)

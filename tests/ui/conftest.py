@@ -100,8 +100,7 @@ def store_segmentation_eval(index_dir: Path, data_root: Path, checkpoint: Path) 
         result = hungarian_scores(preds, gts, num_classes=len(CLASSES), num_clusters=index.num_prototypes,
                                   class_names=[c.name for c in CLASSES])
         result = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in result.items()}
-        result.update(protocol="synthetic", baseline="none", num_images=len(preds),
-                      checkpoint={"path": str(checkpoint)})
+        result.update(protocol="synthetic", baseline="none", checkpoint={"path": str(checkpoint)})
         index.store_eval(result, examples)
 
 

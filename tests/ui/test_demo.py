@@ -91,7 +91,7 @@ def test_launch_command_line() -> None:
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
 
 
-def test_scenes_of_an_older_generator_are_regenerated_and_their_run_set_aside(tmp_path: Path) -> None:
+def test_stale_scenes_and_runs_are_detected(tmp_path: Path) -> None:
     import argparse
     import json
 
@@ -121,3 +121,21 @@ def test_scenes_of_an_older_generator_are_regenerated_and_their_run_set_aside(tm
     (run_dir / "final.pth").write_bytes(b"y")  # newer than the scenes: kept
     demo.set_aside_stale_run(args, run_dir)
     assert (run_dir / "final.pth").read_bytes() == b"y"
+
+
+def test_demo_regenerates_scenes_of_an_older_generator(tiny_checkpoint: Path, ui_index: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from core.synthetic import GENERATOR_VERSION
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "synthetic.json").write_text(json.dumps({"version": "0"}))
+    args = ["--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"), "--indexes-dir", str(ui_index.parent),
+            "--state-dir", str(tmp_path / "state"), "--checkpoint", str(tiny_checkpoint), "--skip-eval",
+            "--no-browser", "--no-serve"]
+    assert demo.main(args) == 0
+    assert "holds scenes of generator version 0: generating the current ones" in capsys.readouterr().out
+    assert json.loads((data / "synthetic.json").read_text())["version"] == GENERATOR_VERSION
+    assert len(list((data / "val2017").glob("*.jpg"))) == 200

@@ -173,6 +173,7 @@ def test_segmentation_shows_stored_eval(api_env: str) -> None:
     metrics = {m.label: str(m.value) for m in at.metric}
     assert metrics["mIoU"] == f"{100 * result['miou']:.2f} %"
     assert metrics["Pixel accuracy"] == f"{100 * result['pixel_accuracy']:.2f} %"
+    assert metrics["Images"] == str(result["counts"]["num_images"]) != "0"
     frame = at.dataframe[0].value
     assert "paper (COCO-Stuff-27)" in frame["method"].tolist()
     assert abs(frame["mIoU"].iloc[0] - result["miou"]) < 1e-9

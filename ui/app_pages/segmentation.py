@@ -49,8 +49,7 @@ def render() -> None:
     m = st.columns(4)
     m[0].metric("mIoU", fmt_pct(as_fraction(chosen.get("miou")), 2))
     m[1].metric("Pixel accuracy", fmt_pct(as_fraction(chosen.get("pixel_accuracy")), 2))
-    counts = chosen.get("counts") or {}
-    m[2].metric("Images", chosen.get("num_images") or counts.get("evaluated_images") or counts.get("num_images") or "–")
+    m[2].metric("Images", (chosen.get("counts") or {}).get("num_images", "–"))
     m[3].metric("Classes", chosen.get("num_classes", len(per_class_frame(chosen))))
 
     st.subheader("Against the baselines and the paper")
