@@ -124,6 +124,34 @@ def test_palettes_randomise_colour_per_instance() -> None:
         render_scene(np.random.default_rng(0), 32, "neon")
 
 
+def test_class_textures() -> None:
+    """Each class shows its stated texture: edge directions, a plain cross, dots covering pi r^2 / s^2."""
+    rng = np.random.default_rng(2)
+    stats: dict[str, list[tuple[float, float, float]]] = {c.name: [] for c in CLASSES}
+    for _ in range(30):
+        image, label, _ = render_scene(rng, 128)
+        lum = image.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        dx, dy = np.abs(np.diff(lum, axis=1))[:-1, :], np.abs(np.diff(lum, axis=0))[:, :-1]
+        inner = label[:-1, :-1]  # pixels whose right and lower neighbours share their label
+        inner = np.where((inner == label[1:, :-1]) & (inner == label[:-1, 1:]), inner, IGNORE_LABEL)
+        for c in CLASSES:
+            m = inner == c.id
+            if m.sum() < 200:
+                continue
+            region = lum[:-1, :-1][m]
+            stats[c.name].append((dx[m].mean(), dy[m].mean(), (region > region.mean()).mean()))
+    med = {k: np.median(np.array(v), axis=0) for k, v in stats.items() if v}
+    assert set(med) == {c.name for c in CLASSES}
+    assert med["cross"][0] < 6 and med["cross"][1] < 6  # plain: pixel noise and shading only
+    assert med["stripes"][1] > 4 * med["stripes"][0]  # horizontal stripes: edges between rows
+    assert med["box"][0] > 4 * med["box"][1]  # vertical stripes
+    for name in ("disk", "triangle", "checker", "mottle"):  # rings, diagonals, cells, blobs: both axes
+        gx, gy, _ = med[name]
+        assert gx > 10 and gy > 10 and 0.7 < gx / gy < 1.4, (name, gx, gy)
+    assert 1 - med["dots"][2] == pytest.approx(np.pi * 3**2 / 12**2, abs=0.05)  # 3 px dots, 12 px lattice
+    assert med["mottle"][2] == pytest.approx(0.5, abs=0.1)  # two tones, half each
+
+
 def test_generation_is_deterministic(tmp_path: Path) -> None:
     generate(tmp_path / "a", num_train=4, num_val=2, size=48, seed=11, workers=1)
     # the worker count must not change a byte
