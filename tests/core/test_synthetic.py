@@ -88,6 +88,9 @@ def test_things_occlude_in_drawing_order() -> None:
         assert {c for c, _ in segments if c in THING_IDS}  # at least one thing is visible
 
 
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
 def _region_colours(image: np.ndarray, segments: list) -> list[np.ndarray]:
     """Mean colour of the darker and the lighter half of each segment's pixels, (2, 3) per segment."""
     out = []
@@ -95,7 +98,7 @@ def _region_colours(image: np.ndarray, segments: list) -> list[np.ndarray]:
         px = image[m].astype(np.float64)
         if len(px) < 50:
             continue
-        lum = px @ np.array([0.299, 0.587, 0.114])
+        lum = px @ LUMA
         out.append(np.stack([px[lum <= np.median(lum)].mean(0), px[lum > np.median(lum)].mean(0)]))
     return out
 
@@ -130,7 +133,7 @@ def test_class_textures() -> None:
     stats: dict[str, list[tuple[float, float, float]]] = {c.name: [] for c in CLASSES}
     for _ in range(30):
         image, label, _ = render_scene(rng, 128)
-        lum = image.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        lum = image.astype(np.float64) @ LUMA
         dx, dy = np.abs(np.diff(lum, axis=1))[:-1, :], np.abs(np.diff(lum, axis=0))[:, :-1]
         inner = label[:-1, :-1]  # pixels whose right and lower neighbours share their label
         inner = np.where((inner == label[1:, :-1]) & (inner == label[:-1, 1:]), inner, IGNORE_LABEL)
@@ -139,7 +142,8 @@ def test_class_textures() -> None:
             if m.sum() < 200:
                 continue
             region = lum[:-1, :-1][m]
-            stats[c.name].append((dx[m].mean(), dy[m].mean(), (region > region.mean()).mean()))
+            light = (region > region.mean()).mean()  # the two tones come in random order: take the rarer one
+            stats[c.name].append((dx[m].mean(), dy[m].mean(), min(light, 1 - light)))
     med = {k: np.median(np.array(v), axis=0) for k, v in stats.items() if v}
     assert set(med) == {c.name for c in CLASSES}
     assert med["cross"][0] < 6 and med["cross"][1] < 6  # plain: pixel noise and shading only
@@ -148,8 +152,8 @@ def test_class_textures() -> None:
     for name in ("disk", "triangle", "checker", "mottle"):  # rings, diagonals, cells, blobs: both axes
         gx, gy, _ = med[name]
         assert gx > 10 and gy > 10 and 0.7 < gx / gy < 1.4, (name, gx, gy)
-    assert 1 - med["dots"][2] == pytest.approx(np.pi * 3**2 / 12**2, abs=0.05)  # 3 px dots, 12 px lattice
-    assert med["mottle"][2] == pytest.approx(0.5, abs=0.1)  # two tones, half each
+    assert med["dots"][2] == pytest.approx(np.pi * 3**2 / 12**2, abs=0.05)  # 3 px dots, 12 px lattice
+    assert med["mottle"][2] > 0.4  # two tones, about half each
 
 
 def test_generation_is_deterministic(tmp_path: Path) -> None:
