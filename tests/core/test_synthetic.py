@@ -37,7 +37,7 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_classes_are_consistent() -> None:
     assert [c.id for c in CLASSES] == list(range(len(CLASSES)))
-    assert len(THING_IDS) == 4 and len(STUFF_IDS) == 4
+    assert len(THING_IDS) == 4 and len(STUFF_IDS) == 2
     assert max(THING_IDS) < min(STUFF_IDS)  # things first, as in COCO-Stuff
 
 
@@ -128,32 +128,49 @@ def test_palettes_randomise_colour_per_instance() -> None:
 
 
 def test_class_textures() -> None:
-    """Each class shows its stated texture: edge directions, a plain cross, dots covering pi r^2 / s^2."""
+    """Each class shows its stated texture: edge directions (none, one axis, both, one diagonal), two tones."""
     rng = np.random.default_rng(2)
-    stats: dict[str, list[tuple[float, float, float]]] = {c.name: [] for c in CLASSES}
+    stats: dict[str, list[tuple[float, ...]]] = {c.name: [] for c in CLASSES}
     for _ in range(30):
         image, label, _ = render_scene(rng, 128)
         lum = image.astype(np.float64) @ LUMA
-        dx, dy = np.abs(np.diff(lum, axis=1))[:-1, :], np.abs(np.diff(lum, axis=0))[:, :-1]
-        inner = label[:-1, :-1]  # pixels whose right and lower neighbours share their label
-        inner = np.where((inner == label[1:, :-1]) & (inner == label[:-1, 1:]), inner, IGNORE_LABEL)
+        dx, dy = np.abs(np.diff(lum, axis=1))[:-1, 1:], np.abs(np.diff(lum, axis=0))[:, 1:-1]
+        rise = np.abs(lum[1:, :-2] - lum[:-1, 1:-1])  # one step down-left: along a rising diagonal
+        fall = np.abs(lum[1:, 2:] - lum[:-1, 1:-1])  # one step down-right: along a falling diagonal
+        core = label[:-1, 1:-1]  # pixels whose lower three and right neighbours share their label
+        same = (core == label[1:, 1:-1]) & (core == label[:-1, 2:]) & (core == label[1:, :-2]) & (core == label[1:, 2:])
+        core = np.where(same, core, IGNORE_LABEL)
         for c in CLASSES:
-            m = inner == c.id
+            m = core == c.id
             if m.sum() < 200:
                 continue
-            region = lum[:-1, :-1][m]
+            region = lum[:-1, 1:-1][m]
             light = (region > region.mean()).mean()  # the two tones come in random order: take the rarer one
-            stats[c.name].append((dx[m].mean(), dy[m].mean(), min(light, 1 - light)))
+            diag = sorted((rise[m].mean(), fall[m].mean()))
+            stats[c.name].append((dx[m].mean(), dy[m].mean(), min(light, 1 - light), diag[0] / max(diag[1], 1e-9)))
     med = {k: np.median(np.array(v), axis=0) for k, v in stats.items() if v}
     assert set(med) == {c.name for c in CLASSES}
     assert med["cross"][0] < 6 and med["cross"][1] < 6  # plain: pixel noise and shading only
     assert med["stripes"][1] > 4 * med["stripes"][0]  # horizontal stripes: edges between rows
     assert med["box"][0] > 4 * med["box"][1]  # vertical stripes
-    for name in ("disk", "triangle", "checker", "mottle"):  # rings, diagonals, cells, blobs: both axes
-        gx, gy, _ = med[name]
+    for name in ("disk", "triangle", "hatch"):  # rings, zigzags, diagonals: edges along both axes
+        gx, gy, _, _ = med[name]
         assert gx > 10 and gy > 10 and 0.7 < gx / gy < 1.4, (name, gx, gy)
-    assert med["dots"][2] == pytest.approx(np.pi * 3**2 / 12**2, abs=0.05)  # 3 px dots, 12 px lattice
-    assert med["mottle"][2] > 0.4  # two tones, about half each
+    assert med["hatch"][3] < 0.3  # flat along one diagonal: straight diagonal stripes
+    assert med["triangle"][3] > 0.5 and med["disk"][3] > 0.5  # zigzags and rings turn: no flat diagonal
+    for name in ("stripes", "hatch", "box", "triangle"):
+        assert med[name][2] > 0.35, name  # two tones, about half each
+
+
+def test_hatch_draws_both_diagonals() -> None:
+    """Hatch regions rise or fall at random, so the class looks the same after a horizontal flip."""
+    rng = np.random.default_rng(4)
+    unit = 1.0
+    yy, xx = np.mgrid[0:64, 0:64].astype(np.float32) + 0.5
+    hatch = next(c.id for c in CLASSES if c.name == "hatch")
+    rising = [synthetic._stuff_pattern(hatch, xx, yy, unit, rng) for _ in range(40)]
+    kinds = {bool((p[1:, :-1] == p[:-1, 1:]).all()) for p in rising}  # constant along (+1, -1)
+    assert kinds == {True, False}
 
 
 def test_generation_is_deterministic(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from core.checkpoint import file_sha256
+from core.synthetic import CLASSES
 from indexer.store import ConceptIndex, IndexMismatchError, IndexNotFoundError
 
 
@@ -140,7 +141,7 @@ def test_near_duplicates():
 
 def test_purity_from_labels(index):
     protos = [p for p in index.prototypes() if not p.dead]
-    assert index.class_names and len(index.class_names) == 8
+    assert index.class_names and len(index.class_names) == len(CLASSES)
     for p in protos:
         counts = index.label_counts(p.id)
         assert p.majority_class == max(counts, key=counts.get)

@@ -16,7 +16,8 @@ def tiny_train_args(synthetic_root: Path, tmp_path: Path) -> list[str]:
     """``python -m trainer`` flags: 24 images, 64 px crops, batch 8 (3 steps/epoch), fp32 CPU, log every step."""
     return ["--preset", "cpu-demo", "--data", str(synthetic_root), "--output-dir", str(tmp_path / "run"),
             *TINY_MODEL_ARGS, "--image-size", "64", "--batch-size", "8", "--epochs", "2", "--workers", "0",
-            "--threads", "2", "--log-every", "1", "--save-every", "1", "--progress", "log", "--seed", "3"]
+            "--threads", "2", "--log-every", "1", "--save-every", "1", "--progress", "log", "--seed", "3",
+            "--precision", "fp32", "--no-channels-last"]
 
 
 def _read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:

@@ -11,9 +11,10 @@ from ui.views.job_progress import ACTIVE
 from ui.views.runs import checkpoints_panel, jobs_frame
 from ui.views.training_live import training_live
 
-#: The presets' main options as the trainer defines them (``python -m trainer --preset P --print-config``).
+#: The presets' main options as the trainer defines them (``python -m trainer --preset P --print-config``);
+#: a copy, since the UI does not import the trainer (tests/ui/test_presets.py keeps the two in step).
 PRESETS = {
-    "cpu-demo": dict(epochs=30, batch_size=64, lr=2.0, num_prototypes=16),
+    "cpu-demo": dict(epochs=26, batch_size=64, lr=2.0, num_prototypes=6),
     "coco-r50-800ep": dict(epochs=800, batch_size=512, lr=1.0, num_prototypes=256),
     "cocoplus-r50-800ep": dict(epochs=800, batch_size=512, lr=1.0, num_prototypes=256),
     "imagenet-r50-100ep": dict(epochs=100, batch_size=512, lr=1.0, num_prototypes=2048),
