@@ -79,7 +79,8 @@ class SyntheticClass:
 CLASSES: tuple[SyntheticClass, ...] = (
     SyntheticClass(0, "disk", "thing", "disk filled with concentric rings (bullseye, period 10 px)"),
     SyntheticClass(1, "box", "thing", "rotated rectangle (aspect 0.75-1.33), vertical stripes (period 8 px)"),
-    SyntheticClass(2, "triangle", "thing", "rotated equilateral triangle, horizontal zigzag stripes (chevrons; period 10 px, zigzag 16 px)"),
+    SyntheticClass(2, "triangle", "thing", "rotated equilateral triangle, horizontal zigzag stripes (chevrons; "
+                   "period 10 px, zigzag 16 px)"),
     SyntheticClass(3, "cross", "thing", "rotated plus sign (arms half as wide as it is long) in a plain "
                    "colour with a soft shading gradient"),
     SyntheticClass(4, "stripes", "stuff", "horizontal stripes (period 12 px)"),
