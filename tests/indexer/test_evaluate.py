@@ -17,6 +17,7 @@ from PIL import Image
 
 from core.augment import IMAGENET_MEAN, IMAGENET_STD
 from core.checkpoint import file_sha256, load_model, save_checkpoint
+from core.synthetic import CLASSES
 from indexer.build import build_index
 from indexer.eval_cli import main as eval_main
 from indexer.evaluate import run_eval
@@ -42,7 +43,7 @@ def _by_hand(checkpoint: Path, root: Path, n: int) -> dict:
             s = torch.einsum("bdhw,kd->bkhw", z, F.normalize(model.grouping_k.slot_embed.weight, dim=1))
         preds.append(F.interpolate(s, size=(RES, RES), mode="bilinear", align_corners=False).argmax(1)[0].numpy())
         gts.append(np.asarray(lab))
-    return hungarian_scores(preds, gts, num_classes=8, num_clusters=8)
+    return hungarian_scores(preds, gts, num_classes=len(CLASSES), num_clusters=model.config.num_prototypes)
 
 
 def test_synthetic_protocol_matches_hand_pipeline(tiny_checkpoint, synthetic_root):
@@ -67,7 +68,7 @@ def test_baselines_and_storage_in_index(tmp_path, synthetic_root, make_tiny_mode
     km = run_eval(None, synthetic_root, "synthetic", resolution=RES, baseline="kmeans-rgb", limit=4,
                   index_dir=index, out=tmp_path / "km.json")  # fmt: skip
     assert rand["confusion"] != trained["confusion"]  # seed-0 init, not the seed-1 weights
-    assert km["baseline"] == "kmeans-rgb" and km["counts"]["num_clusters"] == 8
+    assert km["baseline"] == "kmeans-rgb" and km["counts"]["num_clusters"] == len(CLASSES)  # no checkpoint: K = classes
     assert json.loads((tmp_path / "km.json").read_text())["miou"] == km["miou"]
     with ConceptIndex.open(index) as ix:
         stored = ix.eval_results()
