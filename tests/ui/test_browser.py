@@ -99,6 +99,7 @@ def test_concepts_and_image_slots_in_chromium(ui_url: str, live_api: str, browse
     _settle(page)
     expect(page.get_by_text("Slot #").first).to_be_visible(timeout=60_000)
     assert page.get_by_text("nearest dataset segments").count() == 1
+    page.locator("[data-testid='stImage'] img").nth(2).wait_for(timeout=60_000)  # overlay, crops: drawn in turn
     assert page.locator("[data-testid='stImage'] img").count() >= 3
     page.screenshot(path=str(shots / "image_slots.png"), full_page=True)
 
