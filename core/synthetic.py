@@ -8,7 +8,7 @@ shape) does. Texture periods are 8-16 px at 128 px, so they survive the random r
 SlotCon trains on and are visible to a stride-16 feature map.
 
 Version 3 (the default) has six classes whose textures differ in *local edge direction*: horizontal,
-vertical, diagonal, none, curved, crossed. Every texture looks the same mirrored left-right (the
+vertical, diagonal, none, curved, zigzag. Every texture looks the same mirrored left-right (the
 diagonal class draws either diagonal), because SlotCon's views are flipped at random: a texture that
 changes under the flip is two textures to the grouping loss. Version 2's eight classes (dots, mottle
 and checker besides these) did not reach the demo's quality goal: isotropic or fine textures look
@@ -120,7 +120,7 @@ def _stuff_pattern(class_id: int, xx: np.ndarray, yy: np.ndarray, unit: float,
     """Returns the class texture as an (H, W) float map in [0, 1]; ``unit`` = pixels per 128-px pixel."""
     name = CLASSES[class_id].name
     if name == "stripes":
-        oy = rng.uniform(0, 64, size=2)[1] * unit  # random phase
+        oy = rng.uniform(0, 64, size=2)[1] * unit  # random phase (two draws, as in version 2)
         return (((yy + oy) / (12 * unit)) % 1.0 < 0.5).astype(np.float32)
     if name == "hatch":
         ox = rng.uniform(0, 64) * unit
