@@ -120,7 +120,7 @@ def _stuff_pattern(class_id: int, xx: np.ndarray, yy: np.ndarray, unit: float,
     """Returns the class texture as an (H, W) float map in [0, 1]; ``unit`` = pixels per 128-px pixel."""
     name = CLASSES[class_id].name
     if name == "stripes":
-        oy = rng.uniform(0, 64, size=2)[1] * unit  # random phase (two draws, as in version 2)
+        _, oy = rng.uniform(0, 64, size=2) * unit  # random phase (two draws, as in version 2)
         return (((yy + oy) / (12 * unit)) % 1.0 < 0.5).astype(np.float32)
     if name == "hatch":
         ox = rng.uniform(0, 64) * unit

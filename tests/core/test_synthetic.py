@@ -168,8 +168,8 @@ def test_hatch_draws_both_diagonals() -> None:
     unit = 1.0
     yy, xx = np.mgrid[0:64, 0:64].astype(np.float32) + 0.5
     hatch = next(c.id for c in CLASSES if c.name == "hatch")
-    rising = [synthetic._stuff_pattern(hatch, xx, yy, unit, rng) for _ in range(40)]
-    kinds = {bool((p[1:, :-1] == p[:-1, 1:]).all()) for p in rising}  # constant along (+1, -1)
+    patterns = [synthetic._stuff_pattern(hatch, xx, yy, unit, rng) for _ in range(40)]
+    kinds = {bool((p[1:, :-1] == p[:-1, 1:]).all()) for p in patterns}  # rising: constant along (+1, -1)
     assert kinds == {True, False}
 
 
