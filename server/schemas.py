@@ -249,6 +249,8 @@ class TrainOverrides(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     epochs: int | None = Field(None, ge=1, le=10_000)
+    total_steps: int | None = Field(None, ge=0, le=10_000_000)
+    budget_minutes: float | None = Field(None, ge=0, le=100_000)
     max_steps: int | None = Field(None, ge=0, le=10_000_000)
     batch_size: int | None = Field(None, ge=1, le=65_536)
     lr: float | None = Field(None, gt=0, le=100)
@@ -270,7 +272,7 @@ class TrainOverrides(BaseModel):
     group_loss_weight: float | None = Field(None, ge=0, le=1)
     optimizer: Literal["lars", "sgd"] | None = None
     lr_scaling: Literal["linear", "none"] | None = None
-    precision: Literal["fp32", "fp16", "bf16"] | None = None
+    precision: Literal["auto", "fp32", "fp16", "bf16"] | None = None
     device: Literal["auto", "cpu", "cuda"] | None = None
     fast_augment: bool | None = None
     workers: int | None = Field(None, ge=0, le=64)

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from core.model import SlotConConfig
+from trainer.precision import PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+#: Field metadata of values the trainer derives while it runs (recorded, never given as flags).
+DERIVED = {"derived": True}
 OPTIMIZERS = ("lars", "sgd")
 LR_SCALINGS = ("linear", "none")
 
@@ -53,9 +55,11 @@ class TrainConfig(SlotConConfig):
     final_lr: float = 1e-6
     teacher_momentum: float = 0.99  # m0 of the teacher schedule (SPEC §5)
     epochs: int = 800
-    max_steps: int = 0  # >0: cap the total number of steps (schedules still span all epochs)
+    total_steps: int = 0  # >0: the schedules span this many steps (at most epochs × steps per epoch)
+    budget_minutes: float = 0.0  # >0: time the first steps, then fix total_steps to end within this budget
+    max_steps: int = 0  # >0: cap the steps run (schedules still span the total: the run stops mid-schedule)
     # precision and speed
-    precision: str = "fp16"
+    precision: str = "auto"  # auto: bf16 where the hardware computes it natively (trainer.precision)
     channels_last: bool = False
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda
@@ -71,6 +75,10 @@ class TrainConfig(SlotConConfig):
     auto_resume: bool = False
     init_from: str = ""  # our or a release full checkpoint: initialise weights only
     progress: str = "auto"  # auto (tqdm on a terminal) | bar | log
+    log_seconds: float = 10.0  # also log a step when this long has passed since the last line
+    # derived while running, recorded in config.yaml and the checkpoints
+    precision_reason: str = field(default="", metadata=DERIVED)  # what --precision auto resolved to, and why
+    schedule_fixed_at: int = field(default=0, metadata=DERIVED)  # steps run before the budget fixed total_steps
 
     def model_config(self) -> SlotConConfig:
         """Returns the :class:`SlotConConfig` part of this config."""
@@ -88,6 +96,10 @@ class TrainConfig(SlotConConfig):
                 raise ValueError(f"{name}={getattr(self, name)!r}; choose one of {', '.join(choices)}")
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError("batch_size and epochs must be >= 1")
+        if self.total_steps < 0 or self.budget_minutes < 0 or self.max_steps < 0:
+            raise ValueError("total_steps, budget_minutes and max_steps must be >= 0")
+        if self.budget_minutes > 0 and self.total_steps > 0 and self.schedule_fixed_at == 0:
+            raise ValueError("give --budget-minutes or --total-steps, not both (the budget fixes total_steps)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (written to config.yaml and checkpoints)."""
@@ -104,7 +116,7 @@ class TrainConfig(SlotConConfig):
 
 
 _R50_COCO: dict[str, Any] = dict(arch="resnet50", num_prototypes=256, batch_size=512, optimizer="lars", lr=1.0,
-                                 weight_decay=1e-5, warmup_epochs=5, epochs=800, precision="fp16")
+                                 weight_decay=1e-5, warmup_epochs=5, epochs=800, precision="auto")
 
 #: name → field overrides on top of the dataclass defaults.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -119,7 +131,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         image_size=96, min_scale=0.2, dim_hidden=512, dim_out=128, num_prototypes=6, batch_size=64,
         optimizer="lars", lr=2.0, lr_scaling="none", warmup_epochs=1, epochs=26, teacher_momentum=0.95,
         teacher_temp=0.04,
-        precision="bf16", channels_last=True, device="cpu", workers=1, pin_memory=False, threads=2,
+        precision="auto", channels_last=True, device="cpu", workers=1, pin_memory=False, threads=2,
         log_every=5, save_every=10, save_minutes=2.0,
     ),
     "coco-r50-800ep": dict(_R50_COCO, data="data/coco", output_dir="runs/coco-r50-800ep"),
@@ -152,6 +164,8 @@ def get_args_parser(prog: str = "slotcon train") -> argparse.ArgumentParser:
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     defaults = TrainConfig()
     for f in fields(TrainConfig):
+        if f.metadata.get("derived"):
+            continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         if isinstance(default, bool):
@@ -185,4 +199,4 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
 
 def save_config_yaml(cfg: TrainConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (sorted keys)."""
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=True))
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=True, allow_unicode=True))

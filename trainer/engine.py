@@ -7,6 +7,7 @@ fp16) → optimiser step → ``update_center``. Only rank 0 logs and writes; sto
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -30,12 +31,17 @@ from trainer.config import TrainConfig, save_config_yaml
 from trainer.data import DataError, build_loader
 from trainer.lars import LARS
 from trainer.metrics import MetricsWriter
-from trainer.schedules import lr_schedule, teacher_momentum_schedule
+from trainer.precision import resolve_precision
+from trainer.schedules import run_schedules
 
 logger = logging.getLogger("trainer")
 
 EXIT_OK, EXIT_DATA, EXIT_NONFINITE = 0, 2, 3
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: Budgeted runs: untimed steps first (loader and allocator warm-up), then steps timed until both bounds hold.
+BUDGET_WARMUP_STEPS, BUDGET_MIN_TIMED_STEPS, BUDGET_MIN_TIMED_S, BUDGET_MAX_TIMED_STEPS = 2, 5, 10.0, 50
+#: Seconds kept back for the final checkpoints, and the share of the rest that the plan uses.
+BUDGET_RESERVE_S, BUDGET_SAFETY = 5.0, 0.97
 
 
 class TrainingError(RuntimeError):
@@ -75,11 +81,16 @@ class Trainer:
     """Builds model, optimiser, data and schedules from a :class:`TrainConfig`; :meth:`run` trains."""
 
     def __init__(self, cfg: TrainConfig) -> None:
-        self.cfg = cfg
+        self.clock_start = time.perf_counter()  # the budget counts from here
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.device, self.local_rank = init_distributed(cfg.device)
         self.rank, self.world = get_rank(), get_world_size()
+        precision, reason = resolve_precision(cfg.precision, self.device)
+        if cfg.precision == "auto" or not cfg.precision_reason:
+            cfg = dataclasses.replace(cfg, precision=precision, precision_reason=reason)
+        self.cfg = cfg
+        logger.info("precision %s", cfg.precision_reason)
         self.out = Path(cfg.output_dir)
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -87,11 +98,6 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.loader, self.sampler = build_loader(cfg, self.world, self.rank)
         self.steps_per_epoch = self.sampler.batches_per_epoch()
-        self.total_steps = cfg.epochs * self.steps_per_epoch
-        self.stop_step = min(self.total_steps, cfg.max_steps) if cfg.max_steps > 0 else self.total_steps
-        warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
-        self.lrs = lr_schedule(cfg.scaled_lr(), self.total_steps, warmup, cfg.final_lr, cfg.warmup_multiplier)
-        self.moms = teacher_momentum_schedule(cfg.teacher_momentum, self.total_steps)
 
         self.model = SlotCon(cfg.model_config())
         if cfg.init_from:
@@ -108,7 +114,9 @@ class Trainer:
         if resume:
             state = load_training_state(resume, self.model, self.optimizer, self.scaler)
             self.step = state["step"] if state["step"] is not None else state["epoch"] * self.steps_per_epoch
+            self._adopt_budget(state["train_config"])
         self.epoch = self.step // self.steps_per_epoch
+        self._set_schedules()
         if self.world > 1 and self.device.type == "cuda":
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         if cfg.compile:
@@ -121,6 +129,62 @@ class Trainer:
         self.stop_signal: int | None = None
         self.metrics = MetricsWriter(self.out / "metrics.jsonl" if self.rank == 0 else None, self.stop_step,
                                      cfg.epochs, cfg.progress, start_step=self.step)
+
+    # -- schedules and the time budget ----------------------------------------------------------
+    @property
+    def budget_pending(self) -> bool:
+        """True while a ``--budget-minutes`` run has not fixed its total number of steps yet."""
+        return self.cfg.budget_minutes > 0 and self.cfg.schedule_fixed_at == 0
+
+    def _adopt_budget(self, saved: dict | None) -> None:
+        """A budgeted run resumed from a checkpoint keeps the total that its first process fixed."""
+        if not self.budget_pending or not saved or int(saved.get("schedule_fixed_at") or 0) <= 0:
+            return
+        self.cfg = dataclasses.replace(self.cfg, total_steps=int(saved["total_steps"]),
+                                       schedule_fixed_at=int(saved["schedule_fixed_at"]))
+        logger.info("budget: resuming the schedules of %d steps fixed at step %d", self.cfg.total_steps,
+                    self.cfg.schedule_fixed_at)
+        if self.rank == 0:
+            save_config_yaml(self.cfg, self.out / "config.yaml")
+
+    def _set_schedules(self) -> None:
+        """(Re)computes the lr and momentum arrays, the total and the stop step from the config."""
+        cfg = self.cfg
+        full = cfg.epochs * self.steps_per_epoch
+        total = full if self.budget_pending or cfg.total_steps <= 0 else min(cfg.total_steps, full)
+        self.total_steps = total
+        self.stop_step = min(total, cfg.max_steps) if cfg.max_steps > 0 else total
+        warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
+        self.lrs, self.moms = run_schedules(cfg.scaled_lr(), warmup, cfg.final_lr, cfg.warmup_multiplier,
+                                            cfg.teacher_momentum, total, provisional_steps=full,
+                                            fixed_at=cfg.schedule_fixed_at)
+
+    def _fix_budget(self, step_seconds: float) -> None:
+        """Fixes ``total_steps`` so that the run ends within ``budget_minutes`` at ``step_seconds`` per step."""
+        cfg = self.cfg
+        if is_distributed():  # every rank takes the slowest rank's time, so all agree on the total
+            t = torch.tensor([step_seconds], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            step_seconds = float(t.item())
+        elapsed = time.perf_counter() - self.clock_start
+        remaining = 60 * cfg.budget_minutes - elapsed - BUDGET_RESERVE_S
+        fit = self.step + max(int(BUDGET_SAFETY * remaining / step_seconds), 0)
+        full = cfg.epochs * self.steps_per_epoch
+        total = min(fit, full)
+        self.cfg = dataclasses.replace(cfg, total_steps=total, schedule_fixed_at=self.step)
+        self._set_schedules()
+        self.metrics.set_total(self.stop_step)
+        why = "the preset's epochs" if total == full else "the budget"
+        logger.info("budget %.1f min: %.3f s/step measured → %d steps in total (%.1f epochs; capped by %s), "
+                    "training should end in %.1f min; schedules fixed for that total", cfg.budget_minutes,
+                    step_seconds, total, total / self.steps_per_epoch, why,
+                    (elapsed + (total - self.step) * step_seconds) / 60)
+        self.metrics.note("budget", step=self.step, step_seconds=step_seconds, remaining_s=remaining,
+                          total_steps=total, full_steps=full, budget_minutes=cfg.budget_minutes)
+        if self.rank == 0:
+            save_config_yaml(self.cfg, self.out / "config.yaml")
+        if total < int(round(cfg.warmup_epochs * self.steps_per_epoch)):
+            logger.warning("the budget leaves fewer steps than the lr warm-up: the cosine part is skipped")
 
     # -- checkpoints --------------------------------------------------------------------------------
     def save(self, name: str) -> Path | None:
@@ -139,12 +203,13 @@ class Trainer:
             raise KeyboardInterrupt
         self.stop_signal = signum
 
-    def _agree(self, stop: bool, nonfinite: bool) -> tuple[bool, bool]:
+    def _agree(self, *flags: bool) -> tuple[bool, ...]:
+        """Each flag becomes true on every rank when it is true on any (one tiny all-reduce)."""
         if not is_distributed():
-            return stop, nonfinite
-        flags = torch.tensor([float(stop), float(nonfinite)], device=self.device)
-        dist.all_reduce(flags)
-        return bool(flags[0] > 0), bool(flags[1] > 0)
+            return flags
+        t = torch.tensor([float(f) for f in flags], device=self.device)
+        dist.all_reduce(t)
+        return tuple(bool(v > 0) for v in t.tolist())
 
     # -- the loop -----------------------------------------------------------------------------------
     def _to_device(self, batch):  # noqa: ANN001, ANN202
@@ -189,14 +254,28 @@ class Trainer:
             "active_slots": active, "batch_dead": dead,
         })
 
+    def _timed_enough(self, probe: dict[str, float], now: float) -> bool:
+        """Times the steps after the untimed warm-up ones; True once enough were timed to fix the budget."""
+        if "start" not in probe:
+            probe["warm"] = probe.get("warm", 0) + 1
+            if probe["warm"] >= BUDGET_WARMUP_STEPS:
+                probe.update(start=now, step=self.step)
+            return False
+        probe.update(timed=self.step - probe["step"], seconds=now - probe["start"])
+        return (probe["timed"] >= BUDGET_MIN_TIMED_STEPS and probe["seconds"] >= BUDGET_MIN_TIMED_S) \
+            or probe["timed"] >= BUDGET_MAX_TIMED_STEPS
+
     def run(self) -> int:
         """Train until the last step, a stop request or a failure; returns the process exit code."""
         cfg = self.cfg
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        start = last_save = time.perf_counter()
-        logger.info("training %d steps (%d epochs × %d), step %d → %d, batch %d on %d × %s, %s",
-                    self.total_steps, cfg.epochs, self.steps_per_epoch, self.step, self.stop_step,
-                    cfg.batch_size, self.world, self.device, cfg.precision)
+        start = last_save = last_log = time.perf_counter()
+        plan = (f"time budget {cfg.budget_minutes:g} min: timing the first steps, then fixing the total"
+                if self.budget_pending else f"{self.total_steps} steps")
+        logger.info("training %s (%d epochs × %d steps at most), step %d → %d, batch %d on %d × %s, %s",
+                    plan, cfg.epochs, self.steps_per_epoch, self.step, self.stop_step, cfg.batch_size, self.world,
+                    self.device, cfg.precision)
+        probe: dict[str, float] = {}
         self.net.train()
         try:
             while self.step < self.stop_step:
@@ -218,15 +297,21 @@ class Trainer:
                     out = self.train_step(batch)
                     self.step += 1
                     window["steps"] += 1
+                    now = time.perf_counter()
+                    timed = self.budget_pending and self._timed_enough(probe, now)
                     nonfinite = not bool(torch.isfinite(out["loss"].detach()))
-                    over_time = cfg.max_minutes > 0 and time.perf_counter() - start > 60 * cfg.max_minutes
-                    stop, nonfinite = self._agree(self.stop_signal is not None or over_time, nonfinite)
+                    over_time = cfg.max_minutes > 0 and now - start > 60 * cfg.max_minutes
+                    stop, nonfinite, timed = self._agree(self.stop_signal is not None or over_time, nonfinite, timed)
+                    if timed:
+                        self._fix_budget(probe["seconds"] / max(probe["timed"], 1))
                     if nonfinite:
                         raise TrainingError(f"non-finite loss at step {self.step} (epoch {self.epoch}); "
                                             "stopping, the last good checkpoint is kept", EXIT_NONFINITE)
-                    if self.step % cfg.log_every == 0 or self.step == self.stop_step or stop:
+                    due = self.step % cfg.log_every == 0 or now - last_log >= cfg.log_seconds
+                    if due or self.step >= self.stop_step or stop:
                         self._log(out, window)
                         window = {"start": time.perf_counter(), "steps": 0, "wait": 0.0}
+                        last_log = now
                     if stop:
                         path = self.save("current.pth")
                         why = f"signal {signal.Signals(self.stop_signal).name}" if self.stop_signal else "max-minutes"
@@ -245,8 +330,12 @@ class Trainer:
                         last_save = time.perf_counter()
             self.save("current.pth")
             final = self.save("final.pth")
+            seconds = time.perf_counter() - self.clock_start
             self.metrics.event("finished", step=self.step, checkpoint=str(final) if final else None,
                                seconds=round(time.perf_counter() - start, 1))
+            if cfg.budget_minutes > 0:
+                logger.info("budget %.1f min: finished %d steps in %.1f min", cfg.budget_minutes, self.step,
+                            seconds / 60)
             return EXIT_OK
         except TrainingError as e:
             logger.error("%s", e)

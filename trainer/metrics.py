@@ -81,6 +81,18 @@ class MetricsWriter:
                         record["active_slots"], record["batch_dead"],
                         f"{eta:.0f}s" if eta is not None else "?")
 
+    def set_total(self, total_steps: int) -> None:
+        """Changes the total that ETAs and the bar count towards (a time budget fixed it)."""
+        self.total_steps = total_steps
+        if self.bar is not None:
+            self.bar.total = total_steps
+            self.bar.refresh()
+
+    def note(self, event: str, **fields: Any) -> None:
+        """Write an event line that does not end the run (e.g. ``budget``: the total a time budget fixed)."""
+        self._write({"event": event, "time": time.time(), "elapsed_s": round(time.time() - self.start_time, 3),
+                     **fields})
+
     def event(self, event: str, **fields: Any) -> None:
         """Write the final event line (``finished``, ``stopped`` or ``failed``) and close the bar."""
         if self.bar is not None:

@@ -19,6 +19,11 @@ class _Tail:
     inode: int = -1
     rows: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: The events that end a run; other event lines (``budget``: the total a time budget fixed) are notes.
+LIFECYCLE_EVENTS = frozenset({"finished", "stopped", "failed"})
 
 
 class MetricsReader:
@@ -26,7 +31,7 @@ class MetricsReader:
     the last one (a partial last line waits for its newline). Thread-safe.
 
     Rows with a ``step`` are metrics; rows with an ``event`` (``finished``/``stopped``/``failed``) are
-    lifecycle events.
+    lifecycle events; other ``event`` rows are notes.
     """
 
     def __init__(self) -> None:
@@ -65,8 +70,10 @@ class MetricsReader:
             return
         if not isinstance(obj, dict):
             return
-        if "event" in obj:
+        if obj.get("event") in LIFECYCLE_EVENTS:
             tail.events.append(obj)
+        elif "event" in obj:
+            tail.notes.append(obj)
         elif "step" in obj:
             tail.rows.append(obj)
 

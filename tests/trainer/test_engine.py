@@ -155,7 +155,7 @@ def test_config_resolution_order(tmp_path: Path) -> None:
     args = get_args_parser().parse_args(["--preset", "coco-r50-800ep", "--config", str(yml), "--lr", "0.25"])
     cfg = resolve_config(args)
     assert (cfg.arch, cfg.batch_size, cfg.lr, cfg.num_prototypes, cfg.precision) == \
-        ("resnet50", 16, 0.25, 4, "fp16")
+        ("resnet50", 16, 0.25, 4, "auto")
     assert cfg.scaled_lr() == pytest.approx(0.25 * 16 / 256)
     imagenet = resolve_config(get_args_parser().parse_args(["--preset", "imagenet-r50-100ep"]))
     assert imagenet.num_prototypes == 2048 and imagenet.epochs == 100

@@ -14,7 +14,8 @@ from ui.app_pages.training import PRESETS as UI_PRESETS
 def test_training_form_defaults_match_the_trainer(name: str) -> None:
     cfg = resolve_config(argparse.Namespace(preset=name, config=None))
     assert UI_PRESETS[name] == {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                                "num_prototypes": cfg.num_prototypes}
+                                "num_prototypes": cfg.num_prototypes, "precision": cfg.precision,
+                                "budget_minutes": cfg.budget_minutes}
 
 
 def test_every_trainer_preset_is_offered() -> None:

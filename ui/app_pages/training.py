@@ -14,11 +14,15 @@ from ui.views.training_live import training_live
 #: The presets' main options as the trainer defines them (``python -m trainer --preset P --print-config``);
 #: a copy, since the UI does not import the trainer (tests/ui/test_presets.py keeps the two in step).
 PRESETS = {
-    "cpu-demo": dict(epochs=26, batch_size=64, lr=2.0, num_prototypes=6),
-    "coco-r50-800ep": dict(epochs=800, batch_size=512, lr=1.0, num_prototypes=256),
-    "cocoplus-r50-800ep": dict(epochs=800, batch_size=512, lr=1.0, num_prototypes=256),
-    "imagenet-r50-100ep": dict(epochs=100, batch_size=512, lr=1.0, num_prototypes=2048),
+    "cpu-demo": dict(epochs=26, batch_size=64, lr=2.0, num_prototypes=6, precision="auto", budget_minutes=0.0),
+    "coco-r50-800ep": dict(epochs=800, batch_size=512, lr=1.0, num_prototypes=256, precision="auto",
+                           budget_minutes=0.0),
+    "cocoplus-r50-800ep": dict(epochs=800, batch_size=512, lr=1.0, num_prototypes=256, precision="auto",
+                               budget_minutes=0.0),
+    "imagenet-r50-100ep": dict(epochs=100, batch_size=512, lr=1.0, num_prototypes=2048, precision="auto",
+                               budget_minutes=0.0),
 }
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def start_form() -> None:
@@ -28,15 +32,23 @@ def start_form() -> None:
         preset = c1.selectbox("Preset", list(PRESETS), key="train_preset")
         name = c2.text_input("Run name", placeholder="defaults to the preset and a timestamp")
         d = PRESETS[preset]
-        c = st.columns(5)
+        c = st.columns(4)
         epochs = c[0].number_input("Epochs", 1, 2000, d["epochs"])
         batch = c[1].number_input("Batch size", 2, 8192, d["batch_size"])
         lr = c[2].number_input("Base LR", 0.0, 100.0, float(d["lr"]), format="%.4f")
         k = c[3].number_input("Prototypes (K)", 2, 65536, d["num_prototypes"])
-        minutes = c[4].number_input("Max minutes (0 = none)", 0, 100000, 0)
+        c = st.columns(3)
+        precision = c[0].selectbox("Precision", PRECISIONS, index=PRECISIONS.index(d["precision"]),
+                                   help="auto: bf16 where the hardware computes it natively (CUDA, AVX-512 BF16 or "
+                                        "AMX CPUs), fp16 on older GPUs, fp32 elsewhere")
+        budget = c[1].number_input("Time budget, minutes (0 = none)", 0.0, 100000.0, float(d["budget_minutes"]),
+                                   help="the trainer times its first steps and fits the whole schedule (warm-up, "
+                                        "cosine lr, teacher momentum) into this many minutes, at most the epochs")
+        minutes = c[2].number_input("Stop after minutes (0 = never)", 0, 100000, 0,
+                                    help="a hard stop that saves current.pth, mid-schedule")
         if st.form_submit_button("Start training", type="primary"):
             overrides = {"epochs": int(epochs), "batch_size": int(batch), "lr": float(lr),
-                         "num_prototypes": int(k)}
+                         "num_prototypes": int(k), "precision": precision, "budget_minutes": float(budget)}
             if minutes:
                 overrides["max_minutes"] = int(minutes)
             body = {"preset": preset, "overrides": overrides}
