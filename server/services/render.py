@@ -62,15 +62,16 @@ def indexed_view(img: Image.Image, resize: int, crop: int) -> Image.Image:
 
 
 def outline_box(img: Image.Image, box: tuple[int, int, int, int] | list[int], color=BOX_COLOR) -> Image.Image:
-    """A copy of ``img`` with the (x, y, w, h) box outlined (a 2-pixel frame, dark then light, visible on
-    any image); the image itself when the box is the whole image."""
+    """A copy of ``img`` with the (x, y, w, h) box outlined just outside it (a light line, then a dark one,
+    visible on any image; no pixel of the box is painted over); the image itself when the box is the whole
+    image."""
     x, y, w, h = (int(v) for v in box)
     if (x, y, w, h) == (0, 0, img.width, img.height):
         return img
     out = img.convert("RGB")  # a copy
     draw = ImageDraw.Draw(out)
-    draw.rectangle([x - 1, y - 1, x + w, y + h], outline=(0, 0, 0))
-    draw.rectangle([x, y, x + w - 1, y + h - 1], outline=tuple(color))
+    draw.rectangle([x - 2, y - 2, x + w + 1, y + h + 1], outline=(0, 0, 0))
+    draw.rectangle([x - 1, y - 1, x + w, y + h], outline=tuple(color))
     return out
 
 
