@@ -8,8 +8,9 @@ Layouts recognised by :func:`find_images` (``base = root/split`` when a split is
 - **folder**: anything else: every image under ``base``, recursively. With no split, a folder is
   always searched recursively (symlinked folders followed), except that directories holding labels
   or annotations (``annotations``, ``labels``, ``stuffthingmaps*``) and hidden directories are
-  skipped. So a COCO root without a split yields the images of *all* its split folders (the COCO+
-  recipe: ``train2017`` + ``unlabeled2017``); the folders used are logged.
+  skipped. So a COCO root without a split yields the images of *all* its split folders, val2017 and
+  test2017 included (the folders used are logged); the trainer therefore names its splits (COCO+ is
+  ``train2017`` and ``unlabeled2017``, each read with its own split) and refuses a split-less COCO root.
 
 Image files are recognised by extension (case-insensitive): see :data:`IMAGE_EXTENSIONS`. Results
 are sorted by their path relative to ``base``, so they are the same on every machine.

@@ -299,7 +299,8 @@ class TrainOverrides(BaseModel):
 
 class TrainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    preset: Literal["cpu-demo", "coco-r50-800ep", "cocoplus-r50-800ep", "imagenet-r50-100ep"] = "cpu-demo"
+    preset: Literal["cpu-demo", "coco-r50-800ep", "cocoplus-r50-800ep", "imagenet-r50-100ep",
+                    "imagenet-r50-200ep"] = "cpu-demo"
     overrides: TrainOverrides = Field(default_factory=TrainOverrides)
     name: Name | None = Field(None, description="run name; output goes to <runs_dir>/<name>")
     resume: bool = Field(False, description="continue the existing run <name> from its last checkpoint")
