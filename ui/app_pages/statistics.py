@@ -38,7 +38,7 @@ def render() -> None:
                "*dead* when it is active on no image. The paper: 40 of 256 dead on COCO val2017 (App. D); its "
                "\"about 7 active slots per image\" (Fig. 4) is measured on training crops during pretraining, "
                "not on val2017, so compare it with the training page's active slots per view, not with this "
-               "number (whole 224² centre crops of val2017 images).")
+               "number (counted on the centre crops of the indexed images).")
 
     st.subheader("Dead prototypes")
     if dead:
