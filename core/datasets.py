@@ -8,8 +8,9 @@ Layouts recognised by :func:`find_images` (``base = root/split`` when a split is
 - **folder**: anything else: every image under ``base``, recursively. With no split, a folder is
   always searched recursively (symlinked folders followed), except that directories holding labels
   or annotations (``annotations``, ``labels``, ``stuffthingmaps*``) and hidden directories are
-  skipped. So a COCO root without a split yields the images of *all* its split folders (the COCO+
-  recipe: ``train2017`` + ``unlabeled2017``); the folders used are logged.
+  skipped. So a COCO root without a split yields the images of *all* its split folders, val2017 and
+  test2017 included (the folders used are logged); the trainer therefore names its splits (COCO+ is
+  ``train2017`` and ``unlabeled2017``, each read with its own split) and refuses a split-less COCO root.
 
 Image files are recognised by extension (case-insensitive): see :data:`IMAGE_EXTENSIONS`. Results
 are sorted by their path relative to ``base``, so they are the same on every machine.
@@ -152,9 +153,12 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def load_rgb(path_or_file: str | os.PathLike | IO[bytes]) -> Image.Image:
-    """Returns the image as a decoded 8-bit RGB PIL image with its EXIF orientation applied.
+def load_rgb(path_or_file: str | os.PathLike | IO[bytes], *, upright: bool = False) -> Image.Image:
+    """Returns the image as a decoded 8-bit RGB PIL image.
 
+    ``upright=False`` (datasets, the index, evaluation) keeps the stored pixel frame: COCO's annotations
+    and COCO-Stuff's label maps are in that frame, and the release and PiCIE never apply EXIF orientation.
+    ``upright=True`` (uploads) applies the EXIF orientation, so a photo is the way up its owner sees it.
     Handles palette, 1-bit, grey, 16-bit, CMYK, YCbCr and alpha (composited on white) images.
     Raises :class:`ImageReadError` naming the file when it cannot be opened or decoded.
     """
@@ -163,7 +167,8 @@ def load_rgb(path_or_file: str | os.PathLike | IO[bytes]) -> Image.Image:
     try:
         with Image.open(path_or_file) as img:
             img.load()
-            img = ImageOps.exif_transpose(img) or img
+            if upright:
+                img = ImageOps.exif_transpose(img) or img
             return _to_rgb(img)
     except ImageReadError:
         raise
@@ -175,7 +180,8 @@ def load_rgb(path_or_file: str | os.PathLike | IO[bytes]) -> Image.Image:
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Images from a list of paths; item ``i`` is ``(transform(load_rgb(paths[i])), i)``.
+    """Images from a list of paths; item ``i`` is ``(transform(load_rgb(paths[i])), i)`` (stored pixel frame,
+    as the release reads them).
 
     An unreadable file raises :class:`ImageReadError`; with ``skip_unreadable=True`` a warning is
     logged instead and the next readable image (wrapping around) is returned with *its* index.

@@ -57,7 +57,9 @@ class Segments:
     """The segments of one image: pixels sharing a prototype at feature resolution.
 
     prototypes (S,) int64 sorted ascending; vectors (S, D) L2-normalised means of the segment's
-    normalised projections; scores (S,) cosine of each vector to its prototype; areas (S,) pixel counts.
+    normalised projections (the embedding for similarity search); scores (S,) the release's concept score
+    ``ŝ_k · mean(ẑ)`` (SPEC §7: the mean of the pixels' cosines to the prototype; the mean is *not*
+    re-normalised, so a segment whose pixels disagree scores lower); areas (S,) pixel counts.
     """
 
     prototypes: torch.Tensor
@@ -70,16 +72,17 @@ def image_segments(z_norm: torch.Tensor, labels: torch.Tensor, prototypes: torch
     """Pool one image's normalised projections per assigned prototype.
 
     z_norm: (D, h, w) normalised projections; labels: (h, w) prototype ids; prototypes: (K, D) table.
-    Returns :class:`Segments` with one row per distinct prototype in ``labels``.
+    Returns :class:`Segments` with one row per distinct prototype in ``labels``; ``scores`` rank a
+    prototype's segments as the release's ``viz_slots.py`` does (``prepare_knn``).
     """
     d = z_norm.shape[0]
     flat = labels.flatten()  # (hw,)
     ids, inverse, counts = torch.unique(flat, return_inverse=True, return_counts=True)
     sums = torch.zeros(len(ids), d, dtype=z_norm.dtype, device=z_norm.device)
     sums.index_add_(0, inverse, z_norm.flatten(1).t())  # (S, D)
-    vectors = F.normalize(sums / counts.unsqueeze(1).to(sums.dtype), dim=1)
-    protos = F.normalize(prototypes.to(vectors.dtype), dim=1)[ids]  # (S, D)
-    return Segments(ids, vectors, (vectors * protos).sum(1), counts)
+    means = sums / counts.unsqueeze(1).to(sums.dtype)  # (S, D), norm <= 1
+    protos = F.normalize(prototypes.to(means.dtype), dim=1)[ids]  # (S, D)
+    return Segments(ids, F.normalize(means, dim=1), (means * protos).sum(1), counts)
 
 
 def active_prototypes(scores: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,9 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from core.distributed import all_gather_cat, all_reduce_sum, get_rank
+from core.distributed import all_gather_cat, all_reduce_sum, get_rank, is_distributed
 
 
 def group_loss(
@@ -43,6 +44,19 @@ def presence_mask(dots: torch.Tensor) -> torch.Tensor:
     return present.scatter_(1, winners, True)
 
 
+def _zero_through(predictor: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | float:
+    """A zero that depends on every parameter of ``predictor`` (0.0 when it has none): a loss built on it
+    gives each parameter a (zero) gradient, so DDP reduces the same buckets on every rank."""
+    params = list(predictor.parameters()) if isinstance(predictor, nn.Module) else []
+    return torch.stack([p.sum() for p in params]).sum() * 0.0 if params else 0.0
+
+
+def _synchronises(predictor: Callable[[torch.Tensor], torch.Tensor]) -> bool:
+    """True when ``predictor`` holds SyncBatchNorm layers that gather statistics from every rank."""
+    return is_distributed() and isinstance(predictor, nn.Module) and any(
+        isinstance(m, nn.SyncBatchNorm) for m in predictor.modules())
+
+
 def slot_contrastive_loss(
     student_slots: torch.Tensor,
     teacher_slots: torch.Tensor,
@@ -58,6 +72,15 @@ def slot_contrastive_loss(
     Queries are student slots present in the student's view a and the teacher's view b, passed through
     ``predictor`` and normalised; keys are normalised teacher slots present in view b from every rank.
     The positive of query (i, k) is key (i, k). Returns the scalar CE(q·kᵀ/τ) · 2τ.
+
+    With too few queries (possible only with collapsed or very few prototypes) the release fails: the
+    cross-entropy over zero rows is NaN and the predictor's BatchNorm1d raises on one row in training. Here
+    the loss is then zero, and it stays safe under DDP: the zero depends on every predictor parameter (each
+    gets a gradient, so DDP reduces the same buckets on every rank), and the query counts travel with the
+    key masks (no extra collective), so every rank knows them. A predictor with SyncBatchNorm (GPU DDP) runs
+    on every rank, on an empty input where a rank has no query (it still joins the statistics' collectives,
+    with zero count), unless the whole world has fewer than two queries, when no rank runs it; a predictor
+    with per-rank BatchNorm runs where its rank has two queries or more.
     """
     b, k, d = student_slots.shape
     n_local = b * k
@@ -66,16 +89,24 @@ def slot_contrastive_loss(
     idx_q = (mask_q & mask_k).nonzero().squeeze(-1)  # (Nq,)
 
     keys = F.normalize(teacher_slots.reshape(n_local, d), dim=1)  # (BK, D)
-    mask_k_all = all_gather_cat(mask_k.to(torch.long))  # (world·BK,)
+    count = torch.tensor([idx_q.numel()], dtype=torch.long, device=mask_k.device)
+    gathered = all_gather_cat(torch.cat([mask_k.to(torch.long), count])).view(-1, n_local + 1)  # (world, BK+1)
+    mask_k_all = gathered[:, :n_local].flatten()  # (world·BK,)
+    total_queries = int(gathered[:, n_local].sum())
     keys_all = all_gather_cat(keys)[mask_k_all.bool()]  # (Nk, D)
 
-    if idx_q.numel() < 2:
-        # At most one prototype is present in both views of any image (possible only with collapsed or
-        # very few prototypes). The release then fails: cross-entropy over zero rows is NaN, and the
-        # predictor's BatchNorm1d raises on a single row in training. A zero loss that keeps the graph
-        # lets the step go on; the grouping loss still trains.
-        return student_slots.sum() * 0.0
-    queries = F.normalize(predictor(student_slots.reshape(n_local, d)[idx_q]), dim=1)  # (Nq, D)
+    zero = student_slots.sum() * 0.0 + _zero_through(predictor)
+    if _synchronises(predictor):
+        if total_queries < 2:
+            return zero
+        predicted = predictor(student_slots.reshape(n_local, d)[idx_q])  # (Nq, D), Nq may be 0 here
+        if idx_q.numel() == 0:
+            return zero + predicted.sum() * 0.0
+    else:
+        if idx_q.numel() < 2:
+            return zero
+        predicted = predictor(student_slots.reshape(n_local, d)[idx_q])  # (Nq, D)
+    queries = F.normalize(predicted, dim=1)  # (Nq, D)
     logits = queries @ keys_all.t() / tau  # (Nq, Nk)
     labels = mask_k_all.cumsum(0)[idx_q + n_local * get_rank()] - 1  # (Nq,)
     return F.cross_entropy(logits, labels) * (2 * tau)

@@ -114,7 +114,10 @@ class SlotCon(nn.Module):
         Returns ``loss`` = λ·Group + (1−λ)·Slot (differentiable), the detached terms ``loss_group``
         and ``loss_slot`` (each the sum of its two symmetric terms), ``center_batch`` (1, K) for
         :meth:`update_center`, and for logging ``active_slots`` (mean prototypes present per image
-        in the teacher's views) and ``batch_dead`` (prototypes present in no teacher view).
+        in the teacher's views: per training crop, as the paper's Fig. 4 counts them), ``batch_dead``
+        (prototypes present in no teacher view) and ``positive_pairs`` (mean per image and direction of the
+        slots present in the student's view a and the teacher's view b: the positive pairs of Eq. 6, the
+        paper's 3.6 on a converged COCO model, App. D).
         """
         cfg = self.config
         x1 = self.projector_q(self.encoder_q(crops[0]))  # (B, D, h, w)
@@ -144,11 +147,14 @@ class SlotCon(nn.Module):
         loss = lam * loss_group + (1.0 - lam) * loss_slot
 
         with torch.no_grad():
-            present1 = presence_mask(sk1)  # (B, K)
-            present = present1 | presence_mask(sk2)
+            present1, present2 = presence_mask(sk1), presence_mask(sk2)  # (B, K) teacher views
+            present = present1 | present2
+            # Eq. 6's positive pairs: slots present in the student's view a and the teacher's view b
+            pairs = (presence_mask(sq1) & present2).sum(1) + (presence_mask(sq2) & present1).sum(1)  # (B,)
             stats = {
                 "center_batch": batch_center(sk1, sk2),
                 "active_slots": present1.sum(1).float().mean(),
                 "batch_dead": (~present.any(0)).sum().float(),
+                "positive_pairs": pairs.float().mean() / 2,
             }
         return {"loss": loss, "loss_group": loss_group.detach(), "loss_slot": loss_slot.detach(), **stats}

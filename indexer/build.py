@@ -30,15 +30,13 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
-from core.augment import eval_transform
 from core.checkpoint import file_sha256, load_model
 from core.datasets import find_images, load_rgb
 from core.distributed import get_rank, get_world_size, is_distributed
-from core.inference import teacher_outputs
 from indexer import schema
 from indexer.labels import LabelProtocol, LabelSizeError, detect_protocol
 from indexer.progress import Progress, write_json_atomic
-from indexer.segments import crop_box, segment_image
+from indexer.segments import model_input, segment_batch
 from indexer.shards import ShardWriter, merge_shards, merged_label_counts
 from indexer.stats import compute_stats, fill_prototypes, store_stats
 from indexer.vectors import faiss_spec
@@ -62,13 +60,14 @@ def resolve_images(data_root: str | os.PathLike, split: str | None) -> tuple[Pat
 
 
 class _ImageSet(Dataset):
-    """Decodes and preprocesses images (and loads labels); failures are returned, not raised."""
+    """Decodes images in their stored pixel frame (the frame of COCO's annotations and label maps: no EXIF
+    orientation, as the release and PiCIE read them), prepares the model input (``indexer.segments``) and
+    loads labels; failures are returned, not raised."""
 
     def __init__(self, items: list[tuple[int, Path]], root: Path, resize: int, crop: int,
                  protocol: LabelProtocol | None) -> None:
         self.items, self.root, self.protocol = items, root, protocol
         self.resize, self.crop = resize, crop
-        self.transform = eval_transform(resize, crop)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -77,13 +76,12 @@ class _ImageSet(Dataset):
         image_id, path = self.items[i]
         item: dict = {"id": image_id, "file_name": path.relative_to(self.root).as_posix()}
         try:
-            img = load_rgb(path)
-            item["tensor"] = self.transform(img)
+            img = load_rgb(path, upright=False)
+            item["tensor"], item["view"] = model_input(img, self.resize, self.crop)
         except Exception as e:  # noqa: BLE001 - any decoding failure skips the image
             item["error"] = f"decode failed: {e}"
             return item
         item["size"] = img.size
-        item["box"] = crop_box(img.width, img.height, self.resize, self.crop)
         if self.protocol is not None:
             try:
                 item["label"] = self.protocol.load(path, img.size)
@@ -125,8 +123,7 @@ def index_shard(
     protocol: LabelProtocol | None, progress: Progress | None,
 ) -> dict[str, int]:
     """Index ``items`` ((image id, path) pairs) into one shard directory. Returns counts."""
-    prototypes = model.grouping_k.slot_embed.weight.detach().float().cpu()  # (K, D)
-    k, d = prototypes.shape
+    k, d = model.grouping_k.slot_embed.weight.shape
     num_classes = protocol.num_classes if protocol else 0
     writer = ShardWriter(shard_dir, d, k, num_classes)
     loader = DataLoader(_ImageSet(items, root, resize, crop, protocol), batch_size=batch_size,
@@ -141,16 +138,13 @@ def index_shard(
                     writer.add_skipped(it["file_name"], it["error"])
                     counts["skipped"] += 1
             if ok:
-                images = torch.stack([it["tensor"] for it in ok]).to(device)
-                z, scores = teacher_outputs(model, images)  # (B, D, h, w), (B, K, h, w)
-                z, scores = z.cpu(), scores.cpu()
-                for j, it in enumerate(ok):
+                segs = segment_batch(model, [it["tensor"] for it in ok], [it["view"] for it in ok],
+                                     [it.get("label") for it in ok], num_classes, device)
+                for it, seg in zip(ok, segs, strict=True):
                     if "label_error" in it and it["label_error"] != "no label":
                         logger.warning("label ignored for %s: %s", it["file_name"], it["label_error"])
                         counts["label_problems"] += 1
-                    seg = segment_image(z[j], scores[j], prototypes, it["size"], it["box"],
-                                        it.get("label"), num_classes, crop)
-                    writer.add_image(it["id"], it["file_name"], it["size"], it["box"], seg)
+                    writer.add_image(it["id"], it["file_name"], it["size"], it["view"].box, seg)
                     counts["images"] += 1
             if progress is not None:
                 progress.update(len(batch))

@@ -71,7 +71,7 @@ class EvalSet(Dataset):
         image_id, path = self.items[i]
         item: dict = {"id": image_id, "file_name": path.relative_to(self.root).as_posix()}
         try:
-            img = load_rgb(path)
+            img = load_rgb(path, upright=False)  # the label map's frame (no EXIF orientation)
         except Exception as e:  # noqa: BLE001 - any decoding failure skips the image
             item["error"] = f"decode failed: {e}"
             return item

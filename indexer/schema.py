@@ -6,11 +6,19 @@ import os
 import sqlite3
 from pathlib import Path
 
-INDEX_VERSION = 1
+#: Format of an index directory. 2: segment scores are the release's ŝ_k · mean(ẑ) (version 1 stored the
+#: cosine of the re-normalised mean, which ranks a prototype's segments differently); images and label maps
+#: in their stored pixel frame. :meth:`indexer.store.ConceptIndex.open` refuses any other version.
+INDEX_VERSION = 2
+#: What changed in each version, for the message that asks to rebuild an older index.
+VERSION_CHANGES = {
+    2: "segments are scored and ranked as the release's viz_slots.py ranks them (the mean of the pixels' "
+       "cosines to the prototype, ŝ_k · mean(ẑ)) and images are read in their stored pixel frame",
+}
 DB_NAME, FAISS_NAME, PROTOTYPES_NAME, MANIFEST_NAME = "index.db", "segments.faiss", "prototypes.npy", "manifest.json"
 
 # Segment ids are laid out by prototype: prototype k owns ids first_segment .. first_segment+num_segments-1,
-# ranked by score (cosine to the prototype) descending, so top-k of a prototype is one id range.
+# ranked by score (the release's concept score, SPEC §7) descending, so top-k of a prototype is one id range.
 INDEX_SCHEMA = """
 CREATE TABLE images (
     id INTEGER PRIMARY KEY, file_name TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,

@@ -1,22 +1,43 @@
-"""One image's segments (SPEC §7): pixels sharing a prototype at feature resolution, their pooled
-vectors and scores (``core.inference.image_segments``), and their masks at image resolution as COCO RLE.
+"""One image's segments (SPEC §7), the one path from a PIL image to segments used by the indexer and by
+uploads (``server.services.slots``): :func:`model_input` (preprocessing and the geometry of what the model
+sees) → :func:`teacher_outputs` (batched) → :func:`segment_outputs` (segments, pooled vectors, scores, masks).
+:func:`segment_images` chains the three for a list of images.
 
-Masks: the teacher scores of the image's segment prototypes are bilinearly resized to the model's
-input crop (224²), argmaxed (SPEC §7), then nearest-resized onto the centre-crop box *in original image
-pixels*; so the masks of an image partition its crop box (pixels outside it belong to no segment),
-every segment has a non-empty mask, and RLE sizes equal the image's (height, width).
+Two views of an image (:class:`ModelView`):
+
+- **crop** (the release's protocol, the index's): shorter side resized to ``resize``, centre crop
+  ``crop``²; the masks partition the crop box *in original image pixels* and pixels outside it belong to
+  no segment.
+- **whole** (``crop=None``, the default for uploads): shorter side resized to ``resize``, no crop (the
+  ResNet is fully convolutional), so every pixel of the image is assigned.
+
+Masks: the teacher scores of the image's segment prototypes are bilinearly resized to the model input,
+argmaxed (SPEC §7), then nearest-resized onto the view's box in original pixels; every segment has a
+non-empty mask, and RLE sizes equal the image's (height, width). Segments, vectors and scores come from
+the argmax at feature resolution (``core.inference.image_segments``), as in the release's ``viz_slots.py``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms as T
+from PIL import Image
 from pycocotools import mask as mask_utils
 
-from core.inference import image_segments
+from core.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
+from core.inference import image_segments, teacher_outputs
+
+
+def resized_size(width: int, height: int, resize: int) -> tuple[int, int]:
+    """(width, height) after torchvision's ``Resize(resize)``: shorter side ``resize``, longer truncated."""
+    if width <= height:
+        return resize, int(resize * height / width)
+    return int(resize * width / height), resize
 
 
 def crop_box(width: int, height: int, resize: int, crop: int) -> tuple[int, int, int, int]:
@@ -25,9 +46,7 @@ def crop_box(width: int, height: int, resize: int, crop: int) -> tuple[int, int,
     Mirrors torchvision: the shorter side becomes ``resize`` (longer side truncated), then a
     ``crop``×``crop`` centre crop at offset ``round((side - crop) / 2)``.
     """
-    short, long = (width, height) if width <= height else (height, width)
-    new_long = int(resize * long / short)
-    new_w, new_h = (resize, new_long) if width <= height else (new_long, resize)
+    new_w, new_h = resized_size(width, height, resize)
     top, left = int(round((new_h - crop) / 2.0)), int(round((new_w - crop) / 2.0))
     sx, sy = width / new_w, height / new_h
     x0, y0 = int(round(left * sx)), int(round(top * sy))
@@ -35,14 +54,51 @@ def crop_box(width: int, height: int, resize: int, crop: int) -> tuple[int, int,
     return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
 
 
+@dataclass(frozen=True)
+class ModelView:
+    """What the model saw of an image: ``image_size`` (width, height) of the original; ``box``
+    (x, y, w, h) the region of it that the model input covers (the centre crop, or the whole image);
+    ``input_size`` (height, width) of the model input, where scores are resized before the argmax."""
+
+    image_size: tuple[int, int]
+    box: tuple[int, int, int, int]
+    input_size: tuple[int, int]
+
+    @property
+    def whole(self) -> bool:
+        """True when the box is the whole image (no crop)."""
+        return self.box == (0, 0, *self.image_size)
+
+
+def model_input(img: Image.Image, resize: int = 256, crop: int | None = 224) -> tuple[torch.Tensor, ModelView]:
+    """The model input of ``img`` and what it covers: ``((3, h, w) normalised tensor, ModelView)``.
+
+    ``crop``: the release's centre crop (``eval_transform(resize, crop)``, h = w = crop); None: the whole
+    image with its shorter side resized to ``resize`` (bilinear, as ``eval_transform``), no crop.
+    """
+    width, height = img.size
+    if crop:
+        box = crop_box(width, height, resize, crop)
+        return eval_transform(resize, crop)(img), ModelView((width, height), box, (crop, crop))
+    new_w, new_h = resized_size(width, height, resize)
+    to_tensor = T.Compose([
+        T.Resize(resize, interpolation=T.InterpolationMode.BILINEAR),
+        T.ToTensor(),
+        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])  # fmt: skip
+    return to_tensor(img), ModelView((width, height), (0, 0, width, height), (new_h, new_w))
+
+
 @dataclass
 class ImageSegmentation:
     """Segments of one image, S rows sorted by prototype.
 
-    prototypes (S,) int64; vectors (S, D) float32 L2-normalised; scores (S,) float32 cosine to the
-    prototype; feature_areas (S,) feature pixels; areas (S,) mask pixels at image resolution;
-    bboxes (S, 4) [x, y, w, h]; rles: S COCO RLE count strings of size (height, width);
-    label_counts (S, C) labelled pixels per class inside each mask (None without labels).
+    prototypes (S,) int64; vectors (S, D) float32 L2-normalised mean projections (the FAISS vector);
+    scores (S,) float32 the release's concept score ŝ_k · mean(ẑ) (``core.inference.Segments``);
+    feature_areas (S,) feature pixels; areas (S,) mask pixels at image resolution; bboxes (S, 4)
+    [x, y, w, h]; rles: S COCO RLE count strings of size (height, width); label_counts (S, C) labelled
+    pixels per class inside each mask (None without labels); view: what the model saw; box_labels
+    (box h, box w) int64 prototype id of every pixel of ``view.box``.
     """
 
     prototypes: np.ndarray
@@ -53,6 +109,8 @@ class ImageSegmentation:
     bboxes: np.ndarray
     rles: list[str]
     label_counts: np.ndarray | None = None
+    view: ModelView | None = None
+    box_labels: np.ndarray | None = None
 
 
 def _argmax_channels(x: np.ndarray) -> np.ndarray:
@@ -68,17 +126,17 @@ def _argmax_channels(x: np.ndarray) -> np.ndarray:
 
 
 def box_assignment(
-    scores: torch.Tensor, present: torch.Tensor, box_hw: tuple[int, int], crop: int | None = None
+    scores: torch.Tensor, present: torch.Tensor, box_hw: tuple[int, int], input_size: tuple[int, int] | None = None
 ) -> np.ndarray:
-    """(bh, bw) int64 indices into ``present`` (S prototype ids) over the crop box.
+    """(bh, bw) int64 indices into ``present`` (S prototype ids) over the view's box.
 
-    scores: (K, h, w). The present prototypes' scores are bilinearly resized to ``crop``×``crop`` (the
-    model input; default: the box itself), argmaxed, and nearest-resized to the box. A prototype that
-    wins no pixel after resizing (rare) gets the pixel at the centre of its first feature cell, so every
-    segment keeps a non-empty mask.
+    scores: (K, h, w). The present prototypes' scores are bilinearly resized to ``input_size`` (the
+    model input (h, w); default: the box itself), argmaxed, and nearest-resized to the box. A prototype
+    that wins no pixel after resizing (rare) gets the pixel at the centre of its first feature cell, so
+    every segment keeps a non-empty mask.
     """
     bh, bw = box_hw
-    ch, cw = (crop, crop) if crop else (bh, bw)
+    ch, cw = input_size if input_size else (bh, bw)
     sub = scores[present].unsqueeze(0)  # (1, S, h, w)
     up = F.interpolate(sub, size=(ch, cw), mode="bilinear", align_corners=False)[0]  # (S, ch, cw)
     local = _argmax_channels(up.numpy())
@@ -95,30 +153,25 @@ def box_assignment(
     return local
 
 
-def segment_image(
+def segment_outputs(
     z_norm: torch.Tensor,
     scores: torch.Tensor,
     prototypes: torch.Tensor,
-    image_size: tuple[int, int],
-    box: tuple[int, int, int, int],
+    view: ModelView,
     label: np.ndarray | None = None,
     num_classes: int = 0,
-    crop: int | None = None,
 ) -> ImageSegmentation:
     """Segments of one image from its teacher outputs.
 
     z_norm: (D, h, w) normalised projections; scores: (K, h, w) cosines; prototypes: (K, D);
-    image_size: (width, height) of the original image; box: its crop region (x, y, w, h);
-    label: optional (height, width) class map (255 = ignore) for per-segment class counts;
-    crop: the model's input size, where scores are resized before argmax (default: the box size).
-    Returns an :class:`ImageSegmentation`.
+    view: what the model saw (:func:`model_input`); label: optional (height, width) class map in the
+    image's frame (255 = ignore) for per-segment class counts. Returns an :class:`ImageSegmentation`.
     """
-    feat_labels = scores.argmax(0)  # (h, w)
-    seg = image_segments(z_norm, feat_labels, prototypes)
+    seg = image_segments(z_norm, scores.argmax(0), prototypes)  # argmax at feature resolution
     present = seg.prototypes
-    width, height = image_size
-    x0, y0, bw, bh = box
-    local = box_assignment(scores, present, (bh, bw), crop)
+    width, height = view.image_size
+    x0, y0, bw, bh = view.box
+    local = box_assignment(scores, present, (bh, bw), view.input_size)
     s = len(present)
     masks = np.zeros((height, width, s), dtype=np.uint8, order="F")
     masks[y0 : y0 + bh, x0 : x0 + bw] = local[..., None] == np.arange(s)
@@ -132,8 +185,9 @@ def segment_image(
         ok = lab < num_classes
         flat = local.ravel()[ok] * num_classes + lab[ok]
         label_counts = np.bincount(flat, minlength=s * num_classes).reshape(s, num_classes)
+    protos = present.numpy().astype(np.int64)
     return ImageSegmentation(
-        prototypes=present.numpy().astype(np.int64),
+        prototypes=protos,
         vectors=seg.vectors.numpy().astype(np.float32),
         scores=seg.scores.numpy().astype(np.float32),
         feature_areas=seg.areas.numpy().astype(np.int64),
@@ -141,4 +195,50 @@ def segment_image(
         bboxes=bboxes,
         rles=rles,
         label_counts=label_counts,
+        view=view,
+        box_labels=protos[local],
     )
+
+
+def segment_batch(
+    model: torch.nn.Module,
+    tensors: Sequence[torch.Tensor],
+    views: Sequence[ModelView],
+    labels: Sequence[np.ndarray | None] | None = None,
+    num_classes: int = 0,
+    device: torch.device | str | None = None,
+) -> list[ImageSegmentation]:
+    """Segments of several prepared images (:func:`model_input` outputs), one teacher pass per input size.
+
+    tensors: (3, h_i, w_i) each; views: their :class:`ModelView`; labels: optional class maps. Returns one
+    :class:`ImageSegmentation` per image, in order.
+    """
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    prototypes = model.grouping_k.slot_embed.weight.detach().float().cpu()  # (K, D)
+    labels = list(labels) if labels is not None else [None] * len(tensors)
+    out: list[ImageSegmentation | None] = [None] * len(tensors)
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_size.setdefault(tuple(t.shape), []).append(i)
+    for group in by_size.values():
+        z, scores = teacher_outputs(model, torch.stack([tensors[i] for i in group]).to(dev))
+        z, scores = z.cpu(), scores.cpu()  # (B, D, h, w), (B, K, h, w)
+        for j, i in enumerate(group):
+            out[i] = segment_outputs(z[j], scores[j], prototypes, views[i], labels[i], num_classes)
+    return out  # type: ignore[return-value]
+
+
+def segment_images(
+    model: torch.nn.Module,
+    images: Sequence[Image.Image],
+    resize: int = 256,
+    crop: int | None = 224,
+    device: torch.device | str | None = None,
+) -> list[ImageSegmentation]:
+    """Segments of PIL images: :func:`model_input` → teacher → :func:`segment_outputs` (see the module doc).
+
+    ``crop``: the release's centre crop (the index's protocol); None segments each whole image.
+    Returns one :class:`ImageSegmentation` per image.
+    """
+    prepared = [model_input(img, resize, crop) for img in images]
+    return segment_batch(model, [t for t, _ in prepared], [v for _, v in prepared], device=device)

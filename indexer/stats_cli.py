@@ -22,11 +22,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``slotcon stats``; prints JSON, returns the exit code (2 when the directory is no index)."""
     args = get_args_parser().parse_args(argv)
-    from indexer.store import ConceptIndex, IndexNotFoundError
+    from indexer.store import ConceptIndex, IndexNotFoundError, IndexVersionError
 
     try:
         index = ConceptIndex.open(args.index)
-    except IndexNotFoundError as e:
+    except (IndexNotFoundError, IndexVersionError) as e:
         print(f"slotcon stats: error: {e}", file=sys.stderr)
         return 2
     with index:

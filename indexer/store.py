@@ -33,6 +33,10 @@ class IndexNotFoundError(FileNotFoundError):
     """A directory that is not a (complete) concept index."""
 
 
+class IndexVersionError(ValueError):
+    """An index in another format version than this code reads; the message says to rebuild it."""
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     """An indexed image: ``file_name`` relative to the data root, ``path`` resolved under it.
@@ -131,8 +135,8 @@ class ConceptIndex:
         """Open an index; with ``expected_checkpoint_sha``, refuse one built from another checkpoint.
 
         ``search_threads`` sets FAISS's OpenMP threads for the whole process (None leaves them).
-        Raises :class:`IndexNotFoundError` (not an index) or :class:`IndexMismatchError` (naming both
-        hashes). Returns the open index.
+        Raises :class:`IndexNotFoundError` (not an index), :class:`IndexVersionError` (an older format:
+        rebuild it) or :class:`IndexMismatchError` (naming both hashes). Returns the open index.
         """
         index_dir = Path(index_dir).expanduser().resolve()
         manifest_path = index_dir / schema.MANIFEST_NAME
@@ -141,6 +145,7 @@ class ConceptIndex:
         if missing:
             raise IndexNotFoundError(f"{index_dir} is not a concept index (missing {', '.join(missing)})")
         manifest = json.loads(manifest_path.read_text())
+        check_version(manifest, index_dir)
         check_checkpoint(manifest, expected_checkpoint_sha, index_dir)
         return cls(index_dir, manifest, search_threads)
 
@@ -383,6 +388,21 @@ class ConceptIndex:
         rows = self._query("SELECT image_id, pred_png, gt_png FROM eval_examples WHERE eval_id = ? "
                            "ORDER BY image_id", (int(eval_id),))
         return [(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
+
+
+def check_version(manifest: dict[str, Any], where: Path | str = "index") -> None:
+    """Raise :class:`IndexVersionError` unless the index is in :data:`indexer.schema.INDEX_VERSION` format;
+    the message says what changed and to rebuild the index."""
+    version = manifest.get("version")
+    if version == schema.INDEX_VERSION:
+        return
+    changes = "; ".join(f"version {v}: {why}" for v, why in sorted(schema.VERSION_CHANGES.items())
+                        if not isinstance(version, int) or v > version)
+    checkpoint = manifest.get("checkpoint", {}).get("path") or "CHECKPOINT"
+    raise IndexVersionError(
+        f"index {where} has format version {version}, this program reads version {schema.INDEX_VERSION} "
+        f"({changes}); rebuild it: slotcon index --checkpoint {checkpoint} --data DATA --out {where}"
+    )
 
 
 def check_checkpoint(manifest: dict[str, Any], expected_sha: str | None, where: Path | str = "index") -> None:

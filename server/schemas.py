@@ -112,7 +112,11 @@ class Segment(BaseModel):
     id: int
     image_id: int
     prototype: int
-    score: float = Field(description="cosine between the segment's pooled vector and its prototype")
+    score: float = Field(description=(
+        "the release's concept score (viz_slots.py): the mean over the segment's feature pixels of their "
+        "cosine to the prototype, i.e. ŝ_k · mean(ẑ) with the mean of the normalised projections not "
+        "re-normalised, so a segment whose pixels disagree scores lower; a prototype's segments are ranked "
+        "by it (images where the prototype is the argmax at no pixel are not ranked)"))
     area: int = Field(description="mask pixels at image resolution")
     bbox: list[int] = Field(description="[x, y, w, h] in image pixels")
     rle: Rle = Field(description="mask at image resolution (size = [image height, image width])")
@@ -142,6 +146,9 @@ class ImageInfo(BaseModel):
     file_name: str
     width: int
     height: int
+    box: list[int] | None = Field(None, description=(
+        "[x, y, w, h]: the region the model saw when indexing (the release's centre crop), in image pixels; "
+        "its segments partition it"))
 
 
 class ImagePage(BaseModel):
@@ -155,9 +162,11 @@ class ImagePage(BaseModel):
 class Slot(BaseModel):
     prototype: int
     label: str | None = None
-    area_share: float = Field(description="share of the analysed crop's pixels")
+    area_share: float = Field(description="share of the pixels the model saw (the whole image, or the crop)")
     area: int = Field(description="mask pixels")
-    score: float = Field(description="cosine between the slot's pooled vector and its prototype")
+    score: float = Field(description=(
+        "the release's concept score, as for an indexed segment: the mean of the slot's feature pixels' "
+        "cosines to the prototype (ŝ_k · mean(ẑ), the mean not re-normalised)"))
     bbox: list[int] = Field(description="[x, y, w, h] in the pixels of the analysed image")
     bbox_size: list[int] = Field(description="[width, height] of the analysed image (bbox/rle frame)")
     rle: Rle
@@ -170,11 +179,15 @@ class SlotsResult(BaseModel):
 
     width: int = Field(description="analysed image width (uploads are downscaled to a bounded size)")
     height: int
-    box: list[int] = Field(description="[x, y, w, h]: the centre crop the model saw, in analysed pixels")
+    box: list[int] = Field(description=(
+        "[x, y, w, h]: the region the model saw, in analysed pixels: the whole image by default, the index's "
+        "centre crop with ?crop=true"))
+    cropped: bool = Field(False, description="true when the model saw only the centre crop (?crop=true)")
     assignment_png: Base64Png = Field(
-        description="the crop box's assignment map: a palette PNG whose pixel values are prototype ids"
+        description="the box's assignment map: a palette PNG whose pixel values are prototype ids"
     )
-    overlay_png: Base64Png = Field(description="the analysed image with every slot in its colour")
+    overlay_png: Base64Png = Field(description=(
+        "the analysed image with every slot in its colour (with ?crop=true the crop is outlined)"))
     slots: list[Slot]
     elapsed_ms: float
 
@@ -286,7 +299,8 @@ class TrainOverrides(BaseModel):
 
 class TrainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    preset: Literal["cpu-demo", "coco-r50-800ep", "cocoplus-r50-800ep", "imagenet-r50-100ep"] = "cpu-demo"
+    preset: Literal["cpu-demo", "coco-r50-800ep", "cocoplus-r50-800ep", "imagenet-r50-100ep",
+                    "imagenet-r50-200ep"] = "cpu-demo"
     overrides: TrainOverrides = Field(default_factory=TrainOverrides)
     name: Name | None = Field(None, description="run name; output goes to <runs_dir>/<name>")
     resume: bool = Field(False, description="continue the existing run <name> from its last checkpoint")

@@ -34,7 +34,8 @@ class TrainConfig(SlotConConfig):
 
     # data
     data: str = "data/synthetic"
-    split: str = "train2017"
+    # the split folders trained on, named explicitly (COCO+: train2017 + unlabeled2017); [] = the folder itself
+    split: list[str] = field(default_factory=lambda: ["train2017"])
     image_size: int = 224
     min_scale: float = 0.08
     fast_augment: bool = False  # tensor pipeline (core.augment.FastTwoViewAugment), not bit-exact
@@ -80,6 +81,9 @@ class TrainConfig(SlotConConfig):
     precision_reason: str = field(default="", metadata=DERIVED)  # what --precision auto resolved to, and why
     schedule_fixed_at: int = field(default=0, metadata=DERIVED)  # steps run before the budget fixed total_steps
 
+    def __post_init__(self) -> None:
+        self.split = parse_splits(self.split)
+
     def model_config(self) -> SlotConConfig:
         """Returns the :class:`SlotConConfig` part of this config."""
         return SlotConConfig.from_dict(asdict(self))
@@ -115,8 +119,19 @@ class TrainConfig(SlotConConfig):
         return cls(**d)
 
 
-_R50_COCO: dict[str, Any] = dict(arch="resnet50", num_prototypes=256, batch_size=512, optimizer="lars", lr=1.0,
-                                 weight_decay=1e-5, warmup_epochs=5, epochs=800, precision="auto")
+#: The release's recipe (scripts/slotcon_*_r50_*.sh with main_pretrain.py's defaults; tests/trainer/test_recipes.py
+#: compares every value): R50, projector 4096 → 256, K = 256, τ_t 0.07 / τ_s 0.1 / slot τ 0.2, centre momentum
+#: 0.9, teacher momentum 0.99 → 1, LARS (η 0.001, momentum 0.9, weight decay 1e-5) at lr 1.0 × batch/256 for a
+#: batch of 512, warm-up from lr/100 over 5 epochs, cosine to 1e-6; --fp16 (here ``auto``: bf16 where the GPU
+#: has it, else fp16 with the grad scaler). The dataclass defaults are these values; the presets restate the
+#: ones the scripts pass. Splits are named explicitly, and no preset reads val2017 or test2017, the splits
+#: that the index and the evaluation use.
+_R50_COCO: dict[str, Any] = dict(arch="resnet50", dim_hidden=4096, dim_out=256, num_prototypes=256,
+                                 teacher_momentum=0.99, teacher_temp=0.07, group_loss_weight=0.5, batch_size=512,
+                                 optimizer="lars", lr=1.0, weight_decay=1e-5, warmup_epochs=5, epochs=800,
+                                 precision="auto", log_every=10, save_every=50, workers=8)
+_R50_IMAGENET: dict[str, Any] = dict(_R50_COCO, data="data/imagenet", split=["train"], num_prototypes=2048,
+                                     save_every=5)
 
 #: name → field overrides on top of the dataclass defaults.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -134,11 +149,24 @@ PRESETS: dict[str, dict[str, Any]] = {
         precision="auto", channels_last=True, device="cpu", workers=1, pin_memory=False, threads=2,
         log_every=5, save_every=10, save_minutes=2.0,
     ),
-    "coco-r50-800ep": dict(_R50_COCO, data="data/coco", output_dir="runs/coco-r50-800ep"),
-    "cocoplus-r50-800ep": dict(_R50_COCO, data="data/cocoplus", split="", output_dir="runs/cocoplus-r50-800ep"),
-    "imagenet-r50-100ep": dict(_R50_COCO, data="data/imagenet", split="train", num_prototypes=2048, epochs=100,
-                               output_dir="runs/imagenet-r50-100ep"),
+    # the release's dataset "COCO": train2017/*.jpg
+    "coco-r50-800ep": dict(_R50_COCO, data="data/coco", split=["train2017"], output_dir="runs/coco-r50-800ep"),
+    # "COCOplus": train2017/*.jpg + unlabeled2017/*.jpg, read from a standard COCO root
+    "cocoplus-r50-800ep": dict(_R50_COCO, data="data/coco", split=["train2017", "unlabeled2017"],
+                               output_dir="runs/cocoplus-r50-800ep"),
+    # "ImageNet": train/*/*.JPEG
+    "imagenet-r50-100ep": dict(_R50_IMAGENET, epochs=100, output_dir="runs/imagenet-r50-100ep"),
+    "imagenet-r50-200ep": dict(_R50_IMAGENET, epochs=200, output_dir="runs/imagenet-r50-200ep"),
 }
+
+
+def parse_splits(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """The split folders of ``value``: a list, or text with commas (``"train2017,unlabeled2017"``); empty
+    names dropped, so ``""`` is ``[]`` (the data folder itself)."""
+    if value is None:
+        return []
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    return [v.strip() for v in items if v.strip()]
 
 
 def _parse_bool(text: str) -> bool:
@@ -175,6 +203,9 @@ def get_args_parser(prog: str = "slotcon train") -> argparse.ArgumentParser:
                            help=f"(bool, default {default})")
             p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_const", const=False,
                            default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        elif isinstance(default, list):
+            p.add_argument(flag, type=parse_splits, default=argparse.SUPPRESS,
+                           help=f"(comma-separated list, default {','.join(default)}; '' for none)")
         else:
             p.add_argument(flag, type=type(default), default=argparse.SUPPRESS,
                            help=f"(default {default!r})")

@@ -86,22 +86,43 @@ def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def build_loader(cfg: TrainConfig, world_size: int, rank: int) -> tuple[DataLoader, ResumableSampler]:
-    """Returns the training loader and its sampler; raises :class:`DataError` with a clear message."""
+#: Splits of a COCO root that the index and the evaluation use: never trained on by default.
+HELD_OUT_SPLITS = ("val2017", "test2017")
+
+
+def training_images(cfg: TrainConfig) -> list[Path]:
+    """Returns the training images: those of each split folder of ``cfg.split`` in turn (each sorted), or of the
+    data folder itself when no split is named. Raises :class:`DataError` for a missing path or split, and for
+    a COCO root with held-out splits (val2017, test2017) and no split named: walking it whole would train on
+    the evaluation images."""
     root = Path(cfg.data)
     if not root.exists():
         hint = " (generate it with: slotcon synth --out data/synthetic)" if "synthetic" in str(root) else ""
         raise DataError(f"dataset path {str(root)!r} does not exist{hint}")
+    if not cfg.split:
+        held_out = [s for s in HELD_OUT_SPLITS if (root / "annotations").is_dir() and (root / s).is_dir()]
+        if held_out:
+            raise DataError(f"{str(root)!r} is a COCO root with {', '.join(held_out)} (the splits the index and "
+                            "the evaluation use): name the splits to train on, e.g. --split train2017 (COCO) or "
+                            "--split train2017,unlabeled2017 (COCO+)")
     try:
-        paths = find_images(root, cfg.split or None)
+        if not cfg.split:
+            return find_images(root, None)
+        return [p for split in cfg.split for p in find_images(root, split)]
     except (FileNotFoundError, ValueError) as e:
         raise DataError(str(e)) from e
+
+
+def build_loader(cfg: TrainConfig, world_size: int, rank: int) -> tuple[DataLoader, ResumableSampler]:
+    """Returns the training loader and its sampler; raises :class:`DataError` with a clear message."""
+    root = Path(cfg.data)
+    paths = training_images(cfg)
     if cfg.batch_size % world_size:
         raise DataError(f"batch_size {cfg.batch_size} is not divisible by the {world_size} processes")
     local_batch = cfg.batch_size // world_size
     if len(paths) // world_size < local_batch:
-        raise DataError(f"dataset {str(root)!r} (split {cfg.split!r}) has {len(paths)} images, fewer than one "
-                        f"batch of {cfg.batch_size}; lower --batch-size")
+        raise DataError(f"dataset {str(root)!r} (splits {','.join(cfg.split) or 'none'}) has {len(paths)} images, "
+                        f"fewer than one batch of {cfg.batch_size}; lower --batch-size")
     aug_cls = FastTwoViewAugment if cfg.fast_augment else TwoViewAugment
     dataset = SeededTwoViews(TwoViewDataset(paths, aug_cls(cfg.image_size, cfg.min_scale),
                                             skip_unreadable=cfg.skip_unreadable))
@@ -113,6 +134,7 @@ def build_loader(cfg: TrainConfig, world_size: int, rank: int) -> tuple[DataLoad
         persistent_workers=cfg.persistent_workers and workers > 0, worker_init_fn=_worker_init if workers else None,
         prefetch_factor=4 if workers else None,
     )
-    logger.info("%d training images in %s, %d batches of %d per process per epoch",
-                len(paths), root, sampler.batches_per_epoch(), local_batch)
+    logger.info("%d training images in %s (splits %s), %d batches of %d per process per epoch",
+                len(paths), root, ",".join(cfg.split) or "none: the whole folder", sampler.batches_per_epoch(),
+                local_batch)
     return loader, sampler

@@ -2,7 +2,14 @@
 
 Per step t: set lr[t] → ``momentum_update(m[t])`` → forward (autocast) → backward (grad scaler for
 fp16) → optimiser step → ``update_center``. Only rank 0 logs and writes; stop requests (signals,
-``--max-minutes``) and non-finite losses are agreed on by all ranks with one tiny all-reduce per step.
+``--max-minutes``) and non-finite steps are agreed on by all ranks with one tiny all-reduce per step.
+
+Non-finite steps, as the release runs them: in fp16 the grad scaler skips a step whose loss or gradients
+are not finite and lowers its scale (``GradScaler``'s own behaviour; the model's buffers, BatchNorm
+statistics and centre, are restored when the loss itself was not finite); each skipped step is logged in
+``metrics.jsonl`` and the run stops only after :data:`MAX_CONSECUTIVE_SKIPPED` in a row. In fp32 and bf16
+(no scaler) a non-finite loss or gradient stops the run at once, before the optimiser step. Either way the
+last checkpoint written stays the last good one.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 BUDGET_WARMUP_STEPS, BUDGET_MIN_TIMED_STEPS, BUDGET_MIN_TIMED_S, BUDGET_MAX_TIMED_STEPS = 2, 5, 10.0, 50
 #: Seconds kept back for the final checkpoints, and the share of the rest that the plan uses.
 BUDGET_RESERVE_S, BUDGET_SAFETY = 5.0, 0.97
+#: fp16: the run stops after this many consecutive steps skipped by the grad scaler.
+MAX_CONSECUTIVE_SKIPPED = 20
 
 
 class TrainingError(RuntimeError):
@@ -127,6 +136,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.stop_signal: int | None = None
+        self.skipped_steps = self.consecutive_skipped = 0
         self.metrics = MetricsWriter(self.out / "metrics.jsonl" if self.rank == 0 else None, self.stop_step,
                                      cfg.epochs, cfg.progress, start_step=self.step)
 
@@ -219,40 +229,81 @@ class Trainer:
         return crops, [c.to(self.device, non_blocking=True) for c in coords], \
             [f.to(self.device, non_blocking=True) for f in flags]
 
+    def _grads_finite(self) -> bool:
+        """True when every gradient of the student is finite (one fused reduction)."""
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        return bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()) if grads else True
+
     def train_step(self, batch) -> dict[str, torch.Tensor]:  # noqa: ANN001
-        """One optimisation step at ``self.step``; returns the model's output dict (detached terms)."""
+        """One optimisation step at ``self.step``; returns the model's output dict (detached terms) plus
+        ``skipped`` (fp16: the grad scaler skipped the step) and ``nonfinite`` (the loss or a gradient was not
+        finite; in fp32/bf16 the optimiser step was then not taken), both 0-d bool tensors."""
         for group in self.optimizer.param_groups:
             group["lr"] = float(self.lrs[self.step])
         self.model.momentum_update(float(self.moms[self.step]))
         crops, coords, flags = self._to_device(batch)
         amp = self.cfg.precision != "fp32"
+        buffers = [b.detach().clone() for b in self.model.buffers()] if self.scaler is not None else None
         with torch.autocast(self.device.type, dtype=_DTYPES[self.cfg.precision], enabled=amp):
             out = self.net(crops, coords, flags)
         self.optimizer.zero_grad(set_to_none=True)
+        loss_finite = bool(torch.isfinite(out["loss"].detach()))
+        skipped = False
         if self.scaler is not None:
+            scale = self.scaler.get_scale()
             self.scaler.scale(out["loss"]).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            self.scaler.unscale_(self.optimizer)  # as the release: the optimiser sees true gradients
+            self.scaler.step(self.optimizer)  # skipped when a gradient is not finite
+            self.scaler.update()  # ... and then the scale is lowered
+            skipped = self.scaler.get_scale() < scale
+            nonfinite = skipped or not loss_finite
+            if not loss_finite:  # the forward itself overflowed: undo its BatchNorm statistics
+                torch._foreach_copy_(list(self.model.buffers()), buffers)
         else:
             out["loss"].backward()
-            self.optimizer.step()
-        self.model.update_center(out["center_batch"])
+            nonfinite = not loss_finite or not self._grads_finite()
+            if not nonfinite:
+                self.optimizer.step()
+        if loss_finite and bool(torch.isfinite(out["center_batch"]).all()):
+            self.model.update_center(out["center_batch"])
+        out["skipped"] = torch.tensor(skipped)
+        out["nonfinite"] = torch.tensor(nonfinite)
         return out
 
     def _log(self, out: dict[str, torch.Tensor], window: dict[str, float]) -> None:
         terms = torch.stack([out[k].detach().float() for k in ("loss", "loss_group", "loss_slot",
-                                                              "active_slots", "batch_dead")])
+                                                              "active_slots", "batch_dead", "positive_pairs")])
         if is_distributed():
             dist.all_reduce(terms)
             terms /= self.world
-        loss, lg, ls, active, dead = terms.tolist()
+        loss, lg, ls, active, dead, pairs = terms.tolist()
         wall = max(time.perf_counter() - window["start"], 1e-9)
         self.metrics.log_step({
             "step": self.step, "epoch": self.step // self.steps_per_epoch, "lr": float(self.lrs[self.step - 1]),
             "momentum": float(self.moms[self.step - 1]), "loss": loss, "loss_group": lg, "loss_slot": ls,
             "images_per_sec": window["steps"] * self.cfg.batch_size / wall, "data_wait": window["wait"] / wall,
-            "active_slots": active, "batch_dead": dead,
+            "active_slots": active, "batch_dead": dead, "positive_pairs": pairs,
+            "skipped_steps": self.skipped_steps,
         })
+
+    def _non_finite_step(self, out: dict[str, torch.Tensor]) -> None:
+        """A step whose loss or gradients were not finite: fp16 counts it skipped (logged; raises after
+        :data:`MAX_CONSECUTIVE_SKIPPED` in a row), fp32/bf16 raise :class:`TrainingError` at once."""
+        what = "loss" if not bool(torch.isfinite(out["loss"].detach())) else "gradients"
+        where = f"step {self.step} (epoch {self.epoch})"
+        if self.scaler is None:
+            raise TrainingError(f"non-finite {what} at {where} in {self.cfg.precision}; stopping, the last good "
+                                "checkpoint is kept", EXIT_NONFINITE)
+        self.skipped_steps += 1
+        self.consecutive_skipped += 1
+        scale = float(self.scaler.get_scale())
+        self.metrics.note("skipped_step", step=self.step, reason=f"non-finite {what}", scale=scale,
+                          consecutive=self.consecutive_skipped, skipped_steps=self.skipped_steps)
+        logger.warning("fp16: %s skipped (non-finite %s), grad scale lowered to %g", where, what, scale)
+        if self.consecutive_skipped >= MAX_CONSECUTIVE_SKIPPED:
+            raise TrainingError(f"{self.consecutive_skipped} consecutive fp16 steps skipped (non-finite loss or "
+                                f"gradients), the last at {where}; stopping, the last good checkpoint is kept",
+                                EXIT_NONFINITE)
 
     def _timed_enough(self, probe: dict[str, float], now: float) -> bool:
         """Times the steps after the untimed warm-up ones; True once enough were timed to fix the budget."""
@@ -299,14 +350,15 @@ class Trainer:
                     window["steps"] += 1
                     now = time.perf_counter()
                     timed = self.budget_pending and self._timed_enough(probe, now)
-                    nonfinite = not bool(torch.isfinite(out["loss"].detach()))
                     over_time = cfg.max_minutes > 0 and now - start > 60 * cfg.max_minutes
-                    stop, nonfinite, timed = self._agree(self.stop_signal is not None or over_time, nonfinite, timed)
+                    stop, nonfinite, timed = self._agree(self.stop_signal is not None or over_time,
+                                                         bool(out["nonfinite"]), timed)
                     if timed:
                         self._fix_budget(probe["seconds"] / max(probe["timed"], 1))
                     if nonfinite:
-                        raise TrainingError(f"non-finite loss at step {self.step} (epoch {self.epoch}); "
-                                            "stopping, the last good checkpoint is kept", EXIT_NONFINITE)
+                        self._non_finite_step(out)
+                    else:
+                        self.consecutive_skipped = 0
                     due = self.step % cfg.log_every == 0 or now - last_log >= cfg.log_seconds
                     if due or self.step >= self.stop_step or stop:
                         self._log(out, window)

@@ -68,17 +68,23 @@ class MetricsWriter:
                   "eta_s": round(eta, 1) if eta is not None else None, "time": now}
         record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         self._write(record)
+
+        def num(key: str, spec: str) -> str:  # a non-finite value (an fp16 step skipped) was written as null
+            value = record.get(key)
+            return format(value, spec) if isinstance(value, (int, float)) else "nan"
+
         if self.bar is not None:
             self.bar.n = record["step"]
-            self.bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.3g}",
-                                 ips=f"{record['images_per_sec']:.0f}", refresh=False)
+            self.bar.set_postfix(loss=num("loss", ".4f"), lr=num("lr", ".3g"), ips=num("images_per_sec", ".0f"),
+                                 refresh=False)
             self.bar.refresh()
         else:
-            logger.info("epoch %d/%d step %d/%d loss %.4f (group %.4f slot %.4f) lr %.4g m %.5f %.1f img/s "
-                        "data %.0f%% active %.2f dead %d eta %s", record["epoch"], self.epochs, record["step"],
-                        self.total_steps, record["loss"], record["loss_group"], record["loss_slot"], record["lr"],
-                        record["momentum"], record["images_per_sec"], 100 * record["data_wait"],
-                        record["active_slots"], record["batch_dead"],
+            logger.info("epoch %d/%d step %d/%d loss %s (group %s slot %s) lr %s m %s %s img/s data %s%% active %s "
+                        "pairs %s dead %s eta %s", record["epoch"], self.epochs, record["step"], self.total_steps,
+                        num("loss", ".4f"), num("loss_group", ".4f"), num("loss_slot", ".4f"), num("lr", ".4g"),
+                        num("momentum", ".5f"), num("images_per_sec", ".1f"),
+                        format(100 * (record.get("data_wait") or 0.0), ".0f"), num("active_slots", ".2f"),
+                        num("positive_pairs", ".2f"), num("batch_dead", ".0f"),
                         f"{eta:.0f}s" if eta is not None else "?")
 
     def set_total(self, total_steps: int) -> None:

@@ -171,10 +171,13 @@ class ApiClient:
         """``GET /api/images/{id}/slots``: a PNG of the image with all its slots in distinct colours."""
         return self._bytes(f"/images/{int(image_id)}/slots")
 
-    def analyze(self, filename: str, data: bytes, content_type: str = "application/octet-stream") -> dict:
-        """``POST /api/slots``: runs the model on an uploaded image; its slots, overlay and neighbours."""
+    def analyze(self, filename: str, data: bytes, content_type: str = "application/octet-stream",
+                crop: bool = False) -> dict:
+        """``POST /api/slots``: runs the model on an uploaded image; its slots, overlay and neighbours.
+        The whole image is segmented; ``crop=True``: the index's centre crop (the release's protocol)."""
         files = {"file": (filename, data, content_type)}
-        return self._json("POST", "/slots", files=files, timeout=120.0)
+        params = {"crop": "true"} if crop else None
+        return self._json("POST", "/slots", files=files, params=params, timeout=120.0)
 
     # -- statistics and evaluation ------------------------------------------------------------------
 

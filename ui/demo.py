@@ -91,6 +91,18 @@ def module(name: str, *args: str | Path) -> list[str]:
     return [sys.executable, "-m", name, *map(str, args)]
 
 
+def index_format_outdated(manifest: Path) -> bool:
+    """True when the index at ``manifest`` is in another format version than the indexer writes (asked of
+    ``indexer.schema`` in a child process: ui/ imports none of the packages)."""
+    try:
+        built = json.loads(manifest.read_text()).get("version")
+    except (OSError, ValueError, AttributeError):
+        return True
+    probe = [sys.executable, "-c", "from indexer.schema import INDEX_VERSION; print(INDEX_VERSION)"]
+    current = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
+    return str(built) != current
+
+
 def port_free(host: str, port: int) -> bool:
     """True when nothing listens on ``host:port``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -245,6 +257,10 @@ def build(args: argparse.Namespace) -> Path:
     stale = manifest.exists() and checkpoint.stat().st_mtime > manifest.stat().st_mtime
     if stale:
         say(f"3/6 the index in {index_dir} predates {checkpoint}: rebuilding it")
+        shutil.rmtree(index_dir)
+    elif manifest.exists() and index_format_outdated(manifest):
+        stale = True
+        say(f"3/6 the index in {index_dir} is in an older format: rebuilding it")
         shutil.rmtree(index_dir)
     run_step(3, "building the concept index (val2017)", manifest,
              module("indexer", "--checkpoint", checkpoint, "--data", args.data_dir, "--split", "val2017",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
@@ -17,6 +17,9 @@ ERRORS = {code: {"model": ErrorBody} for code in (404, 422, 503)}
 ImageId = Annotated[int, Path(ge=0)]
 Size = Annotated[int | None, Query(ge=16, le=2048, description="longer side of a thumbnail, in pixels")]
 CACHE = {"Cache-Control": "private, max-age=300"}
+View = Annotated[Literal["crop", "full"], Query(
+    description="crop: the region the model saw when indexing (the release's centre crop, as in its figures); "
+                "full: the whole image with that region outlined")]
 
 
 def _png(data: bytes) -> Response:
@@ -47,12 +50,15 @@ def get_overlay(
     prototype: Annotated[int | None, Query(ge=0)] = None,
     segment: Annotated[int | None, Query(ge=0)] = None,
     size: Size = None,
+    view: View = "crop",
 ) -> Response:
-    """PNG: the image with one mask tinted red as in the paper's Figure 3 (``?prototype=k`` or ``?segment=id``)."""
-    return _png(images.segment_overlay(loaded, image_id, prototype, segment, size))
+    """PNG: the image with one mask tinted red as in the paper's Figure 3 (``?prototype=k`` or ``?segment=id``),
+    showing what the model saw (``?view=``); no pixel of it is left unassigned."""
+    return _png(images.segment_overlay(loaded, image_id, prototype, segment, size, view))
 
 
 @router.get("/{image_id}/slots", response_class=Response, responses=ERRORS | {200: {"content": {"image/png": {}}}})
-def get_slots_overlay(image_id: ImageId, loaded: IndexDep, size: Size = None) -> Response:
-    """PNG: all slots of the image at once, each prototype in its fixed palette colour."""
-    return _png(images.slots_overlay(loaded, image_id, size))
+def get_slots_overlay(image_id: ImageId, loaded: IndexDep, size: Size = None, view: View = "crop") -> Response:
+    """PNG: all slots of the image at once, each prototype in its fixed palette colour (``?view=`` as for
+    the overlay)."""
+    return _png(images.slots_overlay(loaded, image_id, size, view))

@@ -21,12 +21,16 @@ def post_slots(
     model: ModelDep,
     file: Annotated[UploadFile, File(description="an image (JPEG, PNG, WebP, ...); size-limited")],
     neighbors: Annotated[int, Query(ge=0, le=50, description="nearest dataset segments per slot")] = 5,
+    crop: Annotated[bool, Query(description=(
+        "segment the index's centre crop (the release's protocol: the segments of an indexed image then equal "
+        "its index entry) instead of the whole image"))] = False,
 ) -> SlotsResult:
     """Run the model on an uploaded image: its assignment map and overlay (inline base64 PNGs), and per
-    slot the prototype, label, area share, score, RLE mask and nearest dataset segments.
+    slot the prototype, label, area share, score, RLE mask and nearest dataset segments. The whole image
+    is segmented (shorter side resized, no crop: every pixel assigned) unless ``?crop=true``.
 
     Errors: 413 body or pixel count over the limit, 415 not an image, 400 empty/truncated/corrupt.
     """
     data = file.file.read()
     img = decode_upload(data, runtime.settings.max_upload_pixels, name=file.filename or "upload")
-    return analyze(runtime, model, runtime.index, img, neighbors)
+    return analyze(runtime, model, runtime.index, img, neighbors, crop)

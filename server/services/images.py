@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from collections import OrderedDict
 
@@ -14,6 +15,7 @@ from server.runtime import LoadedIndex
 from server.services import render
 
 _CACHE_SIZE = 128
+_ORIENTATION = 0x0112  # the EXIF orientation tag
 _cache: OrderedDict[tuple[str, int], Image.Image] = OrderedDict()
 _lock = threading.Lock()
 
@@ -27,7 +29,8 @@ def image_record(loaded: LoadedIndex, image_id: int):
 
 
 def dataset_image(loaded: LoadedIndex, image_id: int) -> Image.Image:
-    """The decoded RGB image (EXIF-rotated, as indexed); 404 unknown id, 500 ``image_unreadable``."""
+    """The decoded RGB image in its stored pixel frame (no EXIF orientation), the frame its masks were
+    indexed in; 404 unknown id, 500 ``image_unreadable``."""
     key = (str(loaded.path), int(image_id))
     with _lock:
         if key in _cache:
@@ -35,7 +38,7 @@ def dataset_image(loaded: LoadedIndex, image_id: int) -> Image.Image:
             return _cache[key]
     rec = image_record(loaded, image_id)
     try:
-        img = load_rgb(rec.path)
+        img = load_rgb(rec.path, upright=False)
     except ImageReadError as e:
         raise ApiError(
             500, "image_unreadable", f"image {image_id} ({rec.file_name}) cannot be read: {e.reason or e}"
@@ -47,10 +50,21 @@ def dataset_image(loaded: LoadedIndex, image_id: int) -> Image.Image:
     return img
 
 
+def _region(loaded: LoadedIndex, image_id: int, img: Image.Image) -> tuple[int, int, int, int]:
+    """The (x, y, w, h) region of the image that the model saw when indexing (the whole image if unknown)."""
+    box = tuple(int(v) for v in image_record(loaded, image_id).crop_box)
+    return box if box[2] > 0 and box[3] > 0 else (0, 0, img.width, img.height)  # type: ignore[return-value]
+
+
 def segment_overlay(
-    loaded: LoadedIndex, image_id: int, prototype: int | None, segment: int | None, size: int | None
+    loaded: LoadedIndex, image_id: int, prototype: int | None, segment: int | None, size: int | None,
+    view: str = "crop",
 ) -> bytes:
-    """PNG of the image with one segment (by id, or the image's segment of ``prototype``) in Figure-3 red."""
+    """PNG of the image with one segment (by id, or the image's segment of ``prototype``) in Figure-3 red.
+
+    ``view``: ``crop`` shows the region the model saw (the release's figures), ``full`` the whole image
+    with that region outlined (:func:`server.services.render.show_region`).
+    """
     if (prototype is None) == (segment is None):
         raise ApiError(422, "invalid_request", "give exactly one of ?prototype=k or ?segment=id")
     index = loaded.index
@@ -75,11 +89,13 @@ def segment_overlay(
         seg = segs[0]
     img = dataset_image(loaded, image_id)
     out = render.overlay_mask(img, render.decode_rle(seg.rle))
+    out = render.show_region(out, _region(loaded, image_id, img), view)
     return render.to_png(render.thumbnail(out, size))
 
 
-def slots_overlay(loaded: LoadedIndex, image_id: int, size: int | None) -> bytes:
-    """PNG of the image with all its slots, each in its prototype's palette colour."""
+def slots_overlay(loaded: LoadedIndex, image_id: int, size: int | None, view: str = "crop") -> bytes:
+    """PNG of the image with all its slots, each in its prototype's palette colour (``view`` as in
+    :func:`segment_overlay`)."""
     try:
         segs = loaded.index.image_segments(image_id)
     except KeyError:
@@ -88,15 +104,28 @@ def slots_overlay(loaded: LoadedIndex, image_id: int, size: int | None) -> bytes
     labels = np.full((img.height, img.width), -1, dtype=np.int64)
     for s in segs:
         labels[render.decode_rle(s.rle)] = s.prototype
-    return render.to_png(render.thumbnail(render.overlay_labels(img, labels), size))
+    out = render.show_region(render.overlay_labels(img, labels), _region(loaded, image_id, img), view)
+    return render.to_png(render.thumbnail(out, size))
+
+
+def _exif_oriented(data: bytes) -> bool:
+    """True when JPEG bytes carry an EXIF orientation other than 1 (a browser would rotate them)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return int(img.getexif().get(_ORIENTATION, 1)) != 1
+    except Exception:  # noqa: BLE001 - unreadable: the decoder below reports it
+        return True
 
 
 def image_jpeg(loaded: LoadedIndex, image_id: int, size: int | None) -> bytes:
-    """JPEG of the image (the original file's bytes when it is a JPEG and no size is asked)."""
+    """JPEG of the image in its stored frame (the original file's bytes when it is a JPEG without an EXIF
+    rotation and no size is asked; a browser would turn a rotated one away from its masks' frame)."""
     rec = image_record(loaded, image_id)
     if size is None and rec.path.suffix.lower() in (".jpg", ".jpeg"):
         try:
-            return rec.path.read_bytes()
+            data = rec.path.read_bytes()
+            if not _exif_oriented(data):
+                return data
         except OSError:
             pass
     return render.to_jpeg(render.thumbnail(dataset_image(loaded, image_id), size))

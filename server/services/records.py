@@ -30,7 +30,8 @@ def neighbors_out(pairs: list[tuple[Any, float]]) -> list[Neighbor]:
 
 def image_out(rec: Any) -> ImageInfo:
     """An ``ImageRecord`` as :class:`ImageInfo` (file name relative to the data root, no path)."""
-    return ImageInfo(id=rec.id, file_name=rec.file_name, width=rec.width, height=rec.height)
+    box = [int(v) for v in rec.crop_box] if rec.crop_box and rec.crop_box[2] > 0 else None
+    return ImageInfo(id=rec.id, file_name=rec.file_name, width=rec.width, height=rec.height, box=box)
 
 
 def prototype_out(rec: Any, best_image: dict[int, int]) -> Prototype:

@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
-from PIL import Image
+from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 from torchvision.utils import draw_segmentation_masks
 
@@ -20,6 +20,11 @@ from torchvision.utils import draw_segmentation_masks
 FIGURE3_COLOR = (230, 25, 25)
 FIGURE3_ALPHA = 0.5
 SLOTS_ALPHA = 0.55
+#: The outline of the region the model saw, where an image is shown whole around it.
+BOX_COLOR = (255, 255, 255)
+#: How an indexed image is shown: ``crop`` the region the model saw (the release's figures), ``full`` the
+#: whole image with that region outlined.
+VIEWS = ("crop", "full")
 _GOLDEN = 0.618033988749895
 
 
@@ -54,6 +59,32 @@ def indexed_view(img: Image.Image, resize: int, crop: int) -> Image.Image:
     """The image as the model saw it when indexing: shorter side → ``resize``, centre crop ``crop``."""
     img = TF.resize(img, resize, interpolation=TF.InterpolationMode.BILINEAR)
     return TF.center_crop(img, [crop, crop])
+
+
+def outline_box(img: Image.Image, box: tuple[int, int, int, int] | list[int], color=BOX_COLOR) -> Image.Image:
+    """A copy of ``img`` with the (x, y, w, h) box outlined just outside it (a light line, then a dark one,
+    visible on any image; no pixel of the box is painted over); the image itself when the box is the whole
+    image."""
+    x, y, w, h = (int(v) for v in box)
+    if (x, y, w, h) == (0, 0, img.width, img.height):
+        return img
+    out = img.convert("RGB")  # a copy
+    draw = ImageDraw.Draw(out)
+    draw.rectangle([x - 2, y - 2, x + w + 1, y + h + 1], outline=(0, 0, 0))
+    draw.rectangle([x - 1, y - 1, x + w, y + h], outline=tuple(color))
+    return out
+
+
+def show_region(img: Image.Image, box: tuple[int, int, int, int] | list[int], view: str) -> Image.Image:
+    """What a user sees of a rendered image whose masks cover only ``box`` (x, y, w, h): the box itself
+    (``view="crop"``) or the whole image with the box outlined (``"full"``); never an unassigned border
+    passed off as part of a mask."""
+    if view not in VIEWS:
+        raise ValueError(f"view={view!r}; choose one of {', '.join(VIEWS)}")
+    x, y, w, h = (int(v) for v in box)
+    if view == "crop":
+        return img if (x, y, w, h) == (0, 0, img.width, img.height) else img.crop((x, y, x + w, y + h))
+    return outline_box(img, (x, y, w, h))
 
 
 def decode_rle(rle: dict) -> np.ndarray:

@@ -1,6 +1,8 @@
 """The slots of an uploaded image (SPEC §7): teacher assignment, one slot per active prototype with its
-pooled vector, mask, score and nearest dataset segments. Mirrors the indexer (``indexer.segments``),
-so an uploaded copy of a dataset image gets the same slots as the index holds.
+pooled vector, mask, score and nearest dataset segments. Segmented by the indexer's own function
+(``indexer.segments.segment_images``): by default the whole image (shorter side resized, no crop, every
+pixel assigned); with ``crop=True`` the index's centre crop, so an uploaded copy of a dataset image gets
+exactly the segments the index holds.
 """
 
 from __future__ import annotations
@@ -9,12 +11,9 @@ import base64
 import time
 
 import numpy as np
-import torch
 from PIL import Image
 
-from core.augment import eval_transform
-from core.inference import teacher_outputs
-from indexer.segments import box_assignment, crop_box, segment_image
+from indexer.segments import segment_images
 from server.runtime import LoadedIndex, LoadedModel, Runtime
 from server.schemas import Rle, Slot, SlotsResult
 from server.services import render
@@ -48,23 +47,21 @@ def bounded(img: Image.Image, resize: int) -> Image.Image:
 
 
 def analyze(
-    runtime: Runtime, model: LoadedModel, loaded: LoadedIndex | None, img: Image.Image, neighbors: int = 5
+    runtime: Runtime, model: LoadedModel, loaded: LoadedIndex | None, img: Image.Image, neighbors: int = 5,
+    crop: bool = False,
 ) -> SlotsResult:
-    """Run the teacher on ``img`` and describe its slots (see :class:`server.schemas.SlotsResult`)."""
+    """Run the teacher on ``img`` and describe its slots (see :class:`server.schemas.SlotsResult`).
+
+    ``crop=False``: the whole image, every pixel assigned; ``crop=True``: the index's centre crop (the
+    release's protocol; the overlay outlines the crop).
+    """
     started = time.perf_counter()
-    resize, crop = analysis_size(runtime)
+    resize, crop_size = analysis_size(runtime)
     img = bounded(img, resize)
-    x = eval_transform(resize, crop)(img).unsqueeze(0).to(runtime.device)  # (1, 3, crop, crop)
     with runtime.model_lock:
-        z, scores = teacher_outputs(model.model, x)  # (1, D, h, w), (1, K, h, w)
-    z, scores = z[0].cpu(), scores[0].cpu()
-    protos = torch.nn.functional.normalize(model.model.grouping_k.slot_embed.weight.detach().float().cpu(), dim=1)
-    box = crop_box(img.width, img.height, resize, crop)
-    seg = segment_image(z, scores, protos, (img.width, img.height), box)
-    x0, y0, bw, bh = box
-    present = torch.from_numpy(seg.prototypes)
-    local = box_assignment(scores, present, (bh, bw))  # (bh, bw) indices into present
-    assignment = seg.prototypes[local]  # (bh, bw) prototype ids
+        seg = segment_images(model.model, [img], resize, crop_size if crop else None, device=runtime.device)[0]
+    x0, y0, bw, bh = seg.view.box
+    assignment = seg.box_labels  # (bh, bw) prototype ids
     labels = np.full((img.height, img.width), -1, dtype=np.int64)
     labels[y0 : y0 + bh, x0 : x0 + bw] = assignment
     names = {}
@@ -83,8 +80,8 @@ def analyze(
         ))  # fmt: skip
     slots.sort(key=lambda s: -s.area_share)
     return SlotsResult(
-        width=img.width, height=img.height, box=[x0, y0, bw, bh],
+        width=img.width, height=img.height, box=[x0, y0, bw, bh], cropped=crop,
         assignment_png=_b64(render.to_png(render.labels_image(assignment))),
-        overlay_png=_b64(render.to_png(render.overlay_labels(img, labels))),
+        overlay_png=_b64(render.to_png(render.outline_box(render.overlay_labels(img, labels), seg.view.box))),
         slots=slots, elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
     )  # fmt: skip

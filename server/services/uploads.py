@@ -110,7 +110,7 @@ def decode_upload(data: bytes, max_pixels: int, name: str = "upload") -> Image.I
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return load_rgb(io.BytesIO(data))
+            return load_rgb(io.BytesIO(data), upright=True)
     except ImageReadError as e:
         raise ApiError(
             400,

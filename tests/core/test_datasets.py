@@ -110,13 +110,17 @@ def test_load_rgb_alpha_and_palette(tmp_path: Path) -> None:
     assert load_rgb(tmp_path / "pal.png").getpixel((0, 0)) == (200, 100, 50)
 
 
-def test_load_rgb_applies_exif_orientation(tmp_path: Path) -> None:
+def test_load_rgb_keeps_the_stored_frame_unless_asked_upright(tmp_path: Path) -> None:
     img = Image.new("RGB", (30, 10), (0, 0, 0))
     img.paste((255, 0, 0), (0, 0, 5, 10))  # red strip on the left
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     img.save(tmp_path / "rot.jpg", exif=exif, quality=95)
-    out = load_rgb(tmp_path / "rot.jpg")
+    stored = load_rgb(tmp_path / "rot.jpg")  # datasets: the frame of their annotations
+    assert stored.size == (30, 10)
+    r, g, b = stored.getpixel((2, 5))
+    assert r > 200 and g < 60
+    out = load_rgb(tmp_path / "rot.jpg", upright=True)  # uploads: as a viewer shows it
     assert out.size == (10, 30)
     r, g, b = out.getpixel((5, 2))  # the left strip is now on top
     assert r > 200 and g < 60

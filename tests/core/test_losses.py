@@ -103,3 +103,18 @@ def test_slot_loss_with_a_single_query_does_not_raise() -> None:
     predictor = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.BatchNorm1d(6))
     loss = slot_contrastive_loss(torch.randn(2, 4, 6), torch.randn(2, 4, 6), sq, sk, predictor)
     assert loss.item() == 0.0
+
+
+def test_empty_slot_loss_still_reaches_every_predictor_parameter() -> None:
+    """The zero loss depends on every predictor parameter (each gets a zero gradient), so DDP reduces the same
+    buckets on a rank without queries as on the others."""
+    from core.heads import SlotPredictor
+
+    predictor = SlotPredictor(6, 12)
+    sq, sk = torch.zeros(2, 4, 1, 1), torch.zeros(2, 4, 1, 1)
+    sq[:, 0], sk[:, 1] = 1.0, 1.0
+    loss = slot_contrastive_loss(torch.randn(2, 4, 6), torch.randn(2, 4, 6), sq, sk, predictor)
+    loss.backward()
+    assert loss.item() == 0.0
+    for name, p in predictor.named_parameters():
+        assert p.grad is not None and torch.count_nonzero(p.grad) == 0, name

@@ -149,3 +149,20 @@ def test_training_steps_decrease_fixed_batch_loss(make_tiny_model) -> None:
         model.update_center(out["center_batch"])
         losses.append(out["loss"].item())
     assert losses[-1] < losses[0]
+
+
+def test_positive_pairs_count_the_slots_present_in_both_views(make_tiny_model) -> None:
+    """``positive_pairs`` (Eq. 6, the paper's 3.6 per image): per image and direction, the slots present in the
+    student's view a and in the teacher's view b, counted by hand from each network's own argmax."""
+    model = make_tiny_model()
+    crops, coords, flags = _batch(b=6)
+    out = model(crops, coords, flags)
+    with torch.no_grad():
+        def present(dots: torch.Tensor) -> torch.Tensor:  # (B, K, h, w) → (B, K) bool
+            return F.one_hot(dots.argmax(1).flatten(1), dots.shape[1]).amax(1).bool()
+
+        student = [present(model.grouping_q(model.projector_q(model.encoder_q(c)))[1]) for c in crops]
+        teacher = [present(model.grouping_k(model.teacher_project(c))[1]) for c in crops]
+    pairs = ((student[0] & teacher[1]).sum(1) + (student[1] & teacher[0]).sum(1)).float()  # (B,)
+    assert pairs.sum() > 0
+    torch.testing.assert_close(out["positive_pairs"], pairs.mean() / 2)

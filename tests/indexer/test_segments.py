@@ -1,4 +1,5 @@
-"""Segments of an image: masks partition the crop box; pooled vectors equal a hand computation."""
+"""Segments of an image: masks partition the crop box (or the whole image); pooled vectors and scores equal a
+hand computation; a prototype's ranking equals the release's ``viz_slots.py`` ranking."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms as T
+from PIL import Image
 from pycocotools import mask as mask_utils
 
 from core.augment import eval_transform
 from core.checkpoint import load_model
-from core.datasets import load_rgb
-from indexer.segments import crop_box, segment_image
+from core.datasets import find_images, load_rgb
+from indexer.segments import ModelView, crop_box, model_input, resized_size, segment_images, segment_outputs
 from indexer.store import ConceptIndex
 
 
@@ -68,8 +70,61 @@ def test_pooled_vectors_equal_hand_computation(tiny_index, tiny_checkpoint):
                 v = pix.mean(1)
                 v /= np.linalg.norm(v)
                 assert s.feature_area == pix.shape[1]
-                np.testing.assert_allclose(index.segment_vector(s.id), v, atol=1e-5)
-                assert s.score == pytest.approx(float(v @ protos[s.prototype]), abs=1e-5)
+                np.testing.assert_allclose(index.segment_vector(s.id), v, atol=1e-5)  # FAISS: normalised mean
+                assert s.score == pytest.approx(float(cos[s.prototype][labels == s.prototype].mean()), abs=1e-5)
+
+
+def _release_ranking(model, paths) -> tuple[torch.Tensor, torch.Tensor]:
+    """The release's ``prepare_knn``, restated: per-pixel cosines of the teacher's normalised projections to the
+    normalised prototypes, a one-hot argmax mask plus 1e-6, and the masked mean. Returns (scores (N, K),
+    present (N, K))."""
+    x = torch.stack([eval_transform(256, 224)(Image.open(p).convert("RGB")) for p in paths])
+    with torch.no_grad():
+        bank = torch.nn.functional.normalize(model.projector_k(model.encoder_k(x)), dim=1)  # (N, D, h, w)
+        prototypes = torch.nn.functional.normalize(model.grouping_k.slot_embed.weight, dim=1)  # (K, D)
+        dots = torch.einsum("kd,ndhw->nkhw", prototypes, bank)
+        masks = torch.zeros_like(dots).scatter_(1, dots.argmax(1, keepdim=True), 1)
+        adder = masks + 1e-6
+        scores = (dots * adder).sum(-1).sum(-1) / adder.sum(-1).sum(-1)  # (N, K)
+    return scores, masks.sum((-2, -1)) > 0
+
+
+def test_top_segments_rank_as_the_release(tiny_index, tiny_checkpoint, synthetic_root):
+    """Every prototype's ranking over its images equals the release's (images where it is absent left out)."""
+    model = load_model(tiny_checkpoint)
+    scores, present = _release_ranking(model, find_images(synthetic_root, "val2017"))
+    ranked_some = 0
+    with ConceptIndex.open(tiny_index) as index:
+        for k in range(index.num_prototypes):
+            ours = index.top_segments(k, 0, 1000)
+            theirs = sorted(present[:, k].nonzero().flatten().tolist(), key=lambda n: -float(scores[n, k]))
+            assert len(ours) == len(theirs), k
+            for seg, n in zip(ours, theirs, strict=True):
+                assert seg.score == pytest.approx(float(scores[seg.image_id, k]), abs=1e-4)
+                assert seg.image_id == n or abs(seg.score - float(scores[n, k])) < 1e-4, (k, seg.image_id, n)
+            ranked_some += len(ours) > 1
+    assert ranked_some >= 2  # the check compared real rankings
+
+
+def test_resized_size_matches_torchvision():
+    for size in [(96, 96), (640, 480), (333, 500), (257, 256), (31, 500)]:
+        resized = T.Resize(256)(Image.new("RGB", size))
+        assert resized_size(*size, 256) == resized.size
+
+
+def test_whole_image_view_assigns_every_pixel(tiny_checkpoint, synthetic_root):
+    """No crop: the input is the whole image with its shorter side resized; the masks cover every pixel."""
+    img = load_rgb(find_images(synthetic_root, "val2017")[0]).resize((150, 96))
+    x, view = model_input(img, 128, None)
+    assert view == ModelView((150, 96), (0, 0, 150, 96), (128, 200)) and view.whole
+    assert tuple(x.shape) == (3, 128, 200)
+    seg = segment_images(load_model(tiny_checkpoint), [img], 128, None)[0]
+    masks = np.stack([mask_utils.decode({"size": [96, 150], "counts": r}) for r in seg.rles])
+    assert (masks.sum(0) == 1).all()
+    assert seg.box_labels.shape == (96, 150) and set(np.unique(seg.box_labels)) == set(seg.prototypes.tolist())
+    cropped = segment_images(load_model(tiny_checkpoint), [img], 128, 112)[0]
+    assert cropped.view.box == crop_box(150, 96, 128, 112) and not cropped.view.whole
+    assert cropped.areas.sum() == cropped.view.box[2] * cropped.view.box[3] < 150 * 96
 
 
 def test_segment_image_label_counts():
@@ -81,7 +136,7 @@ def test_segment_image_label_counts():
     label = np.full((12, 12), 255, np.uint8)
     label[:, :6] = 0
     label[:, 6:] = 1
-    seg = segment_image(z, scores, protos, (12, 12), (0, 0, 12, 12), label, num_classes=2)
+    seg = segment_outputs(z, scores, protos, ModelView((12, 12), (0, 0, 12, 12), (12, 12)), label, num_classes=2)
     assert seg.label_counts.sum() == 144
     assert seg.areas.sum() == 144
     decoded = [mask_utils.decode({"size": [12, 12], "counts": r}) for r in seg.rles]

@@ -9,7 +9,7 @@ import pytest
 
 from core.checkpoint import file_sha256
 from core.synthetic import CLASSES
-from indexer.store import ConceptIndex, IndexMismatchError, IndexNotFoundError
+from indexer.store import ConceptIndex, IndexMismatchError, IndexNotFoundError, IndexVersionError
 
 
 @pytest.fixture()
@@ -42,21 +42,37 @@ def test_manifest_and_images(index, tiny_checkpoint, synthetic_root):
 
 
 def test_top_segments_match_brute_force(index):
+    """Ranked by score (the release's mean cosine, checked against the release in test_segments.py), best
+    first; the score is the re-normalised vector's cosine times the mean's norm (<= 1), so never larger."""
     vecs, protos = _all_vectors(index)
     table = index.prototype_vectors()
+    records = [index.segment(i) for i in range(index.num_segments)]
     for k in range(index.num_prototypes):
-        mine = np.flatnonzero(protos == k)
-        cos = vecs[mine] @ table[k]
-        expected = mine[np.argsort(-cos, kind="stable")].tolist()
+        mine = [r for r in records if r.prototype == k]
+        expected = [r.id for r in sorted(mine, key=lambda r: (-r.score, r.image_id))]
         got = [s.id for s in index.top_segments(k, 0, 1000)]
         assert got == expected
         paged = [s.id for off in range(0, len(expected) + 3, 3) for s in index.top_segments(k, off, 3)]
         assert paged == expected
         for s in index.top_segments(k, 0, 5):
-            assert s.prototype == k and s.score == pytest.approx(float(vecs[s.id] @ table[k]), abs=1e-5)
+            cos = float(vecs[s.id] @ table[k])
+            assert s.prototype == k and abs(s.score) <= abs(cos) + 1e-6 and s.score * cos >= 0
         p = index.prototype(k)
         assert p.num_segments == len(expected)
         assert p.best_segment_id == (expected[0] if expected else None)
+
+
+def test_an_index_of_an_older_format_is_refused(tiny_index, tmp_path):
+    import shutil
+
+    old = shutil.copytree(tiny_index, tmp_path / "v1")
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["version"] = 1
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexVersionError) as e:
+        ConceptIndex.open(old)
+    message = str(e.value)
+    assert "version 1" in message and "rebuild" in message and "slotcon index" in message and str(old) in message
 
 
 def test_dead_prototypes_flagged_not_shown(index):

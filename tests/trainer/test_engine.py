@@ -41,8 +41,10 @@ def test_run_writes_config_metrics_checkpoints(read_metrics, tiny_train_args: li
     steps, events = read_metrics(run)
     assert [r["step"] for r in steps] == list(range(1, 7))
     want = {"step", "total_steps", "epoch", "epochs", "lr", "momentum", "loss", "loss_group", "loss_slot",
-            "images_per_sec", "data_wait", "active_slots", "batch_dead", "elapsed_s", "eta_s", "time"}
+            "images_per_sec", "data_wait", "active_slots", "batch_dead", "positive_pairs", "skipped_steps",
+            "elapsed_s", "eta_s", "time"}
     assert want <= set(steps[0]) and steps[0]["total_steps"] == 6
+    assert all(0 <= r["positive_pairs"] <= 8 and r["skipped_steps"] == 0 for r in steps)
     assert events[-1]["event"] == "finished"
     for name in ("ckpt_epoch_1.pth", "ckpt_epoch_2.pth", "current.pth", "final.pth", "train.log"):
         assert (run / name).is_file(), name

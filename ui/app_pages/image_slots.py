@@ -14,13 +14,14 @@ from ui.views.slot_view import show_slots
 ACCEPTED = ["jpg", "jpeg", "png", "webp", "bmp"]
 
 
-def analyze(name: str, data: bytes, content_type: str) -> dict | None:
-    """Asks the API for the slots of an image; memoised per content in the session."""
-    digest = hashlib.sha256(data).hexdigest()
+def analyze(name: str, data: bytes, content_type: str, crop: bool = False) -> dict | None:
+    """Asks the API for the slots of an image (whole, or the index's centre crop); memoised per content and
+    choice in the session."""
+    digest = hashlib.sha256(data).hexdigest() + (":crop" if crop else ":whole")
     cache = st.session_state.setdefault("slot_answers", {})
     if digest not in cache:
         with st.spinner("Running the model on the image…"):
-            answer = call("Analysing the image", get_client().analyze, name, data, content_type)
+            answer = call("Analysing the image", get_client().analyze, name, data, content_type, crop)
         if answer is None:
             return None
         cache.clear()  # keep one answer: uploads can be large
@@ -62,7 +63,10 @@ def render() -> None:
         chosen = pick_from_dataset()
     if chosen is None:
         return
-    answer = analyze(*chosen)
+    crop = st.toggle("Centre crop only (the release's protocol, as the index)", key="slots_crop",
+                     help="off: the whole image is segmented, every pixel assigned; on: the model sees the "
+                          "index's centre crop (outlined), and a dataset image gets exactly its indexed slots")
+    answer = analyze(*chosen, crop=crop)
     if answer is not None:
         show_slots(answer, chosen[1])
 

@@ -35,8 +35,10 @@ def render() -> None:
     m[2].metric("Images", stats.get("num_images", "–"))
     m[3].metric("Active prototypes per image", fmt_num(mean_active, 2))
     st.caption("A prototype is *active* on an image when it is the argmax at one pixel or more, and "
-               "*dead* when it is active on no image (the paper: 40 of 256 dead on COCO val2017, about 7 "
-               "active per image).")
+               "*dead* when it is active on no image. The paper: 40 of 256 dead on COCO val2017 (App. D); its "
+               "\"about 7 active slots per image\" (Fig. 4) is measured on training crops during pretraining, "
+               "not on val2017, so compare it with the training page's active slots per view, not with this "
+               "number (counted on the centre crops of the indexed images).")
 
     st.subheader("Dead prototypes")
     if dead:

@@ -21,6 +21,8 @@ PRESETS = {
                                budget_minutes=0.0),
     "imagenet-r50-100ep": dict(epochs=100, batch_size=512, lr=1.0, num_prototypes=2048, precision="auto",
                                budget_minutes=0.0),
+    "imagenet-r50-200ep": dict(epochs=200, batch_size=512, lr=1.0, num_prototypes=2048, precision="auto",
+                               budget_minutes=0.0),
 }
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 

@@ -1,5 +1,6 @@
 """The live view of a training job: progress with ETA, loss curves (total, group, slot), lr and
-momentum, images/s and active slots per image; refreshed without a page reload."""
+momentum, images/s, active slots and positive pairs per image (the paper's two training statistics, both
+counted on training crops), fp16 steps skipped; refreshed without a page reload."""
 
 from __future__ import annotations
 
@@ -11,6 +12,16 @@ from ui.components import call, fmt_duration, show_api_error
 from ui.views.job_progress import ACTIVE, job_status_line
 
 REFRESH_S = 2.0
+#: What the two per-image statistics are, and the paper's values for them (both measured on training crops).
+STATS_CAPTION = ("Per training crop: *active slots* are the prototypes that win at least one pixel of a teacher "
+                 "view; *positive pairs* (Eq. 6) are the slots present in a student view and in the teacher's "
+                 "other view. The paper, on COCO: about 7 active slots per image (Fig. 4, during pretraining) and "
+                 "about 3.6 positive pairs per image (App. D, a converged model).")
+
+
+def _num(value: object, spec: str) -> str:
+    """``value`` formatted, or "–" when it is missing or was not finite (logged as null)."""
+    return format(value, spec) if isinstance(value, (int, float)) else "–"
 
 
 def _metrics_key(job_id: int) -> str:
@@ -52,9 +63,10 @@ def _charts(frame: pd.DataFrame) -> None:
         st.markdown("**Learning rate and teacher momentum**")
         if cols("lr", "momentum"):
             st.line_chart(frame[cols("lr", "momentum")], height=220)
-        st.markdown("**Active slots per image**")
-        if cols("active_slots"):
-            st.line_chart(frame[cols("active_slots")], height=180)
+        st.markdown("**Active slots and positive pairs per image**")
+        if cols("active_slots", "positive_pairs"):
+            st.line_chart(frame[cols("active_slots", "positive_pairs")], height=180)
+        st.caption(STATS_CAPTION)
 
 
 def training_live(job_id: int) -> None:
@@ -84,11 +96,15 @@ def training_live(job_id: int) -> None:
             text = (f"step {cur['step']}/{total} · epoch {cur.get('epoch', '?')}/{cur.get('epochs', '?')} · "
                     f"ETA {fmt_duration(cur.get('eta_s'))} · elapsed {fmt_duration(cur.get('elapsed_s'))}")
             st.progress(1.0 if status == "succeeded" else frac, text=text)
-            m = st.columns(4)
-            m[0].metric("Loss", f"{cur.get('loss', float('nan')):.4f}")
-            m[1].metric("Images / s", f"{cur.get('images_per_sec', 0.0):.1f}")
-            m[2].metric("Active slots / image", f"{cur.get('active_slots', 0.0):.2f}")
-            m[3].metric("LR", f"{cur.get('lr', 0.0):.2e}")
+            m = st.columns(5)
+            m[0].metric("Loss", _num(cur.get("loss"), ".4f"))
+            m[1].metric("Images / s", _num(cur.get("images_per_sec"), ".1f"))
+            m[2].metric("Active slots / image", _num(cur.get("active_slots"), ".2f"))
+            m[3].metric("Positive pairs / image", _num(cur.get("positive_pairs"), ".2f"))
+            m[4].metric("LR", _num(cur.get("lr"), ".2e"))
+            if cur.get("skipped_steps"):
+                st.caption(f"fp16: {cur['skipped_steps']} steps skipped so far (non-finite loss or gradients; the "
+                           "grad scaler lowered its scale)")
             _charts(frame)
         elif status in ACTIVE:
             st.progress(0.0, text="starting… (the first metrics appear after the first logged step)")
