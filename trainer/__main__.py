@@ -22,6 +22,14 @@ One GPU::
 2 CPU processes (gloo, for tests): ``torchrun --standalone --nproc_per_node=2 -m trainer --preset cpu-demo
 --threads 1 ...``. Resume with ``--resume runs/coco/current.pth`` or ``--auto-resume``. SIGTERM/SIGINT
 save ``current.pth`` and exit 0; ``--max-steps`` caps a run; ``--print-config`` shows the resolved config.
+
+``--precision auto`` (the default) takes bf16 where the hardware computes it natively (CUDA with bf16,
+AVX-512 BF16 / AMX CPUs), fp16 with the grad scaler on older GPUs and fp32 elsewhere; the choice and its
+reason go to the first log line, ``config.yaml`` and the checkpoints. ``--budget-minutes M`` times the
+first steps and then fixes the total number of steps (at most the epochs allow) so that training ends
+within M minutes with every schedule (warm-up, cosine lr, teacher momentum to 1) completed; the fixed
+total is recorded, so ``--resume`` continues exactly. ``--print-plan`` prints the precision and budget a
+run would use on this machine, without training.
 """
 
 from __future__ import annotations
