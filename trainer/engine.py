@@ -90,7 +90,7 @@ class Trainer:
     """Builds model, optimiser, data and schedules from a :class:`TrainConfig`; :meth:`run` trains."""
 
     def __init__(self, cfg: TrainConfig) -> None:
-        self.clock_start = time.perf_counter()  # the budget counts from here
+        self.clock_start = self.clock()  # the budget counts from here
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         self.device, self.local_rank = init_distributed(cfg.device)
@@ -141,6 +141,10 @@ class Trainer:
                                      cfg.epochs, cfg.progress, start_step=self.step)
 
     # -- schedules and the time budget ----------------------------------------------------------
+    def clock(self) -> float:
+        """Seconds on the clock that the time budget is planned and measured with (a monotonic clock)."""
+        return time.perf_counter()
+
     @property
     def budget_pending(self) -> bool:
         """True while a ``--budget-minutes`` run has not fixed its total number of steps yet."""
@@ -176,7 +180,7 @@ class Trainer:
             t = torch.tensor([step_seconds], dtype=torch.float64, device=self.device)
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
             step_seconds = float(t.item())
-        elapsed = time.perf_counter() - self.clock_start
+        elapsed = self.clock() - self.clock_start
         remaining = 60 * cfg.budget_minutes - elapsed - BUDGET_RESERVE_S
         fit = self.step + max(int(BUDGET_SAFETY * remaining / step_seconds), 0)
         full = cfg.epochs * self.steps_per_epoch
@@ -349,7 +353,7 @@ class Trainer:
                     self.step += 1
                     window["steps"] += 1
                     now = time.perf_counter()
-                    timed = self.budget_pending and self._timed_enough(probe, now)
+                    timed = self.budget_pending and self._timed_enough(probe, self.clock())
                     over_time = cfg.max_minutes > 0 and now - start > 60 * cfg.max_minutes
                     stop, nonfinite, timed = self._agree(self.stop_signal is not None or over_time,
                                                          bool(out["nonfinite"]), timed)

@@ -17,11 +17,17 @@ from trainer.schedules import lr_schedule, run_schedules, teacher_momentum_sched
 
 @pytest.fixture
 def quick_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Time 3 steps after 1 untimed one, and keep no reserve, so a few-second budget binds."""
+    """Time 3 steps after 1 untimed one, and keep no reserve, so a budget of seconds binds."""
     monkeypatch.setattr(engine, "BUDGET_WARMUP_STEPS", 1)
     monkeypatch.setattr(engine, "BUDGET_MIN_TIMED_STEPS", 3)
     monkeypatch.setattr(engine, "BUDGET_MIN_TIMED_S", 0.0)
     monkeypatch.setattr(engine, "BUDGET_RESERVE_S", 0.0)
+
+
+@pytest.fixture
+def one_second_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The budget's clock reads the step count: every step takes exactly one second, whatever the load."""
+    monkeypatch.setattr(engine.Trainer, "clock", lambda self: float(getattr(self, "step", 0)))
 
 
 def _budget_note(run: Path) -> dict:
@@ -43,16 +49,18 @@ def test_run_schedules_complete_and_keep_the_provisional_head() -> None:
     assert np.all(np.diff(moms) >= 0)
 
 
-def test_budget_fixes_the_total_from_the_step_time(quick_budget, tiny_train_args: list[str], tmp_path: Path,
-                                                   read_metrics) -> None:
-    assert main([*tiny_train_args, "--epochs", "400", "--budget-minutes", "0.12", "--save-every", "1000"]) == 0
+def test_budget_fixes_the_total_from_the_step_time(quick_budget, one_second_steps, tiny_train_args: list[str],
+                                                   tmp_path: Path, read_metrics) -> None:
+    assert main([*tiny_train_args, "--epochs", "400", "--budget-minutes", "0.5", "--save-every", "1000"]) == 0
     run = tmp_path / "run"
     note = _budget_note(run)
     total = note["total_steps"]
-    assert total == note["step"] + math.floor(engine.BUDGET_SAFETY * note["remaining_s"] / note["step_seconds"])
-    assert note["step"] < total < note["full_steps"] == 1200  # the budget, not the epochs, bounds this run
+    # 1 untimed + 3 timed steps of 1 s: fixed at step 4 with 26 s left, 97 % of which is 25 more steps
+    assert (note["step"], note["step_seconds"], note["remaining_s"]) == (4, 1.0, 26.0)
+    assert total == note["step"] + math.floor(engine.BUDGET_SAFETY * note["remaining_s"] / note["step_seconds"]) == 29
+    assert total < note["full_steps"] == 1200  # the budget, not the epochs, bounds this run
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    assert (cfg["total_steps"], cfg["schedule_fixed_at"], cfg["budget_minutes"]) == (total, note["step"], 0.12)
+    assert (cfg["total_steps"], cfg["schedule_fixed_at"], cfg["budget_minutes"]) == (total, note["step"], 0.5)
     ckpt = read_checkpoint(run / "final.pth")
     assert ckpt["step"] == total and ckpt["train_config"]["total_steps"] == total
     steps, events = read_metrics(run)
@@ -64,20 +72,21 @@ def test_budget_fixes_the_total_from_the_step_time(quick_budget, tiny_train_args
 
 
 def test_budget_capped_by_the_epochs(quick_budget, tiny_train_args: list[str], tmp_path: Path) -> None:
+    """On the real clock: a generous budget is capped by the preset's epochs."""
     assert main([*tiny_train_args, "--epochs", "4", "--budget-minutes", "5"]) == 0
     note = _budget_note(tmp_path / "run")
     assert note["total_steps"] == note["full_steps"] == 12
     assert read_checkpoint(tmp_path / "run" / "final.pth")["step"] == 12
 
 
-def test_budgeted_run_resumes_exactly(quick_budget, tiny_train_args: list[str], tmp_path: Path,
+def test_budgeted_run_resumes_exactly(quick_budget, one_second_steps, tiny_train_args: list[str], tmp_path: Path,
                                       read_metrics) -> None:
     """Stop a budgeted run after its total was fixed, resume it; compare with one straight run of that total."""
     args = [*tiny_train_args, "--epochs", "400", "--budget-minutes", "0.25", "--save-every", "1000"]
     split = tmp_path / "split"
     assert main([*args, "--output-dir", str(split), "--max-steps", "6"]) == 0
     fixed = yaml.safe_load((split / "config.yaml").read_text())
-    assert 0 < fixed["schedule_fixed_at"] < 6 < fixed["total_steps"], fixed
+    assert (fixed["schedule_fixed_at"], fixed["total_steps"]) == (4, 4 + math.floor(0.97 * 11)), fixed
     assert read_checkpoint(split / "current.pth")["step"] == 6
     assert main([*args, "--output-dir", str(split), "--auto-resume"]) == 0  # adopts the checkpoint's total
     assert yaml.safe_load((split / "config.yaml").read_text())["total_steps"] == fixed["total_steps"]
