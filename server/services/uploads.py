@@ -1,18 +1,26 @@
-"""Upload safety: a body-size limit enforced while the body streams in, and image decoding that
-turns every kind of bad file into a clear 400/413/415 instead of a crash.
+"""Upload safety: a body-size limit enforced while the body streams in, and image decoding whose
+memory is bounded before the first pixel is decoded, turning every kind of bad file into a clear
+400/413/415/422 instead of a crash.
+
+Memory per upload, by construction (see the README's "Uploads" section): the body (at most
+``max_upload_bytes``), one full-size decode (at most :data:`DECODE_BYTES_PER_PIXEL` ×
+``max_upload_pixels`` bytes, far less for JPEGs) and the analysis of an image of at most
+``(2 × resize)²`` pixels (:func:`analysis_dims`). How many uploads hold that at once is bounded by
+the runtime's upload semaphore (``upload_concurrency``).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import warnings
 from collections.abc import Callable
 
 from PIL import Image, UnidentifiedImageError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.datasets import ImageReadError, load_rgb
+from core.datasets import to_rgb
 from server.errors import ApiError
 
 #: Room for the multipart envelope (boundaries, part headers) around the file itself.
@@ -75,45 +83,142 @@ async def _send_413(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def decode_upload(data: bytes, max_pixels: int, name: str = "upload") -> Image.Image:
-    """Decode uploaded bytes to an 8-bit RGB image (EXIF orientation applied, alpha on white).
+#: Longest accepted ratio of an upload's longer side to its shorter side.
+MAX_ASPECT_RATIO = 20
+#: Worst-case bytes per pixel held while decoding an upload at full size (a 16-bit PNG: its own
+#: 2 bytes plus the 4 of the 32-bit copy that can be reduced); JPEGs are decoded at 1/2 to 1/8 scale.
+DECODE_BYTES_PER_PIXEL = 6
+_REDUCIBLE = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr"})
+_ORIENTATION = 0x0112
+_TRANSPOSE = {
+    2: (Image.Transpose.FLIP_LEFT_RIGHT,),
+    3: (Image.Transpose.ROTATE_180,),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM,),
+    5: (Image.Transpose.TRANSPOSE,),
+    6: (Image.Transpose.ROTATE_270,),
+    7: (Image.Transpose.TRANSVERSE,),
+    8: (Image.Transpose.ROTATE_90,),
+}
+
+
+def analysis_dims(width: int, height: int, resize: int) -> tuple[int, int]:
+    """The (width, height) an image of ``width``×``height`` is analysed at for an index made at ``resize``.
+
+    Bounded from both sides: the shorter side at most ``2 × resize`` and the area at most
+    ``(2 × resize)²`` pixels, never upscaled. With the aspect ratio capped at :data:`MAX_ASPECT_RATIO`,
+    the model input that :func:`core.augment.eval_transform` makes from it is at most
+    ``resize × (MAX_ASPECT_RATIO · resize)`` pixels before its centre crop.
+    """
+    cap = 2 * resize
+    scale = min(1.0, cap / min(width, height), math.sqrt(cap * cap / (width * height)))
+    if scale >= 1.0:
+        return width, height
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def bounded(img: Image.Image, resize: int) -> Image.Image:
+    """``img`` resized (bilinear, antialiased) to :func:`analysis_dims`, or ``img`` itself when within them.
+
+    Masks, RLEs and overlays of an analysis then stay within ``(2 × resize)²`` pixels however large
+    or thin the upload was."""
+    size = analysis_dims(img.width, img.height, resize)
+    if size == img.size:
+        return img
+    return img.resize(size, Image.Resampling.BILINEAR)
+
+
+def _reducible(img: Image.Image) -> Image.Image:
+    """``img`` in a mode that :meth:`PIL.Image.Image.reduce` averages meaningfully (no palette indices)."""
+    if img.mode in _REDUCIBLE:
+        return img
+    if img.mode == "1":
+        return img.convert("L")
+    if img.mode.startswith("I;16"):
+        return img.convert("I")
+    if img.mode in ("P", "PA"):
+        return img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+    return img.convert("RGB")
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = int(img.getexif().get(_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block only loses the orientation
+        return 1
+    return value if value in _TRANSPOSE else 1
+
+
+def decode_upload(data: bytes, max_pixels: int, resize: int, name: str = "upload") -> Image.Image:
+    """Decode uploaded bytes to an 8-bit RGB image bounded by :func:`analysis_dims` (EXIF orientation
+    applied, alpha on white).
+
+    Memory is bounded before any pixel is decoded: the header's size must be at most ``max_pixels``
+    pixels with an aspect ratio of at most :data:`MAX_ASPECT_RATIO`; a JPEG is decoded at the smallest
+    DCT scale (1/2 … 1/8) that still covers the analysis size; other formats are decoded once at full
+    size (at most :data:`DECODE_BYTES_PER_PIXEL` × ``max_pixels`` bytes) and box-reduced by an integer
+    factor at once, so no full-size copy outlives the decode. Images within the analysis size are
+    decoded exactly as :func:`core.datasets.load_rgb` decodes them.
 
     Raises :class:`ApiError`: 400 ``empty_file`` / ``bad_image`` (truncated or corrupt), 415
     ``unsupported_media_type`` (not an image), 413 ``image_too_large`` (more than ``max_pixels``
-    pixels, checked from the header before any pixel is decoded).
+    pixels), 422 ``image_aspect_ratio`` (thinner than 1:``MAX_ASPECT_RATIO``).
     """
     if not data:
         raise ApiError(400, "empty_file", f"{name} is empty (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as probe:
-                width, height, fmt = probe.width, probe.height, probe.format
-    except Image.DecompressionBombError as e:
-        raise ApiError(413, "image_too_large", f"{name}: {e}") from e
-    except UnidentifiedImageError as e:
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"{name} is not an image in a format the server can read (JPEG, PNG, WebP, ...)",
-        ) from e
-    except Exception as e:  # noqa: BLE001 - a corrupt header raises many types
-        raise ApiError(400, "bad_image", f"{name}: cannot read the image header ({type(e).__name__}: {e})") from e
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as e:
+            raise ApiError(413, "image_too_large", f"{name}: {e}") from e
+        except UnidentifiedImageError as e:
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                f"{name} is not an image in a format the server can read (JPEG, PNG, WebP, ...)",
+            ) from e
+        except Exception as e:  # noqa: BLE001 - a corrupt header raises many types
+            raise ApiError(400, "bad_image", f"{name}: cannot read the image header ({type(e).__name__}: {e})") from e
+        with img:
+            width, height, fmt = img.width, img.height, img.format
+            _check_size(name, width, height, max_pixels)
+            target = analysis_dims(width, height, resize)
+            orientation = _orientation(img)
+            try:
+                if fmt == "JPEG":
+                    img.draft(img.mode, target)  # DCT-domain downscale: never below the target size
+                img.load()
+                small = _reducible(img)
+                factor = min(small.width // target[0], small.height // target[1])
+                if factor > 1:
+                    small = small.reduce(factor)
+                elif small is img:
+                    small = img.copy()  # outlive the file object closed below
+            except ApiError:
+                raise
+            except Exception as e:  # noqa: BLE001 - PIL raises OSError, ValueError, SyntaxError, ...
+                raise ApiError(
+                    400,
+                    "bad_image",
+                    f"{name} ({fmt}) could not be decoded, it may be truncated or corrupt: {type(e).__name__}: {e}",
+                ) from e
+    for step in _TRANSPOSE.get(orientation, ()):
+        small = small.transpose(step)
+    return bounded(to_rgb(small), resize)
+
+
+def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
+    if width < 1 or height < 1:
+        raise ApiError(400, "bad_image", f"{name} has no pixels ({width}×{height})")
     if width * height > max_pixels:
         raise ApiError(
             413,
             "image_too_large",
             f"{name} is {width}×{height} = {width * height} pixels, above the limit of {max_pixels}",
         )
-    if width < 1 or height < 1:
-        raise ApiError(400, "bad_image", f"{name} has no pixels ({width}×{height})")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return load_rgb(io.BytesIO(data))
-    except ImageReadError as e:
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         raise ApiError(
-            400,
-            "bad_image",
-            f"{name} ({fmt}) could not be decoded, it may be truncated or corrupt: {e.reason or e}",
-        ) from e
+            422,
+            "image_aspect_ratio",
+            f"{name} is {width}×{height}: its sides differ by more than {MAX_ASPECT_RATIO}:1, the limit",
+        )

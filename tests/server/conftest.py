@@ -30,7 +30,8 @@ def make_settings(tmp_path: Path, synthetic_root: Path, server_index: Path) -> C
     def make(**overrides) -> Settings:
         values = dict(index=server_index, data_root=synthetic_root, runs_dir=tmp_path / "runs",
                       indexes_dir=tmp_path / "indexes", state_dir=tmp_path / "state", device="cpu",
-                      max_upload_bytes=2 * 1024 * 1024, max_upload_pixels=4_000_000, job_poll_s=0.1)
+                      max_upload_bytes=2 * 1024 * 1024, max_upload_pixels=4_000_000, job_poll_s=0.1,
+                      trusted_hosts="testserver")
         values.update(overrides)
         return Settings(_env_file=None, **values)
 
