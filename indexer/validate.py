@@ -129,7 +129,9 @@ def open_validated(index_dir: str | os.PathLike, search_threads: int | None = 1)
     except (IndexMismatchError, IndexInvalidError):
         raise
     except Exception as e:  # noqa: BLE001 - SQLite, FAISS and numpy each raise their own types
-        raise IndexInvalidError(f"index {index_dir.name!r} cannot be opened: {type(e).__name__}: {e}") from e
+        why = str(e).strip().splitlines()[-1:] or [""]
+        why = why[0].replace(str(index_dir) + os.sep, "").replace(str(index_dir), index_dir.name)
+        raise IndexInvalidError(f"index {index_dir.name!r} cannot be opened: {type(e).__name__}: {why}") from e
     try:
         check_open_index(index, index_dir.name)
     except BaseException:

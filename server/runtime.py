@@ -84,7 +84,7 @@ class Runtime:
             try:
                 self.activate(self.settings.index)
             except ApiError as e:
-                raise StartupError(f"index {Path(self.settings.index).name!r} not served: {e.message}") from None
+                raise StartupError(f"cannot serve the configured index: {e.message}") from None
         elif self.settings.checkpoint is not None:
             path = Path(self.settings.checkpoint)
             try:

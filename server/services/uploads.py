@@ -32,8 +32,14 @@ def _mib(n: int) -> str:
 
 
 def too_large(limit: int) -> ApiError:
-    """The 413 for a body over ``limit`` bytes."""
-    return ApiError(413, "upload_too_large", f"request body exceeds the limit of {limit} bytes ({_mib(limit)})")
+    """The 413 for a body over ``limit`` bytes. It closes the connection: the server reads no more of
+    a body it refused (a client that keeps sending gets a reset, not a server that drains it)."""
+    return ApiError(
+        413,
+        "upload_too_large",
+        f"request body exceeds the limit of {limit} bytes ({_mib(limit)})",
+        headers={"Connection": "close"},
+    )
 
 
 class BodyLimitMiddleware:
