@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.inference import prototype_scores  # noqa: E402
 from core.model import SlotCon, SlotConConfig  # noqa: E402
+from trainer.precision import describe_machine  # noqa: E402
 
 
 def _batch(b: int, size: int, device: str):
@@ -59,6 +60,7 @@ def main() -> int:
     res = {
         "device": torch.cuda.get_device_name(),
         "torch": torch.__version__,
+        "machine": describe_machine(),
         "loss_rel": {k: _rel(out_g[k].detach(), out_c[k].detach()) for k in ("loss", "loss_group", "loss_slot")},
         "center_batch_rel": _rel(out_g["center_batch"], out_c["center_batch"]),
         "worst_weight_grad_rel": worst,

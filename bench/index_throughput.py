@@ -23,6 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from trainer.precision import describe_machine  # noqa: E402
+
 
 def worker(arch: str, count: int, data: Path, ckpt: Path, batch_size: int, workers: int, threads: int) -> dict:
     """Build one index in this process; returns the measurements."""
@@ -44,7 +46,7 @@ def worker(arch: str, count: int, data: Path, ckpt: Path, batch_size: int, worke
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "children_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
         "index_mb": round(size_mb, 1), "batch_size": batch_size, "loader_workers": workers,
-        "torch_threads": threads, "resolution": 224,
+        "torch_threads": threads, "resolution": 224, "machine": describe_machine(),
     }  # fmt: skip
 
 

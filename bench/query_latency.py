@@ -28,6 +28,7 @@ from indexer.progress import write_json_atomic  # noqa: E402
 from indexer.stats import compute_stats, fill_prototypes, store_stats  # noqa: E402
 from indexer.store import ConceptIndex  # noqa: E402
 from indexer.vectors import build_faiss, faiss_spec  # noqa: E402
+from trainer.precision import describe_machine  # noqa: E402
 
 
 def synthetic_index(out: Path, num_segments: int, k: int = 256, dim: int = 256, index_type: str = "flat",
@@ -142,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                 index.top_segments(0, 0, 20)  # warm-up
                 lat = time_queries(index, args.queries)
             print(json.dumps({"segments": n, "faiss": timings.pop("faiss_spec"), "build_s": round(build_s, 1),
-                              "build_breakdown": timings, "latency": lat}), flush=True)
+                              "build_breakdown": timings, "latency": lat,
+                              "machine": {**describe_machine(), "faiss_threads": args.threads}}), flush=True)
     return 0
 
 

@@ -2,6 +2,7 @@
 
 Prints one JSON object. Examples (CPU, 2 cores)::
 
+    python bench/train_throughput.py --preset cpu-demo --threads 2 --workers 1   # precision auto
     python bench/train_throughput.py --arch resnet18 --image-size 224 --batch-size 8 --precision fp32
     python bench/train_throughput.py --arch resnet50 --image-size 224 --batch-size 8 --precision bf16 \\
         --channels-last --fast-augment
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from trainer.config import PRESETS, TrainConfig  # noqa: E402
 from trainer.engine import Trainer  # noqa: E402
 from trainer.lars import LARS  # noqa: E402
+from trainer.precision import describe_machine  # noqa: E402
 
 
 def _loop_momentum_update(model: torch.nn.Module, m: float) -> None:
@@ -48,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--num-prototypes", type=int, default=None)
     p.add_argument("--dim-hidden", type=int, default=None)
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     p.add_argument("--device", default="auto")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true")
@@ -117,12 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(json.dumps({
         "arch": cfg.arch, "width": cfg.width, "image_size": cfg.image_size, "batch_size": cfg.batch_size,
-        "precision": cfg.precision, "device": str(trainer.device), "channels_last": cfg.channels_last,
+        "precision": trainer.cfg.precision, "device": str(trainer.device), "channels_last": cfg.channels_last,
         "compile": cfg.compile, "fast_augment": cfg.fast_augment, "baseline": a.baseline,
         "threads": torch.get_num_threads(), "workers": cfg.workers,
         "images_per_sec": round(cfg.batch_size / med, 2), "step_s_median": round(med, 4),
         "data_wait_fraction": round(sum(waits) / sum(times), 4), "peak_memory_mib": round(peak, 1),
-        "steps": a.steps, "warmup": a.warmup,
+        "steps": a.steps, "warmup": a.warmup, "precision_reason": trainer.cfg.precision_reason,
+        "machine": describe_machine(),
     }))
     if tmp is not None:
         tmp.cleanup()

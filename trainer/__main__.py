@@ -26,6 +26,7 @@ save ``current.pth`` and exit 0; ``--max-steps`` caps a run; ``--print-config`` 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -35,6 +36,22 @@ from pathlib import Path
 import yaml
 
 logger = logging.getLogger("trainer")
+
+
+def plan(cfg) -> dict:  # noqa: ANN001 - a TrainConfig; trainer.config is imported lazily
+    """Returns what a run of ``cfg`` would use on this machine, before it starts: the machine, the precision
+    ``auto`` resolves to and why, the time budget and the most steps the epochs allow (``--print-plan``)."""
+    import torch
+
+    from trainer.precision import describe_machine, resolve_precision
+
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    precision, reason = resolve_precision(cfg.precision, "cuda" if cuda else "cpu")
+    return {**describe_machine(), "device": "cuda" if cuda else "cpu", "precision": precision,
+            "precision_reason": reason, "budget_minutes": cfg.budget_minutes, "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size, "image_size": cfg.image_size}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,6 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(e))
     if args.print_config:
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=True), end="")
+        return 0
+    if args.print_plan:
+        print(json.dumps(plan(cfg)))
         return 0
     out = Path(cfg.output_dir)
     rank = int(os.environ.get("RANK", 0))

@@ -162,6 +162,8 @@ def get_args_parser(prog: str = "slotcon train") -> argparse.ArgumentParser:
                    help="starting values (default cpu-demo): " + "; ".join(sorted(PRESETS)))
     p.add_argument("--config", type=Path, default=None, help="YAML file of field overrides (applied after the preset)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument("--print-plan", action="store_true",
+                   help="print, as JSON, the machine, the precision 'auto' resolves to and why, and the budget; exit")
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         if f.metadata.get("derived"):

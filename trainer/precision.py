@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -71,6 +73,25 @@ def read_cpu_flags(path: str | Path = "/proc/cpuinfo") -> frozenset[str] | None:
         if key.strip() in ("flags", "Features"):
             return frozenset(value.split())
     return None
+
+
+def cpu_model(path: str | Path = "/proc/cpuinfo") -> str:
+    """Returns the CPU's model name (``/proc/cpuinfo``, as ``lscpu`` shows it), else the platform's word."""
+    try:
+        for line in Path(path).read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def describe_machine() -> dict[str, Any]:
+    """Returns where a figure was measured: CPU model and torch capability, torch threads, the GPU if any."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(), "gpu": gpu, "torch": torch.__version__}
 
 
 @functools.cache

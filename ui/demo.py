@@ -175,11 +175,33 @@ def resolve_checkpoint(args: argparse.Namespace, run_dir: Path) -> Path:
     command = module("trainer", "--preset", PRESET, "--data", args.data_dir, "--output-dir", run_dir)
     if not final.exists() and (run_dir / "current.pth").exists():
         command.append("--auto-resume")  # an interrupted demo run continues where it stopped
+    if not final.exists():
+        say_training_plan(command)
     run_step(2, f"training the {PRESET} preset", final, command)
     if not final.is_file():  # the trainer saves current.pth and exits 0 when it is stopped
         raise SystemExit(f"[demo] training stopped before it finished ({run_dir / 'current.pth'} saved); "
                          "run the demo again to resume it")
     return final
+
+
+def describe_plan(plan: dict) -> str:
+    """One line from ``python -m trainer --print-plan``'s JSON: the CPU, the precision and the expected time."""
+    where = f"{plan['cpu_model']}, capability {plan['cpu_capability']}, {plan['threads']} threads"
+    if plan.get("gpu"):
+        where = f"{plan['gpu']} ({where})"
+    if plan["budget_minutes"] > 0:
+        when = (f"training takes at most {plan['budget_minutes']:g} min (a time budget: the trainer times its first "
+                f"steps, then fixes the step count, at most {plan['epochs']} epochs)")
+    else:
+        when = f"training runs {plan['epochs']} epochs"
+    return f"2/6 {where}: precision {plan['precision_reason']}; {when}"
+
+
+def say_training_plan(command: list[str]) -> None:
+    """Prints the training plan (the trainer resolves it for this machine without training)."""
+    result = subprocess.run([*command, "--print-plan"], capture_output=True, text=True)
+    if result.returncode == 0:
+        say(describe_plan(json.loads(result.stdout)))
 
 
 def stale_scenes_version(data_dir: Path) -> str | None:
