@@ -26,7 +26,7 @@ from server.routers import ROUTERS
 from server.runtime import Runtime
 from server.services.jobs import Supervisor
 from server.services.jobstore import JobRow, JobStore
-from server.services.uploads import MULTIPART_OVERHEAD, BodyLimitMiddleware
+from server.services.uploads import MULTIPART_OVERHEAD, BodyLimitMiddleware, mmap_large_allocations
 from server.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     its lifespan raises :class:`server.exposure.StartupError` when the socket it is served on is."""
     settings = settings or get_settings()
     settings.check_exposure()
+    mmap_large_allocations()  # decoded uploads go back to the system when freed (per-upload bound)
     exposure = Exposure(exposed=settings.exposed)
 
     @asynccontextmanager

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(None, description="bearer token for mutating routes")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
     max_upload_pixels: int = Field(40_000_000, ge=1, description="decompression-bomb cap (width×height)")
+    max_decode_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024 * 1024, description="per-upload cap on the memory a decode may take (predicted)"
+    )
     upload_concurrency: int = Field(2, ge=1, le=64, description="uploads decoded and analysed at once")
     upload_queue_s: float = Field(60.0, gt=0, le=3600, description="how long an upload waits for a slot (then 503)")
     trusted_hosts: str = Field(

@@ -33,6 +33,7 @@ def post_slots(
     with runtime.upload_slot():
         data = file.file.read()
         resize, _ = analysis_size(runtime)
-        img = decode_upload(data, runtime.settings.max_upload_pixels, resize, name=file.filename or "upload")
+        limits = runtime.settings
+        img = decode_upload(data, limits.max_upload_pixels, resize, file.filename or "upload", limits.max_decode_bytes)
         del data
         return analyze(runtime, model, runtime.index, img, neighbors)
