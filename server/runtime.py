@@ -90,7 +90,7 @@ class Runtime:
             try:
                 self.model = self._load_model(path, content_sha256(path))
             except (CheckpointError, OSError, RuntimeError, ApiError) as e:
-                why = e.message if isinstance(e, ApiError) else str(e)
+                why = e.message if isinstance(e, ApiError) else str(e).replace(str(path), path.name)
                 raise StartupError(f"checkpoint {path.name!r} not loaded: {why}") from None
 
     def _load_model(self, path: Path, sha: str) -> LoadedModel:
@@ -133,7 +133,8 @@ class Runtime:
         try:
             loaded = self._load_model(path, sha)
         except CheckpointError as e:
-            raise ApiError(409, "checkpoint_unreadable", f"checkpoint {_ident(path)} cannot be loaded: {e}") from e
+            why = str(e).replace(str(path), _ident(path))
+            raise ApiError(409, "checkpoint_unreadable", f"checkpoint {_ident(path)} cannot be loaded: {why}") from e
         cfg, k, d = loaded.model.config, int(manifest["num_prototypes"]), int(manifest["dim"])
         if (cfg.num_prototypes, cfg.dim_out) != (k, d):
             raise ApiError(
