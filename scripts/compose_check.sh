@@ -13,8 +13,10 @@
 #   8. the stack brought down and its volumes removed
 # Prints one JSON object: the seconds of each step and what was checked. Needs root (apt, dockerd).
 #
-#   sudo bash scripts/compose_check.sh            # about 10-15 minutes on 2 cores, the first time
-#   KEEP_IMAGES=1 ... / BASE_IMAGE=python:3.11-slim ... (where a registry is reachable)
+#   sudo bash scripts/compose_check.sh            # about 14 minutes on 2 cores from nothing cached
+#   BASE_IMAGE=python:3.11-slim PIP_INDEX_ARGS= ...  (where a registry and PyPI are reachable)
+# The images, the base image and docker/wheels are kept for the next run (remove them with
+# `docker rmi slotcon-explorer/api slotcon-explorer/ui slotcon-base:bookworm`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
