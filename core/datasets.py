@@ -133,7 +133,7 @@ def find_images(root: str | os.PathLike, split: str | None = None) -> list[Path]
 # ---------------------------------------------------------------- decoding
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     """Returns ``img`` as 8-bit RGB: 16/32-bit and float greys rescaled, alpha composited on white."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img, dtype=np.float64)
@@ -169,7 +169,7 @@ def load_rgb(path_or_file: str | os.PathLike | IO[bytes], *, upright: bool = Fal
             img.load()
             if upright:
                 img = ImageOps.exif_transpose(img) or img
-            return _to_rgb(img)
+            return to_rgb(img)
     except ImageReadError:
         raise
     except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError, ...

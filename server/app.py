@@ -1,7 +1,12 @@
-"""The ASGI app: :func:`create_app` wires settings, the lifespan (model, index and jobs loaded once
-into ``app.state.runtime``), middleware (upload limit, CORS), typed errors and the routers under /api.
+"""The ASGI app: :func:`create_app` wires settings, the lifespan (exposure decided from the bound
+socket, then model, index and jobs loaded once into ``app.state.runtime``), middleware (exposure and
+Host check, upload limit, CORS), typed errors and the routers under /api.
 
     uvicorn --factory server.app:create_app      # or: slotcon serve
+
+Whatever the launcher, a server that binds beyond loopback without ``SLOTCON_API_TOKEN`` refuses to
+start (see :mod:`server.exposure`), and one whose configured index or checkpoint cannot be served
+exits with a one-line error (uvicorn's exit code 3).
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from server import __version__
-from server.errors import install_error_handlers
+from server.errors import ApiError, install_error_handlers
+from server.exposure import LOCAL_HOSTS, Exposure, ExposureMiddleware, StartupErrorMiddleware, decide_exposure
 from server.routers import ROUTERS
 from server.runtime import Runtime
 from server.services.jobs import Supervisor
 from server.services.jobstore import JobRow, JobStore
-from server.services.uploads import MULTIPART_OVERHEAD, BodyLimitMiddleware
+from server.services.uploads import MULTIPART_OVERHEAD, BodyLimitMiddleware, mmap_large_allocations
 from server.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -32,17 +38,24 @@ def _on_job_finished(runtime: Runtime, row: JobRow) -> None:
     """An index job that asked for it becomes the active index as soon as it succeeds."""
     if row.kind == "index" and row.status == "succeeded" and row.config.get("activate"):
         logger.info("index job %s finished: activating %s", row.id, row.name)
-        runtime.activate(Path(row.output_dir))
+        try:
+            runtime.activate(Path(row.output_dir))
+        except ApiError as e:
+            logger.error("index job %s: %s not activated (the previous index stays): %s", row.id, row.name, e.message)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app. Raises ``RuntimeError`` when configured to listen beyond loopback without a token."""
+    """Build the app. Raises ``RuntimeError`` when configured to listen beyond loopback without a token;
+    its lifespan raises :class:`server.exposure.StartupError` when the socket it is served on is."""
     settings = settings or get_settings()
     settings.check_exposure()
+    mmap_large_allocations()  # decoded uploads go back to the system when freed (per-upload bound)
+    exposure = Exposure(exposed=settings.exposed)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = Runtime(settings)
+        exposure.exposed = decide_exposure(settings)
+        runtime = Runtime(settings, exposed=exposure.exposed)
         runtime.load()
         store = JobStore(settings.state_dir / "jobs.db")
         runtime.supervisor = Supervisor(store, settings.job_poll_s, lambda row: _on_job_finished(runtime, row))
@@ -71,6 +84,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_methods=["GET", "POST", "PUT", "DELETE"],
         allow_headers=["Authorization", "Content-Type"],
     )
+    app.add_middleware(
+        ExposureMiddleware, settings=settings, state=exposure, allowed_hosts=[*LOCAL_HOSTS, *settings.allowed_hosts]
+    )
+    app.add_middleware(StartupErrorMiddleware)
     for router in ROUTERS:
         app.include_router(router, prefix="/api")
     return app

@@ -51,13 +51,15 @@ SupervisorDep = Annotated[Supervisor, Depends(get_supervisor)]
 
 
 def require_token(
-    settings: SettingsDep,
+    runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """Mutating routes: when a token is configured (always, when exposed), require it as a bearer token."""
+    """Mutating routes and reads that reveal paths or logs: when a token is configured (always, when
+    exposed), require it as a bearer token."""
+    settings = runtime.settings
     token = settings.api_token.get_secret_value() if settings.api_token else ""
     if not token:
-        if settings.exposed:  # create_app refuses this configuration; never serve it by accident
+        if runtime.exposed:  # the lifespan refuses this configuration; never serve it by accident
             raise ApiError(403, "forbidden", "server is exposed without an API token")
         return
     if credentials is None or credentials.scheme.lower() != "bearer":

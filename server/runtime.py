@@ -1,20 +1,28 @@
 """What the server holds while it runs (``app.state.runtime``): the model, the active index, the
-jobs supervisor and caches. Loaded once in the lifespan; the index can be swapped without a restart.
+jobs supervisor, the upload slots and caches. Loaded once in the lifespan; the index can be swapped
+without a restart, all or nothing: a new index is opened and validated whole (:mod:`indexer.validate`),
+its checkpoint hashed and loaded and its K and D compared, before the swap; on any failure the old
+index and model stay active and the error is a typed 400 (a broken index) or 409 (an index that does
+not match its checkpoint). At start-up the same failure is a one-line :class:`StartupError`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from core.checkpoint import CheckpointError, file_sha256, load_model
+from core.checkpoint import CheckpointError, load_model
 from core.model import SlotCon
 from server.errors import ApiError
+from server.exposure import StartupError
+from server.services.digests import content_sha256, file_key
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -25,16 +33,6 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
-
-
-def manifest_checkpoint(manifest: dict[str, Any]) -> tuple[Path | None, str | None]:
-    """(checkpoint path, sha256) named by an index manifest."""
-    ck = manifest.get("checkpoint")
-    if isinstance(ck, dict):
-        path, sha = ck.get("path"), ck.get("sha256")
-    else:
-        path, sha = ck, manifest.get("checkpoint_sha256")
-    return (Path(path) if path else None), sha
 
 
 @dataclass
@@ -62,14 +60,17 @@ class LoadedIndex:
 class Runtime:
     """Heavy, shared state. Readers take a snapshot (:meth:`current`); :meth:`activate` swaps atomically."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, exposed: bool = False) -> None:
         self.settings = settings
+        self.exposed = exposed or settings.exposed
         self.device = pick_device(settings.device)
         self.model: LoadedModel | None = None
         self.index: LoadedIndex | None = None
         self.index_error: str | None = None
         self.model_lock = threading.Lock()  # one forward at a time: torch already uses every core
+        self.upload_slots = threading.BoundedSemaphore(settings.upload_concurrency)
         self._swap_lock = threading.Lock()
+        self._activate_lock = threading.Lock()
         self.cache: dict[str, Any] = {}
         self.supervisor: Any = None  # server.services.jobs.Supervisor, set by the app
 
@@ -77,68 +78,133 @@ class Runtime:
     def load(self) -> None:
         """Load the configured index (and its checkpoint's model) or the configured checkpoint alone.
 
-        A broken index does not stop the server: health reports ``index_error``.
+        Raises :class:`StartupError` (one line) when either is configured and cannot be served.
         """
         if self.settings.index is not None:
             try:
                 self.activate(self.settings.index)
             except ApiError as e:
-                self.index_error = e.message
-                logger.error("index not loaded: %s", e.message)
-        if self.model is None and self.settings.checkpoint is not None:
+                raise StartupError(f"cannot serve the configured index: {e.message}") from None
+        elif self.settings.checkpoint is not None:
+            path = Path(self.settings.checkpoint)
             try:
-                self.model = self._load_model(Path(self.settings.checkpoint))
-            except CheckpointError as e:
-                logger.error("checkpoint not loaded: %s", e)
+                self.model = self._load_model(path, content_sha256(path))
+            except (CheckpointError, OSError, RuntimeError, ApiError) as e:
+                why = e.message if isinstance(e, ApiError) else str(e).replace(str(path), path.name)
+                raise StartupError(f"checkpoint {path.name!r} not loaded: {why}") from None
 
-    def _load_model(self, path: Path, sha: str | None = None) -> LoadedModel:
-        sha = sha or file_sha256(path)
+    def _load_model(self, path: Path, sha: str) -> LoadedModel:
+        """The model in ``path`` whose bytes hash to ``sha`` (the current one when it is that file)."""
         if self.model is not None and self.model.sha256 == sha:
             return self.model
+        before = file_key(path)
         model = load_model(path, self.device)
+        if file_key(path) != before or content_sha256(path) != sha:
+            raise ApiError(409, "checkpoint_changed", f"checkpoint {_ident(path)} changed while it was loaded; retry")
         logger.info(
             "loaded %s (%s, K=%d) on %s", path.name, model.config.arch, model.config.num_prototypes, self.device
         )
         return LoadedModel(model, path, sha)
 
-    def activate(self, index_dir: Path) -> LoadedIndex:
-        """Open ``index_dir`` (and the model it was built from), then make it the active index.
+    def _model_for(self, index: Any, name: str) -> LoadedModel:
+        """The model an index was built from, verified by the content hash of the file, K and D (409)."""
+        manifest = index.manifest
+        built = str(manifest["checkpoint"]["sha256"])
+        configured = self.settings.checkpoint
+        path = Path(configured) if configured is not None else Path(manifest["checkpoint"]["path"])
+        rebuild = (f"rebuild the index from it (POST /api/jobs/index with {{\"checkpoint\": \"{_ident(path)}\"}}, "
+                   f"or slotcon index --checkpoint {_ident(path)} --out <new index>)")
+        if not path.is_file():
+            raise ApiError(
+                409, "checkpoint_missing",
+                f"index {name!r} was built from checkpoint {_ident(path)} (sha256 {built[:12]}…), which is not "
+                "on this server: restore that file, or point SLOTCON_CHECKPOINT at a copy of it",
+            )  # fmt: skip
+        try:
+            sha = content_sha256(path)
+        except (OSError, RuntimeError) as e:
+            raise ApiError(409, "checkpoint_unreadable", f"checkpoint {_ident(path)} cannot be hashed: {e}") from e
+        if sha != built:
+            raise ApiError(
+                409, "index_mismatch",
+                f"index {name!r} was built from checkpoint sha256 {built[:12]}…, but {_ident(path)} now holds "
+                f"sha256 {sha[:12]}… (overwritten since, e.g. by a resumed run, or another model): {rebuild}",
+            )  # fmt: skip
+        try:
+            loaded = self._load_model(path, sha)
+        except CheckpointError as e:
+            why = str(e).replace(str(path), _ident(path))
+            raise ApiError(409, "checkpoint_unreadable", f"checkpoint {_ident(path)} cannot be loaded: {why}") from e
+        cfg, k, d = loaded.model.config, int(manifest["num_prototypes"]), int(manifest["dim"])
+        if (cfg.num_prototypes, cfg.dim_out) != (k, d):
+            raise ApiError(
+                409, "index_mismatch",
+                f"index {name!r} has K = {k}, D = {d} but its checkpoint {_ident(path)} has K = "
+                f"{cfg.num_prototypes}, D = {cfg.dim_out}: {rebuild}",
+            )  # fmt: skip
+        return loaded
 
-        Raises a 400 :class:`ApiError` for a missing or inconsistent index; the old one stays active.
+    def activate(self, index_dir: Path) -> LoadedIndex:
+        """Open and fully validate ``index_dir`` and its checkpoint, then make them active at once.
+
+        Raises :class:`ApiError` 400 ``bad_index`` (missing, malformed or inconsistent files) or 409
+        (``index_mismatch``, ``checkpoint_missing``, ``checkpoint_unreadable``: the index does not
+        match the checkpoint it names); either way the previous index and model stay active.
         """
-        from indexer.store import ConceptIndex, IndexMismatchError
+        from indexer.store import IndexMismatchError
+        from indexer.validate import IndexInvalidError, open_validated
 
         index_dir = Path(index_dir)
-        expected = None
-        if self.settings.checkpoint is not None and Path(self.settings.checkpoint).is_file():
-            expected = file_sha256(self.settings.checkpoint)
-        try:
-            index = ConceptIndex.open(index_dir, expected_checkpoint_sha=expected)
-        except IndexMismatchError as e:
-            raise ApiError(400, "index_mismatch", str(e)) from e
-        except (FileNotFoundError, OSError, ValueError, KeyError) as e:
-            raise ApiError(400, "bad_index", f"cannot open index {index_dir.name!r}: {e}") from e
-        model = self.model
-        ck_path, ck_sha = manifest_checkpoint(index.manifest)
-        if self.settings.checkpoint is not None:
-            ck_path = Path(self.settings.checkpoint)
-        if ck_path is not None and ck_path.is_file():
+        with self._activate_lock:
             try:
-                model = self._load_model(ck_path, ck_sha if ck_path != self.settings.checkpoint else None)
-            except CheckpointError as e:
-                logger.error("the index's checkpoint cannot be loaded (uploads disabled): %s", e)
-                model = None
-        else:
-            logger.warning("the index's checkpoint %s is not available: uploads are disabled", ck_path)
-            model = None
-        loaded = LoadedIndex(index, index_dir)
-        with self._swap_lock:
-            self.index, self.model, self.index_error = loaded, model, None
-            self.cache.clear()
+                index = open_validated(index_dir)
+            except IndexMismatchError as e:
+                raise ApiError(409, "index_mismatch", str(e)) from e
+            except IndexInvalidError as e:
+                raise ApiError(400, "bad_index", str(e)) from e
+            try:
+                model = self._model_for(index, index_dir.name)
+            except BaseException:
+                index.close()
+                raise
+            loaded = LoadedIndex(index, index_dir)
+            with self._swap_lock:
+                self.index, self.model, self.index_error = loaded, model, None
+                self.cache.clear()
         # The previous index is not closed here: requests still running on it finish undisturbed,
         # and its SQLite connection closes when the last reference goes.
         logger.info("active index: %s (%d images)", index_dir, index.num_images)
         return loaded
+
+    def require_model_file(self, model: LoadedModel) -> Path:
+        """The loaded model's file, when its bytes are still the ones loaded (a job would reload it); else 409."""
+        try:
+            same = content_sha256(model.path) == model.sha256
+        except (OSError, RuntimeError):
+            same = False
+        if not same:
+            raise ApiError(
+                409, "checkpoint_changed",
+                f"checkpoint {_ident(model.path)} is no longer the file the server loaded "
+                f"(sha256 {model.sha256[:12]}…); activate an index built from the new file first",
+            )  # fmt: skip
+        return model.path
+
+    @contextmanager
+    def upload_slot(self) -> Iterator[None]:
+        """Hold one of the ``upload_concurrency`` slots for a decode + analysis (503 ``busy`` after
+        ``upload_queue_s`` seconds of waiting)."""
+        if not self.upload_slots.acquire(timeout=self.settings.upload_queue_s):
+            raise ApiError(
+                503, "busy",
+                f"all {self.settings.upload_concurrency} upload slots stayed busy for "
+                f"{self.settings.upload_queue_s:g} s; retry later",
+                headers={"Retry-After": "5"},
+            )  # fmt: skip
+        try:
+            yield
+        finally:
+            self.upload_slots.release()
 
     # ------------------------------------------------------------------ access
     def require_index(self) -> LoadedIndex:
@@ -172,3 +238,8 @@ class Runtime:
             close = getattr(self.index.index, "close", None)
             if callable(close):
                 close()
+
+
+def _ident(path: Path) -> str:
+    """``<run>/<file>`` of a checkpoint (what the API names it by; never the full path)."""
+    return f"{path.parent.name}/{path.name}"

@@ -5,10 +5,15 @@ List answers are envelopes ``{"items": [...], ...}``; images inside JSON are bas
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+#: The largest id or offset a route accepts: SQLite's INTEGER range (larger numbers are a 422, not a 500).
+MAX_ID = 2**63 - 1
+MAX_OFFSET = 2**31 - 1
+MAX_BATCH = 4096
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="letters, digits, _ and -")]
 Base64Png = Annotated[str, Field(description="a PNG, base64-encoded (no data: prefix)")]
 
@@ -88,10 +93,20 @@ class PrototypeList(BaseModel):
 
 
 class LabelUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    label: Annotated[str, Field(min_length=1, max_length=80)] | None = Field(
-        description="the concept's name; null removes it"
-    )
+    """A concept's new name (surrounding whitespace removed). Remove a name with ``DELETE .../label``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    label: str = Field(min_length=1, max_length=80, description="the concept's name: 1-80 visible characters")
+
+    @field_validator("label")
+    @classmethod
+    def _visible(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("a label needs a visible character; remove a label with DELETE /api/prototypes/{k}/label")
+        if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in value):
+            raise ValueError("a label cannot contain control or format characters")
+        return value
 
 
 class MapPoint(BaseModel):
@@ -245,7 +260,7 @@ class EvalExampleList(BaseModel):
 
 
 class EvalRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     protocol: Literal["synthetic", "cocostuff27"] = "synthetic"
     baseline: Literal["none", "random-init", "kmeans-rgb"] = "none"
     resolution: int = Field(320, ge=32, le=1024)
@@ -258,30 +273,34 @@ CheckpointId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}/[A-Za-z0-9_-]
 
 
 class TrainOverrides(BaseModel):
-    """Config fields a client may override (numbers, booleans, enums); paths are server-side only."""
+    """Config fields a client may override (numbers, booleans, enums); paths are server-side only.
 
-    model_config = ConfigDict(extra="forbid")
+    Every number is bounded (the largest values cover the release's recipes several times over) and
+    finite; integers and booleans are strict (``1.0`` is not an int, ``1`` is not ``true``).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     epochs: int | None = Field(None, ge=1, le=10_000)
     total_steps: int | None = Field(None, ge=0, le=10_000_000)
     budget_minutes: float | None = Field(None, ge=0, le=100_000)
     max_steps: int | None = Field(None, ge=0, le=10_000_000)
-    batch_size: int | None = Field(None, ge=1, le=65_536)
+    batch_size: int | None = Field(None, ge=1, le=MAX_BATCH, description="total over all processes")
     lr: float | None = Field(None, gt=0, le=100)
     weight_decay: float | None = Field(None, ge=0, le=1)
     momentum: float | None = Field(None, ge=0, lt=1)
-    warmup_epochs: float | None = Field(None, ge=0)
-    final_lr: float | None = Field(None, ge=0)
+    warmup_epochs: float | None = Field(None, ge=0, le=1000)
+    final_lr: float | None = Field(None, ge=0, le=100)
     teacher_momentum: float | None = Field(None, ge=0, le=1)
     image_size: int | None = Field(None, ge=32, le=1024)
     min_scale: float | None = Field(None, gt=0, le=1)
     arch: Arch | None = None
     width: float | None = Field(None, gt=0, le=4)
     stride16: bool | None = None
-    dim_hidden: int | None = Field(None, ge=1, le=65_536)
-    dim_out: int | None = Field(None, ge=1, le=8192)
-    num_prototypes: int | None = Field(None, ge=2, le=65_536)
-    teacher_temp: float | None = Field(None, gt=0)
-    student_temp: float | None = Field(None, gt=0)
+    dim_hidden: int | None = Field(None, ge=1, le=8192)
+    dim_out: int | None = Field(None, ge=1, le=1024)
+    num_prototypes: int | None = Field(None, ge=2, le=8192)
+    teacher_temp: float | None = Field(None, gt=0, le=10)
+    student_temp: float | None = Field(None, gt=0, le=10)
     group_loss_weight: float | None = Field(None, ge=0, le=1)
     optimizer: Literal["lars", "sgd"] | None = None
     lr_scaling: Literal["linear", "none"] | None = None
@@ -290,27 +309,31 @@ class TrainOverrides(BaseModel):
     fast_augment: bool | None = None
     workers: int | None = Field(None, ge=0, le=64)
     threads: int | None = Field(None, ge=0, le=256)
-    seed: int | None = Field(None, ge=0)
-    log_every: int | None = Field(None, ge=1)
-    save_every: int | None = Field(None, ge=1)
-    save_minutes: float | None = Field(None, ge=0)
-    max_minutes: float | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, lt=2**32)
+    log_every: int | None = Field(None, ge=1, le=1_000_000)
+    save_every: int | None = Field(None, ge=1, le=10_000)
+    save_minutes: float | None = Field(None, ge=0, le=100_000)
+    max_minutes: float | None = Field(None, ge=0, le=1_000_000)
 
 
 class TrainRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A training job. ``nproc_per_node`` is also checked against the devices (or cores) visible."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
     preset: Literal["cpu-demo", "coco-r50-800ep", "cocoplus-r50-800ep", "imagenet-r50-100ep",
                     "imagenet-r50-200ep"] = "cpu-demo"
     overrides: TrainOverrides = Field(default_factory=TrainOverrides)
     name: Name | None = Field(None, description="run name; output goes to <runs_dir>/<name>")
     resume: bool = Field(False, description="continue the existing run <name> from its last checkpoint")
-    nproc_per_node: int = Field(1, ge=1, le=64, description=">1 launches torchrun --standalone")
+    nproc_per_node: int = Field(
+        1, ge=1, le=64, description=">1 launches torchrun --standalone; at most the visible GPUs (CPU: cores)"
+    )
 
 
 class IndexRequest(BaseModel):
     """Which checkpoint to index: ``checkpoint`` (an id from GET /api/checkpoints) or ``run`` (its newest)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     checkpoint: CheckpointId | None = Field(None, description="'<run>/<file>.pth' as listed by /api/checkpoints")
     run: Name | None = Field(None, description="a run under the runs directory; its newest checkpoint")
     name: Name | None = Field(None, description="index name; output goes to <indexes_dir>/<name>")
@@ -387,8 +410,8 @@ class CheckpointList(BaseModel):
 class ActivateRequest(BaseModel):
     """Exactly one of ``job_id`` (a succeeded index job) or ``name`` (under the indexes directory)."""
 
-    model_config = ConfigDict(extra="forbid")
-    job_id: int | None = Field(None, description="a succeeded index job")
+    model_config = ConfigDict(extra="forbid", strict=True)
+    job_id: int | None = Field(None, ge=0, le=MAX_ID, description="a succeeded index job")
     name: Name | None = Field(None, description="an index under the configured indexes directory")
 
     @model_validator(mode="after")

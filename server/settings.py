@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(None, description="bearer token for mutating routes")
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
     max_upload_pixels: int = Field(40_000_000, ge=1, description="decompression-bomb cap (width×height)")
+    max_decode_bytes: int = Field(
+        256 * 1024 * 1024, ge=1024 * 1024, description="per-upload cap on the memory a decode may take (predicted)"
+    )
+    upload_concurrency: int = Field(2, ge=1, le=64, description="uploads decoded and analysed at once")
+    upload_queue_s: float = Field(60.0, gt=0, le=3600, description="how long an upload waits for a slot (then 503)")
+    trusted_hosts: str = Field(
+        "", description="extra Host names accepted in loopback mode, comma-separated (localhost names always are)"
+    )
     ui_origin: str = "http://localhost:8501"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     job_poll_s: float = Field(0.5, gt=0, description="how often the job watcher polls children")
@@ -42,6 +50,16 @@ class Settings(BaseSettings):
     def exposed(self) -> bool:
         """True when ``host`` is not a loopback address (the server is reachable from elsewhere)."""
         return not is_loopback(self.host)
+
+    @property
+    def has_token(self) -> bool:
+        """True when a non-empty API token is configured."""
+        return bool(self.api_token and self.api_token.get_secret_value())
+
+    @property
+    def allowed_hosts(self) -> list[str]:
+        """Extra Host names (``trusted_hosts``) accepted in loopback mode besides the localhost names."""
+        return [h.strip() for h in self.trusted_hosts.split(",") if h.strip()]
 
     @property
     def cors_origins(self) -> list[str]:
@@ -53,7 +71,7 @@ class Settings(BaseSettings):
 
     def check_exposure(self) -> None:
         """Raise ``RuntimeError`` when listening beyond loopback without ``api_token``."""
-        if self.exposed and not (self.api_token and self.api_token.get_secret_value()):
+        if self.exposed and not self.has_token:
             raise RuntimeError(
                 f"refusing to listen on {self.host!r} (not loopback) without an API token: "
                 "set SLOTCON_API_TOKEN, or bind to 127.0.0.1"

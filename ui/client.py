@@ -131,8 +131,11 @@ class ApiClient:
         return self._json("GET", f"/prototypes/{int(k)}")
 
     def set_label(self, k: int, label: str | None) -> dict:
-        """``PUT /api/prototypes/{k}/label``: names (or, with ``None``, un-names) a concept."""
-        return self._json("PUT", f"/prototypes/{int(k)}/label", json={"label": label or None})
+        """``PUT /api/prototypes/{k}/label`` names a concept; an empty or blank ``label`` removes its
+        name (``DELETE /api/prototypes/{k}/label``)."""
+        if label is None or not label.strip():
+            return self._json("DELETE", f"/prototypes/{int(k)}/label")
+        return self._json("PUT", f"/prototypes/{int(k)}/label", json={"label": label.strip()})
 
     def prototype_segments(self, k: int, offset: int = 0, limit: int = 20) -> list[dict]:
         """``GET /api/prototypes/{k}/segments``: its segments ranked by cosine score."""

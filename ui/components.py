@@ -6,7 +6,9 @@ an API error shows its message, never a traceback.
 
 from __future__ import annotations
 
+import html
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -101,7 +103,21 @@ def prototype_title(p: dict) -> str:
     return f"#{p.get('id')} · {label}" if label else f"#{p.get('id')}"
 
 
+_MARKDOWN_SPECIAL = "\\`*_{}[]()<>#+-.!|~$"
+_HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def plain(text: Any) -> str:
+    """``text`` made inert for ``st.markdown(..., unsafe_allow_html=True)``: HTML escaped and every
+    Markdown punctuation character backslash-escaped, so a user's label shows as typed."""
+    out = html.escape(str(text), quote=True)
+    return "".join("\\" + c if c in _MARKDOWN_SPECIAL else c for c in out).replace("\n", " ")
+
+
 def colour_swatch(colour: str, text: str) -> str:
-    """Markdown/HTML for a coloured square followed by ``text`` (legends)."""
+    """Markdown/HTML for a coloured square followed by ``text`` (legends). ``text`` is Markdown the
+    caller composed; any user-supplied part of it must be passed through :func:`plain` first. A
+    ``colour`` that is not ``#rrggbb`` is drawn grey."""
+    colour = colour if isinstance(colour, str) and _HEX_COLOUR.match(colour) else "#888888"
     return (f"<span style='display:inline-block;width:0.9em;height:0.9em;background:{colour};"
             f"border:1px solid #0003;margin-right:0.4em;vertical-align:middle'></span>{text}")

@@ -16,9 +16,12 @@ router = APIRouter(tags=["checkpoints"])
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 422)}
 
 
-@router.get("/checkpoints")
+@router.get("/checkpoints", dependencies=[Authorized], responses={401: {"model": ErrorBody}})
 def get_checkpoints(runtime: RuntimeDep) -> CheckpointList:
-    """Checkpoints under the runs directory (id ``<run>/<file>``, epoch, step, config), newest first."""
+    """Checkpoints under the runs directory (id ``<run>/<file>``, epoch, step, config), newest first.
+
+    Needs the token when one is set (training configs name server-side locations, shown as names only).
+    """
     return CheckpointList(items=list_checkpoints(runtime))
 
 

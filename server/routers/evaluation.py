@@ -10,7 +10,17 @@ from fastapi.responses import Response
 
 from server.deps import Authorized, IndexDep, ModelDep, RuntimeDep, SettingsDep, SupervisorDep
 from server.errors import not_found
-from server.schemas import ErrorBody, EvalExample, EvalExampleList, EvalList, EvalRequest, EvalResult, Job, Stats
+from server.schemas import (
+    MAX_ID,
+    ErrorBody,
+    EvalExample,
+    EvalExampleList,
+    EvalList,
+    EvalRequest,
+    EvalResult,
+    Job,
+    Stats,
+)
 from server.services.jobview import job_view
 from server.services.launch import start_eval
 from server.services.projection import prototype_similarity
@@ -18,6 +28,7 @@ from server.services.projection import prototype_similarity
 router = APIRouter(tags=["statistics"])
 ERRORS = {code: {"model": ErrorBody} for code in (404, 422, 503)}
 INLINE_EXAMPLES = 6
+EvalId = Annotated[int, Path(ge=0, le=MAX_ID)]
 
 
 def _examples(loaded: IndexDep, eval_id: int) -> list[tuple[int, bytes, bytes]]:
@@ -55,14 +66,16 @@ def list_evals(
 
 @router.post("/eval", status_code=201, dependencies=[Authorized], responses=ERRORS | {401: {"model": ErrorBody}})
 def create_eval_job(
-    req: EvalRequest, loaded: IndexDep, model: ModelDep, settings: SettingsDep, jobs: SupervisorDep
+    req: EvalRequest, loaded: IndexDep, model: ModelDep, runtime: RuntimeDep, settings: SettingsDep,
+    jobs: SupervisorDep,
 ) -> Job:
     """Start an evaluation job of the active index's checkpoint; the result is stored in the index."""
-    return job_view(start_eval(settings, jobs, req, loaded.path, model.path), jobs.metrics)
+    checkpoint = runtime.require_model_file(model)  # the job reloads the file: it must still be this model
+    return job_view(start_eval(settings, jobs, req, loaded.path, checkpoint), jobs.metrics)
 
 
 @router.get("/eval/{eval_id}/examples", responses=ERRORS)
-def list_examples(eval_id: Annotated[int, Path(ge=0)], loaded: IndexDep) -> EvalExampleList:
+def list_examples(eval_id: EvalId, loaded: IndexDep) -> EvalExampleList:
     """The example images stored with an evaluation, with the URLs of their predicted and true maps."""
     items = [
         EvalExample(
@@ -81,8 +94,8 @@ def list_examples(eval_id: Annotated[int, Path(ge=0)], loaded: IndexDep) -> Eval
     responses=ERRORS | {200: {"content": {"image/png": {}}}},
 )
 def get_example(
-    eval_id: Annotated[int, Path(ge=0)],
-    image_id: Annotated[int, Path(ge=0)],
+    eval_id: EvalId,
+    image_id: Annotated[int, Path(ge=0, le=MAX_ID)],
     loaded: IndexDep,
     kind: Literal["pred", "gt"] = "pred",
 ) -> Response:

@@ -8,13 +8,13 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
 from server.deps import IndexDep
-from server.schemas import ErrorBody, ImagePage
+from server.schemas import MAX_ID, MAX_OFFSET, ErrorBody, ImagePage
 from server.services import images
 from server.services.records import image_out
 
 router = APIRouter(prefix="/images", tags=["images"])
 ERRORS = {code: {"model": ErrorBody} for code in (404, 422, 503)}
-ImageId = Annotated[int, Path(ge=0)]
+ImageId = Annotated[int, Path(ge=0, le=MAX_ID)]
 Size = Annotated[int | None, Query(ge=16, le=2048, description="longer side of a thumbnail, in pixels")]
 CACHE = {"Cache-Control": "private, max-age=300"}
 View = Annotated[Literal["crop", "full"], Query(
@@ -29,7 +29,7 @@ def _png(data: bytes) -> Response:
 @router.get("", responses=ERRORS)
 def list_images(
     loaded: IndexDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> ImagePage:
     """The indexed images in id order (for the UI's picker)."""
@@ -47,8 +47,8 @@ def get_image(image_id: ImageId, loaded: IndexDep, size: Size = None) -> Respons
 def get_overlay(
     image_id: ImageId,
     loaded: IndexDep,
-    prototype: Annotated[int | None, Query(ge=0)] = None,
-    segment: Annotated[int | None, Query(ge=0)] = None,
+    prototype: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
+    segment: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     size: Size = None,
     view: View = "crop",
 ) -> Response:

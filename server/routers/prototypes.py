@@ -8,13 +8,22 @@ from fastapi import APIRouter, Path, Query
 
 from server.deps import Authorized, IndexDep, RuntimeDep
 from server.errors import not_found
-from server.schemas import ErrorBody, LabelUpdate, Prototype, PrototypeList, PrototypeMap, SegmentPage
+from server.schemas import (
+    MAX_ID,
+    MAX_OFFSET,
+    ErrorBody,
+    LabelUpdate,
+    Prototype,
+    PrototypeList,
+    PrototypeMap,
+    SegmentPage,
+)
 from server.services.projection import prototype_map
 from server.services.records import best_images, prototype_out, segment_out
 
 router = APIRouter(prefix="/prototypes", tags=["prototypes"])
 ERRORS = {code: {"model": ErrorBody} for code in (404, 422, 503)}
-ProtoId = Annotated[int, Path(ge=0, description="prototype id k")]
+ProtoId = Annotated[int, Path(ge=0, le=MAX_ID, description="prototype id k")]
 
 
 def _record(loaded: IndexDep, k: int):
@@ -53,10 +62,17 @@ def get_prototype(k: ProtoId, loaded: IndexDep) -> Prototype:
 
 @router.put("/{k}/label", dependencies=[Authorized], responses=ERRORS | {401: {"model": ErrorBody}})
 def put_label(k: ProtoId, body: LabelUpdate, loaded: IndexDep) -> Prototype:
-    """Name a concept (``{"label": "sky"}``) or remove its name (``{"label": null}``)."""
+    """Name a concept (``{"label": "sky"}``; surrounding whitespace is dropped, a blank label is a 422)."""
     _record(loaded, k)
-    label = body.label.strip() if body.label else None
-    rec = loaded.index.set_label(k, label or None)
+    rec = loaded.index.set_label(k, body.label)
+    return prototype_out(rec, best_images(loaded, [rec]))
+
+
+@router.delete("/{k}/label", dependencies=[Authorized], responses=ERRORS | {401: {"model": ErrorBody}})
+def delete_label(k: ProtoId, loaded: IndexDep) -> Prototype:
+    """Remove a concept's name."""
+    _record(loaded, k)
+    rec = loaded.index.set_label(k, None)
     return prototype_out(rec, best_images(loaded, [rec]))
 
 
@@ -64,7 +80,7 @@ def put_label(k: ProtoId, body: LabelUpdate, loaded: IndexDep) -> Prototype:
 def top_segments(
     k: ProtoId,
     loaded: IndexDep,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> SegmentPage:
     """The prototype's segments ranked by cosine to it (the top-k are its concept), paginated."""

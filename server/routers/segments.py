@@ -8,12 +8,12 @@ from fastapi import APIRouter, Path, Query
 
 from server.deps import IndexDep
 from server.errors import not_found
-from server.schemas import ErrorBody, NeighborList, Segment
+from server.schemas import MAX_ID, ErrorBody, NeighborList, Segment
 from server.services.records import neighbors_out, segment_out
 
 router = APIRouter(prefix="/segments", tags=["segments"])
 ERRORS = {code: {"model": ErrorBody} for code in (404, 422, 503)}
-SegmentId = Annotated[int, Path(ge=0)]
+SegmentId = Annotated[int, Path(ge=0, le=MAX_ID)]
 
 
 @router.get("/{segment_id}", responses=ERRORS)
@@ -30,7 +30,7 @@ def get_neighbors(
     segment_id: SegmentId,
     loaded: IndexDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 10,
-    prototype: Annotated[int | None, Query(ge=0, description="only segments of this prototype")] = None,
+    prototype: Annotated[int | None, Query(ge=0, le=MAX_ID, description="only segments of this prototype")] = None,
 ) -> NeighborList:
     """The segments most similar to this one (itself excluded), most similar first."""
     index = loaded.index

@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Query, UploadFile
 
 from server.deps import ModelDep, RuntimeDep
 from server.schemas import ErrorBody, SlotsResult
-from server.services.slots import analyze
+from server.services.slots import analysis_size, analyze
 from server.services.uploads import decode_upload
 
 router = APIRouter(tags=["slots"])
@@ -29,8 +29,15 @@ def post_slots(
     slot the prototype, label, area share, score, RLE mask and nearest dataset segments. The whole image
     is segmented (shorter side resized, no crop: every pixel assigned) unless ``?crop=true``.
 
-    Errors: 413 body or pixel count over the limit, 415 not an image, 400 empty/truncated/corrupt.
+    Errors: 413 body or pixel count over the limit, 422 sides further apart than 20:1, 415 not an
+    image, 400 empty/truncated/corrupt, 503 ``busy`` when every upload slot stayed taken for
+    ``upload_queue_s``. At most ``upload_concurrency`` uploads are decoded and analysed at once;
+    the others wait with their bodies spooled (at most 1 MiB each in memory).
     """
-    data = file.file.read()
-    img = decode_upload(data, runtime.settings.max_upload_pixels, name=file.filename or "upload")
-    return analyze(runtime, model, runtime.index, img, neighbors, crop)
+    with runtime.upload_slot():
+        data = file.file.read()
+        resize, _ = analysis_size(runtime)
+        limits = runtime.settings
+        img = decode_upload(data, limits.max_upload_pixels, resize, file.filename or "upload", limits.max_decode_bytes)
+        del data
+        return analyze(runtime, model, runtime.index, img, neighbors, crop)

@@ -1,4 +1,7 @@
-"""The checkpoints under the configured runs directory, with epoch and config (cached by mtime/size)."""
+"""The checkpoints under the configured runs directory, with epoch and config (cached by mtime/size).
+
+Absolute paths inside the stored training configs are shown by their last component only.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +20,17 @@ _cache: dict[tuple[str, int, int], dict[str, Any]] = {}
 _lock = threading.Lock()
 
 
+def names_only(value: Any) -> Any:
+    """``value`` with every absolute path (in dicts and lists) replaced by its last component."""
+    if isinstance(value, dict):
+        return {k: names_only(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [names_only(v) for v in value]
+    if isinstance(value, str) and len(value) > 1 and (value[0] in "/\\" or value[1:3] in (":\\", ":/")):
+        return Path(value.replace("\\", "/")).name
+    return value
+
+
 def _summary(path: Path) -> dict[str, Any]:
     st = path.stat()
     key = (str(path), st.st_mtime_ns, st.st_size)
@@ -29,7 +43,7 @@ def _summary(path: Path) -> dict[str, Any]:
             "epoch": ckpt.get("epoch"),
             "step": ckpt.get("step"),
             "config": ckpt.get("config"),
-            "train_config": ckpt.get("train_config"),
+            "train_config": names_only(ckpt.get("train_config")),
         }
     except CheckpointError as e:
         logger.warning("skipping unreadable checkpoint %s: %s", path, e)

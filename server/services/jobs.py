@@ -83,9 +83,13 @@ def same_command(argv: list[str], actual: list[str] | None) -> bool:
     return actual[1:] == argv[1:] and Path(actual[0]).name.startswith(Path(argv[0]).name[:6])
 
 
+#: Variables a job never inherits: the API token is the server's alone.
+PRIVATE_ENV = ("SLOTCON_API_TOKEN",)
+
+
 def child_env() -> dict[str, str]:
-    """The environment of a job: ours, unbuffered output, the project importable."""
-    env = dict(os.environ)
+    """The environment of a job: ours without the API token, unbuffered output, the project importable."""
+    env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
     return env
@@ -152,17 +156,23 @@ class Supervisor:
         config: dict,
         done_path: Path | None = None,
         exclusive: bool = False,
+        exclusive_output: bool = False,
     ) -> JobRow:
-        """Start ``argv`` as a job. ``exclusive``: refuse (409) while another job of ``kind`` is active."""
+        """Start ``argv`` as a job. Refuse (409) while another job of ``kind`` is active (``exclusive``),
+        or while one of ``kind`` writes the same ``output_dir`` (``exclusive_output``); the check and
+        the insert happen under one lock, so two simultaneous requests cannot both pass it."""
         with self._lock:
-            if exclusive:
+            if exclusive or exclusive_output:
                 self.refresh()
                 busy = self.store.active(kind)
+                if exclusive_output:
+                    busy = [r for r in busy if Path(r.output_dir) == Path(output_dir)]
                 if busy:
+                    what = f"a {kind} job" + (f" writing {Path(output_dir).name!r}" if exclusive_output else "")
                     raise ApiError(
                         409,
                         "job_conflict",
-                        f"a {kind} job is already running (job {busy[0].id}, {busy[0].name!r}); "
+                        f"{what} is already running (job {busy[0].id}, {busy[0].name!r}); "
                         "stop it first or wait for it to finish",
                     )
             log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,8 @@ Evaluation: ``python -m indexer.eval_cli`` on the active index's checkpoint.
 
 from __future__ import annotations
 
+import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -28,7 +30,22 @@ def _flag(key: str, value: Any) -> list[str]:
 
 
 def _stamp() -> str:
-    return time.strftime("%Y%m%d-%H%M%S")
+    """A timestamp with a random suffix: names made in the same second still differ."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+def process_limit(device: str | None) -> tuple[int, str]:
+    """(how many processes a training job may start here, of what): the visible GPUs when it trains
+    on CUDA (``device`` cuda, or auto with a GPU), else the CPU cores this process may use."""
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device == "cuda" or (device in (None, "auto") and gpus):
+        return gpus, "visible GPUs"
+    try:
+        return len(os.sched_getaffinity(0)), "CPU cores"
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1, "CPU cores"
 
 
 def _inside(base: Path, name: str) -> Path:
@@ -42,12 +59,18 @@ def _inside(base: Path, name: str) -> Path:
 
 def _job_files(settings: Settings, kind: str, name: str) -> tuple[Path, Path]:
     jobs = settings.state_dir.resolve() / "jobs"
-    stem = f"{kind}-{name}-{_stamp()}"
+    stem = f"{kind}-{name}-{_stamp()}"  # unique: two jobs never share a log
     return jobs / f"{stem}.log", jobs / f"{stem}.progress.json"
 
 
 def start_train(settings: Settings, supervisor: Supervisor, req: TrainRequest) -> JobRow:
     """Launch a training job (409 while another runs, or when the run exists and ``resume`` is off)."""
+    limit, of_what = process_limit(req.overrides.device)
+    if req.nproc_per_node > limit:
+        raise ApiError(
+            422, "invalid_request",
+            f"nproc_per_node: {req.nproc_per_node} processes asked, but this server has {limit} {of_what}",
+        )  # fmt: skip
     name = req.name or f"{req.preset}-{_stamp()}"
     out = _inside(settings.runs_dir, name)
     if req.resume and not out.is_dir():
@@ -125,9 +148,6 @@ def start_index(settings: Settings, supervisor: Supervisor, req: IndexRequest) -
     out = _inside(settings.indexes_dir, name)
     if out.exists() and any(out.iterdir()):
         raise ApiError(409, "index_exists", f"index {name!r} already exists; pick another name")
-    for job in supervisor.store.active("index"):
-        if job.name == name:
-            raise ApiError(409, "job_conflict", f"index {name!r} is being built by job {job.id}")
     log, progress = _job_files(settings, "index", name)
     args = [
         "--checkpoint",
@@ -157,13 +177,16 @@ def start_index(settings: Settings, supervisor: Supervisor, req: IndexRequest) -
         log_path=log,
         config=config,
         done_path=out / "manifest.json",
+        exclusive_output=True,
     )
 
 
 def start_eval(
     settings: Settings, supervisor: Supervisor, req: EvalRequest, index_dir: Path, checkpoint: Path
 ) -> JobRow:
-    """Launch an unsupervised-segmentation evaluation of the active index's checkpoint (stored in the index)."""
+    """Launch an unsupervised-segmentation evaluation of the active index's checkpoint (stored in the index).
+
+    One evaluation per index at a time (409): they write into the index's database."""
     name = f"eval-{req.protocol}-{_stamp()}"
     log, progress = _job_files(settings, "eval", name)
     out_json = settings.state_dir.resolve() / "evals" / f"{name}.json"
@@ -192,9 +215,11 @@ def start_eval(
         kind="eval",
         name=name,
         argv=python_argv("indexer.eval_cli", *args),
-        output_dir=out_json.parent,
         progress_path=progress,
         log_path=log,
         config=req.model_dump() | {"index": index_dir.name},
         done_path=out_json,
+        output_dir=index_dir.resolve(),
+        exclusive_output=True,
     )
+

@@ -18,6 +18,7 @@ from server.runtime import LoadedIndex, LoadedModel, Runtime
 from server.schemas import Rle, Slot, SlotsResult
 from server.services import render
 from server.services.records import neighbors_out
+from server.services.uploads import bounded
 
 DEFAULT_RESIZE, DEFAULT_CROP = 256, 224
 
@@ -33,17 +34,6 @@ def analysis_size(runtime: Runtime) -> tuple[int, int]:
         m = loaded.index.manifest
         return int(m.get("resize", DEFAULT_RESIZE)), int(m.get("crop", DEFAULT_CROP))
     return DEFAULT_RESIZE, DEFAULT_CROP
-
-
-def bounded(img: Image.Image, resize: int) -> Image.Image:
-    """A copy whose shorter side is at most ``2 × resize``: the model sees ``resize`` anyway, and masks,
-    RLEs and overlays stay cheap for multi-megapixel uploads."""
-    short = min(img.size)
-    cap = 2 * resize
-    if short <= cap:
-        return img
-    scale = cap / short
-    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.Resampling.BILINEAR)
 
 
 def analyze(

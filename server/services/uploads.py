@@ -1,22 +1,46 @@
-"""Upload safety: a body-size limit enforced while the body streams in, and image decoding that
-turns every kind of bad file into a clear 400/413/415 instead of a crash.
+"""Upload safety: a body-size limit enforced while the body streams in, and image decoding whose
+memory is bounded before the first pixel is decoded, turning every kind of bad file into a clear
+400/413/415/422 instead of a crash.
+
+Memory per upload, by construction (see the README's "Serving safely"): the body (at most
+``max_upload_bytes``), one decode predicted from the header to peak at most ``max_decode_bytes``
+(:func:`decode_cost`; JPEGs are decoded at 1/2 … 1/8 scale) and the analysis of an image of at
+most ``(2 × resize)²`` pixels (:func:`analysis_dims`). How many uploads hold that at once is bounded by
+the runtime's upload semaphore (``upload_concurrency``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import io
 import json
+import math
 import warnings
 from collections.abc import Callable
 
 from PIL import Image, UnidentifiedImageError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.datasets import ImageReadError, load_rgb
+from core.datasets import to_rgb
 from server.errors import ApiError
 
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 #: Room for the multipart envelope (boundaries, part headers) around the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
+
+
+def mmap_large_allocations(threshold: int = 4 << 20) -> bool:
+    """Have glibc serve allocations of ``threshold`` bytes or more by ``mmap`` (returned to the system
+    on free). Otherwise its adaptive threshold grows to 32 MiB after the first large free, and the
+    16 MiB blocks of every decoded upload stay in per-thread heaps: the process's memory would then
+    grow with each request thread instead of returning to its idle size. Returns whether it applied
+    (False off glibc)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False
 
 
 def _mib(n: int) -> str:
@@ -24,8 +48,14 @@ def _mib(n: int) -> str:
 
 
 def too_large(limit: int) -> ApiError:
-    """The 413 for a body over ``limit`` bytes."""
-    return ApiError(413, "upload_too_large", f"request body exceeds the limit of {limit} bytes ({_mib(limit)})")
+    """The 413 for a body over ``limit`` bytes. It closes the connection: the server reads no more of
+    a body it refused (a client that keeps sending gets a reset, not a server that drains it)."""
+    return ApiError(
+        413,
+        "upload_too_large",
+        f"request body exceeds the limit of {limit} bytes ({_mib(limit)})",
+        headers={"Connection": "close"},
+    )
 
 
 class BodyLimitMiddleware:
@@ -75,45 +105,193 @@ async def _send_413(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def decode_upload(data: bytes, max_pixels: int, name: str = "upload") -> Image.Image:
-    """Decode uploaded bytes to an 8-bit RGB image (EXIF orientation applied, alpha on white).
+#: Longest accepted ratio of an upload's longer side to its shorter side.
+MAX_ASPECT_RATIO = 20
+#: The formats an upload may be in (Pillow opens others too, some through external programs).
+Image.init()
+FORMATS = tuple(f for f in ("JPEG", "MPO", "PNG", "WEBP", "GIF", "TIFF", "BMP") if f in Image.OPEN)
+#: Peak bytes held per decoded pixel while decoding (measured on 36 MP images with Pillow 13, plus
+#: a margin): WebP's decoder keeps whole RGBA canvases (16.0 measured); TIFF may decode through RGBA
+#: strips; the rest peak at 6.1 (16-bit PNG: its own 2 bytes and the 32-bit copy that is reduced).
+DECODE_BYTES_PER_PIXEL = {"WEBP": 17.0, "TIFF": 8.5}
+DEFAULT_DECODE_BYTES_PER_PIXEL = 6.5
+#: JPEG: per pixel of the (DCT-scaled) output, and, for progressive files, per component sample of
+#: the full image (libjpeg buffers every coefficient: 2 bytes each).
+JPEG_BYTES_PER_PIXEL, JPEG_COEFFICIENT_BYTES = 4.5, 2.1
+STRIP_PIXELS = 1 << 20
+_REDUCIBLE = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr"})
+_ORIENTATION = 0x0112
+_TRANSPOSE = {
+    2: (Image.Transpose.FLIP_LEFT_RIGHT,),
+    3: (Image.Transpose.ROTATE_180,),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM,),
+    5: (Image.Transpose.TRANSPOSE,),
+    6: (Image.Transpose.ROTATE_270,),
+    7: (Image.Transpose.TRANSVERSE,),
+    8: (Image.Transpose.ROTATE_90,),
+}
+
+
+def analysis_dims(width: int, height: int, resize: int) -> tuple[int, int]:
+    """The (width, height) an image of ``width``×``height`` is analysed at for an index made at ``resize``.
+
+    Bounded from both sides: the shorter side at most ``2 × resize`` and the area at most
+    ``(2 × resize)²`` pixels, never upscaled. With the aspect ratio capped at :data:`MAX_ASPECT_RATIO`,
+    the model input that :func:`core.augment.eval_transform` makes from it is at most
+    ``resize × (MAX_ASPECT_RATIO · resize)`` pixels before its centre crop.
+    """
+    cap = 2 * resize
+    scale = min(1.0, cap / min(width, height), math.sqrt(cap * cap / (width * height)))
+    if scale >= 1.0:
+        return width, height
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def bounded(img: Image.Image, resize: int) -> Image.Image:
+    """``img`` resized (bilinear, antialiased) to :func:`analysis_dims`, or ``img`` itself when within them.
+
+    Masks, RLEs and overlays of an analysis then stay within ``(2 × resize)²`` pixels however large
+    or thin the upload was."""
+    size = analysis_dims(img.width, img.height, resize)
+    if size == img.size:
+        return img
+    return img.resize(size, Image.Resampling.BILINEAR)
+
+
+def _reducible(img: Image.Image) -> Image.Image:
+    """``img`` in a mode that :meth:`PIL.Image.Image.reduce` averages meaningfully (no palette indices)."""
+    if img.mode in _REDUCIBLE:
+        return img
+    if img.mode == "1":
+        return img.convert("L")
+    if img.mode.startswith("I;16"):
+        return img.convert("I")
+    if img.mode in ("P", "PA"):
+        return img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+    return img.convert("RGB")
+
+
+def reduce_in_strips(img: Image.Image, factor: int, strip_pixels: int = STRIP_PIXELS) -> Image.Image:
+    """``img`` box-reduced by ``factor`` (each output pixel the mean of a ``factor``×``factor`` block),
+    a few rows at a time: ``Image.reduce`` on the whole image would first copy it (premultiplying
+    alpha), so at most two strips of about ``strip_pixels`` pixels are held besides ``img``.
+    Edge rows and columns that do not fill a block are dropped."""
+    width, height = img.width // factor, img.height // factor
+    out = Image.new(img.mode, (width, height))
+    rows = factor * max(1, strip_pixels // max(1, img.width * factor))
+    for top in range(0, height * factor, rows):
+        bottom = min(top + rows, height * factor)
+        out.paste(img.crop((0, top, width * factor, bottom)).reduce(factor), (0, top // factor))
+    return out
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = int(img.getexif().get(_ORIENTATION, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block only loses the orientation
+        return 1
+    return value if value in _TRANSPOSE else 1
+
+
+def decode_cost(img: Image.Image, full_pixels: int | None = None) -> int:
+    """Peak bytes that decoding the opened (for a JPEG: drafted) ``img`` will hold, from its header.
+
+    ``full_pixels``: the JPEG's pixels before the draft (its coefficients are all kept when progressive).
+    """
+    pixels = img.width * img.height
+    if img.format in ("JPEG", "MPO"):
+        cost = JPEG_BYTES_PER_PIXEL * pixels
+        if img.info.get("progressive") or img.info.get("progression"):
+            cost += JPEG_COEFFICIENT_BYTES * len(img.getbands()) * (full_pixels or pixels)
+        return int(cost)
+    return int(DECODE_BYTES_PER_PIXEL.get(img.format or "", DEFAULT_DECODE_BYTES_PER_PIXEL) * pixels)
+
+
+def decode_upload(
+    data: bytes, max_pixels: int, resize: int, name: str = "upload", max_decode_bytes: int = 256 << 20
+) -> Image.Image:
+    """Decode uploaded bytes to an 8-bit RGB image bounded by :func:`analysis_dims` (EXIF orientation
+    applied, alpha on white).
+
+    Memory is bounded before any pixel is decoded. From the header: at most ``max_pixels`` pixels,
+    an aspect ratio of at most :data:`MAX_ASPECT_RATIO`, and a predicted decode peak
+    (:func:`decode_cost`) of at most ``max_decode_bytes``. A JPEG is decoded at the smallest DCT scale
+    (1/2 … 1/8) that still covers the analysis size; other formats are decoded once at full size and
+    box-reduced strip by strip (:func:`reduce_in_strips`), so no second full-size copy is made.
+    Images within the analysis size are decoded exactly as :func:`core.datasets.load_rgb` does.
 
     Raises :class:`ApiError`: 400 ``empty_file`` / ``bad_image`` (truncated or corrupt), 415
-    ``unsupported_media_type`` (not an image), 413 ``image_too_large`` (more than ``max_pixels``
-    pixels, checked from the header before any pixel is decoded).
+    ``unsupported_media_type`` (not an image in :data:`FORMATS`), 413 ``image_too_large`` (more than
+    ``max_pixels`` pixels, or more than ``max_decode_bytes`` to decode), 422 ``image_aspect_ratio``
+    (sides further apart than :data:`MAX_ASPECT_RATIO`:1).
     """
     if not data:
         raise ApiError(400, "empty_file", f"{name} is empty (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as probe:
-                width, height, fmt = probe.width, probe.height, probe.format
-    except Image.DecompressionBombError as e:
-        raise ApiError(413, "image_too_large", f"{name}: {e}") from e
-    except UnidentifiedImageError as e:
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"{name} is not an image in a format the server can read (JPEG, PNG, WebP, ...)",
-        ) from e
-    except Exception as e:  # noqa: BLE001 - a corrupt header raises many types
-        raise ApiError(400, "bad_image", f"{name}: cannot read the image header ({type(e).__name__}: {e})") from e
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
+        except Image.DecompressionBombError as e:
+            raise ApiError(413, "image_too_large", f"{name}: {e}") from e
+        except UnidentifiedImageError as e:
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                f"{name} is not an image in a format the server reads ({', '.join(FORMATS)})",
+            ) from e
+        except Exception as e:  # noqa: BLE001 - a corrupt header raises many types
+            raise ApiError(400, "bad_image", f"{name}: cannot read the image header ({type(e).__name__}: {e})") from e
+        with img:
+            width, height, fmt = img.width, img.height, img.format
+            _check_size(name, width, height, max_pixels)
+            target = analysis_dims(width, height, resize)
+            orientation = _orientation(img)
+            try:
+                if fmt in ("JPEG", "MPO"):
+                    img.draft(img.mode, target)  # DCT-domain downscale: never below the target size
+                cost = decode_cost(img, width * height)
+                if cost > max_decode_bytes:
+                    raise ApiError(
+                        413,
+                        "image_too_large",
+                        f"{name} ({fmt}, {width}×{height} pixels) would take {_mib(cost)} to decode, above the "
+                        f"per-upload limit of {_mib(max_decode_bytes)}",
+                    )
+                img.load()
+                small = _reducible(img)
+                factor = min(small.width // target[0], small.height // target[1])
+                if factor > 1:
+                    small = reduce_in_strips(small, factor)
+                elif small is img:
+                    small = img.copy()  # outlive the file object closed below
+            except ApiError:
+                raise
+            except Exception as e:  # noqa: BLE001 - PIL raises OSError, ValueError, SyntaxError, ...
+                raise ApiError(
+                    400,
+                    "bad_image",
+                    f"{name} ({fmt}) could not be decoded, it may be truncated or corrupt: {type(e).__name__}: {e}",
+                ) from e
+    for step in _TRANSPOSE.get(orientation, ()):
+        small = small.transpose(step)
+    if orientation in (5, 6, 7, 8):  # a quarter turn: the analysis size turns with the image
+        target = target[::-1]
+    rgb = to_rgb(small)
+    return rgb if rgb.size == target else rgb.resize(target, Image.Resampling.BILINEAR)
+
+
+def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:
+    if width < 1 or height < 1:
+        raise ApiError(400, "bad_image", f"{name} has no pixels ({width}×{height})")
     if width * height > max_pixels:
         raise ApiError(
             413,
             "image_too_large",
             f"{name} is {width}×{height} = {width * height} pixels, above the limit of {max_pixels}",
         )
-    if width < 1 or height < 1:
-        raise ApiError(400, "bad_image", f"{name} has no pixels ({width}×{height})")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return load_rgb(io.BytesIO(data), upright=True)
-    except ImageReadError as e:
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         raise ApiError(
-            400,
-            "bad_image",
-            f"{name} ({fmt}) could not be decoded, it may be truncated or corrupt: {e.reason or e}",
-        ) from e
+            422,
+            "image_aspect_ratio",
+            f"{name} is {width}×{height}: its sides differ by more than {MAX_ASPECT_RATIO}:1, the limit",
+        )

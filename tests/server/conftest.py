@@ -1,17 +1,100 @@
 """Server fixtures: a real tiny index (FAISS + SQLite, built by ``indexer.build.build_index`` from the
-shared synthetic dataset and tiny checkpoint), settings in a temp directory, and a live ``TestClient``.
+shared synthetic dataset and tiny checkpoint), settings in a temp directory, a live ``TestClient``, and
+:class:`LiveServer`, a real ``python -m server`` (uvicorn) in a subprocess for the tests that need a
+server's behaviour: free loopback port, readiness wait, the process's resident memory from /proc.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from server.app import create_app
 from server.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """``VmHWM`` (peak resident set) or ``VmRSS`` (now) of ``pid``, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+class LiveServer:
+    """``python -m server <args>`` on 127.0.0.1:<free port>; ``with LiveServer(...) as srv: srv.base``."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 90) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.timeout = timeout
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        self.cmd = [sys.executable, "-m", "server", "--port", str(self.port), "--device", "cpu",
+                    "--log-level", "warning", *args]
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> LiveServer:
+        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.time() + self.timeout
+        while True:
+            try:
+                if httpx.get(f"{self.base}/api/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.proc.stdout.read().decode()}")
+            if time.time() > deadline:
+                self.__exit__()
+                raise RuntimeError("server did not come up")
+            time.sleep(0.2)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def peak_rss_mb(self) -> float:
+        """The server's peak resident memory so far (MiB)."""
+        return rss_mb(self.pid, "VmHWM")
+
+    def rss_mb(self) -> float:
+        """The server's resident memory now (MiB)."""
+        return rss_mb(self.pid, "VmRSS")
+
+
+@pytest.fixture(scope="session")
+def live_server() -> type[LiveServer]:
+    """The :class:`LiveServer` class (``with live_server(*args, env=...) as srv``)."""
+    return LiveServer
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +113,8 @@ def make_settings(tmp_path: Path, synthetic_root: Path, server_index: Path) -> C
     def make(**overrides) -> Settings:
         values = dict(index=server_index, data_root=synthetic_root, runs_dir=tmp_path / "runs",
                       indexes_dir=tmp_path / "indexes", state_dir=tmp_path / "state", device="cpu",
-                      max_upload_bytes=2 * 1024 * 1024, max_upload_pixels=4_000_000, job_poll_s=0.1)
+                      max_upload_bytes=2 * 1024 * 1024, max_upload_pixels=4_000_000, job_poll_s=0.1,
+                      trusted_hosts="testserver")
         values.update(overrides)
         return Settings(_env_file=None, **values)
 

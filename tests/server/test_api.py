@@ -120,7 +120,15 @@ def test_labels_persist_and_validate(client, make_settings):
     assert client.put("/api/prototypes/3/label", json={"label": ""}).status_code == 422
     assert client.put("/api/prototypes/3/label", json={"name": "x"}).status_code == 422
     assert client.put("/api/prototypes/99/label", json={"label": "x"}).status_code == 404
-    assert client.put("/api/prototypes/3/label", json={"label": None}).json()["label"] is None
+    for blank in ("   ", "\t\n", None):  # a blank label is refused, and clears nothing
+        r = client.put("/api/prototypes/3/label", json={"label": blank})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", blank
+        assert client.get("/api/prototypes/3").json()["label"] == "checker"
+    assert "DELETE" in client.put("/api/prototypes/3/label", json={"label": " "}).json()["error"]["message"]
+    assert client.put("/api/prototypes/3/label", json={"label": "a\x00b"}).status_code == 422
+    assert client.delete("/api/prototypes/3/label").json()["label"] is None
+    assert client.get("/api/prototypes/3").json()["label"] is None
+    assert client.delete("/api/prototypes/99/label").status_code == 404
 
 
 def test_map_stats_eval_checkpoints(client, make_settings):

@@ -51,3 +51,42 @@ def test_uvicorn_subprocess_serves_http(make_settings, sample_jpeg):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_413_on_a_chunked_body_closes_the_connection(live_server, server_index, tmp_path):
+    """The server stops reading a refused body: after its 413 the connection is closed, so a client
+    that keeps streaming hits a closed socket long before it has sent its 32 MiB."""
+    import socket
+
+    with live_server("--index", str(server_index), "--state-dir", str(tmp_path / "state"),
+                     env={"SLOTCON_MAX_UPLOAD_BYTES": "100000"}) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        boundary = "XbOuNdArY"
+        s.sendall((f"POST /api/slots HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+                   f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode())
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'.encode()
+        s.sendall(b"%x\r\n%s\r\n" % (len(head), head))
+        chunk, sent, answer, closed = b"\0" * 65536, 0, b"", None
+        s.settimeout(0.05)
+        while sent < 32 * 1024 * 1024 and closed is None:
+            try:
+                s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+            except OSError as e:  # BrokenPipe / ConnectionReset: the server closed
+                closed = type(e).__name__
+                break
+            try:
+                data = s.recv(65536)
+                if not data:
+                    closed = "eof"
+                answer += data
+            except TimeoutError:
+                pass
+            except OSError as e:
+                closed = type(e).__name__
+        s.close()
+        assert closed is not None, f"the server drained {sent} bytes of a refused body"
+        assert sent < 8 * 1024 * 1024
+        if answer:
+            assert answer.startswith(b"HTTP/1.1 413") and b"connection: close" in answer.lower()
+        assert httpx.get(f"{srv.base}/api/health", timeout=30).status_code == 200

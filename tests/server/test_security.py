@@ -57,7 +57,9 @@ def test_token_grants_mutation(make_settings):
     with TestClient(create_app(make_settings(host="0.0.0.0", api_token="s3cret"))) as client:
         ok = client.put("/api/prototypes/1/label", json={"label": "sky"}, headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 200 and ok.json()["label"] == "sky"
-        client.put("/api/prototypes/1/label", json={"label": None}, headers={"Authorization": "Bearer s3cret"})
+        assert client.delete("/api/prototypes/1/label").status_code == 401
+        cleared = client.delete("/api/prototypes/1/label", headers={"Authorization": "Bearer s3cret"})
+        assert cleared.status_code == 200 and cleared.json()["label"] is None
 
 
 def test_cors_only_for_the_ui_origin(make_settings):

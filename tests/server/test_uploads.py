@@ -139,7 +139,8 @@ def test_oversized_body_rejected_while_streaming(client, sample_jpeg):
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
              "scheme": "http", "path": "/api/slots", "raw_path": b"/api/slots", "root_path": "",
              "query_string": b"", "server": ("test", 80), "client": ("test", 1),
-             "headers": [(b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+             "headers": [(b"host", b"testserver"),
+                         (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
                          (b"transfer-encoding", b"chunked")]}
     asyncio.run(client.app(scope, receive, send))
     start = next(m for m in sent if m["type"] == "http.response.start")

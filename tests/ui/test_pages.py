@@ -108,7 +108,7 @@ def test_concepts_open_topk_more_similar_and_label(api_env: str) -> None:
         assert get(api_env, f"/prototypes/{k}")["label"] == "bullseye texture"
         assert any(f"Prototype #{k} · bullseye texture" in s.value for s in at.subheader)
     finally:
-        httpx.put(f"{api_env}/api/prototypes/{k}/label", json={"label": None}, timeout=30)
+        httpx.delete(f"{api_env}/api/prototypes/{k}/label", timeout=30)
 
 
 def test_concepts_map_view(api_env: str) -> None:

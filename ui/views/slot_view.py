@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from ui.components import PALETTE, colour_swatch, fmt_num, fmt_pct
+from ui.components import PALETTE, colour_swatch, fmt_num, fmt_pct, plain
 from ui.views.segments import segment_tiles, unpack_neighbor
 
 
@@ -87,7 +87,7 @@ def show_slots(answer: dict, original: bytes | None, overlay: bytes | None = Non
             c2.image(overlay, caption="slots", width="stretch")
     with right:
         st.markdown(f"**{len(slots)} slots** on this image")
-        legend = [colour_swatch(slot_colour(s, i), f"#{s.get('prototype')} {s.get('label') or ''} "
+        legend = [colour_swatch(slot_colour(s, i), f"#{plain(s.get('prototype'))} {plain(s.get('label') or '')} "
                                 f"· {fmt_pct(_first(s, 'area_share', 'area_fraction', 'share'))}")
                   for i, s in enumerate(slots)]
         st.markdown("<br>".join(legend), unsafe_allow_html=True)
@@ -101,8 +101,8 @@ def show_slots(answer: dict, original: bytes | None, overlay: bytes | None = Non
     st.markdown("#### Slots and their nearest dataset segments")
     for i, s in enumerate(slots):
         share = _first(s, "area_share", "area_fraction", "share")
-        title = (f"Slot #{s.get('prototype')} {s.get('label') or ''} · {fmt_pct(share)} of the image · "
-                 f"score {fmt_num(_first(s, 'score', 'mean_score'))}")
+        title = (f"Slot #{plain(s.get('prototype'))} {plain(s.get('label') or '')} · {fmt_pct(share)} of the image"
+                 f" · score {fmt_num(_first(s, 'score', 'mean_score'))}")
         with st.container(border=True):
             st.markdown(colour_swatch(slot_colour(s, i), f"**{title}**"), unsafe_allow_html=True)
             crop_col, nn_col = st.columns([1, 4])

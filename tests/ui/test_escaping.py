@@ -1,0 +1,39 @@
+"""User text (concept labels) is inert wherever the UI renders HTML (``unsafe_allow_html``)."""
+
+from __future__ import annotations
+
+from streamlit.testing.v1 import AppTest
+
+from ui.components import colour_swatch, plain
+
+EVIL = '<img src=x onerror="alert(1)"> **bold** [link](javascript:alert(1)) </span>'
+
+
+def test_plain_escapes_html_and_markdown():
+    out = plain(EVIL)
+    assert "<" not in out and ">" not in out and "&lt;img" in out
+    assert "\\*\\*bold\\*\\*" in out and "\\[link\\]\\(javascript:alert\\(1\\)\\)" in out
+    assert plain("sky") == "sky"
+
+
+def test_a_colour_that_is_not_hex_is_drawn_grey():
+    assert "background:#888888" in colour_swatch("red;background:url(https://evil.example/x)", "t")
+    assert "background:#12ab34" in colour_swatch("#12ab34", "t")
+
+
+def _slots_page(label: str) -> None:
+    from ui.views.slot_view import show_slots
+
+    slot = {"prototype": 3, "label": label, "area_share": 0.5, "area": 10, "score": 0.9,
+            "bbox": [0, 0, 4, 4], "bbox_size": [8, 8], "color": [255, 0, 0], "neighbors": []}
+    show_slots({"slots": [slot]}, None)
+
+
+def test_slot_view_renders_a_hostile_label_as_text():
+    at = AppTest.from_function(_slots_page, args=(EVIL,), default_timeout=60).run()
+    assert not at.exception
+    html_blocks = [m.value for m in at.markdown if "<span" in m.value]
+    assert len(html_blocks) == 2  # the legend and the slot's title: the two unsafe_allow_html calls
+    for value in html_blocks:
+        assert "<img" not in value and "onerror=\"" not in value and "&lt;img" in value
+        assert "](javascript" not in value and value.count("</span>") == 1  # only the swatch's own
