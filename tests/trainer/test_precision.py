@@ -84,3 +84,15 @@ def test_run_records_the_resolved_precision(tiny_train_args: list[str], tmp_path
     assert read_checkpoint(run / "final.pth")["train_config"]["precision_reason"] == cfg["precision_reason"]
     first = next(r.getMessage() for r in caplog.records if r.name == "trainer")
     assert first == f"precision {cfg['precision_reason']}"
+
+
+def test_print_plan_names_the_machine_precision_and_budget(capsys) -> None:
+    import json
+
+    from trainer.__main__ import main
+
+    assert main(["--preset", "cpu-demo", "--budget-minutes", "7.5", "--print-plan"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["budget_minutes"] == 7.5 and plan["device"] == "cpu" and plan["threads"] >= 1
+    assert plan["precision"] in ("fp32", "bf16") and plan["precision_reason"].startswith(f"auto → {plan['precision']}")
+    assert plan["cpu_model"] and plan["cpu_capability"] in plan["precision_reason"]
