@@ -153,13 +153,15 @@ def test_class_textures() -> None:
     assert med["cross"][0] < 6 and med["cross"][1] < 6  # plain: pixel noise and shading only
     assert med["stripes"][1] > 4 * med["stripes"][0]  # horizontal stripes: edges between rows
     assert med["box"][0] > 4 * med["box"][1]  # vertical stripes
-    for name in ("disk", "triangle", "hatch"):  # rings, zigzags, diagonals: edges along both axes
+    for name in ("disk", "triangle", "hatch"):  # rings, dots, diagonals: edges along both axes
         gx, gy, _, _ = med[name]
         assert gx > 10 and gy > 10 and 0.7 < gx / gy < 1.4, (name, gx, gy)
     assert med["hatch"][3] < 0.3  # flat along one diagonal: straight diagonal stripes
-    assert med["triangle"][3] > 0.5 and med["disk"][3] > 0.5  # zigzags and rings turn: no flat diagonal
-    for name in ("stripes", "hatch", "box", "triangle"):
+    assert med["triangle"][3] > 0.5 and med["disk"][3] > 0.5  # dots and rings turn: no flat diagonal
+    for name in ("stripes", "hatch", "box"):
         assert med[name][2] > 0.35, name  # two tones, about half each
+    dots = np.pi * 0.32**2 / (np.sqrt(3) / 2)  # a dot of radius 0.32 × spacing per hexagonal lattice cell
+    assert abs(med["triangle"][2] - dots) < 0.05, med["triangle"]
 
 
 def test_hatch_draws_both_diagonals() -> None:
