@@ -52,7 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dim-hidden", type=int, default=None)
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     p.add_argument("--device", default="auto")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: the preset's)")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--fast-augment", action="store_true")
     p.add_argument("--workers", type=int, default=None)
@@ -80,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         n = max(2 * values["batch_size"] * (a.steps + a.warmup + 2), 64)
         generate(tmp.name, num_train=min(n, 2000), num_val=0, size=a.synth_size, seed=0)
         a.data = tmp.name
-    values.update(data=a.data, precision=a.precision, device=a.device, channels_last=a.channels_last,
+    if a.channels_last is not None:
+        values["channels_last"] = a.channels_last
+    values.update(data=a.data, precision=a.precision, device=a.device,
                   compile=a.compile, fast_augment=a.fast_augment, threads=a.threads, epochs=1000,
                   output_dir=tempfile.mkdtemp(), log_every=10**9, save_minutes=1e9, progress="log")
     cfg = TrainConfig.from_dict(values)

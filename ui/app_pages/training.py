@@ -14,7 +14,7 @@ from ui.views.training_live import training_live
 #: The presets' main options as the trainer defines them (``python -m trainer --preset P --print-config``);
 #: a copy, since the UI does not import the trainer (tests/ui/test_presets.py keeps the two in step).
 PRESETS = {
-    "cpu-demo": dict(epochs=26, batch_size=64, lr=2.0, num_prototypes=6, precision="auto", budget_minutes=0.0),
+    "cpu-demo": dict(epochs=8, batch_size=16, lr=3.0, num_prototypes=6, precision="auto", budget_minutes=9.0),
     "coco-r50-800ep": dict(epochs=800, batch_size=512, lr=1.0, num_prototypes=256, precision="auto",
                            budget_minutes=0.0),
     "cocoplus-r50-800ep": dict(epochs=800, batch_size=512, lr=1.0, num_prototypes=256, precision="auto",
