@@ -214,6 +214,17 @@ def get_args_parser(prog: str = "slotcon train") -> argparse.ArgumentParser:
     return p
 
 
+def _update_length(values: dict[str, Any], layer: dict[str, Any]) -> None:
+    """``values.update(layer)``, where a layer that fixes the run's length one way (``total_steps`` or
+    ``budget_minutes``) and not the other replaces the length an earlier layer chose (cpu-demo's budget
+    gives way to an explicit ``--total-steps``, and the reverse)."""
+    fixed = int(layer.get("schedule_fixed_at", values.get("schedule_fixed_at")) or 0) > 0  # a saved budget's total
+    for given, other in (("total_steps", "budget_minutes"), ("budget_minutes", "total_steps")):
+        if not fixed and float(layer.get(given) or 0) > 0 and other not in layer:
+            values[other] = 0
+    values.update(layer)
+
+
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """Returns the config of parsed ``args``: defaults ← preset ← YAML ← explicit flags; validated."""
     values = asdict(TrainConfig())
@@ -222,9 +233,9 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         loaded = yaml.safe_load(Path(args.config).read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{args.config}: expected a mapping of config fields")
-        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+        _update_length(values, {k.replace("-", "_"): v for k, v in loaded.items()})
     names = {f.name for f in fields(TrainConfig)}
-    values.update({k: v for k, v in vars(args).items() if k in names})
+    _update_length(values, {k: v for k, v in vars(args).items() if k in names})
     cfg = TrainConfig.from_dict(values)
     cfg = dataclasses.replace(cfg, **{f.name: type(getattr(TrainConfig(), f.name))(getattr(cfg, f.name))
                                       for f in fields(TrainConfig)})

@@ -107,3 +107,18 @@ def test_budgeted_run_resumes_exactly(quick_budget, one_second_steps, tiny_train
 def test_budget_and_total_steps_exclude_each_other(tiny_train_args: list[str]) -> None:
     with pytest.raises(SystemExit):
         main([*tiny_train_args, "--budget-minutes", "1", "--total-steps", "10"])
+
+
+def test_an_explicit_length_replaces_the_presets(tmp_path: Path) -> None:
+    """cpu-demo's 9-minute budget gives way to an explicit --total-steps (and a YAML budget to a flag's steps)."""
+    from trainer.config import get_args_parser, resolve_config
+
+    parser = get_args_parser()
+    steps = resolve_config(parser.parse_args(["--preset", "cpu-demo", "--total-steps", "300"]))
+    assert (steps.total_steps, steps.budget_minutes) == (300, 0)
+    default = resolve_config(parser.parse_args(["--preset", "cpu-demo"]))
+    assert (default.total_steps, default.budget_minutes) == (0, 9.0)
+    (tmp_path / "steps.yaml").write_text("total_steps: 40\n")
+    budget = resolve_config(parser.parse_args(["--preset", "cpu-demo", "--config", str(tmp_path / "steps.yaml"),
+                                               "--budget-minutes", "3"]))
+    assert (budget.total_steps, budget.budget_minutes) == (0, 3.0)
