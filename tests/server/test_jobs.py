@@ -15,7 +15,7 @@ from server.app import create_app
 from server.services.jobstore import JobStore
 
 TINY = {"arch": "resnet18", "width": 0.25, "dim_hidden": 64, "dim_out": 32, "num_prototypes": 8,
-        "image_size": 64, "batch_size": 8, "workers": 0, "log_every": 1, "threads": 1}
+        "image_size": 64, "batch_size": 8, "workers": 0, "log_every": 1, "threads": 1, "budget_minutes": 0}
 
 
 def _wait(client, job_id: int, until, timeout: float = 90.0) -> dict:
