@@ -9,7 +9,7 @@ setup:
 	@bash scripts/setup_env.sh
 
 demo: setup
-	@$(PY) -m core.cli demo $(ARGS)
+	@$(PY) -m slotcon demo $(ARGS)
 
 test: setup
 	@bash scripts/ensure_browser.sh

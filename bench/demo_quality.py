@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     a.work.mkdir(parents=True, exist_ok=True)
     if not (a.data / "val2017").is_dir():
-        subprocess.run([sys.executable, "-m", "core.cli", "synth", "--out", str(a.data)], check=True,
+        subprocess.run([sys.executable, "-m", "slotcon", "synth", "--out", str(a.data)], check=True,
                        capture_output=True, cwd=ROOT)
     machine = describe_machine()
     kmeans = None

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device checks, in one short run on a machine with one NVIDIA GPU (see README "GPU checks").
-# Expects pre-generated synthetic data at data/gpu-synth (python -m core.cli synth --out data/gpu-synth
+# Expects pre-generated synthetic data at data/gpu-synth (python -m slotcon synth --out data/gpu-synth
 # --num-train 512 --num-val 16 --size 256) because the GPU image has no pycocotools.
 # Writes JSON lines to $OUT/gpu.jsonl (or ./gpu.jsonl).
 set -uo pipefail

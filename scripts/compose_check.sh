@@ -85,7 +85,7 @@ wheels() {
 }
 
 init_data() {  # small demo data, a few training steps, an index: what the api serves
-  "${COMPOSE[@]}" run --rm init python -m core.cli synth --out /data/synthetic --num-train 64 --num-val 16
+  "${COMPOSE[@]}" run --rm init python -m slotcon synth --out /data/synthetic --num-train 64 --num-val 16
   "${COMPOSE[@]}" run --rm init python -m trainer --preset cpu-demo --data /data/synthetic \
     --output-dir /runs/cpu-demo --max-steps 4 --batch-size 16 --workers 0
   "${COMPOSE[@]}" run --rm init sh -c 'python -m indexer --checkpoint "$(ls /runs/cpu-demo/final.pth \

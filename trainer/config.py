@@ -16,12 +16,13 @@ from typing import Any
 import yaml
 
 from core.model import SlotConConfig
-from trainer.precision import PRECISIONS
+from core.recipes import DEFAULT_PRESET, PRECISIONS, PRESETS
 
 #: Field metadata of values the trainer derives while it runs (recorded, never given as flags).
 DERIVED = {"derived": True}
 OPTIMIZERS = ("lars", "sgd")
 LR_SCALINGS = ("linear", "none")
+__all__ = ["PRESETS", "TrainConfig", "get_args_parser", "resolve_config", "save_config_yaml", "parse_splits"]
 
 
 @dataclass
@@ -119,49 +120,6 @@ class TrainConfig(SlotConConfig):
         return cls(**d)
 
 
-#: The release's recipe (scripts/slotcon_*_r50_*.sh with main_pretrain.py's defaults; tests/trainer/test_recipes.py
-#: compares every value): R50, projector 4096 → 256, K = 256, τ_t 0.07 / τ_s 0.1 / slot τ 0.2, centre momentum
-#: 0.9, teacher momentum 0.99 → 1, LARS (η 0.001, momentum 0.9, weight decay 1e-5) at lr 1.0 × batch/256 for a
-#: batch of 512, warm-up from lr/100 over 5 epochs, cosine to 1e-6; --fp16 (here ``auto``: bf16 where the GPU
-#: has it, else fp16 with the grad scaler). The dataclass defaults are these values; the presets restate the
-#: ones the scripts pass. Splits are named explicitly, and no preset reads val2017 or test2017, the splits
-#: that the index and the evaluation use.
-_R50_COCO: dict[str, Any] = dict(arch="resnet50", dim_hidden=4096, dim_out=256, num_prototypes=256,
-                                 teacher_momentum=0.99, teacher_temp=0.07, group_loss_weight=0.5, batch_size=512,
-                                 optimizer="lars", lr=1.0, weight_decay=1e-5, warmup_epochs=5, epochs=800,
-                                 precision="auto", log_every=10, save_every=50, workers=8)
-_R50_IMAGENET: dict[str, Any] = dict(_R50_COCO, data="data/imagenet", split=["train"], num_prototypes=2048,
-                                     save_every=5)
-
-#: name → field overrides on top of the dataclass defaults.
-PRESETS: dict[str, dict[str, Any]] = {
-    # Synthetic scenes (2000 train images at 128 px, six classes, muted palette) on a 2-core CPU: a 3/8-width
-    # ResNet-18 at stride 16 (a 6×6 map for 96 px crops), K = 6 (one prototype per class), LARS at an
-    # unscaled lr, teacher momentum 0.95 → 1 and a sharper teacher (τ_t 0.04, DINO's value, instead of the
-    # release's 0.07: at 0.07 the short run's assignments drift to uniform). Batch 16: what the short run
-    # needs is updates (at batch 64, 186-310 steps, one or two prototypes die at the end of the warm-up and
-    # never recover); the narrow network buys them. A 9-minute budget fixes the step count on the machine it
-    # runs on, at most 8 epochs (1000 steps, 53-55 mIoU from 750 steps on); precision auto (bf16 only where
-    # the CPU has it natively). Calibrated with bench/demo_quality.py; numbers in the README ("Demo quality").
-    "cpu-demo": dict(
-        data="data/synthetic", output_dir="runs/cpu-demo", arch="resnet18", width=0.375, stride16=True,
-        image_size=96, min_scale=0.2, dim_hidden=512, dim_out=128, num_prototypes=6, batch_size=16,
-        optimizer="lars", lr=3.0, lr_scaling="none", warmup_epochs=1, epochs=8, budget_minutes=9.0,
-        teacher_momentum=0.95, teacher_temp=0.04,
-        precision="auto", channels_last=True, device="cpu", workers=1, pin_memory=False, threads=2,
-        log_every=20, save_every=2, save_minutes=2.0,
-    ),
-    # the release's dataset "COCO": train2017/*.jpg
-    "coco-r50-800ep": dict(_R50_COCO, data="data/coco", split=["train2017"], output_dir="runs/coco-r50-800ep"),
-    # "COCOplus": train2017/*.jpg + unlabeled2017/*.jpg, read from a standard COCO root
-    "cocoplus-r50-800ep": dict(_R50_COCO, data="data/coco", split=["train2017", "unlabeled2017"],
-                               output_dir="runs/cocoplus-r50-800ep"),
-    # "ImageNet": train/*/*.JPEG
-    "imagenet-r50-100ep": dict(_R50_IMAGENET, epochs=100, output_dir="runs/imagenet-r50-100ep"),
-    "imagenet-r50-200ep": dict(_R50_IMAGENET, epochs=200, output_dir="runs/imagenet-r50-200ep"),
-}
-
-
 def parse_splits(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
     """The split folders of ``value``: a list, or text with commas (``"train2017,unlabeled2017"``); empty
     names dropped, so ``""`` is ``[]`` (the data folder itself)."""
@@ -188,8 +146,8 @@ def get_args_parser(prog: str = "slotcon train") -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog=prog, description=launch_doc,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu-demo",
-                   help="starting values (default cpu-demo): " + "; ".join(sorted(PRESETS)))
+    p.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
+                   help=f"starting values (default {DEFAULT_PRESET}; core.recipes): " + "; ".join(sorted(PRESETS)))
     p.add_argument("--config", type=Path, default=None, help="YAML file of field overrides (applied after the preset)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument("--print-plan", action="store_true",

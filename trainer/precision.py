@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 
+from core.recipes import PRECISIONS
+
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 #: Capabilities with no native bf16 arithmetic: the decision needs no probe.
 CAPABILITIES_WITHOUT_BF16 = frozenset({"DEFAULT", "NO AVX", "AVX", "AVX2"})
 #: CPU flags (``/proc/cpuinfo``) of native bf16 arithmetic on x86.

@@ -1,6 +1,6 @@
 """The Streamlit entry file: declares the explorer's pages with ``st.navigation`` and runs the chosen one.
 
-Run it with ``slotcon ui [--api URL] [--port P]`` (see :mod:`ui.launch`), or directly:
+Run it with ``slotcon ui [--api URL] [--port P]`` (see :mod:`slotcon.ui_launcher`), or directly:
 ``SLOTCON_API_URL=http://127.0.0.1:8000 streamlit run ui/app.py``.
 """
 

@@ -3,7 +3,7 @@ started, watched, stopped and re-attached after a server restart.
 
 Each job is a row in :class:`~server.services.jobstore.JobStore`. A watcher thread polls the
 children every ``poll_s`` seconds (requests also poll, so a status is never stale); a child is
-its own session leader (``start_new_session=True``), so a server restart or Ctrl-C does not kill
+its own session leader (:func:`slotcon.processes.spawn`), so a server restart or Ctrl-C does not kill
 it. Stopping sends SIGTERM to the child (the trainer saves ``current.pth`` and exits); after
 :data:`STOP_GRACE_S` the whole process group gets SIGKILL.
 """
@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,63 +23,13 @@ from pathlib import Path
 from server.errors import ApiError, not_found
 from server.services.jobstore import JobRow, JobStore
 from server.services.progress import MetricsReader
+from slotcon.processes import cmdline, kill_group, pid_alive, same_command, spawn
 
 logger = logging.getLogger(__name__)
 
 STOP_GRACE_S = 120.0
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 VANISHED = "process vanished after server restart"
-
-
-def _proc_stat_state(pid: int) -> str | None:
-    """The one-letter state in /proc/<pid>/stat ("R", "S", "Z", ...), or None when there is no such pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    return stat[stat.rfind(")") + 2 :].split(" ", 1)[0]
-
-
-def pid_alive(pid: int) -> bool:
-    """True when ``pid`` runs (zombies count as dead and are reaped when they are our children)."""
-    if Path("/proc").is_dir():
-        state = _proc_stat_state(pid)
-        if state in ("Z", "X"):
-            _reap(pid)
-            return False
-        return state is not None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _reap(pid: int) -> int | None:
-    """waitpid(WNOHANG) for our own zombie children; the exit code, or None when not ours/not done."""
-    try:
-        done, status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return None
-    return os.waitstatus_to_exitcode(status) if done else None
-
-
-def cmdline(pid: int) -> list[str] | None:
-    """The command line of ``pid`` from /proc, or None when unavailable."""
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-
-
-def same_command(argv: list[str], actual: list[str] | None) -> bool:
-    """True when ``actual`` is the process we started with ``argv`` (interpreter path may differ)."""
-    if actual is None:
-        return not Path("/proc").is_dir()  # cannot check: trust the pid
-    return actual[1:] == argv[1:] and Path(actual[0]).name.startswith(Path(argv[0]).name[:6])
 
 
 #: Variables a job never inherits: the API token is the server's alone.
@@ -187,15 +136,7 @@ class Supervisor:
                 done_path=str(done_path) if done_path else None,
             )
             try:
-                with open(log_path, "ab") as log:
-                    proc = subprocess.Popen(
-                        argv,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                        env=child_env(),
-                        start_new_session=True,
-                    )
+                proc = spawn(argv, log_path, env=child_env())
             except OSError as e:
                 self.store.update(job_id, status="failed", message=f"could not start: {e}", finished_at=time.time())
                 raise ApiError(500, "job_start_failed", f"could not start the {kind} job: {e}") from e
@@ -243,8 +184,7 @@ class Supervisor:
                     and time.time() - row.stop_requested_at > STOP_GRACE_S
                 ):
                     logger.warning("job %s ignored SIGTERM for %.0f s: SIGKILL", row.id, STOP_GRACE_S)
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(row.pid, signal.SIGKILL)
+                    kill_group(row.pid)
         for row in finished:
             if self.on_finished is not None:
                 try:
@@ -290,8 +230,3 @@ class Supervisor:
         if exit_code is None:
             return "failed", VANISHED if vanished else "process ended while unobserved; see the log"
         return "failed", f"exited with code {exit_code}; see the log"
-
-
-def python_argv(module: str, *args: str) -> list[str]:
-    """``[python, -m, module, *args]`` with this server's interpreter."""
-    return [sys.executable, "-m", module, *args]

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import os
 import secrets
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from server.errors import ApiError, not_found
 from server.schemas import EvalRequest, IndexRequest, TrainRequest
-from server.services.jobs import Supervisor, python_argv
+from server.services.jobs import Supervisor
 from server.services.jobstore import JobRow
 from server.settings import Settings
+from slotcon.commands import eval_argv, index_argv, train_argv
 
 
 def _flag(key: str, value: Any) -> list[str]:
@@ -85,24 +85,12 @@ def start_train(settings: Settings, supervisor: Supervisor, req: TrainRequest) -
             f"the configured data root {settings.data_root.name!r} does not exist "
             "on the server (generate it with 'slotcon synth')",
         )
-    args = ["--preset", req.preset, "--data", str(data), "--output-dir", str(out), "--progress", "log"]
+    args = ["--progress", "log"]
     for key, value in req.overrides.model_dump(exclude_none=True).items():
         args += _flag(key, value)
     if req.resume:
         args += ["--auto-resume", "true"]
-    if req.nproc_per_node > 1:
-        argv = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc_per_node={req.nproc_per_node}",
-            "-m",
-            "trainer",
-            *args,
-        ]
-    else:
-        argv = python_argv("trainer", *args)
+    argv = train_argv(req.preset, data, out, args, nproc_per_node=req.nproc_per_node)
     log, _ = _job_files(settings, "train", name)
     return supervisor.launch(
         kind="train",
@@ -149,29 +137,13 @@ def start_index(settings: Settings, supervisor: Supervisor, req: IndexRequest) -
     if out.exists() and any(out.iterdir()):
         raise ApiError(409, "index_exists", f"index {name!r} already exists; pick another name")
     log, progress = _job_files(settings, "index", name)
-    args = [
-        "--checkpoint",
-        str(ckpt),
-        "--data",
-        str(settings.data_root.resolve()),
-        "--split",
-        req.split,
-        "--out",
-        str(out),
-        "--resize",
-        str(req.resize),
-        "--crop",
-        str(req.crop),
-        "--progress-file",
-        str(progress),
-    ]
-    if req.batch_size:
-        args += ["--batch-size", str(req.batch_size)]
+    argv = index_argv(ckpt, settings.data_root.resolve(), out, split=req.split, resize=req.resize, crop=req.crop,
+                      batch_size=req.batch_size or None, progress_file=progress)
     config = req.model_dump() | {"checkpoint": f"{run}/{ckpt.name}"}
     return supervisor.launch(
         kind="index",
         name=name,
-        argv=python_argv("indexer", *args),
+        argv=argv,
         output_dir=out,
         progress_path=progress,
         log_path=log,
@@ -191,30 +163,13 @@ def start_eval(
     log, progress = _job_files(settings, "eval", name)
     out_json = settings.state_dir.resolve() / "evals" / f"{name}.json"
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    args = [
-        "--checkpoint",
-        str(checkpoint),
-        "--data",
-        str(settings.data_root.resolve()),
-        "--protocol",
-        req.protocol,
-        "--split",
-        req.split,
-        "--resolution",
-        str(req.resolution),
-        "--baseline",
-        req.baseline,
-        "--index",
-        str(index_dir),
-        "--out",
-        str(out_json),
-        "--progress-file",
-        str(progress),
-    ]
+    argv = eval_argv(checkpoint, settings.data_root.resolve(), protocol=req.protocol, baseline=req.baseline,
+                     index=index_dir, out=out_json, split=req.split, resolution=req.resolution,
+                     progress_file=progress)
     return supervisor.launch(
         kind="eval",
         name=name,
-        argv=python_argv("indexer.eval_cli", *args),
+        argv=argv,
         progress_path=progress,
         log_path=log,
         config=req.model_dump() | {"index": index_dir.name},

@@ -10,55 +10,30 @@ from __future__ import annotations
 
 import io
 import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
+
+from slotcon.processes import Service, ServiceError, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ROOT / "ui" / "app_pages"
 UNREACHABLE_URL = "http://127.0.0.1:9"  # the discard port: nothing listens there
 
 
-def free_port() -> int:
-    """A TCP port that is free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen | None = None, timeout_s: float = 90.0) -> None:
-    """Polls ``url`` until it answers 200; fails with the process output if it dies or times out."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            pytest.fail(f"process for {url} exited with {proc.returncode}:\n{out[-4000:]}")
-        try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"{url} did not answer within {timeout_s:.0f} s")
-
-
-def stop_process(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace_s``."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def serve(name: str, argv: list[str], url: str, log: Path, env: dict[str, str], timeout_s: float = 90.0) -> Service:
+    """Starts ``argv`` (logging to ``log``) and waits for ``url``; fails the test with the log tail if it dies."""
+    service = Service.start(name, argv, log, env=env, cwd=ROOT)
+    try:
+        service.wait_healthy(url, timeout_s)
+    except ServiceError as e:
+        service.stop()
+        pytest.fail(str(e))
+    return service
 
 
 def _png(labels: np.ndarray) -> bytes:
@@ -130,30 +105,27 @@ def live_api(ui_index: Path, synthetic_root: Path, tmp_path_factory: pytest.Temp
            "SLOTCON_DEVICE": "cpu",
            "OMP_NUM_THREADS": "1"}
     env.pop("SLOTCON_API_TOKEN", None)
-    proc = subprocess.Popen([sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--log-level", "warning"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    service = serve("API", [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port),
+                            "--log-level", "warning"], f"{url}/api/health", state / "api.log", env)
     try:
-        wait_http(f"{url}/api/health", proc)
         yield url
     finally:
-        stop_process(proc)
+        service.stop()
 
 
 @pytest.fixture(scope="session")
-def ui_url(live_api: str) -> Iterator[str]:
-    """``python -m ui.launch`` against the live API on a free port; yields the UI's URL."""
+def ui_url(live_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``slotcon ui`` against the live API on a free port; yields the UI's URL."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "ui.launch", "--api", live_api, "--port", str(port)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "SLOTCON_API_URL": live_api})
     url = f"http://127.0.0.1:{port}"
+    service = serve("UI", [sys.executable, "-m", "slotcon", "ui", "--api", live_api, "--port", str(port)],
+                    f"{url}/_stcore/health", tmp_path_factory.mktemp("ui") / "ui.log",
+                    {**os.environ, "SLOTCON_API_URL": live_api}, timeout_s=60)
     try:
-        wait_http(f"{url}/_stcore/health", proc, timeout_s=60)
         yield url
     finally:
-        stop_process(proc)
+        service.stop()
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ui import demo, launch
+from slotcon import demo, ui_launcher
+from slotcon.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,19 +45,11 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
         demo.main(["--data-dir", str(tmp_path / "data"), "--checkpoint", str(tmp_path / "nope.pth")])
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_demo_serves_and_ctrl_c_stops_both(synthetic_root: Path, tiny_checkpoint: Path, ui_index: Path,
                                            tmp_path: Path) -> None:
     (synthetic_root / "synthetic.json").touch()
-    api_port, ui_port = _free_port(), _free_port()
-    cmd = [sys.executable, "-m", "ui.demo", *demo_args(synthetic_root, tiny_checkpoint, ui_index, tmp_path),
+    api_port, ui_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "slotcon", "demo", *demo_args(synthetic_root, tiny_checkpoint, ui_index, tmp_path),
            "--port", str(api_port), "--ui-port", str(ui_port)]
     env = {k: v for k, v in os.environ.items() if k != "SLOTCON_API_TOKEN"}
     # Its own process group, as a terminal's foreground job: Ctrl-C is SIGINT to the group.
@@ -84,8 +77,8 @@ def test_demo_serves_and_ctrl_c_stops_both(synthetic_root: Path, tiny_checkpoint
 
 
 def test_launch_command_line() -> None:
-    args = launch.get_args_parser().parse_args(["--api", "http://h:1/", "--port", "8600"])
-    cmd = launch.streamlit_command(args)
+    args = ui_launcher.get_args_parser().parse_args(["--api", "http://h:1/", "--port", "8600"])
+    cmd = ui_launcher.streamlit_command(args)
     assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"] and cmd[4].endswith("ui/app.py")
     assert cmd[cmd.index("--server.port") + 1] == "8600"
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"

@@ -1,5 +1,6 @@
 """``ui/`` talks to the server over HTTP only: no torch, faiss or sqlite, and none of the packages
-that bring them (core, trainer, indexer, server), neither imported directly nor pulled in."""
+that bring them (core, trainer, indexer, server), neither imported directly nor pulled in (the syntax
+check of every package's arrows is tests/test_imports.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 UI = Path(__file__).resolve().parents[2] / "ui"
-BANNED = {"torch", "torchvision", "faiss", "sqlite3", "core", "trainer", "indexer", "server"}
+BANNED = {"torch", "torchvision", "faiss", "sqlite3", "core", "trainer", "indexer", "server", "slotcon"}
 FILES = sorted(UI.rglob("*.py"))
 
 
@@ -31,7 +32,7 @@ def imported_roots(path: Path) -> set[str]:
 
 def test_ui_has_python_files() -> None:
     names = {p.relative_to(UI).as_posix() for p in FILES}
-    assert {"app.py", "client.py", "launch.py", "demo.py", "app_pages/concepts.py", "app_pages/image_slots.py",
+    assert {"app.py", "client.py", "app_pages/concepts.py", "app_pages/image_slots.py",
             "app_pages/statistics.py", "app_pages/segmentation.py", "app_pages/training.py"} <= names
 
 
@@ -43,7 +44,7 @@ def test_no_banned_imports(path: Path) -> None:
 def test_only_client_module_speaks_http() -> None:
     users = sorted(p.relative_to(UI).as_posix() for p in FILES
                    if "httpx" in imported_roots(p) or "requests" in imported_roots(p))
-    assert users == ["client.py", "demo.py"]  # demo.py only polls the health routes of its children
+    assert users == ["client.py"]
 
 
 def test_importing_every_ui_module_loads_no_torch() -> None:

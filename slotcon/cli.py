@@ -1,7 +1,8 @@
 """The ``slotcon`` command: one entry point, subcommands implemented by each package.
 
-Subcommands are resolved lazily so ``slotcon --help`` stays fast and a missing optional piece only
-fails the subcommand that needs it.
+Subcommands are resolved lazily (by module name) so ``slotcon --help`` stays fast and a missing optional
+piece only fails the subcommand that needs it. This dispatch lives here, above every package, so that
+``core`` (the method) points at nothing (tests/test_imports.py checks the arrows).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "stats": ("indexer.stats_cli", "print/store the slot statistics of an index"),
     "eval": ("indexer.eval_cli", "unsupervised segmentation with Hungarian matching"),
     "serve": ("server.__main__", "run the FastAPI backend"),
-    "ui": ("ui.launch", "run the Streamlit explorer"),
-    "demo": ("ui.demo", "one command: data, training, index, evaluation, API and UI"),
+    "ui": ("slotcon.ui_launcher", "run the Streamlit explorer"),
+    "demo": ("slotcon.demo", "one command: data, training, index, evaluation, API and UI"),
 }
 
 

@@ -2,16 +2,18 @@
 
 Steps, each skipped when its output already exists (so a second run starts in seconds)::
 
-    1. synthetic scenes   python -m core.cli synth --out data/synthetic
+    1. synthetic scenes   python -m slotcon synth --out data/synthetic
     2. training           python -m trainer --preset cpu-demo --data data/synthetic --output-dir runs/cpu-demo
     3. index              python -m indexer --checkpoint runs/cpu-demo/final.pth --data data/synthetic ...
     4. evaluation         python -m indexer.eval_cli ... --protocol synthetic (+ the two baselines)
     5. API                python -m server --index indexes/cpu-demo --port 8000
-    6. UI                 python -m ui.launch --api http://127.0.0.1:8000 --port 8501
+    6. UI                 python -m slotcon ui --api http://127.0.0.1:8000 --port 8501
 
 then prints the URLs and waits; Ctrl-C (or SIGTERM) stops the UI and the API (SIGTERM, then SIGKILL
 after a grace period) and exits 0. Every step runs with this interpreter (``sys.executable``), so the
-demo uses the environment it was started from.
+demo uses the environment it was started from. The preset, the baselines and the command lines are the
+ones the server's jobs use (:mod:`core.recipes`, :mod:`slotcon.commands`); the services are supervised by
+:mod:`slotcon.processes`.
 """
 
 from __future__ import annotations
@@ -21,19 +23,19 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import webbrowser
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from core.recipes import BASELINES, DEFAULT_PRESET
+from slotcon import processes
+from slotcon.commands import eval_argv, index_argv, python_argv, train_argv
+from slotcon.processes import Service
 
-PRESET = "cpu-demo"
-BASELINES = ("none", "random-init", "kmeans-rgb")
+PRESET = DEFAULT_PRESET
 HEALTH_TIMEOUT_S = 120.0
 
 
@@ -74,96 +76,36 @@ def run_step(number: int, title: str, output: Path, command: list[str], *, force
     except KeyboardInterrupt:
         # Ctrl-C reached the step too (same process group); let it save and exit (the trainer writes
         # current.pth), then make sure it is gone.
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        processes.stop(proc, grace_s=60, sig=signal.SIGINT)
         raise
     if code != 0:
         raise SystemExit(f"[demo] step {number} ({title}) failed with exit code {code}: {' '.join(command)}")
     say(f"{number}/6 {title}: done in {time.monotonic() - start:.0f} s")
 
 
-def module(name: str, *args: str | Path) -> list[str]:
-    """``python -m name args...`` with this interpreter."""
-    return [sys.executable, "-m", name, *map(str, args)]
-
-
 def index_format_outdated(manifest: Path) -> bool:
-    """True when the index at ``manifest`` is in another format version than the indexer writes (asked of
-    ``indexer.schema`` in a child process: ui/ imports none of the packages)."""
+    """True when the index at ``manifest`` is in another format version than the indexer writes."""
+    from indexer.schema import INDEX_VERSION
+
     try:
         built = json.loads(manifest.read_text()).get("version")
     except (OSError, ValueError, AttributeError):
         return True
-    probe = [sys.executable, "-c", "from indexer.schema import INDEX_VERSION; print(INDEX_VERSION)"]
-    current = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
-    return str(built) != current
-
-
-def port_free(host: str, port: int) -> bool:
-    """True when nothing listens on ``host:port``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex((host, port)) != 0
-
-
-@dataclass
-class Service:
-    """A supervised child process with its log file."""
-
-    name: str
-    proc: subprocess.Popen
-    log: Path
-
-    def tail(self, lines: int = 30) -> str:
-        """The last lines of the service's log."""
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self, grace_s: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``grace_s`` seconds."""
-        if self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+    return built != INDEX_VERSION
 
 
 def start_service(name: str, command: list[str], env: dict[str, str], log_dir: Path) -> Service:
     """Starts a service in its own session (so the terminal's Ctrl-C reaches only the demo, which
-    then stops the services in order), logging to ``log_dir/<name>.log``."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / f"{name}.log"
-    handle = log.open("ab")
-    proc = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-    handle.close()
-    return Service(name, proc, log)
+    then stops the services in order), logging to ``log_dir/<name>.log`` (lower case)."""
+    return Service.start(name, command, log_dir / f"{name.lower()}.log", env=env)
 
 
 def wait_healthy(service: Service, url: str, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
-    """Polls ``url`` until it answers 200; raises ``SystemExit`` with the log tail if the service dies
-    or does not come up in time."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if service.proc.poll() is not None:
-            raise SystemExit(f"[demo] the {service.name} exited with code {service.proc.returncode}; "
-                             f"its log ({service.log}):\n{service.tail()}")
-        try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"[demo] the {service.name} did not become healthy in {timeout_s:.0f} s; "
-                     f"its log ({service.log}):\n{service.tail()}")
+    """Waits for ``url`` to answer 200; ``SystemExit`` with the log tail if the service dies or is late."""
+    try:
+        service.wait_healthy(url, timeout_s)
+    except processes.ServiceError as e:
+        raise SystemExit(f"[demo] {e}") from None
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -184,7 +126,7 @@ def resolve_checkpoint(args: argparse.Namespace, run_dir: Path) -> Path:
                 say(f"2/6 training: skipped (--skip-train), using {ckpt}")
                 return ckpt
         raise SystemExit(f"[demo] --skip-train, but {run_dir} holds no final.pth or current.pth")
-    command = module("trainer", "--preset", PRESET, "--data", args.data_dir, "--output-dir", run_dir)
+    command = train_argv(PRESET, args.data_dir, run_dir)
     if not final.exists() and (run_dir / "current.pth").exists():
         command.append("--auto-resume")  # an interrupted demo run continues where it stopped
     if not final.exists():
@@ -224,10 +166,9 @@ def stale_scenes_version(data_dir: Path) -> str | None:
         version = None  # missing (step 1 makes it) or not ours to judge
     if version is None:
         return None
-    # ui/ imports no core module: ask the generator's CLI for its version
-    current = subprocess.run(module("core.cli", "synth", "--version"), capture_output=True, text=True,
-                             check=True).stdout.strip()
-    return None if str(version) == current else str(version)
+    from core.synthetic import GENERATOR_VERSION
+
+    return None if str(version) == GENERATOR_VERSION else str(version)
 
 
 def set_aside_stale_run(args: argparse.Namespace, run_dir: Path) -> None:
@@ -248,7 +189,7 @@ def build(args: argparse.Namespace) -> Path:
     if old is not None:
         say(f"1/6 {args.data_dir} holds scenes of generator version {old}: generating the current ones")
     run_step(1, "generating the synthetic scenes", args.data_dir / "synthetic.json",
-             module("core.cli", "synth", "--out", args.data_dir), force=old is not None)
+             python_argv("core.synthetic", "--out", args.data_dir), force=old is not None)
     run_dir = args.runs_dir / PRESET
     set_aside_stale_run(args, run_dir)
     checkpoint = resolve_checkpoint(args, run_dir)
@@ -263,8 +204,7 @@ def build(args: argparse.Namespace) -> Path:
         say(f"3/6 the index in {index_dir} is in an older format: rebuilding it")
         shutil.rmtree(index_dir)
     run_step(3, "building the concept index (val2017)", manifest,
-             module("indexer", "--checkpoint", checkpoint, "--data", args.data_dir, "--split", "val2017",
-                    "--out", index_dir))
+             index_argv(checkpoint, args.data_dir, index_dir, split="val2017"))
     if args.skip_eval:
         say("4/6 evaluation: skipped (--skip-eval)")
         return index_dir
@@ -272,16 +212,15 @@ def build(args: argparse.Namespace) -> Path:
         out = index_dir / f"eval-synthetic-{baseline}.json"
         what = "SlotCon" if baseline == "none" else f"baseline {baseline}"
         run_step(4, f"unsupervised segmentation, {what}", out,
-                 module("indexer.eval_cli", "--checkpoint", checkpoint, "--data", args.data_dir,
-                        "--protocol", "synthetic", "--baseline", baseline, "--index", index_dir,
-                        "--out", out), force=stale)
+                 eval_argv(checkpoint, args.data_dir, protocol="synthetic", baseline=baseline, index=index_dir,
+                           out=out), force=stale)
     return index_dir
 
 
 def serve(args: argparse.Namespace, index_dir: Path) -> int:
     """Steps 5-6: starts the API and the UI, prints the URLs and waits for Ctrl-C."""
     for port, what in ((args.port, "API (--port)"), (args.ui_port, "UI (--ui-port)")):
-        if not port_free(args.host, port):
+        if not processes.port_free(args.host, port):
             raise SystemExit(f"[demo] port {port} on {args.host} is in use: choose another for the {what}")
     api_url = f"http://{args.host}:{args.port}"
     ui_url = f"http://{args.host}:{args.ui_port}"
@@ -296,20 +235,20 @@ def serve(args: argparse.Namespace, index_dir: Path) -> int:
     services: list[Service] = []
     try:
         say(f"5/6 starting the API on {api_url} (log: {log_dir / 'api.log'})")
-        services.append(start_service("API", module("server", "--index", index_dir, "--host", args.host,
-                                                     "--port", str(args.port)), env, log_dir))
+        services.append(start_service("API", python_argv("server", "--index", index_dir, "--host", args.host,
+                                                          "--port", args.port), env, log_dir))
         say(f"6/6 starting the UI on {ui_url} (log: {log_dir / 'ui.log'})")
-        services.append(start_service("UI", module("ui.launch", "--api", api_url, "--host", args.host,
-                                                    "--port", str(args.ui_port)), env, log_dir))
+        services.append(start_service("UI", python_argv("slotcon", "ui", "--api", api_url, "--host", args.host,
+                                                         "--port", args.ui_port), env, log_dir))
         wait_healthy(services[0], f"{api_url}/api/health")
         wait_healthy(services[1], f"{ui_url}/_stcore/health")
         print(f"\n  SlotCon Explorer is running:\n    UI   {ui_url}\n    API  {api_url}/docs\n\n"
               "  Press Ctrl-C to stop both.\n", flush=True)
         if not args.no_browser and (os.environ.get("DISPLAY") or sys.platform in ("darwin", "win32")):
             webbrowser.open(ui_url)
-        while all(s.proc.poll() is None for s in services):
+        while all(s.running() for s in services):
             time.sleep(0.5)
-        dead = next(s for s in services if s.proc.poll() is not None)
+        dead = next(s for s in services if not s.running())
         say(f"the {dead.name} stopped unexpectedly (code {dead.proc.returncode}); its log:\n{dead.tail()}")
         return 1
     except KeyboardInterrupt:

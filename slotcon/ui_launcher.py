@@ -14,9 +14,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import ui
+from slotcon import processes
 from ui.endpoints import API_URL_ENV, DEFAULT_API_URL
 
-APP = Path(__file__).with_name("app.py")
+APP = Path(ui.__file__).with_name("app.py")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -59,11 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        processes.stop(proc)
         return 0
 
 

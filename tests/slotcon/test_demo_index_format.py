@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from indexer.schema import INDEX_VERSION
-from ui.demo import index_format_outdated
+from slotcon.demo import index_format_outdated
 
 
 def test_outdated_index_formats_are_detected(tmp_path: Path) -> None:

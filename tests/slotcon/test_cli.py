@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from core.cli import SUBCOMMANDS, main
+from slotcon.cli import SUBCOMMANDS, main
 
 
 def test_help_lists_every_command(capsys) -> None:
@@ -20,5 +20,5 @@ def test_unknown_command_is_an_error(capsys) -> None:
 
 
 def test_console_entry_point_runs() -> None:
-    proc = subprocess.run([sys.executable, "-m", "core.cli", "--help"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "slotcon", "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "synth" in proc.stdout

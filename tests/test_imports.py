@@ -1,0 +1,86 @@
+"""The arrows between the packages point one way, checked on the syntax tree of every module.
+
+    ui ──HTTP──▶ server ──▶ indexer ──▶ core ◀── trainer          slotcon ──▶ everything
+
+``core`` (the method) imports none of the other packages; ``trainer`` and ``indexer`` know only ``core``;
+``server`` never imports the trainer (it launches it as a process) or the UI; ``ui`` speaks HTTP only (no
+torch, faiss or sqlite, and none of the packages that bring them). ``slotcon`` (orchestration) sits above
+them all, and only its two leaves, :mod:`slotcon.processes` and :mod:`slotcon.commands`, may be imported
+from below: they import nothing of the project.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("core", "trainer", "indexer", "server", "ui", "slotcon")
+LEAVES = {"slotcon.processes", "slotcon.commands"}
+#: package → top-level names its modules must not import (``slotcon`` except its leaves: see ALLOWED).
+FORBIDDEN: dict[str, set[str]] = {
+    "core": {"trainer", "indexer", "server", "ui", "slotcon"},
+    "trainer": {"indexer", "server", "ui", "slotcon"},
+    "indexer": {"trainer", "server", "ui", "slotcon"},
+    "server": {"trainer", "ui", "slotcon"},
+    "ui": {"torch", "torchvision", "faiss", "sqlite3", "core", "trainer", "indexer", "server", "slotcon"},
+    "slotcon": set(),
+}
+ALLOWED = {"server": LEAVES}
+MODULES = sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
+
+
+def imported(path: Path) -> set[str]:
+    """Dotted names of every module ``path`` imports: ``import``/``from`` statements at any depth (lazy
+    imports count) and ``importlib.import_module``/``__import__`` calls on a literal name."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", ""))
+              in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant)):
+            names.add(str(node.args[0].value))
+    return names
+
+
+def violations(path: Path) -> list[str]:
+    """The imports of ``path`` that break the arrows of its package."""
+    rel = path.relative_to(ROOT)
+    package, module = rel.parts[0], ".".join(rel.with_suffix("").parts)
+    forbidden = set(FORBIDDEN[package]) | ({p for p in PACKAGES if p != package} if module in LEAVES else set())
+    allowed = ALLOWED.get(package, set())
+    bad = []
+    for name in sorted(imported(path)):
+        if name.split(".")[0] in forbidden and not any(name == a or name.startswith(a + ".") for a in allowed):
+            # ``from slotcon import processes`` names the package and the leaf: the leaf decides
+            if name in {a.rsplit(".", 1)[0] for a in allowed}:
+                continue
+            bad.append(name)
+    return bad
+
+
+def test_every_package_is_walked() -> None:
+    assert {p.relative_to(ROOT).parts[0] for p in MODULES} == set(PACKAGES)
+    assert (ROOT / "slotcon" / "cli.py").is_file() and not (ROOT / "core" / "cli.py").exists()
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_imports_point_one_way(path: Path) -> None:
+    assert violations(path) == []
+
+
+def test_the_checker_sees_a_wrong_arrow(tmp_path: Path) -> None:
+    """The walker finds lazy and by-name imports (a test that cannot fail checks nothing)."""
+    fake = ROOT / "core" / "_arrow_probe.py"
+    fake.write_text("def f():\n    import importlib\n    from server.app import create_app\n"
+                    "    return importlib.import_module('ui.client'), create_app\n")
+    try:
+        assert violations(fake) == ["server.app", "server.app.create_app", "ui.client"]
+    finally:
+        fake.unlink()
+    leaf = ROOT / "slotcon" / "processes.py"
+    assert violations(leaf) == [] and "httpx" in {n.split(".")[0] for n in imported(leaf)}
