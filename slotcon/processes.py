@@ -113,17 +113,20 @@ def wait_healthy(
     """Polls ``url`` until it answers 200. Raises :class:`ServiceError` (with the log tail) when ``proc``
     exits first or ``timeout_s`` passes."""
     deadline = time.monotonic() + timeout_s
-    where = f"; its log ({log}):\n{tail(log)}" if log is not None else ""
+
+    def where() -> str:
+        return f"; its log ({log}):\n{tail(log)}" if log is not None else ""
+
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ServiceError(f"the {name} exited with code {proc.returncode}{where}")
+            raise ServiceError(f"the {name} exited with code {proc.returncode}{where()}")
         try:
             if httpx.get(url, timeout=2.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    raise ServiceError(f"the {name} did not become healthy in {timeout_s:.0f} s{where}")
+    raise ServiceError(f"the {name} did not become healthy in {timeout_s:.0f} s{where()}")
 
 
 @dataclass
