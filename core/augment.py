@@ -26,6 +26,8 @@ import torchvision.transforms.v2 as T2
 import torchvision.transforms.v2.functional as F2
 from PIL import Image, ImageFilter, ImageOps
 
+from core.recipes import INDEX_CROP, INDEX_RESIZE
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_RATIO = (3.0 / 4.0, 4.0 / 3.0)
@@ -280,7 +282,7 @@ def collate_two_views(batch: Sequence[Views]) -> Batch:
     return crops, coords, flags
 
 
-def eval_transform(resize: int = 256, crop: int = 224) -> Callable[[Image.Image], torch.Tensor]:
+def eval_transform(resize: int = INDEX_RESIZE, crop: int = INDEX_CROP) -> Callable[[Image.Image], torch.Tensor]:
     """Returns the inference preprocessing: PIL image -> (3, crop, crop) normalised tensor
     (shorter side resized to ``resize`` bilinearly, centre crop, ImageNet normalisation)."""
     return T.Compose([

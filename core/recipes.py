@@ -20,7 +20,7 @@ from typing import Any
 _R50_COCO: dict[str, Any] = dict(arch="resnet50", dim_hidden=4096, dim_out=256, num_prototypes=256,
                                  teacher_momentum=0.99, teacher_temp=0.07, group_loss_weight=0.5, batch_size=512,
                                  optimizer="lars", lr=1.0, weight_decay=1e-5, warmup_epochs=5, epochs=800,
-                                 precision="auto", log_every=10, save_every=50, workers=8)
+                                 precision="auto", budget_minutes=0.0, log_every=10, save_every=50, workers=8)
 _R50_IMAGENET: dict[str, Any] = dict(_R50_COCO, data="data/imagenet", split=["train"], num_prototypes=2048,
                                      save_every=5)
 
@@ -59,6 +59,14 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 #: The training form's main options, in the order the UI shows them (the rest keep the preset's values).
 FORM_FIELDS = ("epochs", "batch_size", "lr", "num_prototypes", "precision", "budget_minutes")
 
+
+
+def preset_form(name: str) -> dict[str, Any]:
+    """The main options of preset ``name`` (:data:`FORM_FIELDS`), as the training form starts from them;
+    every preset states them (tests/core/test_recipes.py), so they equal the trainer's resolved config."""
+    return {key: PRESETS[name][key] for key in FORM_FIELDS}
+
+
 #: Unsupervised-segmentation protocols and baselines (``none`` = the checkpoint itself).
 PROTOCOLS = ("synthetic", "cocostuff27")
 BASELINES = ("none", "random-init", "kmeans-rgb")
@@ -72,3 +80,6 @@ INDEX_RESIZE = 256
 INDEX_CROP = 224
 #: Two prototypes whose cosine is at least this are listed as near-duplicates by default.
 NEAR_DUPLICATE_THRESHOLD = 0.9
+
+#: The label value of pixels that belong to no class (label maps, COCO-Stuff's stuffthingmaps, predictions).
+IGNORE_LABEL = 255

@@ -58,6 +58,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from core.recipes import IGNORE_LABEL
+
 logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = "4"
@@ -90,7 +92,6 @@ CLASSES: tuple[SyntheticClass, ...] = (
 )
 THING_IDS = tuple(c.id for c in CLASSES if c.kind == "thing")
 STUFF_IDS = tuple(c.id for c in CLASSES if c.kind == "stuff")
-IGNORE_LABEL = 255
 
 _MIN_THINGS, _MAX_THINGS = 1, 3
 _THING_SCALE = (0.45, 0.70)  # shape extent as a fraction of the image side

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from core.checkpoint import CheckpointError
+from core.recipes import INDEX_CROP, INDEX_RESIZE, NEAR_DUPLICATE_THRESHOLD
 from indexer.vectors import INDEX_TYPES
 
 
@@ -32,8 +33,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset root: COCO / ImageNet layout, image folder, synthetic")
     p.add_argument("--split", default="val2017", help="split folder under the root ('' for the root itself)")
     p.add_argument("--out", required=True, help="index directory (replaced only when the build succeeds)")
-    p.add_argument("--resize", type=int, default=256, help="shorter side before the centre crop")
-    p.add_argument("--crop", type=int, default=224, help="centre-crop size (the model's input)")
+    p.add_argument("--resize", type=int, default=INDEX_RESIZE, help="shorter side before the centre crop")
+    p.add_argument("--crop", type=int, default=INDEX_CROP, help="centre-crop size (the model's input)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -41,7 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="flat = exact inner product; ivf / ivfpq for millions of segments")
     p.add_argument("--nlist", type=int, default=None, help="IVF lists (default 4*sqrt(segments))")
     p.add_argument("--pq-m", type=int, default=None, help="PQ sub-quantisers")
-    p.add_argument("--duplicate-threshold", type=float, default=0.9,
+    p.add_argument("--duplicate-threshold", type=float, default=NEAR_DUPLICATE_THRESHOLD,
                    help="cosine above which two prototypes count as near-duplicates")
     p.add_argument("--no-labels", action="store_true", help="ignore label maps (no purity)")
     p.add_argument("--limit", type=int, default=None, help="index only the first N images")

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from core.checkpoint import file_sha256, load_model
 from core.datasets import find_images, load_rgb
 from core.distributed import get_rank, get_world_size, is_distributed
+from core.recipes import INDEX_CROP, INDEX_RESIZE, NEAR_DUPLICATE_THRESHOLD
 from indexer import schema
 from indexer.labels import LabelProtocol, LabelSizeError, detect_protocol
 from indexer.progress import Progress, write_json_atomic
@@ -193,8 +194,8 @@ def build_index(
     data_root: str | os.PathLike,
     out_dir: str | os.PathLike,
     split: str | None = "val2017",
-    resize: int = 256,
-    crop: int = 224,
+    resize: int = INDEX_RESIZE,
+    crop: int = INDEX_CROP,
     batch_size: int = 32,
     progress: ProgressCallback | None = None,
     *,
@@ -205,7 +206,7 @@ def build_index(
     index_type: str = "flat",
     nlist: int | None = None,
     pq_m: int | None = None,
-    duplicate_threshold: float = 0.9,
+    duplicate_threshold: float = NEAR_DUPLICATE_THRESHOLD,
     use_labels: bool = True,
     limit: int | None = None,
 ) -> Path:

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from core.checkpoint import CheckpointError
+from core.recipes import BASELINES, EVAL_RESOLUTION
 from indexer.labels import PROTOCOLS
 
 
@@ -29,8 +30,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", required=True, choices=PROTOCOLS)
     p.add_argument("--split", default="val2017")
     p.add_argument("--curated-list", default=None, help="IIC's image list (Coco164kFull_Stuff_Coarse_7.txt)")
-    p.add_argument("--resolution", type=int, default=320, help="shorter side and centre-crop size")
-    p.add_argument("--baseline", default="none", choices=("none", "random-init", "kmeans-rgb"))
+    p.add_argument("--resolution", type=int, default=EVAL_RESOLUTION, help="shorter side and centre-crop size")
+    p.add_argument("--baseline", default="none", choices=BASELINES)
     p.add_argument("--clusters", type=int, default=None,
                    help="clusters for kmeans-rgb (default: the checkpoint's K, else the class count)")
     p.add_argument("--seed", type=int, default=0, help="seed of the baselines")

@@ -30,14 +30,14 @@ from core.checkpoint import file_sha256, model_from_checkpoint, read_checkpoint
 from core.datasets import load_rgb
 from core.inference import assign, prototype_scores
 from core.model import SlotCon
+from core.recipes import BASELINES, EVAL_RESOLUTION, IGNORE_LABEL
 from indexer.build import resolve_images
-from indexer.labels import IGNORE_INDEX, LabelProtocol, LabelSizeError, make_protocol
+from indexer.labels import LabelProtocol, LabelSizeError, make_protocol
 from indexer.progress import Progress, write_json_atomic
 from indexer.unsupervised import ConfusionAccumulator
 
 logger = logging.getLogger(__name__)
 
-BASELINES = ("none", "random-init", "kmeans-rgb")
 
 
 def read_curated_list(path: str | os.PathLike) -> set[str]:
@@ -94,7 +94,7 @@ def palette_png(labels: np.ndarray, num_colors: int) -> bytes:
     """PNG bytes of an (H, W) uint8 class map with a fixed palette (255 → black)."""
     rng = np.random.default_rng(12345)
     colors = rng.integers(40, 256, size=(256, 3), dtype=np.uint8)
-    colors[IGNORE_INDEX] = 0
+    colors[IGNORE_LABEL] = 0
     h, w = labels.shape
     img = Image.frombytes("P", (w, h), np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
     img.putpalette(colors.ravel().tolist())
@@ -135,7 +135,7 @@ def run_eval(
     protocol: str,
     split: str = "val2017",
     curated_list: str | os.PathLike | None = None,
-    resolution: int = 320,
+    resolution: int = EVAL_RESOLUTION,
     baseline: str = "none",
     index_dir: str | os.PathLike | None = None,
     out: str | os.PathLike | None = None,
@@ -242,7 +242,7 @@ def run_eval(
     result.update(baseline=baseline, checkpoint=ckpt_info, data_root=str(root),
                   seconds=round(time.time() - started, 3))
     if index_dir is not None:
-        mapping = np.array([m if m is not None else IGNORE_INDEX for m in result["matching"]], dtype=np.uint8)
+        mapping = np.array([m if m is not None else IGNORE_LABEL for m in result["matching"]], dtype=np.uint8)
         pngs = [(i, n, palette_png(mapping[p], labels.num_classes), palette_png(g, labels.num_classes))
                 for i, n, p, g in examples]
         with ConceptIndex.open(index_dir, expected_sha) as index:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core import recipes
 from core.datasets import load_semantic_label, semantic_label_path
-
-IGNORE_INDEX = 255
+from core.recipes import IGNORE_LABEL
 
 # COCOSTUFF27.md: fine label value (0..181) → coarse id.
 FINE_TO_COARSE = [
@@ -35,7 +35,7 @@ COCOSTUFF27_CLASSES = [
     "rawmaterial-stuff", "textile-stuff", "wall-stuff", "window-stuff", "building-stuff", "ground-stuff",
     "plant-stuff", "sky-stuff", "solid-stuff", "structural-stuff", "water-stuff",
 ]  # fmt: skip
-PROTOCOLS = ("cocostuff27", "synthetic")
+PROTOCOLS = recipes.PROTOCOLS
 
 
 class LabelSizeError(ValueError):
@@ -43,7 +43,7 @@ class LabelSizeError(ValueError):
 
 
 def _lut(mapping: list[int]) -> np.ndarray:
-    lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
+    lut = np.full(256, IGNORE_LABEL, dtype=np.uint8)
     lut[: len(mapping)] = mapping
     return lut
 
@@ -81,7 +81,7 @@ class LabelProtocol:
         if self.lut is not None:
             label = self.lut[label]
         else:
-            label = np.where(label < self.num_classes, label, IGNORE_INDEX).astype(np.uint8)
+            label = np.where(label < self.num_classes, label, IGNORE_LABEL).astype(np.uint8)
         return label
 
 

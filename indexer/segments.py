@@ -31,6 +31,7 @@ from pycocotools import mask as mask_utils
 
 from core.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from core.inference import image_segments, teacher_outputs
+from core.recipes import INDEX_CROP, INDEX_RESIZE
 
 
 def resized_size(width: int, height: int, resize: int) -> tuple[int, int]:
@@ -70,7 +71,9 @@ class ModelView:
         return self.box == (0, 0, *self.image_size)
 
 
-def model_input(img: Image.Image, resize: int = 256, crop: int | None = 224) -> tuple[torch.Tensor, ModelView]:
+def model_input(
+    img: Image.Image, resize: int = INDEX_RESIZE, crop: int | None = INDEX_CROP
+) -> tuple[torch.Tensor, ModelView]:
     """The model input of ``img`` and what it covers: ``((3, h, w) normalised tensor, ModelView)``.
 
     ``crop``: the release's centre crop (``eval_transform(resize, crop)``, h = w = crop); None: the whole
@@ -231,8 +234,8 @@ def segment_batch(
 def segment_images(
     model: torch.nn.Module,
     images: Sequence[Image.Image],
-    resize: int = 256,
-    crop: int | None = 224,
+    resize: int = INDEX_RESIZE,
+    crop: int | None = INDEX_CROP,
     device: torch.device | str | None = None,
 ) -> list[ImageSegmentation]:
     """Segments of PIL images: :func:`model_input` → teacher → :func:`segment_outputs` (see the module doc).

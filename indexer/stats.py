@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from core.recipes import NEAR_DUPLICATE_THRESHOLD
+
 STATS_KEY = "slot_stats"
 
 
@@ -76,7 +78,10 @@ def near_duplicates(prototypes: np.ndarray, threshold: float, limit: int = 1000)
 
 
 def compute_stats(
-    conn: sqlite3.Connection, prototypes: np.ndarray, duplicate_threshold: float = 0.9, top_n: int = 10
+    conn: sqlite3.Connection,
+    prototypes: np.ndarray,
+    duplicate_threshold: float = NEAR_DUPLICATE_THRESHOLD,
+    top_n: int = 10,
 ) -> dict[str, Any]:
     """The slot statistics of an index (reads ``images``, ``prototypes``; prototypes (K, D) vectors).
 

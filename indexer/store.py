@@ -20,6 +20,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from core.recipes import NEAR_DUPLICATE_THRESHOLD
 from indexer import schema
 from indexer.stats import compute_stats, load_stats, store_stats
 from indexer.vectors import search
@@ -345,7 +346,7 @@ class ConceptIndex:
                 store_stats(self._conn, stats)
         return stats
 
-    def refresh_stats(self, duplicate_threshold: float = 0.9) -> dict[str, Any]:
+    def refresh_stats(self, duplicate_threshold: float = NEAR_DUPLICATE_THRESHOLD) -> dict[str, Any]:
         """Recompute and store the slot statistics; returns them."""
         with self._lock:
             stats = compute_stats(self._conn, self._prototypes, duplicate_threshold)

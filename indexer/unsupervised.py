@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from core.recipes import IGNORE_LABEL
+
 __all__ = ["ConfusionAccumulator", "hungarian_scores", "scores_from_confusion"]
 
 
@@ -47,7 +49,7 @@ class ConfusionAccumulator:
     (the latter are tallied in ``out_of_range_pixels``).
     """
 
-    def __init__(self, num_classes: int, num_clusters: int | None = None, ignore_index: int = 255) -> None:
+    def __init__(self, num_classes: int, num_clusters: int | None = None, ignore_index: int = IGNORE_LABEL) -> None:
         if num_classes <= 0:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         self.num_classes = int(num_classes)
@@ -210,7 +212,7 @@ def hungarian_scores(
     pred: Any,
     gt: Any,
     num_classes: int,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_LABEL,
     *,
     num_clusters: int | None = None,
     class_names: Sequence[str] | None = None,

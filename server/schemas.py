@@ -10,12 +10,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core import recipes
+
 #: The largest id or offset a route accepts: SQLite's INTEGER range (larger numbers are a 422, not a 500).
 MAX_ID = 2**63 - 1
 MAX_OFFSET = 2**31 - 1
 MAX_BATCH = 4096
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="letters, digits, _ and -")]
 Base64Png = Annotated[str, Field(description="a PNG, base64-encoded (no data: prefix)")]
+#: The choices of the requests, from :mod:`core.recipes` (one source for the trainer, the server and the UI).
+PresetName = Literal[tuple(recipes.PRESETS)]  # type: ignore[valid-type]
+Protocol = Literal[recipes.PROTOCOLS]  # type: ignore[valid-type]
+Baseline = Literal[recipes.BASELINES]  # type: ignore[valid-type]
+EvalSplit = Literal[recipes.EVAL_SPLITS]  # type: ignore[valid-type]
+Precision = Literal[recipes.PRECISIONS]  # type: ignore[valid-type]
 
 
 class ErrorDetail(BaseModel):
@@ -261,10 +269,10 @@ class EvalExampleList(BaseModel):
 
 class EvalRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    protocol: Literal["synthetic", "cocostuff27"] = "synthetic"
-    baseline: Literal["none", "random-init", "kmeans-rgb"] = "none"
-    resolution: int = Field(320, ge=32, le=1024)
-    split: Literal["val2017", "train2017"] = "val2017"
+    protocol: Protocol = "synthetic"
+    baseline: Baseline = "none"
+    resolution: int = Field(recipes.EVAL_RESOLUTION, ge=32, le=1024)
+    split: EvalSplit = "val2017"
 
 
 # ---------------------------------------------------------------- jobs
@@ -304,7 +312,7 @@ class TrainOverrides(BaseModel):
     group_loss_weight: float | None = Field(None, ge=0, le=1)
     optimizer: Literal["lars", "sgd"] | None = None
     lr_scaling: Literal["linear", "none"] | None = None
-    precision: Literal["auto", "fp32", "fp16", "bf16"] | None = None
+    precision: Precision | None = None
     device: Literal["auto", "cpu", "cuda"] | None = None
     fast_augment: bool | None = None
     workers: int | None = Field(None, ge=0, le=64)
@@ -320,8 +328,7 @@ class TrainRequest(BaseModel):
     """A training job. ``nproc_per_node`` is also checked against the devices (or cores) visible."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    preset: Literal["cpu-demo", "coco-r50-800ep", "cocoplus-r50-800ep", "imagenet-r50-100ep",
-                    "imagenet-r50-200ep"] = "cpu-demo"
+    preset: PresetName = recipes.DEFAULT_PRESET
     overrides: TrainOverrides = Field(default_factory=TrainOverrides)
     name: Name | None = Field(None, description="run name; output goes to <runs_dir>/<name>")
     resume: bool = Field(False, description="continue the existing run <name> from its last checkpoint")
@@ -337,9 +344,9 @@ class IndexRequest(BaseModel):
     checkpoint: CheckpointId | None = Field(None, description="'<run>/<file>.pth' as listed by /api/checkpoints")
     run: Name | None = Field(None, description="a run under the runs directory; its newest checkpoint")
     name: Name | None = Field(None, description="index name; output goes to <indexes_dir>/<name>")
-    split: Literal["val2017", "train2017"] = "val2017"
-    resize: int = Field(256, ge=32, le=2048)
-    crop: int = Field(224, ge=32, le=2048)
+    split: EvalSplit = "val2017"
+    resize: int = Field(recipes.INDEX_RESIZE, ge=32, le=2048)
+    crop: int = Field(recipes.INDEX_CROP, ge=32, le=2048)
     batch_size: int | None = Field(None, ge=1, le=4096)
     activate: bool = Field(False, description="switch the server to the new index when the job succeeds")
 
@@ -419,3 +426,31 @@ class ActivateRequest(BaseModel):
         if (self.job_id is None) == (self.name is None):
             raise ValueError("give exactly one of 'job_id' or 'name'")
         return self
+
+
+# ---------------------------------------------------------------- options (core.recipes)
+class PresetOption(BaseModel):
+    """A training preset and the main options the training form starts from."""
+
+    name: PresetName
+    epochs: int
+    batch_size: int
+    lr: float
+    num_prototypes: int
+    precision: Precision
+    budget_minutes: float = Field(description="0 = no time budget")
+
+
+class Options(BaseModel):
+    """What a client may choose, from :mod:`core.recipes`: the UI's forms derive from this."""
+
+    presets: list[PresetOption]
+    default_preset: PresetName
+    precisions: list[Precision]
+    protocols: list[Protocol]
+    baselines: list[Baseline] = Field(description="'none' is the checkpoint itself")
+    eval_resolution: int = Field(description="default shorter side and centre crop of an evaluation")
+    eval_splits: list[EvalSplit]
+    index_resize: int = Field(description="default shorter side before the index's centre crop")
+    index_crop: int
+    near_duplicate_threshold: float = Field(description="default cosine from which prototypes are near-duplicates")

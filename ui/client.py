@@ -3,7 +3,8 @@
 The API answers errors as ``{"error": {"code": str, "message": str}}`` with the HTTP status; they
 become :class:`ApiError`. A refused or timed-out connection becomes :class:`ApiUnreachable`, which
 the pages turn into one banner (see :mod:`ui.components`). JSON answers are returned as plain dicts
-and lists, exactly as the API sends them (the contract is ``docs/INTERFACES.md``).
+and lists, exactly as the API's schema (``/openapi.json``, ``server/schemas.py``) describes them: list
+answers are ``{"items": [...]}`` envelopes, and nothing here guesses at other shapes.
 
 Streamlit caching lives here too: :func:`get_client` is a ``st.cache_resource`` (one connection
 pool per API URL) and the ``fetch_*`` functions are ``st.cache_data(ttl=...)`` wrappers keyed by
@@ -118,6 +119,10 @@ class ApiClient:
         """``GET /api/health``: status, the active index and its counts."""
         return self._json("GET", "/health")
 
+    def options(self) -> dict:
+        """``GET /api/options``: presets with their main options, precisions, protocols, baselines, defaults."""
+        return self._json("GET", "/options")
+
     def prototypes(self) -> list[dict]:
         """``GET /api/prototypes``: one record per prototype (activity, label, purity, best segment)."""
         return _items(self._json("GET", "/prototypes"))
@@ -155,10 +160,7 @@ class ApiClient:
 
     def images(self, offset: int = 0, limit: int = 50) -> dict:
         """``GET /api/images``: a page of the indexed images (``items`` and ``total``)."""
-        answer = self._json("GET", "/images", params={"offset": offset, "limit": limit})
-        if isinstance(answer, list):
-            return {"items": answer, "total": len(answer)}
-        return answer
+        return self._json("GET", "/images", params={"offset": offset, "limit": limit})
 
     def image(self, image_id: int, size: int | None = None) -> bytes:
         """``GET /api/images/{id}``: the JPEG (a thumbnail when ``size`` is given)."""
@@ -230,16 +232,11 @@ class ApiClient:
     def job_metrics(self, job_id: int, since: int = -1) -> dict:
         """``GET /api/jobs/{id}/metrics``: ``items`` (the run's ``metrics.jsonl`` records with step >
         ``since``), ``last_step`` and the run's final ``event`` once written."""
-        answer = self._json("GET", f"/jobs/{int(job_id)}/metrics", params={"since": since})
-        return answer if isinstance(answer, dict) else {"items": _items(answer)}
+        return self._json("GET", f"/jobs/{int(job_id)}/metrics", params={"since": since})
 
     def job_log(self, job_id: int) -> str:
         """``GET /api/jobs/{id}/log``: the tail of the job's log."""
-        response = self._request("GET", f"/jobs/{int(job_id)}/log")
-        if response.headers.get("content-type", "").startswith("application/json"):
-            body = response.json()
-            return body.get("log", "") if isinstance(body, dict) else str(body)
-        return response.text
+        return self._json("GET", f"/jobs/{int(job_id)}/log")["log"]
 
     def stop_job(self, job_id: int) -> dict:
         """``DELETE /api/jobs/{id}``: stops a running job (SIGTERM; the trainer saves and exits)."""
@@ -259,13 +256,9 @@ def _clean(params: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if params is None else {k: v for k, v in params.items() if v is not None}
 
 
-def _items(answer: Any) -> list:
-    """Accepts both a bare JSON list and an envelope ``{"items": [...]}``."""
-    if isinstance(answer, dict):
-        for key in ("items", "results", "data"):
-            if isinstance(answer.get(key), list):
-                return answer[key]
-    return answer if isinstance(answer, list) else []
+def _items(answer: dict) -> list:
+    """The ``items`` of a list answer (every list route answers ``{"items": [...], ...}``)."""
+    return answer["items"]
 
 
 # -- Streamlit caching --------------------------------------------------------------------------------
@@ -289,6 +282,12 @@ def _for(base_url: str) -> ApiClient:
 def fetch_health(base_url: str) -> dict:
     """Cached ``GET /api/health`` (10 s)."""
     return _for(base_url).health()
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def fetch_options(base_url: str) -> dict:
+    """Cached ``GET /api/options`` (5 min): the recipes the forms start from."""
+    return _for(base_url).options()
 
 
 @st.cache_data(ttl=30, show_spinner=False)

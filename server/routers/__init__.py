@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from server.routers import checkpoints, evaluation, health, images, jobs, prototypes, segments, slots
+from server.routers import checkpoints, evaluation, health, images, jobs, options, prototypes, segments, slots
 
 ROUTERS = [
     health.router,
+    options.router,
     prototypes.router,
     segments.router,
     images.router,

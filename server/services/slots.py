@@ -13,6 +13,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from core.recipes import INDEX_CROP, INDEX_RESIZE
 from indexer.segments import segment_images
 from server.runtime import LoadedIndex, LoadedModel, Runtime
 from server.schemas import Rle, Slot, SlotsResult
@@ -20,7 +21,7 @@ from server.services import render
 from server.services.records import neighbors_out
 from server.services.uploads import bounded
 
-DEFAULT_RESIZE, DEFAULT_CROP = 256, 224
+DEFAULT_RESIZE, DEFAULT_CROP = INDEX_RESIZE, INDEX_CROP
 
 
 def _b64(data: bytes) -> str:
@@ -28,7 +29,7 @@ def _b64(data: bytes) -> str:
 
 
 def analysis_size(runtime: Runtime) -> tuple[int, int]:
-    """(resize, crop) of the active index (what its segments were made with), else 256/224."""
+    """(resize, crop) of the active index (what its segments were made with), else the recipes' defaults."""
     loaded = runtime.index
     if loaded is not None:
         m = loaded.index.manifest

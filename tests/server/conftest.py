@@ -7,28 +7,20 @@ server's behaviour: free loopback port, readiness wait, the process's resident m
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from server.app import create_app
 from server.settings import Settings
+from slotcon.processes import Service, ServiceError, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on now."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int, field: str = "VmHWM") -> float:
@@ -49,32 +41,26 @@ class LiveServer:
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         self.cmd = [sys.executable, "-m", "server", "--port", str(self.port), "--device", "cpu",
                     "--log-level", "warning", *args]
-        self.proc: subprocess.Popen | None = None
+        self.service: Service | None = None
 
     def __enter__(self) -> LiveServer:
-        self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.time() + self.timeout
-        while True:
-            try:
-                if httpx.get(f"{self.base}/api/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}: {self.proc.stdout.read().decode()}")
-            if time.time() > deadline:
-                self.__exit__()
-                raise RuntimeError("server did not come up")
-            time.sleep(0.2)
+        log = Path(tempfile.mkdtemp(prefix="live-server-")) / "server.log"
+        self.service = Service.start("server", self.cmd, log, env=self.env)
+        try:
+            self.service.wait_healthy(f"{self.base}/api/health", self.timeout)
+        except ServiceError as e:
+            self.__exit__()
+            raise RuntimeError(str(e)) from None
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.service is not None:
+            self.service.stop(grace_s=20)
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        """The server process (None before ``with``)."""
+        return None if self.service is None else self.service.proc
 
     @property
     def pid(self) -> int:

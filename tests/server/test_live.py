@@ -3,42 +3,28 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
+from slotcon.processes import Service, free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_uvicorn_subprocess_serves_http(make_settings, sample_jpeg):
     s = make_settings()
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT), SLOTCON_MAX_UPLOAD_BYTES="1000000")
     cmd = [sys.executable, "-m", "server", "--index", str(s.index), "--port", str(port), "--state-dir",
            str(s.state_dir), "--runs-dir", str(s.runs_dir), "--data-root", str(s.data_root), "--device", "cpu",
            "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    service = Service.start("server", cmd, s.state_dir / "server.log", env=env)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                health = httpx.get(f"{base}/api/health", timeout=2)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stdout.read().decode()
-                assert time.time() < deadline, "server did not come up"
-                time.sleep(0.2)
+        service.wait_healthy(f"{base}/api/health", timeout_s=60)
+        health = httpx.get(f"{base}/api/health", timeout=2)
         assert health.status_code == 200 and health.json()["index"]["num_images"] == 12
         with httpx.Client(base_url=base, timeout=30) as c:
             assert c.get("/api/prototypes/0/segments", params={"limit": 3}).status_code == 200
@@ -49,8 +35,7 @@ def test_uvicorn_subprocess_serves_http(make_settings, sample_jpeg):
             assert c.get("/api/images/0", params={"size": 32}).headers["content-type"] == "image/jpeg"
             assert c.get("/docs").status_code == 200
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        service.stop()
 
 
 def test_413_on_a_chunked_body_closes_the_connection(live_server, server_index, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.client import api_url, fetch_eval_results, get_client
+from ui.client import api_url, fetch_eval_results, fetch_options, get_client
 from ui.components import call, fmt_pct, run_page
 from ui.views.eval_view import (
     PAPER_REFERENCE,
@@ -20,12 +20,13 @@ from ui.views.job_progress import job_progress
 
 
 def run_form() -> None:
-    """Starts an evaluation job on the active index's checkpoint."""
+    """Starts an evaluation job on the active index's checkpoint (choices from ``GET /api/options``)."""
+    options = fetch_options(api_url())
     with st.expander("Run an evaluation", expanded=False), st.form("eval_form", border=False):
         c1, c2, c3 = st.columns(3)
-        protocol = c1.selectbox("Protocol", ["synthetic", "cocostuff27"])
-        baseline = c2.selectbox("Baseline", ["none", "random-init", "kmeans-rgb"])
-        resolution = c3.number_input("Resolution", 64, 1024, 320, step=32)
+        protocol = c1.selectbox("Protocol", options["protocols"])
+        baseline = c2.selectbox("Baseline", options["baselines"])
+        resolution = c3.number_input("Resolution", 64, 1024, options["eval_resolution"], step=32)
         if st.form_submit_button("Start evaluation"):
             job = call("Starting the evaluation", get_client().start_eval,
                        {"protocol": protocol, "baseline": baseline, "resolution": int(resolution)})

@@ -5,42 +5,31 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.client import fetch_checkpoints, get_client
+from ui.client import api_url, fetch_checkpoints, fetch_options, get_client
 from ui.components import call, run_page
 from ui.views.job_progress import ACTIVE
 from ui.views.runs import checkpoints_panel, jobs_frame
 from ui.views.training_live import training_live
 
-#: The presets' main options as the trainer defines them (``python -m trainer --preset P --print-config``);
-#: a copy, since the UI does not import the trainer (tests/ui/test_presets.py keeps the two in step).
-PRESETS = {
-    "cpu-demo": dict(epochs=8, batch_size=16, lr=3.0, num_prototypes=6, precision="auto", budget_minutes=9.0),
-    "coco-r50-800ep": dict(epochs=800, batch_size=512, lr=1.0, num_prototypes=256, precision="auto",
-                           budget_minutes=0.0),
-    "cocoplus-r50-800ep": dict(epochs=800, batch_size=512, lr=1.0, num_prototypes=256, precision="auto",
-                               budget_minutes=0.0),
-    "imagenet-r50-100ep": dict(epochs=100, batch_size=512, lr=1.0, num_prototypes=2048, precision="auto",
-                               budget_minutes=0.0),
-    "imagenet-r50-200ep": dict(epochs=200, batch_size=512, lr=1.0, num_prototypes=2048, precision="auto",
-                               budget_minutes=0.0),
-}
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
 
 def start_form() -> None:
-    """The form that starts a training job (preset + main options)."""
+    """The form that starts a training job (preset + main options, as ``GET /api/options`` gives them)."""
+    options = fetch_options(api_url())
+    presets = {p["name"]: p for p in options["presets"]}
+    precisions = options["precisions"]
     with st.form("train_form"):
         c1, c2 = st.columns(2)
-        preset = c1.selectbox("Preset", list(PRESETS), key="train_preset")
+        names = list(presets)
+        preset = c1.selectbox("Preset", names, index=names.index(options["default_preset"]), key="train_preset")
         name = c2.text_input("Run name", placeholder="defaults to the preset and a timestamp")
-        d = PRESETS[preset]
+        d = presets[preset]
         c = st.columns(4)
         epochs = c[0].number_input("Epochs", 1, 2000, d["epochs"])
         batch = c[1].number_input("Batch size", 2, 8192, d["batch_size"])
         lr = c[2].number_input("Base LR", 0.0, 100.0, float(d["lr"]), format="%.4f")
         k = c[3].number_input("Prototypes (K)", 2, 65536, d["num_prototypes"])
         c = st.columns(3)
-        precision = c[0].selectbox("Precision", PRECISIONS, index=PRECISIONS.index(d["precision"]),
+        precision = c[0].selectbox("Precision", precisions, index=precisions.index(d["precision"]),
                                    help="auto: bf16 where the hardware computes it natively (CUDA, AVX-512 BF16 or "
                                         "AMX CPUs), fp16 on older GPUs, fp32 elsewhere")
         budget = c[1].number_input("Time budget, minutes (0 = none)", 0.0, 100000.0, float(d["budget_minutes"]),

@@ -1,0 +1,31 @@
+"""``GET /api/options`` serves the recipes (core.recipes) the forms start from, and what it offers is
+accepted by the routes that take it."""
+
+from __future__ import annotations
+
+from core import recipes
+
+
+def test_options_are_the_recipes(client) -> None:
+    body = client.get("/api/options").json()
+    assert [p["name"] for p in body["presets"]] == list(recipes.PRESETS)
+    demo = next(p for p in body["presets"] if p["name"] == recipes.DEFAULT_PRESET)
+    assert demo == {"name": recipes.DEFAULT_PRESET, **recipes.preset_form(recipes.DEFAULT_PRESET)}
+    assert body["default_preset"] == recipes.DEFAULT_PRESET
+    assert body["baselines"] == list(recipes.BASELINES) and body["protocols"] == list(recipes.PROTOCOLS)
+    assert (body["index_resize"], body["index_crop"]) == (recipes.INDEX_RESIZE, recipes.INDEX_CROP)
+    assert body["eval_resolution"] == recipes.EVAL_RESOLUTION
+    assert body["near_duplicate_threshold"] == recipes.NEAR_DUPLICATE_THRESHOLD
+
+
+def test_every_offered_choice_validates(client) -> None:
+    """A request built from the options passes validation (it fails later, for lack of a run or data,
+    never with a 422)."""
+    body = client.get("/api/options").json()
+    for preset in body["presets"]:
+        overrides = {k: v for k, v in preset.items() if k != "name"}
+        r = client.post("/api/jobs/train", json={"preset": preset["name"], "overrides": overrides,
+                                                 "name": "x", "resume": True})
+        assert r.status_code == 404, r.text  # the run 'x' does not exist: validation passed
+    bad = client.post("/api/jobs/train", json={"preset": "no-such-preset"})
+    assert bad.status_code == 422
