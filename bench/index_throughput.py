@@ -36,7 +36,7 @@ def worker(arch: str, count: int, data: Path, ckpt: Path, batch_size: int, worke
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         out = build_index(ckpt, data, Path(tmp) / "ix", split="val2017", batch_size=batch_size,
-                          num_workers=workers, limit=count, device="cpu")  # fmt: skip
+                          workers=workers, limit=count, device="cpu")  # fmt: skip
         seconds = time.perf_counter() - t
         manifest = json.loads((out / "manifest.json").read_text())
         size_mb = sum(p.stat().st_size for p in out.iterdir()) / 2**20

@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = build_index(
             args.checkpoint, args.data, args.out, split=args.split or None, resize=args.resize, crop=args.crop,
             batch_size=args.batch_size, progress_file=args.progress_file, show_progress=not args.no_progress,
-            num_workers=args.workers, device=args.device, index_type=args.faiss, nlist=args.nlist,
+            workers=args.workers, device=args.device, index_type=args.faiss, nlist=args.nlist,
             pq_m=args.pq_m, duplicate_threshold=args.duplicate_threshold, use_labels=not args.no_labels,
             limit=args.limit,
         )  # fmt: skip

@@ -22,8 +22,10 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,6 +42,7 @@ from indexer.progress import Progress, write_json_atomic
 from indexer.segments import model_input, segment_batch
 from indexer.shards import ShardWriter, merge_shards, merged_label_counts
 from indexer.stats import compute_stats, fill_prototypes, store_stats
+from indexer.types import CheckpointRef, DataRef, FaissInfo, IndexCounts, LabelInfo, Manifest
 from indexer.vectors import faiss_spec
 
 logger = logging.getLogger(__name__)
@@ -158,10 +161,9 @@ def index_shard(
 def _previous_labels(out: Path, sha: str) -> dict[int, str]:
     """User labels of an existing index at ``out`` built from the same checkpoint (kept on rebuild)."""
     try:
-        manifest = json.loads((out / schema.MANIFEST_NAME).read_text())
-        if manifest["checkpoint"]["sha256"] != sha:
-            logger.warning("replacing index %s built from checkpoint %s with one from %s",
-                           out, manifest["checkpoint"]["sha256"], sha)
+        built = Manifest.load(out).checkpoint.sha256
+        if built != sha:
+            logger.warning("replacing index %s built from checkpoint %s with one from %s", out, built, sha)
             return {}
         conn = schema.connect(out / schema.DB_NAME)
         try:
@@ -189,6 +191,34 @@ def _swap_into_place(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class IndexConfig:
+    """One index build: the ``checkpoint``'s segments of ``data_root``/``split`` written to ``out_dir``.
+
+    ``resize``/``crop``: the model input (shorter side, centre crop); ``index_type``: ``flat`` (exact),
+    ``ivf`` or ``ivfpq``; ``use_labels``: store per-prototype purity when the dataset ships label maps;
+    ``limit``: the first N images only; ``progress_file`` gets the JSON of :class:`indexer.progress.Progress`.
+    """
+
+    checkpoint: str | os.PathLike
+    data_root: str | os.PathLike
+    out_dir: str | os.PathLike
+    split: str | None = "val2017"
+    resize: int = INDEX_RESIZE
+    crop: int = INDEX_CROP
+    batch_size: int = 32
+    progress_file: str | os.PathLike | None = None
+    show_progress: bool = False
+    workers: int = 0  # DataLoader workers (the CLIs' --workers, as TrainConfig.workers)
+    device: str | torch.device | None = None
+    index_type: str = "flat"
+    nlist: int | None = None
+    pq_m: int | None = None
+    duplicate_threshold: float = NEAR_DUPLICATE_THRESHOLD
+    use_labels: bool = True
+    limit: int | None = None
+
+
 def build_index(
     checkpoint: str | os.PathLike,
     data_root: str | os.PathLike,
@@ -198,32 +228,30 @@ def build_index(
     crop: int = INDEX_CROP,
     batch_size: int = 32,
     progress: ProgressCallback | None = None,
-    *,
-    progress_file: str | os.PathLike | None = None,
-    show_progress: bool = False,
-    num_workers: int = 0,
-    device: str | torch.device | None = None,
-    index_type: str = "flat",
-    nlist: int | None = None,
-    pq_m: int | None = None,
-    duplicate_threshold: float = NEAR_DUPLICATE_THRESHOLD,
-    use_labels: bool = True,
-    limit: int | None = None,
+    **options: Any,
 ) -> Path:
-    """Build the concept index of ``data_root`` (``split``) under ``out_dir``; returns ``out_dir``.
+    """:func:`build` of ``IndexConfig(checkpoint, data_root, out_dir, split, resize, crop, batch_size,
+    **options)``; returns ``out_dir``."""
+    return build(IndexConfig(checkpoint, data_root, out_dir, split, resize, crop, batch_size, **options), progress)
 
-    ``progress(done, total, stage)`` is called as images are processed; ``progress_file`` gets the
-    JSON of :class:`indexer.progress.Progress`. ``index_type``: ``flat`` (exact), ``ivf`` or ``ivfpq``.
-    ``use_labels``: store per-prototype purity when the dataset ships label maps. ``limit``: first N
-    images only. Raises :class:`core.checkpoint.CheckpointError` (bad checkpoint), FileNotFoundError /
-    ValueError (bad data root, no decodable image). Works unchanged under torchrun (see module doc).
+
+def build(config: IndexConfig, progress: ProgressCallback | None = None) -> Path:
+    """Build the concept index of ``config`` under ``config.out_dir``; returns that directory.
+
+    ``progress(done, total, stage)`` is called as images are processed. Raises
+    :class:`core.checkpoint.CheckpointError` (bad checkpoint), FileNotFoundError / ValueError (bad data
+    root, no decodable image). Works unchanged under torchrun (see module doc).
     """
+    checkpoint, data_root, split, resize, crop = (config.checkpoint, config.data_root, config.split,
+                                                  config.resize, config.crop)
+    batch_size, num_workers, device, limit = config.batch_size, config.workers, config.device, config.limit
+    index_type, nlist, pq_m = config.index_type, config.nlist, config.pq_m
     if crop > resize:
         raise ValueError(f"crop ({crop}) must not exceed resize ({resize})")
     started = time.time()
     created_group = _init_distributed()
     rank, world = get_rank(), get_world_size()
-    out = Path(out_dir).expanduser().resolve()
+    out = Path(config.out_dir).expanduser().resolve()
     tmp: Path | None = None
     try:
         root, split, paths = resolve_images(data_root, split)
@@ -232,12 +260,12 @@ def build_index(
         model = load_model(checkpoint, "cpu")
         dev = torch.device(device) if device is not None else _default_device()
         model = model.to(dev)
-        protocol = detect_protocol(root, split) if use_labels else None
+        protocol = detect_protocol(root, split) if config.use_labels else None
         token = _broadcast_token()
         tmp = out.with_name(f".{out.name}.building-{token}")
         items = list(enumerate(paths))[rank::world]
-        bar = Progress(len(paths), "index", progress_file if rank == 0 else None,
-                       bar=show_progress and rank == 0, scale=world, callback=progress if rank == 0 else None)
+        bar = Progress(len(paths), "index", config.progress_file if rank == 0 else None,
+                       bar=config.show_progress and rank == 0, scale=world, callback=progress if rank == 0 else None)
         shard_dir = tmp / "shards" / f"rank{rank:05d}"
         index_shard(model, items, root, shard_dir, resize=resize, crop=crop, batch_size=batch_size,
                     num_workers=num_workers, device=dev, protocol=protocol, progress=bar)
@@ -264,29 +292,29 @@ def build_index(
         try:
             fill_prototypes(conn, k, label_counts, protocol.class_names if protocol else None,
                             _previous_labels(out, sha))
-            stats = compute_stats(conn, prototypes.numpy(), duplicate_threshold)
+            stats = compute_stats(conn, prototypes.numpy(), config.duplicate_threshold)
             store_stats(conn, stats)
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             conn.close()
-        manifest = {
-            "version": schema.INDEX_VERSION,
-            "checkpoint": {"path": str(Path(checkpoint).resolve()), "sha256": sha},
-            "data": {"root": str(root), "split": split},
-            "resize": resize,
-            "crop": crop,
-            "dim": d,
-            "num_prototypes": k,
-            "model": model.config.to_dict(),
-            "faiss": {"type": index_type, "spec": spec},
-            "labels": {"protocol": protocol.name, "class_names": protocol.class_names} if protocol else None,
-            "counts": {**counts, "dead_prototypes": stats["num_dead"], "label_problems": label_problems},
-            "world_size": world,
-            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "build_seconds": round(time.time() - started, 3),
-            "host": socket.gethostname(),
-        }
-        write_json_atomic(tmp / schema.MANIFEST_NAME, manifest)
+        manifest = Manifest(
+            version=schema.INDEX_VERSION,
+            checkpoint=CheckpointRef(path=str(Path(checkpoint).resolve()), sha256=sha),
+            data=DataRef(root=str(root), split=split),
+            resize=resize,
+            crop=crop,
+            dim=d,
+            num_prototypes=k,
+            model=model.config.to_dict(),
+            faiss=FaissInfo(type=index_type, spec=spec),
+            labels=LabelInfo(protocol=protocol.name, class_names=list(protocol.class_names)) if protocol else None,
+            counts=IndexCounts(**counts, dead_prototypes=stats.num_dead, label_problems=label_problems),
+            world_size=world,
+            built_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            build_seconds=round(time.time() - started, 3),
+            host=socket.gethostname(),
+        )
+        manifest.save(tmp)
         _swap_into_place(tmp, out)
         tmp = None
         bar.done = bar.total

@@ -73,17 +73,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _terminate)
-    from indexer.evaluate import run_eval
+    from indexer.evaluate import EvalConfig, run_eval
     from indexer.store import IndexMismatchError, IndexNotFoundError
 
+    config = EvalConfig(
+        args.checkpoint, args.data, args.protocol, split=args.split, curated_list=args.curated_list,
+        resolution=args.resolution, baseline=args.baseline, index_dir=args.index, out=args.out,
+        progress_file=args.progress_file, batch_size=args.batch_size, workers=args.workers,
+        device=args.device, num_examples=args.examples, clusters=args.clusters, seed=args.seed,
+        limit=args.limit, show_progress=not args.no_progress,
+    )  # fmt: skip
     try:
-        result = run_eval(
-            args.checkpoint, args.data, args.protocol, split=args.split, curated_list=args.curated_list,
-            resolution=args.resolution, baseline=args.baseline, index_dir=args.index, out=args.out,
-            progress_file=args.progress_file, batch_size=args.batch_size, num_workers=args.workers,
-            device=args.device, num_examples=args.examples, clusters=args.clusters, seed=args.seed,
-            limit=args.limit, show_progress=not args.no_progress,
-        )  # fmt: skip
+        result = run_eval(config).to_dict()
     except (CheckpointError, IndexMismatchError, IndexNotFoundError, FileNotFoundError, ValueError) as e:
         print(f"slotcon eval: error: {e}", file=sys.stderr)
         return 2

@@ -11,12 +11,13 @@ and ``kmeans-rgb`` (k-means on pixel colours with the same number of clusters).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import faiss
 import numpy as np
@@ -33,8 +34,9 @@ from core.model import SlotCon
 from core.recipes import BASELINES, EVAL_RESOLUTION, IGNORE_LABEL
 from indexer.build import resolve_images
 from indexer.labels import LabelProtocol, LabelSizeError, make_protocol
-from indexer.progress import Progress, write_json_atomic
-from indexer.unsupervised import ConfusionAccumulator
+from indexer.progress import Progress
+from indexer.types import CheckpointRef, EvalResult
+from indexer.unsupervised import ConfusionAccumulator, class_table, matched_confusion
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ class EvalSet(Dataset):
         return item
 
 
-def palette_png(labels: np.ndarray, num_colors: int) -> bytes:
+def palette_png(labels: np.ndarray) -> bytes:
     """PNG bytes of an (H, W) uint8 class map with a fixed palette (255 → black)."""
     rng = np.random.default_rng(12345)
     colors = rng.integers(40, 256, size=(256, 3), dtype=np.uint8)
@@ -129,80 +131,109 @@ def _fit_kmeans(loader: DataLoader, k: int, seed: int, per_image: int = 2000, ma
     return km
 
 
-def run_eval(
-    checkpoint: str | os.PathLike | None,
-    data_root: str | os.PathLike,
-    protocol: str,
-    split: str = "val2017",
-    curated_list: str | os.PathLike | None = None,
-    resolution: int = EVAL_RESOLUTION,
-    baseline: str = "none",
-    index_dir: str | os.PathLike | None = None,
-    out: str | os.PathLike | None = None,
-    progress_file: str | os.PathLike | None = None,
-    *,
-    batch_size: int = 16,
-    num_workers: int = 0,
-    device: str | None = None,
-    num_examples: int = 6,
-    clusters: int | None = None,
-    seed: int = 0,
-    limit: int | None = None,
-    show_progress: bool = False,
-) -> dict[str, Any]:
-    """Evaluate a checkpoint (or a baseline) on ``protocol`` (``cocostuff27`` or ``synthetic``).
+@dataclass(frozen=True)
+class EvalConfig:
+    """One evaluation: a checkpoint (None only for ``kmeans-rgb``) or a baseline on ``protocol``
+    (``cocostuff27`` or ``synthetic``) of ``data_root``/``split``, optionally a curated image list.
 
-    Returns the result dict (the eval CLI's JSON): the scores of
-    :func:`indexer.unsupervised.hungarian_scores` (``miou``, ``pixel_accuracy`` as fractions,
-    ``per_class_iou`` and ``per_class_iou_named``, ``matching``, ``confusion``, ``many_to_one``,
-    ``counts``) plus ``protocol`` (the choices made), ``baseline``, ``checkpoint``, ``seconds``, and
-    ``eval_id`` when stored in ``index_dir`` (refused with IndexMismatchError if that index was built
-    from another checkpoint). ``out``: also write the JSON there.
-    """
+    ``index_dir``: also store the result (and ``num_examples`` prediction/ground-truth pairs) in that
+    index, which must be built from the same checkpoint; ``out``: also write the JSON there."""
+
+    checkpoint: str | os.PathLike | None
+    data_root: str | os.PathLike
+    protocol: str
+    split: str = "val2017"
+    curated_list: str | os.PathLike | None = None
+    resolution: int = EVAL_RESOLUTION
+    baseline: str = "none"
+    index_dir: str | os.PathLike | None = None
+    out: str | os.PathLike | None = None
+    progress_file: str | os.PathLike | None = None
+    batch_size: int = 16
+    workers: int = 0  # DataLoader workers (the CLIs' --workers, as TrainConfig.workers)
+    device: str | None = None
+    num_examples: int = 6
+    clusters: int | None = None
+    seed: int = 0
+    limit: int | None = None
+    show_progress: bool = False
+
+
+@dataclass
+class EvalInputs:
+    """What :func:`load` resolved: the images, their label protocol, the model (None for k-means), K."""
+
+    root: Path
+    split: str | None
+    items: list[tuple[int, Path]]
+    labels: LabelProtocol
+    model: SlotCon | None
+    num_clusters: int
+    checkpoint: CheckpointRef | None
+
+
+@dataclass
+class Predictions:
+    """What :func:`predict` produced: the streamed confusion, example maps and skipped images."""
+
+    confusion: ConfusionAccumulator
+    examples: list[tuple[int, str, np.ndarray, np.ndarray]]
+    skipped: list[tuple[str, str]]
+    kmeans: bool
+
+
+def load(config: EvalConfig) -> EvalInputs:
+    """Resolves the images (curated list, limit), the label protocol, the model or baseline and K; refuses
+    a foreign ``index_dir`` before any compute (IndexMismatchError)."""
     from indexer.store import ConceptIndex  # late: store imports faiss too, keeps import order simple
 
-    if baseline not in BASELINES:
-        raise ValueError(f"unknown baseline {baseline!r}; choose one of: {', '.join(BASELINES)}")
-    started = time.time()
-    root, split_used, paths = resolve_images(data_root, split)
-    labels = make_protocol(protocol, root, split_used or split)
+    if config.baseline not in BASELINES:
+        raise ValueError(f"unknown baseline {config.baseline!r}; choose one of: {', '.join(BASELINES)}")
+    root, split_used, paths = resolve_images(config.data_root, config.split)
+    labels = make_protocol(config.protocol, root, split_used or config.split)
     items = list(enumerate(paths))  # ids as in an index of the same root and split
-    if curated_list:
-        curated = read_curated_list(curated_list)
+    if config.curated_list:
+        curated = read_curated_list(config.curated_list)
         items = [(i, p) for i, p in items if _key(p.name) in curated]
         if not items:
-            raise ValueError(f"no image of {root}/{split} is in the curated list {curated_list}")
-    if limit is not None:
-        items = items[:limit]
-
-    ckpt_info, model, k = None, None, clusters
-    if checkpoint is not None:
-        ckpt = read_checkpoint(checkpoint)
-        model = model_from_checkpoint(ckpt)
-        ckpt_info = {"path": str(Path(checkpoint).resolve()), "sha256": file_sha256(checkpoint)}
+            raise ValueError(f"no image of {root}/{config.split} is in the curated list {config.curated_list}")
+    if config.limit is not None:
+        items = items[: config.limit]
+    ref, model, k = None, None, config.clusters
+    if config.checkpoint is not None:
+        model = model_from_checkpoint(read_checkpoint(config.checkpoint))
+        ref = CheckpointRef(path=str(Path(config.checkpoint).resolve()), sha256=file_sha256(config.checkpoint))
         k = k or model.config.num_prototypes
-        if baseline == "random-init":
-            torch.manual_seed(seed)
+        if config.baseline == "random-init":
+            torch.manual_seed(config.seed)
             model = SlotCon(model.config)
-        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dev = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = model.to(dev).eval()
-    elif baseline != "kmeans-rgb":
+    elif config.baseline != "kmeans-rgb":
         raise ValueError("a checkpoint is required (only --baseline kmeans-rgb runs without one)")
-    k = k or labels.num_classes
-    expected_sha = ckpt_info["sha256"] if ckpt_info else None
-    if index_dir is not None:  # refuse a foreign index before spending the compute
-        ConceptIndex.open(index_dir, expected_sha).close()
+    if model is not None and config.baseline == "kmeans-rgb":
+        model = None  # k-means on colours: the checkpoint only gives K
+    if config.index_dir is not None:
+        ConceptIndex.open(config.index_dir, ref.sha256 if ref else None).close()
+    return EvalInputs(root, split_used, items, labels, model, k or labels.num_classes, ref)
 
-    bar = Progress(len(items), "eval", progress_file, bar=show_progress)
+
+def predict(config: EvalConfig, inputs: EvalInputs, bar: Progress) -> Predictions:
+    """Streams the images through the model (or the k-means baseline), accumulating the K×C confusion."""
+    res = config.resolution
+
+    def loader() -> DataLoader:
+        return _loader(inputs.items, inputs.root, inputs.labels, res, config.batch_size, config.workers)
+
     kmeans = None
-    if baseline == "kmeans-rgb":
+    if config.baseline == "kmeans-rgb":
         bar.set_stage("kmeans-fit")
-        kmeans = _fit_kmeans(_loader(items, root, labels, resolution, batch_size, num_workers), k, seed)
+        kmeans = _fit_kmeans(loader(), inputs.num_clusters, config.seed)
         bar.set_stage("eval")
-    acc = ConfusionAccumulator(labels.num_classes, num_clusters=k)
+    acc = ConfusionAccumulator(inputs.labels.num_classes, num_clusters=inputs.num_clusters)
     skipped: list[tuple[str, str]] = []
     examples: list[tuple[int, str, np.ndarray, np.ndarray]] = []
-    for batch in _loader(items, root, labels, resolution, batch_size, num_workers):
+    for batch in loader():
         ok = [it for it in batch if "error" not in it]
         skipped += [(it["file_name"], it["error"]) for it in batch if "error" in it]
         if ok:
@@ -210,44 +241,84 @@ def run_eval(
                 preds = []
                 for it in ok:
                     pix = np.ascontiguousarray(it["rgb"].flatten(1).t().numpy(), dtype=np.float32)
-                    preds.append(kmeans.index.search(pix, 1)[1].reshape(resolution, resolution))
+                    preds.append(kmeans.index.search(pix, 1)[1].reshape(res, res))
                 pred = np.stack(preds)
             else:
+                model = inputs.model
                 x = torch.stack([it["tensor"] for it in ok]).to(next(model.parameters()).device)
-                pred = assign(prototype_scores(model, x), (resolution, resolution)).cpu().numpy()
+                pred = assign(prototype_scores(model, x), (res, res)).cpu().numpy()
             for p, it in zip(pred, ok, strict=True):
                 acc.update(p, it["label"])
-                if len(examples) < num_examples:
+                if len(examples) < config.num_examples:
                     examples.append((it["id"], it["file_name"], p.astype(np.int64), it["label"]))
         bar.update(len(batch))
     for name, why in skipped:
         logger.warning("skipped %s: %s", name, why)
     if acc.num_images == 0:
-        raise ValueError(f"no image of {root} could be evaluated ({len(skipped)} skipped)")
+        raise ValueError(f"no image of {inputs.root} could be evaluated ({len(skipped)} skipped)")
+    return Predictions(acc, examples, skipped, kmeans is not None)
 
-    result = acc.scores(class_names=labels.class_names)
-    result["per_class_iou_named"] = dict(zip(labels.class_names, result["per_class_iou"], strict=True))
-    result["counts"].update(skipped_images=len(skipped), evaluated_images=acc.num_images)
-    result["skipped"] = [{"file_name": n, "reason": r} for n, r in skipped[:100]]
-    result["protocol"] = {
-        "name": protocol, "split": split_used, "resolution": resolution,
-        "preprocessing": "shorter side resized (image bilinear, label nearest), centre crop, no CRF",
-        "prediction": "teacher scores bilinearly resized, then argmax" if kmeans is None
-        else "nearest k-means centroid of each pixel's RGB",
-        "curated_list": str(curated_list) if curated_list else None,
-        "subset": "curated list" if curated_list else f"all {split_used or 'folder'} images (no curated list)",
-        "num_clusters": k, "num_classes": labels.num_classes,
-        "unmatched_clusters": "counted wrong",
-    }  # fmt: skip
-    result.update(baseline=baseline, checkpoint=ckpt_info, data_root=str(root),
-                  seconds=round(time.time() - started, 3))
-    if index_dir is not None:
-        mapping = np.array([m if m is not None else IGNORE_LABEL for m in result["matching"]], dtype=np.uint8)
-        pngs = [(i, n, palette_png(mapping[p], labels.num_classes), palette_png(g, labels.num_classes))
-                for i, n, p, g in examples]
-        with ConceptIndex.open(index_dir, expected_sha) as index:
-            result["eval_id"] = index.store_eval(result, pngs)
-    if out is not None:
-        write_json_atomic(out, result)
+
+def score(config: EvalConfig, inputs: EvalInputs, predictions: Predictions, seconds: float) -> EvalResult:
+    """Hungarian-matched scores of the predictions, the matched confusion, the per-class table and the
+    protocol's description (:class:`indexer.types.EvalResult`)."""
+    names = inputs.labels.class_names
+    result = predictions.confusion.scores(class_names=names)
+    skipped = predictions.skipped
+    result["counts"].update(skipped_images=len(skipped), evaluated_images=predictions.confusion.num_images)
+    result.update(
+        per_class_iou_named=dict(zip(names, result["per_class_iou"], strict=True)),
+        matched_confusion=matched_confusion(result["confusion"], result["matching"], len(names)),
+        per_class=class_table(names, result["per_class_iou"], result["counts"]["class_pixels"]),
+        skipped=[{"file_name": n, "reason": r} for n, r in skipped[:100]],
+        protocol={
+            "name": config.protocol, "split": inputs.split, "resolution": config.resolution,
+            "preprocessing": "shorter side resized (image bilinear, label nearest), centre crop, no CRF",
+            "prediction": "nearest k-means centroid of each pixel's RGB" if predictions.kmeans
+            else "teacher scores bilinearly resized, then argmax",
+            "curated_list": str(config.curated_list) if config.curated_list else None,
+            "subset": "curated list" if config.curated_list
+            else f"all {inputs.split or 'folder'} images (no curated list)",
+            "num_clusters": inputs.num_clusters, "num_classes": inputs.labels.num_classes,
+            "unmatched_clusters": "counted wrong",
+        },
+        baseline=config.baseline,
+        checkpoint=inputs.checkpoint.to_dict() if inputs.checkpoint else None,
+        data_root=str(inputs.root),
+        seconds=round(seconds, 3),
+    )  # fmt: skip
+    return EvalResult.from_dict(result)
+
+
+def store(config: EvalConfig, inputs: EvalInputs, predictions: Predictions, result: EvalResult) -> EvalResult:
+    """Stores ``result`` (with palette PNGs of the examples, predictions mapped to their matched classes)
+    in ``config.index_dir`` and writes ``config.out``; returns the result with its ``eval_id``."""
+    from indexer.store import ConceptIndex
+
+    if config.index_dir is not None:
+        mapping = np.array([m if m is not None else IGNORE_LABEL for m in result.matching], dtype=np.uint8)
+        pngs = [(i, n, palette_png(mapping[p]), palette_png(g)) for i, n, p, g in predictions.examples]
+        sha = inputs.checkpoint.sha256 if inputs.checkpoint else None
+        with ConceptIndex.open(config.index_dir, sha) as index:
+            result = dataclasses.replace(result, eval_id=index.store_eval(result, pngs))
+    if config.out is not None:
+        result.save(config.out)
+    return result
+
+
+def run_eval(config: EvalConfig) -> EvalResult:
+    """Evaluates a checkpoint (or a baseline): :func:`load` → :func:`predict` → :func:`score` → :func:`store`.
+
+    Returns the :class:`indexer.types.EvalResult` (the eval CLI's JSON): ``miou``, ``pixel_accuracy`` as
+    fractions, ``per_class``, ``matching``, ``confusion`` and ``matched_confusion``, ``many_to_one``,
+    ``counts``, the ``protocol``'s choices, ``baseline``, ``checkpoint``, ``seconds``, and ``eval_id`` when
+    stored in ``config.index_dir`` (IndexMismatchError if that index was built from another checkpoint).
+    """
+    started = time.time()
+    inputs = load(config)
+    bar = Progress(len(inputs.items), "eval", config.progress_file, bar=config.show_progress)
+    predictions = predict(config, inputs, bar)
+    result = score(config, inputs, predictions, time.time() - started)
+    result = store(config, inputs, predictions, result)
     bar.close("done")
     return result

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from core.recipes import NEAR_DUPLICATE_THRESHOLD
+from indexer.types import Stats
 
 STATS_KEY = "slot_stats"
 
@@ -82,10 +83,10 @@ def compute_stats(
     prototypes: np.ndarray,
     duplicate_threshold: float = NEAR_DUPLICATE_THRESHOLD,
     top_n: int = 10,
-) -> dict[str, Any]:
+) -> Stats:
     """The slot statistics of an index (reads ``images``, ``prototypes``; prototypes (K, D) vectors).
 
-    Returns a JSON-ready dict: ``num_images``, ``num_segments``, ``num_prototypes``, ``num_dead``,
+    Returns :class:`indexer.types.Stats`: ``num_images``, ``num_segments``, ``num_prototypes``, ``num_dead``,
     ``dead`` (ids), ``active_per_image`` {mean, median, min, max, histogram (index = number of active
     prototypes, value = images)}, ``per_prototype`` {images, segments, pixel_share: lists of length K},
     ``long_tail`` (prototype ids by pixel share, descending, with cumulative share), ``most_active`` /
@@ -101,7 +102,7 @@ def compute_stats(
     by_images = alive[np.lexsort((alive, -images[alive]))]
     order = np.lexsort((np.arange(k), -share))
     skipped = int(conn.execute("SELECT COUNT(*) FROM skipped").fetchone()[0])
-    return {
+    return Stats.from_dict({
         "num_images": int(len(active)),
         "num_segments": int(segments.sum()),
         "num_prototypes": int(k),
@@ -130,16 +131,21 @@ def compute_stats(
         "least_active": [{"id": int(i), "images": int(images[i])} for i in by_images[::-1][:top_n]],
         "near_duplicates": near_duplicates(prototypes, duplicate_threshold),
         "duplicate_threshold": duplicate_threshold,
-    }
+    })
 
 
-def store_stats(conn: sqlite3.Connection, stats: dict[str, Any]) -> None:
-    """Save the statistics dict in the ``stats`` table (key ``slot_stats``)."""
-    conn.execute("INSERT OR REPLACE INTO stats (key, value) VALUES (?, ?)", (STATS_KEY, json.dumps(stats)))
+def store_stats(conn: sqlite3.Connection, stats: Stats) -> None:
+    """Save the statistics in the ``stats`` table (key ``slot_stats``, their JSON)."""
+    conn.execute("INSERT OR REPLACE INTO stats (key, value) VALUES (?, ?)", (STATS_KEY, json.dumps(stats.to_dict())))
     conn.commit()
 
 
-def load_stats(conn: sqlite3.Connection) -> dict[str, Any] | None:
-    """The stored statistics dict, or None."""
+def load_stats(conn: sqlite3.Connection) -> Stats | None:
+    """The stored statistics, or None (none stored, or stored in an older shape: recompute them)."""
     row = conn.execute("SELECT value FROM stats WHERE key = ?", (STATS_KEY,)).fetchone()
-    return json.loads(row[0]) if row else None
+    if row is None:
+        return None
+    try:
+        return Stats.from_dict(json.loads(row[0]))
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"slotcon stats: error: {e}", file=sys.stderr)
         return 2
     with index:
-        stats = index.refresh_stats(args.duplicate_threshold)
+        stats = index.refresh_stats(args.duplicate_threshold).to_dict()
     if not args.full:
         stats = {k: v for k, v in stats.items() if k not in ("per_prototype", "long_tail")}
     print(json.dumps(stats, indent=2))

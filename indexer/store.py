@@ -8,6 +8,7 @@ guarded by a lock serves every thread; FAISS searches are thread-safe.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -22,7 +23,8 @@ import numpy as np
 
 from core.recipes import NEAR_DUPLICATE_THRESHOLD
 from indexer import schema
-from indexer.stats import compute_stats, load_stats, store_stats
+from indexer.stats import compute_stats, load_stats, near_duplicates, store_stats
+from indexer.types import DuplicatePair, EvalResult, Manifest, Stats, StoredEval
 from indexer.vectors import search
 
 
@@ -117,7 +119,7 @@ class ConceptIndex:
     """An open concept index directory (``manifest.json``, ``index.db``, ``segments.faiss``,
     ``prototypes.npy``). Unknown ids raise ``KeyError``."""
 
-    def __init__(self, index_dir: Path, manifest: dict[str, Any], search_threads: int | None = 1) -> None:
+    def __init__(self, index_dir: Path, manifest: Manifest, search_threads: int | None = 1) -> None:
         if search_threads is not None:
             # process-wide: single queries are fastest on one thread (no OpenMP hand-off under load)
             faiss.omp_set_num_threads(search_threads)
@@ -145,10 +147,10 @@ class ConceptIndex:
                    if not (index_dir / n).is_file()]
         if missing:
             raise IndexNotFoundError(f"{index_dir} is not a concept index (missing {', '.join(missing)})")
-        manifest = json.loads(manifest_path.read_text())
-        check_version(manifest, index_dir)
-        check_checkpoint(manifest, expected_checkpoint_sha, index_dir)
-        return cls(index_dir, manifest, search_threads)
+        raw = json.loads(manifest_path.read_text())
+        check_version(raw, index_dir)
+        check_checkpoint(raw, expected_checkpoint_sha, index_dir)
+        return cls(index_dir, Manifest.from_dict(raw), search_threads)
 
     def close(self) -> None:
         """Close the database connection."""
@@ -176,33 +178,33 @@ class ConceptIndex:
     @property
     def num_prototypes(self) -> int:
         """K."""
-        return int(self.manifest["num_prototypes"])
+        return self.manifest.num_prototypes
 
     @property
     def dim(self) -> int:
         """D, the segment vector dimension."""
-        return int(self.manifest["dim"])
+        return self.manifest.dim
 
     @property
     def data_root(self) -> Path:
         """The dataset root the image file names are relative to."""
-        return Path(self.manifest["data"]["root"])
+        return Path(self.manifest.data.root)
 
     @property
     def split(self) -> str | None:
         """The split indexed (None for a plain folder)."""
-        return self.manifest["data"]["split"]
+        return self.manifest.data.split
 
     @property
     def checkpoint_sha256(self) -> str:
         """SHA-256 of the checkpoint the index was built from."""
-        return str(self.manifest["checkpoint"]["sha256"])
+        return self.manifest.checkpoint.sha256
 
     @property
     def class_names(self) -> list[str] | None:
         """Semantic classes of the data's label maps (purity), or None."""
-        labels = self.manifest.get("labels")
-        return labels["class_names"] if labels else None
+        labels = self.manifest.labels
+        return labels.class_names if labels else None
 
     @property
     def num_segments(self) -> int:
@@ -337,34 +339,38 @@ class ConceptIndex:
         return self.search(self.segment_vector(segment_id), limit, prototype, exclude=int(segment_id))
 
     # ------------------------------------------------------------------ statistics, evaluations
-    def stats(self) -> dict[str, Any]:
-        """The slot statistics (:func:`indexer.stats.compute_stats`), computed and stored if missing."""
+    def stats(self, duplicate_threshold: float | None = None) -> Stats:
+        """The slot statistics (:func:`indexer.stats.compute_stats`), computed and stored if missing (or
+        stored in an older shape). With ``duplicate_threshold``, ``near_duplicates`` are the pairs above
+        that cosine (computed from the prototype vectors; the stored statistics are unchanged)."""
         with self._lock:
             stats = load_stats(self._conn)
             if stats is None:
                 stats = compute_stats(self._conn, self._prototypes)
                 store_stats(self._conn, stats)
+        if duplicate_threshold is not None and duplicate_threshold != stats.duplicate_threshold:
+            pairs = [DuplicatePair(**d) for d in near_duplicates(self._prototypes, duplicate_threshold)]
+            stats = dataclasses.replace(stats, near_duplicates=pairs, duplicate_threshold=duplicate_threshold)
         return stats
 
-    def refresh_stats(self, duplicate_threshold: float = NEAR_DUPLICATE_THRESHOLD) -> dict[str, Any]:
+    def refresh_stats(self, duplicate_threshold: float = NEAR_DUPLICATE_THRESHOLD) -> Stats:
         """Recompute and store the slot statistics; returns them."""
         with self._lock:
             stats = compute_stats(self._conn, self._prototypes, duplicate_threshold)
             store_stats(self._conn, stats)
         return stats
 
-    def store_eval(self, result: dict[str, Any], examples: list[tuple[int, str, bytes, bytes]] | None = None
-                   ) -> int:
+    def store_eval(self, result: EvalResult, examples: list[tuple[int, str, bytes, bytes]] | None = None) -> int:
         """Store an evaluation result (and (image_id, file_name, pred PNG, gt PNG) examples); returns its id."""
-        protocol = result.get("protocol", {})
+        body = result.to_dict()
+        body.pop("eval_id", None)
         with self._lock:
             cur = self._conn.execute(
                 "INSERT INTO evaluations (created_at, protocol, baseline, checkpoint_sha256, miou, "
                 "pixel_accuracy, result) VALUES (?,?,?,?,?,?,?)",
-                (datetime.now(UTC).isoformat(timespec="seconds"),
-                 protocol.get("name") if isinstance(protocol, dict) else str(protocol),
-                 result.get("baseline"), (result.get("checkpoint") or {}).get("sha256"),
-                 result.get("miou"), result.get("pixel_accuracy"), json.dumps(result)),
+                (datetime.now(UTC).isoformat(timespec="seconds"), result.protocol.name, result.baseline,
+                 result.checkpoint.sha256 if result.checkpoint else None, result.miou, result.pixel_accuracy,
+                 json.dumps(body)),
             )  # fmt: skip
             eval_id = int(cur.lastrowid)
             for image_id, file_name, pred, gt in examples or []:
@@ -373,10 +379,11 @@ class ConceptIndex:
             self._conn.commit()
         return eval_id
 
-    def eval_results(self) -> list[dict[str, Any]]:
-        """Stored evaluation results, newest first, each with ``id`` and ``created_at`` added."""
+    def eval_results(self) -> list[StoredEval]:
+        """Stored evaluation results, newest first, with their ids and times."""
         rows = self._query("SELECT id, created_at, result FROM evaluations ORDER BY id DESC")
-        return [{**json.loads(r[2]), "id": r[0], "created_at": r[1]} for r in rows]
+        return [StoredEval(id=r[0], created_at=r[1], result=dataclasses.replace(
+            EvalResult.from_dict(json.loads(r[2])), eval_id=r[0])) for r in rows]
 
     def eval_examples(self, eval_id: int) -> list[tuple[int, bytes, bytes]]:
         """(image_id, predicted-map PNG, ground-truth PNG) of an evaluation's example images.

@@ -32,7 +32,7 @@ from scipy.optimize import linear_sum_assignment
 
 from core.recipes import IGNORE_LABEL
 
-__all__ = ["ConfusionAccumulator", "hungarian_scores", "scores_from_confusion"]
+__all__ = ["ConfusionAccumulator", "class_table", "hungarian_scores", "matched_confusion", "scores_from_confusion"]
 
 
 def _as_int_array(x: Any) -> np.ndarray:
@@ -202,6 +202,23 @@ def scores_from_confusion(confusion: Any, class_names: Sequence[str] | None = No
     if class_names is not None:
         result["class_names"] = list(class_names)
     return result
+
+
+def matched_confusion(confusion: Any, matching: Sequence[int | None], num_classes: int) -> list[list[int]]:
+    """The K×C cluster confusion folded through ``matching`` (cluster → class or None): a C × (C + 1)
+    matrix of pixel counts, rows the ground-truth classes, columns the matched predicted classes and, last,
+    the pixels of clusters matched to no class (counted wrong)."""
+    conf = np.asarray(confusion, dtype=np.int64).reshape(-1, num_classes)
+    folded = np.zeros((num_classes, num_classes + 1), dtype=np.int64)
+    for k, row in enumerate(conf):
+        c = matching[k] if k < len(matching) else None
+        folded[:, num_classes if c is None else int(c)] += row
+    return folded.tolist()
+
+
+def class_table(names: Sequence[str], iou: Sequence[float | None], pixels: Sequence[int]) -> list[dict[str, Any]]:
+    """One row per class: ``{"name", "iou", "pixels"}`` (labelled pixels of the class)."""
+    return [{"name": str(n), "iou": v, "pixels": int(p)} for n, v, p in zip(names, iou, pixels, strict=True)]
 
 
 def _is_single_map(x: Any) -> bool:

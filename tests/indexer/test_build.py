@@ -42,7 +42,7 @@ def _contents(index_dir: Path) -> dict:
             "scores": np.array([s.score for s in segs]),
             "vectors": np.stack([ix.segment_vector(i) for i in range(ix.num_segments)]),
             "prototypes": [(p.num_images, p.num_segments, p.dead, p.majority_class) for p in ix.prototypes()],
-            "stats": {k: v for k, v in ix.stats().items() if k != "per_prototype"},
+            "stats": {k: v for k, v in ix.stats().to_dict().items() if k != "per_prototype"},
         }
 
 
@@ -74,8 +74,8 @@ def test_bad_inputs(tiny_checkpoint, synthetic_root, tmp_path, make_tiny_model):
     with ConceptIndex.open(out) as ix:
         assert ix.num_images == 3
         assert ix.skipped_images()[0][0] == "val2017/000000000999.jpg"
-        assert ix.manifest["counts"]["skipped"] == 1 and ix.stats()["skipped_images"] == 1
-        assert ix.manifest["counts"]["label_problems"] == 1
+        assert ix.manifest.counts.skipped == 1 and ix.stats().skipped_images == 1
+        assert ix.manifest.counts.label_problems == 1
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ValueError, match="no images"):
@@ -104,7 +104,7 @@ def test_cli_plain_folder_with_progress_file(tiny_checkpoint, synthetic_root, tm
     state = json.loads(progress.read_text())
     assert state["done"] == state["total"] == 3 and state["stage"] == "done"
     with ConceptIndex.open(tmp_path / "ix") as ix:
-        assert ix.split is None and ix.manifest["labels"] is None
+        assert ix.split is None and ix.manifest.labels is None
         assert ix.image(0).file_name == "nested/000000000001.png" and ix.image(0).width == 120
         assert ix.prototypes()[0].purity is None
 

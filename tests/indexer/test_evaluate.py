@@ -20,7 +20,7 @@ from core.checkpoint import file_sha256, load_model, save_checkpoint
 from core.synthetic import CLASSES
 from indexer.build import build_index
 from indexer.eval_cli import main as eval_main
-from indexer.evaluate import run_eval
+from indexer.evaluate import EvalConfig, run_eval
 from indexer.labels import FINE_TO_COARSE, make_protocol
 from indexer.store import ConceptIndex, IndexMismatchError
 from indexer.unsupervised import hungarian_scores
@@ -47,7 +47,8 @@ def _by_hand(checkpoint: Path, root: Path, n: int) -> dict:
 
 
 def test_synthetic_protocol_matches_hand_pipeline(tiny_checkpoint, synthetic_root):
-    r = run_eval(tiny_checkpoint, synthetic_root, "synthetic", resolution=RES, limit=5, batch_size=2)
+    config = EvalConfig(tiny_checkpoint, synthetic_root, "synthetic", resolution=RES, limit=5, batch_size=2)
+    r = run_eval(config).to_dict()
     ref = _by_hand(tiny_checkpoint, synthetic_root, 5)
     assert r["confusion"] == ref["confusion"]
     assert r["miou"] == pytest.approx(ref["miou"]) and r["pixel_accuracy"] == pytest.approx(ref["pixel_accuracy"])
@@ -63,16 +64,19 @@ def test_baselines_and_storage_in_index(tmp_path, synthetic_root, make_tiny_mode
     ckpt = tmp_path / "seed1.pth"
     save_checkpoint(ckpt, make_tiny_model(seed=1))
     index = build_index(ckpt, synthetic_root, tmp_path / "ix", batch_size=6)
-    trained = run_eval(ckpt, synthetic_root, "synthetic", resolution=RES, index_dir=index, limit=4)
-    rand = run_eval(ckpt, synthetic_root, "synthetic", resolution=RES, baseline="random-init", limit=4)
-    km = run_eval(None, synthetic_root, "synthetic", resolution=RES, baseline="kmeans-rgb", limit=4,
-                  index_dir=index, out=tmp_path / "km.json")  # fmt: skip
+    trained = run_eval(EvalConfig(ckpt, synthetic_root, "synthetic", resolution=RES, index_dir=index, limit=4))
+    trained = trained.to_dict()
+    rand = run_eval(EvalConfig(ckpt, synthetic_root, "synthetic", resolution=RES, baseline="random-init", limit=4))
+    rand = rand.to_dict()
+    km = run_eval(EvalConfig(None, synthetic_root, "synthetic", resolution=RES, baseline="kmeans-rgb", limit=4,
+                             index_dir=index, out=tmp_path / "km.json")).to_dict()  # fmt: skip
     assert rand["confusion"] != trained["confusion"]  # seed-0 init, not the seed-1 weights
     assert km["baseline"] == "kmeans-rgb" and km["counts"]["num_clusters"] == len(CLASSES)  # no checkpoint: K = classes
     assert json.loads((tmp_path / "km.json").read_text())["miou"] == km["miou"]
     with ConceptIndex.open(index) as ix:
         stored = ix.eval_results()
-        assert [e["baseline"] for e in stored] == ["kmeans-rgb", "none"]
+        assert [e.result.baseline for e in stored] == ["kmeans-rgb", "none"]
+        assert stored[1].result.to_dict() == trained  # stored as run, numbers identical
         examples = ix.eval_examples(trained["eval_id"])
         assert len(examples) == 4
         image_id, pred_png, gt_png = examples[0]
@@ -81,7 +85,7 @@ def test_baselines_and_storage_in_index(tmp_path, synthetic_root, make_tiny_mode
         assert set(np.unique(pred)) <= set(range(8)) | {255}
         assert ix.image(image_id).file_name == "val2017/000000000001.jpg"
     with pytest.raises(IndexMismatchError) as e:  # tiny_index was built from another checkpoint
-        run_eval(ckpt, synthetic_root, "synthetic", resolution=RES, index_dir=tiny_index, limit=1)
+        run_eval(EvalConfig(ckpt, synthetic_root, "synthetic", resolution=RES, index_dir=tiny_index, limit=1))
     assert file_sha256(ckpt) in str(e.value)
     args = ["--checkpoint", str(ckpt), "--data", str(synthetic_root), "--protocol", "synthetic",
             "--index", str(tiny_index), "--limit", "1", "--workers", "0", "--no-progress"]  # fmt: skip
@@ -121,7 +125,7 @@ def test_cocostuff27_layout(tmp_path, tiny_checkpoint):
     lab = proto.load(root / "val2017" / "000000000139.jpg", (40, 48))
     assert proto.num_classes == 27 and FINE_TO_COARSE[156] == 23
     assert set(np.unique(lab)) == {23, 9, 255} and (lab[:20] == 23).all()
-    r = run_eval(tiny_checkpoint, root, "cocostuff27", resolution=32)
+    r = run_eval(EvalConfig(tiny_checkpoint, root, "cocostuff27", resolution=32)).to_dict()
     assert r["counts"]["num_images"] == 2 and r["counts"]["num_classes"] == 27
     assert r["counts"]["ignored_pixels"] > 0
     assert r["protocol"]["subset"].startswith("all val2017")

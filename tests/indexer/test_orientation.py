@@ -14,7 +14,7 @@ from pycocotools import mask as mask_utils
 from core.checkpoint import load_model
 from core.datasets import load_rgb
 from indexer.build import build_index
-from indexer.evaluate import run_eval
+from indexer.evaluate import EvalConfig, run_eval
 from indexer.segments import segment_images
 from indexer.store import ConceptIndex
 
@@ -63,7 +63,8 @@ def test_the_fixture_really_is_rotated(rotated_root: Path) -> None:
 def test_evaluation_reads_images_in_their_label_frame(rotated_root: Path) -> None:
     """k-means on RGB separates black from white perfectly, in the labels' frame: no image is skipped (the
     90° one would be, 40×60 against its 60×40 label) and none is flipped against its label (the 180° one)."""
-    result = run_eval(None, rotated_root, "synthetic", split="val2017", resolution=32, baseline="kmeans-rgb")
+    config = EvalConfig(None, rotated_root, "synthetic", split="val2017", resolution=32, baseline="kmeans-rgb")
+    result = run_eval(config).to_dict()
     assert result["counts"]["evaluated_images"] == 3 and result["counts"]["skipped_images"] == 0
     assert result["miou"] > 0.95, result["per_class_iou"]
 
@@ -74,7 +75,7 @@ def test_index_keeps_the_stored_frame(rotated_root: Path, tiny_checkpoint: Path,
     out = build_index(tiny_checkpoint, rotated_root, tmp_path / "ix", split="val2017", resize=64, crop=48)
     model = load_model(tiny_checkpoint)
     with ConceptIndex.open(out) as index:
-        assert index.manifest["counts"]["skipped"] == 0 and index.manifest["counts"]["label_problems"] == 0
+        assert index.manifest.counts.skipped == 0 and index.manifest.counts.label_problems == 0
         labelled = 0
         for rec in index.images(0, 10):
             with Image.open(rec.path) as stored:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from core.checkpoint import file_sha256
 from core.synthetic import CLASSES
 from indexer.store import ConceptIndex, IndexMismatchError, IndexNotFoundError, IndexVersionError
+from indexer.types import Manifest
 
 
 @pytest.fixture()
@@ -26,9 +28,10 @@ def _all_vectors(index: ConceptIndex) -> tuple[np.ndarray, np.ndarray]:
 
 def test_manifest_and_images(index, tiny_checkpoint, synthetic_root):
     m = index.manifest
-    assert m["checkpoint"]["sha256"] == file_sha256(tiny_checkpoint)
-    assert m["counts"]["images"] == index.num_images == 12
-    assert m["resize"] == 256 and m["crop"] == 224 and index.dim == 32 and index.num_prototypes == 8
+    assert m == Manifest.load(index.index_dir) and Manifest.from_dict(m.to_dict()) == m
+    assert m.checkpoint.sha256 == file_sha256(tiny_checkpoint)
+    assert m.counts.images == index.num_images == 12
+    assert m.resize == 256 and m.crop == 224 and index.dim == 32 and index.num_prototypes == 8
     img = index.image(3)
     assert img.path.is_file() and img.path.is_relative_to(synthetic_root.resolve())
     assert img.file_name == "val2017/" + img.path.name
@@ -103,14 +106,18 @@ def test_neighbors_and_search_match_brute_force(index):
         index.search(np.zeros(3))
 
 
-def test_labels_and_evaluations(tiny_index):
+def test_labels_and_evaluations(tiny_index, tiny_checkpoint, synthetic_root):
+    from indexer.evaluate import EvalConfig, run_eval
+
+    result = run_eval(EvalConfig(tiny_checkpoint, synthetic_root, "synthetic", resolution=32, limit=2))
     with ConceptIndex.open(tiny_index) as index:
         assert index.set_label(0, "rings").label == "rings"
-        eval_id = index.store_eval({"miou": 0.5, "pixel_accuracy": 0.7, "protocol": {"name": "synthetic"}},
-                                   [(1, "val2017/x.jpg", b"pred", b"gt")])
+        eval_id = index.store_eval(result, [(1, "val2017/x.jpg", b"pred", b"gt")])
     with ConceptIndex.open(tiny_index) as index:
         assert index.prototype(0).label == "rings"
-        assert index.eval_results()[0]["id"] == eval_id and index.eval_results()[0]["miou"] == 0.5
+        stored = index.eval_results()[0]
+        assert stored.id == stored.result.eval_id == eval_id and stored.result.miou == result.miou
+        assert stored.result == dataclasses.replace(result, eval_id=eval_id)
         assert index.eval_examples(eval_id) == [(1, b"pred", b"gt")]
         with pytest.raises(KeyError):
             index.eval_examples(eval_id + 100)
@@ -128,7 +135,7 @@ def test_refuses_other_checkpoint(tiny_index, tiny_checkpoint, tmp_path):
 
 
 def test_stats_match_direct_counts(index):
-    stats = index.stats()
+    stats = index.stats().to_dict()
     segs = [index.segment(i) for i in range(index.num_segments)]
     per_image: dict[int, set[int]] = {}
     for s in segs:
@@ -171,7 +178,7 @@ def test_stats_cli(tiny_index, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["duplicate_threshold"] == 0.5 and "per_prototype" not in out
     with ConceptIndex.open(tiny_index) as ix:
-        assert ix.stats()["duplicate_threshold"] == 0.5
+        assert ix.stats().duplicate_threshold == 0.5
         ix.refresh_stats()
     assert stats_main([str(tmp_path)]) == 2
 

@@ -1,0 +1,356 @@
+"""The typed documents the indexer hands to the other packages: an index's :class:`Manifest`, its slot
+:class:`Stats` and an unsupervised-segmentation :class:`EvalResult`.
+
+Each is a dataclass with ``from_dict``/``to_dict`` (the JSON written to ``manifest.json``, the
+``stats`` table and the ``evaluations`` table) and ``load``/``save``. The server's response models
+mirror them field for field (``server/schemas.py``; tests/server/test_schema_mirror.py), so the UI
+reads exactly what the indexer writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _build(tp: Any, value: Any) -> Any:
+    """``value`` (parsed JSON) as an instance of the annotation ``tp`` (dataclasses built recursively)."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Union or isinstance(tp, types.UnionType):
+        if value is None:
+            return None
+        (inner,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _build(inner, value)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        return [_build(inner, v) for v in value]
+    if origin is dict:
+        _, inner = typing.get_args(tp)
+        return {k: _build(inner, v) for k, v in value.items()}
+    if tp is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """An instance of the dataclass ``cls`` from its JSON form; unknown keys are ignored, missing keys
+    take the field's default (a missing key without one raises KeyError naming it)."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in data:
+            values[f.name] = _build(hints[f.name], data[f.name])
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise KeyError(f"{cls.__name__}: missing {f.name!r}")
+    return cls(**values)
+
+
+class _Document:
+    """``from_dict`` / ``to_dict`` for the dataclasses below."""
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        """Builds the document from its JSON form (see :func:`from_dict`)."""
+        return from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (plain dicts and lists)."""
+        return asdict(self)  # type: ignore[call-overload]
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    from indexer.progress import write_json_atomic
+
+    write_json_atomic(path, obj)
+
+
+# ---------------------------------------------------------------- manifest.json
+@dataclass(frozen=True)
+class CheckpointRef(_Document):
+    """The checkpoint a document was made from: its path when it was made, and its content hash."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class DataRef(_Document):
+    """The images indexed: the dataset root and the split folder (None: the root itself)."""
+
+    root: str
+    split: str | None
+
+
+@dataclass(frozen=True)
+class FaissInfo(_Document):
+    """The FAISS index: the requested type (flat, ivf, ivfpq) and the factory string built."""
+
+    type: str
+    spec: str
+
+
+@dataclass(frozen=True)
+class LabelInfo(_Document):
+    """The label maps the purity was computed from."""
+
+    protocol: str
+    class_names: list[str]
+
+
+@dataclass(frozen=True)
+class IndexCounts(_Document):
+    """What the index holds."""
+
+    images: int
+    segments: int
+    skipped: int
+    dead_prototypes: int = 0
+    label_problems: int = 0
+
+
+@dataclass(frozen=True)
+class Manifest(_Document):
+    """``manifest.json`` of an index directory (written by :func:`indexer.build.build_index`)."""
+
+    version: int
+    checkpoint: CheckpointRef
+    data: DataRef
+    resize: int
+    crop: int
+    dim: int
+    num_prototypes: int
+    model: dict[str, Any]
+    faiss: FaissInfo
+    labels: LabelInfo | None
+    counts: IndexCounts
+    world_size: int = 1
+    built_at: str = ""
+    build_seconds: float = 0.0
+    host: str = ""
+
+    @classmethod
+    def load(cls, index_dir: str | os.PathLike) -> Manifest:
+        """The manifest of ``index_dir`` (OSError, ValueError, KeyError or TypeError when unreadable)."""
+        from indexer.schema import MANIFEST_NAME
+
+        return cls.from_dict(json.loads((Path(index_dir) / MANIFEST_NAME).read_text()))
+
+    def save(self, index_dir: str | os.PathLike) -> None:
+        """Writes ``index_dir/manifest.json`` atomically."""
+        from indexer.schema import MANIFEST_NAME
+
+        _write_json_atomic(Path(index_dir) / MANIFEST_NAME, self.to_dict())
+
+
+# ---------------------------------------------------------------- slot statistics
+@dataclass(frozen=True)
+class ActivePerImage(_Document):
+    """Prototypes active per image; ``histogram[n]`` = images with n active prototypes."""
+
+    mean: float
+    median: float
+    min: int
+    max: int
+    histogram: list[int]
+
+
+@dataclass(frozen=True)
+class PerPrototype(_Document):
+    """Per prototype (lists of length K): images where active, segments, pixel and image shares."""
+
+    images: list[int]
+    segments: list[int]
+    pixel_share: list[float]
+    image_share: list[float]
+
+
+@dataclass(frozen=True)
+class LongTail(_Document):
+    """Prototype ids by pixel share (descending) and the cumulative share."""
+
+    order: list[int]
+    cumulative_pixel_share: list[float]
+
+
+@dataclass(frozen=True)
+class Activity(_Document):
+    """A prototype and the number of images where it is active."""
+
+    id: int
+    images: int
+
+
+@dataclass(frozen=True)
+class DuplicatePair(_Document):
+    """Two prototypes (a < b) and the cosine of their vectors."""
+
+    a: int
+    b: int
+    cosine: float
+
+
+@dataclass(frozen=True)
+class Stats(_Document):
+    """The slot statistics of an index (:func:`indexer.stats.compute_stats`); ``near_duplicates`` are
+    the pairs with a cosine above ``duplicate_threshold``."""
+
+    num_images: int
+    num_segments: int
+    num_prototypes: int
+    num_dead: int
+    num_alive: int
+    dead: list[int]
+    skipped_images: int
+    active_per_image: ActivePerImage
+    per_prototype: PerPrototype
+    long_tail: LongTail
+    most_active: list[Activity]
+    least_active: list[Activity]
+    near_duplicates: list[DuplicatePair]
+    duplicate_threshold: float
+
+
+# ---------------------------------------------------------------- unsupervised segmentation
+@dataclass(frozen=True)
+class ManyToOne(_Document):
+    """Scores when every cluster is mapped to its majority class."""
+
+    miou: float | None
+    pixel_accuracy: float | None
+    per_class_iou: list[float | None]
+    mapping: list[int | None]
+    label: str
+
+
+@dataclass(frozen=True)
+class EvalCounts(_Document):
+    """Pixel and image counts of an evaluation."""
+
+    num_clusters: int
+    num_classes: int
+    labelled_pixels: int
+    class_pixels: list[int]
+    matched_correct_pixels: int
+    unmatched_cluster_pixels: int
+    unmatched_clusters: int
+    num_images: int = 0
+    ignored_pixels: int = 0
+    out_of_range_pixels: int = 0
+    skipped_images: int = 0
+    evaluated_images: int = 0
+
+
+@dataclass(frozen=True)
+class EvalProtocol(_Document):
+    """The choices an evaluation made."""
+
+    name: str
+    split: str | None
+    resolution: int
+    preprocessing: str
+    prediction: str
+    curated_list: str | None
+    subset: str
+    num_clusters: int
+    num_classes: int
+    unmatched_clusters: str
+
+
+@dataclass(frozen=True)
+class SkippedImage(_Document):
+    """An image the evaluation could not use, and why."""
+
+    file_name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ClassScore(_Document):
+    """One class of an evaluation: its IoU under the Hungarian matching (None: undefined) and pixels."""
+
+    name: str
+    iou: float | None
+    pixels: int
+
+
+@dataclass(frozen=True)
+class EvalResult(_Document):
+    """One unsupervised-segmentation evaluation (:func:`indexer.evaluate.run_eval`): Hungarian-matched
+    scores as fractions, the cluster × class ``confusion`` and, folded through the ``matching``, the
+    ``matched_confusion`` (ground-truth class × predicted class, plus a last column for the pixels of
+    clusters matched to no class), the ``per_class`` table and the many-to-one scores."""
+
+    miou: float | None
+    pixel_accuracy: float | None
+    per_class_iou: list[float | None]
+    matching: list[int | None]
+    matched_pairs: list[list[int]]
+    confusion: list[list[int]]
+    many_to_one: ManyToOne
+    counts: EvalCounts
+    class_names: list[str]
+    matched_confusion: list[list[int]]
+    per_class: list[ClassScore]
+    protocol: EvalProtocol
+    baseline: str
+    checkpoint: CheckpointRef | None
+    data_root: str
+    seconds: float
+    per_class_iou_named: dict[str, float | None] = field(default_factory=dict)
+    skipped: list[SkippedImage] = field(default_factory=list)
+    eval_id: int | None = None
+    confusion_layout: str = "clusters x classes"
+    matching_method: str = ""
+    unmatched_clusters_counted_wrong: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalResult:
+        """Builds the result from its JSON form; a result stored before the indexer computed the matched
+        confusion and the per-class table gets them computed from its confusion and matching."""
+        if "matched_confusion" not in data or "per_class" not in data:
+            from indexer.unsupervised import class_table, matched_confusion
+
+            names = data.get("class_names") or [f"class {c}" for c in range(len(data["per_class_iou"]))]
+            data = {**data, "class_names": names,
+                    "matched_confusion": matched_confusion(data["confusion"], data["matching"], len(names)),
+                    "per_class": class_table(names, data["per_class_iou"], data["counts"]["class_pixels"])}
+        if "per_class_iou_named" not in data:
+            data = {**data, "per_class_iou_named": dict(zip(data["class_names"], data["per_class_iou"], strict=True))}
+        return from_dict(cls, data)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the result's JSON to ``path`` atomically."""
+        _write_json_atomic(Path(path), self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> EvalResult:
+        """The result stored at ``path``."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+@dataclass(frozen=True)
+class StoredEval(_Document):
+    """An evaluation stored in an index: its id, when it was stored, and the result."""
+
+    id: int
+    created_at: str
+    result: EvalResult
+
+
+__all__ = [
+    "ActivePerImage", "Activity", "CheckpointRef", "ClassScore", "DataRef", "DuplicatePair", "EvalCounts",
+    "EvalProtocol", "EvalResult", "FaissInfo", "IndexCounts", "LabelInfo", "LongTail", "Manifest", "ManyToOne",
+    "PerPrototype", "SkippedImage", "Stats", "StoredEval", "from_dict",
+]  # fmt: skip
