@@ -109,9 +109,9 @@ class Runtime:
     def _model_for(self, index: Any, name: str) -> LoadedModel:
         """The model an index was built from, verified by the content hash of the file, K and D (409)."""
         manifest = index.manifest
-        built = str(manifest["checkpoint"]["sha256"])
+        built = manifest.checkpoint.sha256
         configured = self.settings.checkpoint
-        path = Path(configured) if configured is not None else Path(manifest["checkpoint"]["path"])
+        path = Path(configured) if configured is not None else Path(manifest.checkpoint.path)
         rebuild = (f"rebuild the index from it (POST /api/jobs/index with {{\"checkpoint\": \"{_ident(path)}\"}}, "
                    f"or slotcon index --checkpoint {_ident(path)} --out <new index>)")
         if not path.is_file():
@@ -135,7 +135,7 @@ class Runtime:
         except CheckpointError as e:
             why = str(e).replace(str(path), _ident(path))
             raise ApiError(409, "checkpoint_unreadable", f"checkpoint {_ident(path)} cannot be loaded: {why}") from e
-        cfg, k, d = loaded.model.config, int(manifest["num_prototypes"]), int(manifest["dim"])
+        cfg, k, d = loaded.model.config, manifest.num_prototypes, manifest.dim
         if (cfg.num_prototypes, cfg.dim_out) != (k, d):
             raise ApiError(
                 409, "index_mismatch",

@@ -41,8 +41,8 @@ def _examples(loaded: IndexDep, eval_id: int) -> list[tuple[int, bytes, bytes]]:
 @router.get("/stats", responses=ERRORS)
 def get_stats(loaded: IndexDep, runtime: RuntimeDep) -> Stats:
     """The index's slot statistics: dead prototypes, active prototypes per image, activity, duplicates."""
-    stats = loaded.index.stats()
-    mean = (stats.get("active_per_image") or {}).get("mean")
+    stats = loaded.index.stats().to_dict()
+    mean = stats["active_per_image"]["mean"]
     similarity = prototype_similarity(runtime, loaded)  # (K, K) cosines for the heatmap
     return Stats(**{"mean_active_per_image": mean, **stats, "similarity": similarity})
 
@@ -55,7 +55,8 @@ def list_evals(
     """Stored evaluation results, newest first. Each has ``examples``: the first ``inline_examples``
     as ``{image_id, prediction, ground_truth}`` base64 PNGs (all via ``/api/eval/{id}/examples``)."""
     items = []
-    for result in loaded.index.eval_results():
+    for stored in loaded.index.eval_results():
+        result = {**stored.result.to_dict(), "id": stored.id, "created_at": stored.created_at}
         examples = [
             {"image_id": i, "prediction": base64.b64encode(p).decode(), "ground_truth": base64.b64encode(g).decode()}
             for i, p, g in _examples(loaded, result["id"])[:inline_examples]

@@ -5,13 +5,13 @@ Absolute paths inside the stored training configs are shown by their last compon
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from pathlib import Path
 from typing import Any
 
 from core.checkpoint import CheckpointError, read_checkpoint
+from indexer.types import Manifest
 from server.runtime import Runtime
 from server.schemas import CheckpointEntry
 
@@ -57,7 +57,7 @@ def _indexed_checkpoints(indexes_dir: Path) -> set[str]:
     found = set()
     for manifest in indexes_dir.glob("*/manifest.json"):
         try:
-            found.add(str(Path(json.loads(manifest.read_text())["checkpoint"]["path"]).resolve()))
+            found.add(str(Path(Manifest.load(manifest.parent).checkpoint.path).resolve()))
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return found
@@ -71,7 +71,7 @@ def list_checkpoints(runtime: Runtime) -> list[CheckpointEntry]:
     indexed = _indexed_checkpoints(runtime.settings.indexes_dir)
     active = None
     if runtime.index is not None:
-        active = str(Path(runtime.index.index.manifest["checkpoint"]["path"]).resolve())
+        active = str(Path(runtime.index.index.manifest.checkpoint.path).resolve())
     entries = []
     for path in runs.glob("*/*.pth"):
         if not path.is_file() or path.name.startswith("."):

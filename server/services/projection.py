@@ -38,7 +38,7 @@ def pca_2d(vectors: np.ndarray) -> np.ndarray:
 
 def _cache_key(loaded: LoadedIndex) -> str:
     m = loaded.index.manifest
-    ident = f"{m['checkpoint']['sha256']}|{m.get('built_at')}|{loaded.path}"
+    ident = f"{m.checkpoint.sha256}|{m.built_at}|{loaded.path}"
     return hashlib.sha256(ident.encode()).hexdigest()[:24]
 
 

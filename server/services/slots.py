@@ -32,8 +32,7 @@ def analysis_size(runtime: Runtime) -> tuple[int, int]:
     """(resize, crop) of the active index (what its segments were made with), else the recipes' defaults."""
     loaded = runtime.index
     if loaded is not None:
-        m = loaded.index.manifest
-        return int(m.get("resize", DEFAULT_RESIZE)), int(m.get("crop", DEFAULT_CROP))
+        return loaded.index.manifest.resize, loaded.index.manifest.crop
     return DEFAULT_RESIZE, DEFAULT_CROP
 
 

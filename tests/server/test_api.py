@@ -175,12 +175,16 @@ def test_stored_evaluations_and_examples(make_settings, server_index, tmp_path):
         buf = io.BytesIO()
         im.save(buf, format="PNG")
         pngs.append(buf.getvalue())
+    from indexer.evaluate import EvalConfig, run_eval
+
     with ConceptIndex.open(copy) as ix:
-        eval_id = ix.store_eval({"protocol": {"name": "synthetic"}, "miou": 0.25, "pixel_accuracy": 0.5,
-                                 "baseline": "none"}, [(2, "val2017/x.jpg", pngs[0], pngs[1])])
+        ckpt = ix.manifest.checkpoint.path
+    result = run_eval(EvalConfig(ckpt, ix.data_root, "synthetic", resolution=32, limit=2))
+    with ConceptIndex.open(copy) as ix:
+        eval_id = ix.store_eval(result, [(2, "val2017/x.jpg", pngs[0], pngs[1])])
     with TestClient(create_app(make_settings(index=copy))) as client:
         items = client.get("/api/eval").json()["items"]
-        assert len(items) == 1 and items[0]["id"] == eval_id and items[0]["miou"] == 0.25
+        assert len(items) == 1 and items[0]["id"] == eval_id and items[0]["miou"] == result.miou
         ex = items[0]["examples"][0]
         assert ex["image_id"] == 2 and ex["prediction"] and ex["ground_truth"]
         listing = client.get(f"/api/eval/{eval_id}/examples").json()["items"]

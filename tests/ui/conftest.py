@@ -8,15 +8,12 @@ state in temporary directories) and yields its URL. Nothing is mocked.
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from slotcon.processes import Service, ServiceError, free_port
 
@@ -36,47 +33,11 @@ def serve(name: str, argv: list[str], url: str, log: Path, env: dict[str, str], 
     return service
 
 
-def _png(labels: np.ndarray) -> bytes:
-    """A palette PNG of a class map (255 = ignore, black), as the evaluator stores them."""
-    rng = np.random.default_rng(0)
-    palette = rng.integers(40, 255, size=(256, 3), dtype=np.uint8)
-    palette[255] = 0
-    img = Image.fromarray(labels.astype(np.uint8), mode="P")
-    img.putpalette(palette.ravel().tolist())
-    out = io.BytesIO()
-    img.save(out, format="PNG")
-    return out.getvalue()
-
-
 def store_segmentation_eval(index_dir: Path, data_root: Path, checkpoint: Path) -> None:
-    """Stores a real evaluation in the index: ``indexer.evaluate.run_eval`` when it exists, else the
-    index's own prototype maps (from the segments' masks) scored by ``hungarian_scores``."""
-    from pycocotools import mask as mask_utils
+    """Stores a real evaluation in the index, as ``slotcon eval --index`` does (``indexer.evaluate.run_eval``)."""
+    from indexer.evaluate import EvalConfig, run_eval
 
-    from core.datasets import load_semantic_label, semantic_label_path
-    from core.synthetic import CLASSES
-    from indexer.store import ConceptIndex
-    from indexer.unsupervised import hungarian_scores
-
-    with ConceptIndex.open(index_dir) as index:
-        preds, gts, examples = [], [], []
-        for image in index.images(0, 10_000):
-            gt = load_semantic_label(semantic_label_path(data_root, "val2017", image.path))
-            pred = np.full(gt.shape, 255, dtype=np.int64)
-            for seg in index.image_segments(image.id):
-                rle = {"size": seg.rle["size"], "counts": seg.rle["counts"].encode()}
-                mask = mask_utils.decode(rle).astype(bool)
-                if mask.shape == gt.shape:
-                    pred[mask] = seg.prototype
-            preds.append(pred)
-            gts.append(gt)
-            if len(examples) < 3:
-                examples.append((image.id, image.file_name, _png(np.where(pred == 255, 255, pred)), _png(gt)))
-        result = hungarian_scores(preds, gts, num_classes=len(CLASSES), num_clusters=index.num_prototypes,
-                                  class_names=[c.name for c in CLASSES])
-        result = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in result.items()}
-        result.update(protocol="synthetic", baseline="none", checkpoint={"path": str(checkpoint)})
-        index.store_eval(result, examples)
+    run_eval(EvalConfig(checkpoint, data_root, "synthetic", resolution=64, index_dir=index_dir, num_examples=3))
 
 
 @pytest.fixture(scope="session")
