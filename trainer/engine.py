@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import os
 import signal
+import statistics
 import time
 from pathlib import Path
 
@@ -193,8 +194,15 @@ class Trainer:
                     "training should end in %.1f min; schedules fixed for that total", cfg.budget_minutes,
                     step_seconds, total, total / self.steps_per_epoch, why,
                     (elapsed + (total - self.step) * step_seconds) / 60)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        cpus = os.cpu_count() or 1
         self.metrics.note("budget", step=self.step, step_seconds=step_seconds, remaining_s=remaining,
-                          total_steps=total, full_steps=full, budget_minutes=cfg.budget_minutes)
+                          total_steps=total, full_steps=full, budget_minutes=cfg.budget_minutes,
+                          load_average=load, cpus=cpus)
+        if load is not None and load > cpus + 0.5 and total < full:
+            logger.warning("the machine is busy (load average %.1f on %d CPUs) while the budget timed its steps: "
+                           "this run trains %d of %d steps; on a quiet machine it would train more", load, cpus,
+                           total, full)
         if self.rank == 0:
             save_config_yaml(self.cfg, self.out / "config.yaml")
         if total < int(round(cfg.warmup_epochs * self.steps_per_epoch)):
@@ -309,14 +317,18 @@ class Trainer:
                                 f"gradients), the last at {where}; stopping, the last good checkpoint is kept",
                                 EXIT_NONFINITE)
 
-    def _timed_enough(self, probe: dict[str, float], now: float) -> bool:
-        """Times the steps after the untimed warm-up ones; True once enough were timed to fix the budget."""
+    def _timed_enough(self, probe: dict, now: float) -> bool:
+        """Times the steps after the untimed warm-up ones; True once enough were timed to fix the budget.
+
+        Each timed step's duration is kept (``probe["durations"]``): the budget uses their median, so a
+        burst of load from another process, or one slow step, does not shrink the whole run."""
         if "start" not in probe:
             probe["warm"] = probe.get("warm", 0) + 1
             if probe["warm"] >= BUDGET_WARMUP_STEPS:
-                probe.update(start=now, step=self.step)
+                probe.update(start=now, last=now, step=self.step, durations=[])
             return False
-        probe.update(timed=self.step - probe["step"], seconds=now - probe["start"])
+        probe["durations"].append(now - probe["last"])
+        probe.update(last=now, timed=self.step - probe["step"], seconds=now - probe["start"])
         return (probe["timed"] >= BUDGET_MIN_TIMED_STEPS and probe["seconds"] >= BUDGET_MIN_TIMED_S) \
             or probe["timed"] >= BUDGET_MAX_TIMED_STEPS
 
@@ -358,7 +370,7 @@ class Trainer:
                     stop, nonfinite, timed = self._agree(self.stop_signal is not None or over_time,
                                                          bool(out["nonfinite"]), timed)
                     if timed:
-                        self._fix_budget(probe["seconds"] / max(probe["timed"], 1))
+                        self._fix_budget(statistics.median(probe["durations"]))
                     if nonfinite:
                         self._non_finite_step(out)
                     else:
