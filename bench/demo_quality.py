@@ -60,15 +60,15 @@ def _evaluate(args: list[str], out: Path) -> dict:
 
 
 def budget_steps(minutes: float, step_seconds: float, full_steps: int) -> int:
-    """The total a ``--budget-minutes`` run fixes at ``step_seconds`` per step (trainer.engine's rule): the
-    untimed and timed probe steps run first, then 97 % of what is left after the reserve, capped by the epochs."""
+    """The total a ``--budget-minutes`` run fixes at ``step_seconds`` per step (``trainer.engine.budget_total``),
+    its probe (the untimed and the timed first steps) taken as run at that speed too."""
     from trainer import engine
 
     probe = engine.BUDGET_WARMUP_STEPS + max(engine.BUDGET_MIN_TIMED_STEPS,
                                              min(engine.BUDGET_MAX_TIMED_STEPS,
                                                  math.ceil(engine.BUDGET_MIN_TIMED_S / step_seconds)))
     remaining = 60 * minutes - probe * step_seconds - engine.BUDGET_RESERVE_S
-    return min(full_steps, probe + max(int(engine.BUDGET_SAFETY * remaining / step_seconds), 0))
+    return engine.budget_total(probe, remaining, step_seconds, full_steps)
 
 
 def run_one(a: argparse.Namespace, extra: list[str], *, budget: float | None, steps: int | None) -> dict:
@@ -120,12 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     if a.step_seconds:
         from trainer.config import PRESETS
 
-        full = PRESETS["cpu-demo"]["epochs"] * math.ceil(_num_train(a.data) / PRESETS["cpu-demo"]["batch_size"])
+        full = PRESETS["cpu-demo"]["epochs"] * (_num_train(a.data) // PRESETS["cpu-demo"]["batch_size"])
         lengths = [(b, budget_steps(b, a.step_seconds, full)) for b, _ in lengths]
+    trained: dict[int, dict] = {}  # budgets that resolve to one step count (the epochs' cap) train it once
     for budget, steps in lengths:
         if a.step_seconds:
-            record = run_one(a, extra, budget=None, steps=steps)
-            record.update(run=f"budget-{budget:g}-as-steps", budget_minutes=budget, step_seconds=a.step_seconds)
+            if steps not in trained:
+                trained[steps] = run_one(a, extra, budget=None, steps=steps)
+            record = {**trained[steps], "run": f"budget-{budget:g}-as-steps", "budget_minutes": budget,
+                      "step_seconds": a.step_seconds}
         else:
             record = run_one(a, extra, budget=budget, steps=steps)
         if kmeans is not None:

@@ -34,15 +34,15 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from scipy.optimize import linear_sum_assignment
 
+from indexer.segments import label_map
 from indexer.store import ConceptIndex, SegmentRecord
 
 DEFAULT_COVERAGE = 0.5
@@ -159,19 +159,6 @@ def _segments_by_image(index: ConceptIndex) -> dict[int, list[SegmentRecord]]:
     return by_image
 
 
-def label_map(segments: Iterable[SegmentRecord], height: int, width: int, stride: int = 1) -> np.ndarray:
-    """(H, W) int32 map of prototype ids from an image's segments (-1 where no segment), subsampled
-    by ``stride``. Segments of one image are disjoint (they partition its crop box)."""
-    lab = np.full((height, width), -1, dtype=np.int32)
-    segments = list(segments)
-    if segments:
-        rles = [{"size": list(s.rle["size"]), "counts": s.rle["counts"].encode("ascii")} for s in segments]
-        masks = mask_utils.decode(rles)  # (H, W, S) uint8, Fortran order
-        for i, s in enumerate(segments):
-            lab[masks[:, :, i].astype(bool)] = s.prototype
-    return lab[::stride, ::stride] if stride > 1 else lab
-
-
 def overlap_matrix(index_a: ConceptIndex, index_b: ConceptIndex, stride: int = 1) -> tuple[np.ndarray, int, int]:
     """(K_A, K_B) int64 co-assignment counts over the images both index (paired by file name), the
     number of shared images and of pixels counted. ValueError when no image is shared or a shared image
@@ -189,8 +176,8 @@ def overlap_matrix(index_a: ConceptIndex, index_b: ConceptIndex, stride: int = 1
         ra, rb = imgs_a[name], imgs_b[name]
         if (ra.height, ra.width) != (rb.height, rb.width):
             raise ValueError(f"{name} is {ra.width}×{ra.height} in A but {rb.width}×{rb.height} in B")
-        la = label_map(seg_a.get(ra.id, []), ra.height, ra.width, stride)
-        lb = label_map(seg_b.get(rb.id, []), rb.height, rb.width, stride)
+        la = label_map(seg_a.get(ra.id, []), ra.height, ra.width)[::stride, ::stride]
+        lb = label_map(seg_b.get(rb.id, []), rb.height, rb.width)[::stride, ::stride]
         valid = (la >= 0) & (lb >= 0)
         codes = la[valid].astype(np.int64) * kb + lb[valid]
         pixels += int(codes.size)

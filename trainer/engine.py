@@ -87,6 +87,12 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
                            foreach=True)
 
 
+def budget_total(step: int, remaining_s: float, step_seconds: float, full_steps: int) -> int:
+    """The total a budget fixes at ``step``: the steps that fit in ``BUDGET_SAFETY`` of the seconds left at
+    ``step_seconds`` each, never more than the epochs allow (``full_steps``)."""
+    return min(full_steps, step + max(int(BUDGET_SAFETY * remaining_s / step_seconds), 0))
+
+
 class Trainer:
     """Builds model, optimiser, data and schedules from a :class:`TrainConfig`; :meth:`run` trains."""
 
@@ -183,9 +189,8 @@ class Trainer:
             step_seconds = float(t.item())
         elapsed = self.clock() - self.clock_start
         remaining = 60 * cfg.budget_minutes - elapsed - BUDGET_RESERVE_S
-        fit = self.step + max(int(BUDGET_SAFETY * remaining / step_seconds), 0)
         full = cfg.epochs * self.steps_per_epoch
-        total = min(fit, full)
+        total = budget_total(self.step, remaining, step_seconds, full)
         self.cfg = dataclasses.replace(cfg, total_steps=total, schedule_fixed_at=self.step)
         self._set_schedules()
         self.metrics.set_total(self.stop_step)
@@ -322,15 +327,15 @@ class Trainer:
 
         Each timed step's duration is kept (``probe["durations"]``): the budget uses their median, so a
         burst of load from another process, or one slow step, does not shrink the whole run."""
-        if "start" not in probe:
+        if "durations" not in probe:
             probe["warm"] = probe.get("warm", 0) + 1
             if probe["warm"] >= BUDGET_WARMUP_STEPS:
-                probe.update(start=now, last=now, step=self.step, durations=[])
+                probe.update(last=now, durations=[])
             return False
         probe["durations"].append(now - probe["last"])
-        probe.update(last=now, timed=self.step - probe["step"], seconds=now - probe["start"])
-        return (probe["timed"] >= BUDGET_MIN_TIMED_STEPS and probe["seconds"] >= BUDGET_MIN_TIMED_S) \
-            or probe["timed"] >= BUDGET_MAX_TIMED_STEPS
+        probe["last"] = now
+        timed, seconds = len(probe["durations"]), sum(probe["durations"])
+        return (timed >= BUDGET_MIN_TIMED_STEPS and seconds >= BUDGET_MIN_TIMED_S) or timed >= BUDGET_MAX_TIMED_STEPS
 
     def run(self) -> int:
         """Train until the last step, a stop request or a failure; returns the process exit code."""
