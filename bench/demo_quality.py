@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
@@ -37,9 +38,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--work", type=Path, default=Path("/tmp/demo-quality"), help="run directories and logs")
     p.add_argument("--resolution", type=int, default=320)
     p.add_argument("--kmeans", action="store_true", help="also score the RGB k-means baseline (K = classes)")
+    p.add_argument("--step-seconds", type=float, default=0.0,
+                   help="with --budgets: train each budget as the fixed step count the trainer's budget resolves to "
+                        "at this many seconds per step (measured on a quiet machine, e.g. by a cold demo's budget "
+                        "line), so a curve can be run at one thread per run, several at a time, on a loaded machine")
     a = p.parse_args(argv)
     if bool(a.budgets) == bool(a.steps):
         p.error("give --budgets or --steps")
+    if a.step_seconds and not a.budgets:
+        p.error("--step-seconds converts --budgets into steps")
     return a, extra
 
 
@@ -50,6 +57,18 @@ def _evaluate(args: list[str], out: Path) -> dict:
     r = json.loads(out.read_text())
     return {"miou": round(100 * r["miou"], 2), "pixel_accuracy": round(100 * r["pixel_accuracy"], 2),
             "per_class_iou": {k: None if v is None else round(100 * v, 2) for k, v in r["per_class_iou_named"].items()}}
+
+
+def budget_steps(minutes: float, step_seconds: float, full_steps: int) -> int:
+    """The total a ``--budget-minutes`` run fixes at ``step_seconds`` per step (``trainer.engine.budget_total``),
+    its probe (the untimed and the timed first steps) taken as run at that speed too."""
+    from trainer import engine
+
+    probe = engine.BUDGET_WARMUP_STEPS + max(engine.BUDGET_MIN_TIMED_STEPS,
+                                             min(engine.BUDGET_MAX_TIMED_STEPS,
+                                                 math.ceil(engine.BUDGET_MIN_TIMED_S / step_seconds)))
+    remaining = 60 * minutes - probe * step_seconds - engine.BUDGET_RESERVE_S
+    return engine.budget_total(probe, remaining, step_seconds, full_steps)
 
 
 def run_one(a: argparse.Namespace, extra: list[str], *, budget: float | None, steps: int | None) -> dict:
@@ -78,6 +97,10 @@ def run_one(a: argparse.Namespace, extra: list[str], *, budget: float | None, st
             "extra_flags": extra}
 
 
+def _num_train(data: Path) -> int:
+    return sum(1 for _ in (data / "train2017").glob("*.jpg"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the benchmark; prints one JSON line per run (and one for k-means with ``--kmeans``)."""
     a, extra = parse_args(argv)
@@ -94,8 +117,20 @@ def main(argv: list[str] | None = None) -> int:
                            a.work / "kmeans.json")
         print(json.dumps({"run": "kmeans-rgb", **kmeans, "machine": machine}), flush=True)
     lengths = [(float(b), None) for b in a.budgets.split(",") if b] + [(None, int(s)) for s in a.steps.split(",") if s]
+    if a.step_seconds:
+        from trainer.config import PRESETS
+
+        full = PRESETS["cpu-demo"]["epochs"] * (_num_train(a.data) // PRESETS["cpu-demo"]["batch_size"])
+        lengths = [(b, budget_steps(b, a.step_seconds, full)) for b, _ in lengths]
+    trained: dict[int, dict] = {}  # budgets that resolve to one step count (the epochs' cap) train it once
     for budget, steps in lengths:
-        record = run_one(a, extra, budget=budget, steps=steps)
+        if a.step_seconds:
+            if steps not in trained:
+                trained[steps] = run_one(a, extra, budget=None, steps=steps)
+            record = {**trained[steps], "run": f"budget-{budget:g}-as-steps", "budget_minutes": budget,
+                      "step_seconds": a.step_seconds}
+        else:
+            record = run_one(a, extra, budget=budget, steps=steps)
         if kmeans is not None:
             record["x_kmeans"] = round(record["miou"] / kmeans["miou"], 2)
         print(json.dumps({**record, "machine": machine}), flush=True)

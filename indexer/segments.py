@@ -245,3 +245,19 @@ def segment_images(
     """
     prepared = [model_input(img, resize, crop) for img in images]
     return segment_batch(model, [t for t, _ in prepared], [v for _, v in prepared], device=device)
+
+
+def decode_rle(rle: dict) -> np.ndarray:
+    """COCO RLE as stored (``{"size": [h, w], "counts": str}``) → (h, w) bool mask."""
+    counts = rle["counts"]
+    obj = {"size": list(rle["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}
+    return mask_utils.decode(obj).astype(bool)
+
+
+def label_map(segments: Sequence, height: int, width: int) -> np.ndarray:
+    """(height, width) int32 map of prototype ids from one image's segments (records with ``rle`` and
+    ``prototype``), -1 where no segment lies. An image's segments are disjoint (they tile its crop box)."""
+    labels = np.full((height, width), -1, dtype=np.int32)
+    for s in segments:
+        labels[decode_rle(s.rle)] = s.prototype
+    return labels

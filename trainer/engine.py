@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import os
 import signal
+import statistics
 import time
 from pathlib import Path
 
@@ -84,6 +85,12 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
                     eta=cfg.lars_eta)
     return torch.optim.SGD(params, lr=cfg.scaled_lr(), momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                            foreach=True)
+
+
+def budget_total(step: int, remaining_s: float, step_seconds: float, full_steps: int) -> int:
+    """The total a budget fixes at ``step``: the steps that fit in ``BUDGET_SAFETY`` of the seconds left at
+    ``step_seconds`` each, never more than the epochs allow (``full_steps``)."""
+    return min(full_steps, step + max(int(BUDGET_SAFETY * remaining_s / step_seconds), 0))
 
 
 class Trainer:
@@ -182,9 +189,8 @@ class Trainer:
             step_seconds = float(t.item())
         elapsed = self.clock() - self.clock_start
         remaining = 60 * cfg.budget_minutes - elapsed - BUDGET_RESERVE_S
-        fit = self.step + max(int(BUDGET_SAFETY * remaining / step_seconds), 0)
         full = cfg.epochs * self.steps_per_epoch
-        total = min(fit, full)
+        total = budget_total(self.step, remaining, step_seconds, full)
         self.cfg = dataclasses.replace(cfg, total_steps=total, schedule_fixed_at=self.step)
         self._set_schedules()
         self.metrics.set_total(self.stop_step)
@@ -193,8 +199,15 @@ class Trainer:
                     "training should end in %.1f min; schedules fixed for that total", cfg.budget_minutes,
                     step_seconds, total, total / self.steps_per_epoch, why,
                     (elapsed + (total - self.step) * step_seconds) / 60)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        cpus = os.cpu_count() or 1
         self.metrics.note("budget", step=self.step, step_seconds=step_seconds, remaining_s=remaining,
-                          total_steps=total, full_steps=full, budget_minutes=cfg.budget_minutes)
+                          total_steps=total, full_steps=full, budget_minutes=cfg.budget_minutes,
+                          load_average=load, cpus=cpus)
+        if load is not None and load > cpus + 0.5 and total < full:
+            logger.warning("the machine is busy (load average %.1f on %d CPUs) while the budget timed its steps: "
+                           "this run trains %d of %d steps; on a quiet machine it would train more", load, cpus,
+                           total, full)
         if self.rank == 0:
             save_config_yaml(self.cfg, self.out / "config.yaml")
         if total < int(round(cfg.warmup_epochs * self.steps_per_epoch)):
@@ -309,16 +322,20 @@ class Trainer:
                                 f"gradients), the last at {where}; stopping, the last good checkpoint is kept",
                                 EXIT_NONFINITE)
 
-    def _timed_enough(self, probe: dict[str, float], now: float) -> bool:
-        """Times the steps after the untimed warm-up ones; True once enough were timed to fix the budget."""
-        if "start" not in probe:
+    def _timed_enough(self, probe: dict, now: float) -> bool:
+        """Times the steps after the untimed warm-up ones; True once enough were timed to fix the budget.
+
+        Each timed step's duration is kept (``probe["durations"]``): the budget uses their median, so a
+        burst of load from another process, or one slow step, does not shrink the whole run."""
+        if "durations" not in probe:
             probe["warm"] = probe.get("warm", 0) + 1
             if probe["warm"] >= BUDGET_WARMUP_STEPS:
-                probe.update(start=now, step=self.step)
+                probe.update(last=now, durations=[])
             return False
-        probe.update(timed=self.step - probe["step"], seconds=now - probe["start"])
-        return (probe["timed"] >= BUDGET_MIN_TIMED_STEPS and probe["seconds"] >= BUDGET_MIN_TIMED_S) \
-            or probe["timed"] >= BUDGET_MAX_TIMED_STEPS
+        probe["durations"].append(now - probe["last"])
+        probe["last"] = now
+        timed, seconds = len(probe["durations"]), sum(probe["durations"])
+        return (timed >= BUDGET_MIN_TIMED_STEPS and seconds >= BUDGET_MIN_TIMED_S) or timed >= BUDGET_MAX_TIMED_STEPS
 
     def run(self) -> int:
         """Train until the last step, a stop request or a failure; returns the process exit code."""
@@ -358,7 +375,7 @@ class Trainer:
                     stop, nonfinite, timed = self._agree(self.stop_signal is not None or over_time,
                                                          bool(out["nonfinite"]), timed)
                     if timed:
-                        self._fix_budget(probe["seconds"] / max(probe["timed"], 1))
+                        self._fix_budget(statistics.median(probe["durations"]))
                     if nonfinite:
                         self._non_finite_step(out)
                     else:

@@ -6,10 +6,10 @@ import io
 import threading
 from collections import OrderedDict
 
-import numpy as np
 from PIL import Image
 
 from core.datasets import ImageReadError, load_rgb
+from indexer.segments import decode_rle, label_map
 from server.errors import ApiError, not_found
 from server.runtime import LoadedIndex
 from server.services import render
@@ -88,7 +88,7 @@ def segment_overlay(
             raise ApiError(404, "not_found", f"prototype {prototype} is not active on image {image_id}")
         seg = segs[0]
     img = dataset_image(loaded, image_id)
-    out = render.overlay_mask(img, render.decode_rle(seg.rle))
+    out = render.overlay_mask(img, decode_rle(seg.rle))
     out = render.show_region(out, _region(loaded, image_id, img), view)
     return render.to_png(render.thumbnail(out, size))
 
@@ -101,9 +101,7 @@ def slots_overlay(loaded: LoadedIndex, image_id: int, size: int | None, view: st
     except KeyError:
         raise not_found("image", image_id) from None
     img = dataset_image(loaded, image_id)
-    labels = np.full((img.height, img.width), -1, dtype=np.int64)
-    for s in segs:
-        labels[render.decode_rle(s.rle)] = s.prototype
+    labels = label_map(segs, img.height, img.width)
     out = render.show_region(render.overlay_labels(img, labels), _region(loaded, image_id, img), view)
     return render.to_png(render.thumbnail(out, size))
 

@@ -87,13 +87,6 @@ def show_region(img: Image.Image, box: tuple[int, int, int, int] | list[int], vi
     return outline_box(img, (x, y, w, h))
 
 
-def decode_rle(rle: dict) -> np.ndarray:
-    """COCO RLE (``{"size": [h, w], "counts": str}``) → (h, w) bool mask."""
-    counts = rle["counts"]
-    obj = {"size": list(rle["size"]), "counts": counts.encode() if isinstance(counts, str) else counts}
-    return mask_utils.decode(obj).astype(bool)
-
-
 def encode_rle(mask: np.ndarray) -> dict:
     """(h, w) bool mask → COCO RLE with ``counts`` as a str (JSON-ready)."""
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))

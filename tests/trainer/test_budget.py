@@ -71,6 +71,19 @@ def test_budget_fixes_the_total_from_the_step_time(quick_budget, one_second_step
     assert steps[-1]["lr"] == pytest.approx(lrs[total - 1]) and steps[-1]["momentum"] == pytest.approx(moms[total - 1])
 
 
+def test_budget_takes_the_median_step_so_one_slow_step_does_not_shrink_the_run(
+        quick_budget, monkeypatch: pytest.MonkeyPatch, tiny_train_args: list[str], tmp_path: Path) -> None:
+    # steps take 1 s each, except the third, which takes 30 s (another process's burst of load)
+    monkeypatch.setattr(engine.Trainer, "clock",
+                        lambda self: float(getattr(self, "step", 0)) + (29.0 if getattr(self, "step", 0) >= 3 else 0.0))
+    assert main([*tiny_train_args, "--epochs", "400", "--budget-minutes", "1", "--save-every", "1000"]) == 0
+    note = _budget_note(tmp_path / "run")
+    assert note["step"] == 4 and note["step_seconds"] == 1.0  # the median of 1, 30, 1 (the mean would be 10.7)
+    assert note["remaining_s"] == 60.0 - 33.0
+    assert note["total_steps"] == 4 + math.floor(engine.BUDGET_SAFETY * 27.0) == 30
+    assert note["cpus"] >= 1 and (note["load_average"] is None or note["load_average"] >= 0)
+
+
 def test_budget_capped_by_the_epochs(quick_budget, tiny_train_args: list[str], tmp_path: Path) -> None:
     """On the real clock: a generous budget is capped by the preset's epochs."""
     assert main([*tiny_train_args, "--epochs", "4", "--budget-minutes", "5"]) == 0
