@@ -186,9 +186,11 @@ class ApiClient:
 
     # -- statistics and evaluation ------------------------------------------------------------------
 
-    def stats(self) -> dict:
-        """``GET /api/stats``: dead prototypes, activity, active per image, similarity."""
-        return self._json("GET", "/stats")
+    def stats(self, duplicate_threshold: float | None = None) -> dict:
+        """``GET /api/stats``: dead prototypes, activity, active per image, similarity, and the
+        near-duplicate pairs above ``duplicate_threshold`` (default: the stored threshold)."""
+        params = None if duplicate_threshold is None else {"duplicate_threshold": float(duplicate_threshold)}
+        return self._json("GET", "/stats", params=params)
 
     def eval_results(self) -> list[dict]:
         """``GET /api/eval``: the stored unsupervised-segmentation evaluations."""
@@ -340,9 +342,9 @@ def fetch_overlay(base_url: str, image_id: int, prototype: int | None = None, se
 
 
 @st.cache_data(ttl=60, show_spinner=False)
-def fetch_stats(base_url: str) -> dict:
-    """Cached ``GET /api/stats`` (1 min)."""
-    return _for(base_url).stats()
+def fetch_stats(base_url: str, duplicate_threshold: float | None = None) -> dict:
+    """Cached ``GET /api/stats`` (1 min) at a near-duplicate threshold."""
+    return _for(base_url).stats(duplicate_threshold)
 
 
 @st.cache_data(ttl=15, show_spinner=False)

@@ -141,7 +141,9 @@ def test_map_stats_eval_checkpoints(client, make_settings):
     assert len(cached) == 1
     stats = client.get("/api/stats").json()
     assert stats["num_images"] == 12 and stats["num_prototypes"] == 8
-    assert stats["mean_active_per_image"] == pytest.approx(stats["active_per_image"]["mean"])
+    hist = stats["active_per_image"]["histogram"]  # hist[n] = images with n active prototypes
+    assert sum(hist) == 12
+    assert stats["active_per_image"]["mean"] == pytest.approx(sum(n * c for n, c in enumerate(hist)) / 12)
     sim = np.array(stats["similarity"])
     assert sim.shape == (8, 8) and np.allclose(sim, sim.T) and np.allclose(np.diag(sim), 1.0, atol=2e-3)
     assert client.get("/api/eval").json() == {"items": []}
