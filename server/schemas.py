@@ -102,7 +102,7 @@ class Prototype(BaseModel):
     dead: bool = Field(description="active on no image of the index")
     label: str | None = Field(None, description="the user's name for the concept")
     purity: float | None = Field(None, description="share of its labelled pixels in its majority class")
-    majority_class: int | None = None
+    majority_class_id: int | None = Field(None, description="the class most of its labelled pixels belong to")
     majority_class_name: str | None = None
     best_segment_id: int | None = None
     best_image_id: int | None = None

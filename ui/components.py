@@ -16,13 +16,6 @@ import streamlit as st
 
 from ui.client import ApiError, ApiUnreachable, api_url, fetch_health
 
-#: Distinct colours for slot overlays and legends (the server draws slots with the same palette
-#: when it returns no colours of its own).
-PALETTE = (
-    "#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
-    "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3",
-)
-
 UNREACHABLE_TITLE = "The SlotCon API is not reachable"
 
 

@@ -30,7 +30,8 @@ def test_prototypes_match_the_index(client, server_index):
     assert body["num_dead"] == sum(r.dead for r in records) and body["has_ground_truth"] is True
     for p, r in zip(body["items"], records, strict=True):
         assert p["id"] == r.id and p["dead"] == r.dead and p["num_images"] == r.num_images
-        assert p["purity"] == r.purity and p["majority_class_name"] == r.majority_class
+        assert p["purity"] == r.purity and p["majority_class_name"] == r.majority_class_name
+        assert p["majority_class_id"] == r.majority_class_id
         assert len(p["color"]) == 3
         if not p["dead"]:
             assert 0 < p["purity"] <= 1 and p["best_image_id"] is not None

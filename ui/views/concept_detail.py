@@ -45,7 +45,7 @@ def concept_detail(p: dict, on_back) -> None:
     m[1].metric("Segments", p.get("num_segments", 0))
     m[2].metric("Pixel share", fmt_pct(p.get("pixel_share"), 2))
     m[3].metric("Purity", fmt_pct(p.get("purity"), 0) if p.get("purity") is not None else "–")
-    cls = p.get("majority_class_name") or p.get("majority_class")
+    cls = p["majority_class_name"]
     m[4].metric("Majority class", "–" if cls is None else str(cls))
     label_form(p)
     if p.get("dead"):

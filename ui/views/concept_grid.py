@@ -26,7 +26,7 @@ def filter_prototypes(protos: list[dict], *, hide_dead: bool, query: str, sort: 
     out = [p for p in protos if not (hide_dead and p.get("dead"))]
     if q:
         out = [p for p in out if q in (p.get("label") or "").lower()
-               or q in str(p.get("majority_class_name") or p.get("majority_class") or "").lower()
+               or q in str(p["majority_class_name"] or "").lower()
                or q == f"#{p.get('id')}" or q == str(p.get("id"))]
     key, reverse = SORTS[sort]
     return sorted(out, key=key, reverse=reverse)
@@ -52,7 +52,7 @@ def card_caption(p: dict) -> str:
         return "dead · active on no image"
     parts = [f"{p.get('num_images', 0)} images", f"{fmt_pct(p.get('pixel_share'))} of pixels"]
     if p.get("purity") is not None:
-        cls = p.get("majority_class_name") or p.get("majority_class")
+        cls = p["majority_class_name"]
         parts.append(f"purity {fmt_pct(p.get('purity'), 0)}" + (f" ({cls})" if cls is not None else ""))
     return " · ".join(parts)
 
