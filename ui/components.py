@@ -14,7 +14,7 @@ from typing import Any
 
 import streamlit as st
 
-from ui.client import ApiError, ApiUnreachable, api_url, fetch_health
+from ui.client import ApiRequestError, ApiUnreachable, api_url, fetch_health
 
 UNREACHABLE_TITLE = "The SlotCon API is not reachable"
 
@@ -29,7 +29,7 @@ def show_unreachable(exc: ApiUnreachable) -> None:
     )
 
 
-def show_api_error(exc: ApiError, action: str | None = None) -> None:
+def show_api_error(exc: ApiRequestError, action: str | None = None) -> None:
     """A readable message for an API error answer (``action`` says what was being done)."""
     if isinstance(exc, ApiUnreachable):
         show_unreachable(exc)
@@ -51,7 +51,7 @@ def run_page(title: str, render: Callable[[], None], *, icon: str | None = None)
         render()
     except ApiUnreachable as exc:
         show_unreachable(exc)
-    except ApiError as exc:
+    except ApiRequestError as exc:
         show_api_error(exc)
 
 
@@ -59,7 +59,7 @@ def call(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any 
     """Runs one API call for a user action; shows a readable error and returns ``None`` on failure."""
     try:
         return fn(*args, **kwargs)
-    except ApiError as exc:
+    except ApiRequestError as exc:
         show_api_error(exc, action)
         return None
 

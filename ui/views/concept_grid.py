@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from ui.client import ApiError, api_url, fetch_overlay, fetch_segment
+from ui.client import ApiRequestError, api_url, fetch_overlay, fetch_segment
 from ui.components import fmt_pct, prototype_title
 
 SORTS: dict[str, tuple[Callable[[dict], object], bool]] = {
@@ -42,7 +42,7 @@ def best_segment_image(p: dict, size: int = 192) -> bytes | None:
         if image_id is None:
             image_id = fetch_segment(api_url(), int(seg_id))["image_id"]
         return fetch_overlay(api_url(), int(image_id), segment=int(seg_id), size=size)
-    except ApiError:
+    except ApiRequestError:
         return None
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ui.client import ApiError, api_url, fetch_eval_examples, fetch_image, get_client
+from ui.client import ApiRequestError, api_url, fetch_eval_examples, fetch_image, get_client
 from ui.views.slot_view import decode_image
 
 #: The paper's numbers (SlotCon, COCO-Stuff-27, K=27, 320×320, Hungarian matching; Table 6).
@@ -94,7 +94,7 @@ def show_examples(r: dict, limit: int = 6) -> None:
             pred, gt = maps()
             panels = ((fetch_image(api_url(), int(image_id), 256), f"image {image_id}"),
                       (pred, "prediction (matched)"), (gt, "ground truth"))
-        except ApiError as exc:
+        except ApiRequestError as exc:
             st.caption(f"example {image_id}: {exc.message}")
             continue
         for col, (data, caption) in zip(cols, panels, strict=True):

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 import streamlit as st
 
-from ui.client import ApiError, api_url, fetch_overlay
+from ui.client import ApiRequestError, api_url, fetch_overlay
 from ui.components import fmt_num
 
 
@@ -18,7 +18,7 @@ def segment_overlay(segment: dict, size: int = 256) -> bytes | None:
     """The overlay image of one segment (``None`` when the API could not draw it)."""
     try:
         return fetch_overlay(api_url(), int(segment["image_id"]), segment=int(segment["id"]), size=size)
-    except ApiError:
+    except ApiRequestError:
         return None
 
 
