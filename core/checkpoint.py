@@ -5,12 +5,19 @@ Own format (``format: slotcon-explorer``): ``model`` (state dict, no ``module.``
 ``scheduler``, ``scaler``, ``epoch``, ``step``, ``rng``, ``train_config``). Release format: ``model`` is a
 DDP state dict (``module.`` prefix) and ``args`` a pickled ``argparse.Namespace``; we load it with
 ``weights_only=True``, allowing ``argparse.Namespace`` alone, and read the dims from tensor shapes.
+
+Beside each checkpoint it writes, :func:`save_checkpoint` puts a small JSON *sidecar* (``NAME.pth.json``:
+epoch, step, model and training config, metrics, and the size and mtime of the file it describes).
+Listings and auto-resume read :func:`checkpoint_summary`, which answers from the sidecar while it
+matches the file and loads the checkpoint itself only when it does not (older or copied files, the
+release's): a full ``torch.load`` (hundreds of MB at R50) happens only when a checkpoint is used.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -54,7 +61,46 @@ def save_checkpoint(path: str | os.PathLike, model: SlotCon, **extra: Any) -> Pa
     model = getattr(model, "module", model)
     state = {"format": FORMAT, "version": 1, "config": model.config.to_dict(), "model": model.state_dict()}
     state.update(extra)
-    return atomic_save(state, path)
+    path = atomic_save(state, path)
+    _write_sidecar(path, {k: state[k] for k in _SUMMARY_KEYS if k in state})
+    return path
+
+
+#: What a sidecar records of a checkpoint (the small entries; never tensors).
+_SUMMARY_KEYS = ("format", "version", "config", "epoch", "step", "train_config", "metrics")
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """``NAME.pth`` → ``NAME.pth.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
+
+
+def _write_sidecar(path: Path, summary: dict[str, Any]) -> None:
+    st = path.stat()
+    body = {**summary, "checkpoint_size": st.st_size, "checkpoint_mtime_ns": st.st_mtime_ns}
+    side = sidecar_path(path)
+    tmp = side.with_name(f".{side.name}.tmp")
+    tmp.write_text(json.dumps(body, indent=1, default=str))
+    os.replace(tmp, side)
+
+
+def checkpoint_summary(path: str | os.PathLike) -> dict[str, Any]:
+    """``{"epoch", "step", "config", "train_config", "metrics"}`` of a checkpoint (missing entries are
+    None): from its sidecar when the sidecar describes this very file (same size and mtime), else from
+    the checkpoint itself. Raises :class:`CheckpointError` as :func:`read_checkpoint` does."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    st = path.stat()
+    try:
+        body = json.loads(sidecar_path(path).read_text())
+        if body.get("checkpoint_size") == st.st_size and body.get("checkpoint_mtime_ns") == st.st_mtime_ns:
+            return {k: body.get(k) for k in _SUMMARY_KEYS}
+    except (OSError, ValueError, AttributeError):
+        pass  # no sidecar, unreadable, or not an object: read the file
+    ckpt = read_checkpoint(path)
+    return {k: ckpt.get(k) for k in _SUMMARY_KEYS}
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

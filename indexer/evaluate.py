@@ -35,6 +35,7 @@ from core.recipes import BASELINES, EVAL_RESOLUTION, IGNORE_LABEL
 from indexer.build import resolve_images
 from indexer.labels import LabelProtocol, LabelSizeError, make_protocol
 from indexer.progress import Progress
+from indexer.segments import palette
 from indexer.types import CheckpointRef, EvalResult
 from indexer.unsupervised import ConfusionAccumulator, class_table, matched_confusion
 
@@ -93,9 +94,8 @@ class EvalSet(Dataset):
 
 
 def palette_png(labels: np.ndarray) -> bytes:
-    """PNG bytes of an (H, W) uint8 class map with a fixed palette (255 → black)."""
-    rng = np.random.default_rng(12345)
-    colors = rng.integers(40, 256, size=(256, 3), dtype=np.uint8)
+    """PNG bytes of an (H, W) uint8 class map in the project's palette (255, unlabelled → black)."""
+    colors = palette(256).copy()
     colors[IGNORE_LABEL] = 0
     h, w = labels.shape
     img = Image.frombytes("P", (w, h), np.ascontiguousarray(labels, dtype=np.uint8).tobytes())

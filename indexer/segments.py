@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -261,3 +262,28 @@ def label_map(segments: Sequence, height: int, width: int) -> np.ndarray:
     for s in segments:
         labels[decode_rle(s.rle)] = s.prototype
     return labels
+
+
+_GOLDEN = 0.618033988749895
+
+
+@lru_cache(maxsize=8)
+def palette(n: int = 256) -> np.ndarray:
+    """The one palette of the project (overlays, legends, class maps): a fixed (max(n, 256), 3) uint8
+    table; hues walk the golden ratio, saturation/value cycle.
+
+    Deterministic, so prototype ``k`` has the same colour in every image and every session.
+    """
+    n = max(int(n), 256)
+    i = np.arange(n, dtype=np.float64)
+    h = (0.13 + i * _GOLDEN) % 1.0
+    s = np.array([0.85, 0.6, 0.95, 0.7])[(i.astype(int) // 3) % 4]
+    v = np.array([0.95, 0.75, 0.88, 0.62])[(i.astype(int) // 5) % 4]
+    # HSV → RGB, vectorised (the standard sextant formula).
+    sector = np.floor(h * 6.0)
+    f = h * 6.0 - sector
+    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+    sector = sector.astype(int) % 6
+    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
+    rgb = np.stack([np.choose(sector, [c[ch] for c in choices]) for ch in range(3)], axis=1)
+    return np.round(rgb * 255).astype(np.uint8)

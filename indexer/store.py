@@ -77,8 +77,8 @@ class SegmentRecord:
 @dataclass(frozen=True)
 class PrototypeRecord:
     """A prototype's activity: images it is active on, segments, share of all pixels, ``dead`` flag,
-    user ``label``, ``majority_class`` (name) and ``purity`` when the data had labels, and its best
-    (highest-scoring) segment id (None when dead)."""
+    user ``label``, ``majority_class_name`` / ``majority_class_id`` and ``purity`` when the data had
+    labels, and its best (highest-scoring) segment id (None when dead)."""
 
     id: int
     num_images: int
@@ -87,7 +87,7 @@ class PrototypeRecord:
     dead: bool
     label: str | None
     purity: float | None
-    majority_class: str | None
+    majority_class_name: str | None
     best_segment_id: int | None
     majority_class_id: int | None = None
     mean_score: float | None = None
@@ -109,7 +109,7 @@ def _prototype(row: sqlite3.Row) -> PrototypeRecord:
     return PrototypeRecord(
         id=row["id"], num_images=row["num_images"], num_segments=row["num_segments"],
         pixel_share=float(row["pixel_share"]), dead=bool(row["dead"]), label=row["label"],
-        purity=row["purity"], majority_class=row["majority_class_name"],
+        purity=row["purity"], majority_class_name=row["majority_class_name"],
         best_segment_id=row["best_segment_id"], majority_class_id=row["majority_class"],
         mean_score=row["mean_score"],
     )  # fmt: skip

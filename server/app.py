@@ -90,4 +90,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(StartupErrorMiddleware)
     for router in ROUTERS:
         app.include_router(router, prefix="/api")
+    app.openapi = lambda: _openapi_with_our_errors(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi_with_our_errors(app: FastAPI) -> dict:
+    """The OpenAPI schema, with FastAPI's default 422 body (``{"detail": [...]}``) replaced by the one
+    the error handlers really send (``ErrorBody``), so the schema describes every answer truthfully."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        ours, theirs = "#/components/schemas/ErrorBody", "#/components/schemas/HTTPValidationError"
+
+        def swap(node: object) -> None:
+            if isinstance(node, dict):
+                if node.get("$ref") == theirs:
+                    node["$ref"] = ours
+                for value in node.values():
+                    swap(value)
+            elif isinstance(node, list):
+                for value in node:
+                    swap(value)
+
+        swap(spec["paths"])
+        for name in ("HTTPValidationError", "ValidationError"):
+            spec["components"]["schemas"].pop(name, None)
+        app.openapi_schema = spec
+    return app.openapi_schema

@@ -6,11 +6,13 @@ List answers are envelopes ``{"items": [...], ...}``; images inside JSON are bas
 from __future__ import annotations
 
 import unicodedata
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core import recipes
+from indexer import types as indexer_types
+from server.mirror import mirror
 
 #: The largest id or offset a route accepts: SQLite's INTEGER range (larger numbers are a 422, not a 500).
 MAX_ID = 2**63 - 1
@@ -26,10 +28,24 @@ EvalSplit = Literal[recipes.EVAL_SPLITS]  # type: ignore[valid-type]
 Precision = Literal[recipes.PRECISIONS]  # type: ignore[valid-type]
 
 
+#: JSON values of the open-ended records the API passes on (training metrics, job and run configs).
+JsonScalar = str | int | float | bool | None
+JsonField = JsonScalar | list[JsonScalar] | dict[str, JsonScalar | list[JsonScalar]]
+Record = dict[str, JsonField]
+
+
+class ValidationIssue(BaseModel):
+    """One problem with a request (a 422's ``details``)."""
+
+    loc: list[str | int] = Field(description="where: 'body'/'query'/'path' then the field")
+    msg: str
+    type: str
+
+
 class ErrorDetail(BaseModel):
     code: str = Field(description="stable machine-readable code, e.g. not_found, no_index, upload_too_large")
     message: str
-    details: Any | None = None
+    details: list[ValidationIssue] | None = Field(None, description="a 422's problems, one per field")
 
 
 class ErrorBody(BaseModel):
@@ -86,7 +102,7 @@ class Prototype(BaseModel):
     dead: bool = Field(description="active on no image of the index")
     label: str | None = Field(None, description="the user's name for the concept")
     purity: float | None = Field(None, description="share of its labelled pixels in its majority class")
-    majority_class: int | None = None
+    majority_class_id: int | None = Field(None, description="the class most of its labelled pixels belong to")
     majority_class_name: str | None = None
     best_segment_id: int | None = None
     best_image_id: int | None = None
@@ -216,39 +232,33 @@ class SlotsResult(BaseModel):
 
 
 # ---------------------------------------------------------------- stats and evaluation
-class Stats(BaseModel):
-    """The slot statistics of the index (SPEC §7); further keys of ``indexer.stats`` pass through."""
+class InlineExample(BaseModel):
+    """One example of an evaluation, inline: the predicted (Hungarian-matched) and true class maps."""
 
-    model_config = ConfigDict(extra="allow")
-    num_images: int
-    num_segments: int
-    num_prototypes: int
-    num_dead: int = Field(description="prototypes active on no image")
-    num_alive: int | None = None
-    dead: list[int] = Field(default_factory=list, description="ids of the dead prototypes")
-    mean_active_per_image: float | None = Field(None, description="mean prototypes active per image")
-    active_per_image: dict[str, Any] | None = Field(None, description="mean, median, min, max, histogram")
-    per_prototype: dict[str, Any] | None = None
-    long_tail: dict[str, Any] | None = None
-    most_active: list[dict[str, Any]] | None = None
-    least_active: list[dict[str, Any]] | None = None
-    near_duplicates: list[Any] | None = None
-    similarity: list[list[float]] | None = Field(None, description="K×K cosine between the prototypes")
+    image_id: int
+    prediction: Base64Png = Field(description="palette PNG of the matched prediction (pixel = class id)")
+    ground_truth: Base64Png = Field(description="palette PNG of the ground truth (pixel = class id, 255 unlabelled)")
 
 
-class EvalResult(BaseModel):
-    """One stored evaluation (the eval CLI's JSON; further keys pass through) with inline ``examples``."""
+Stats = mirror(
+    indexer_types.Stats, doc=(
+        "The slot statistics of the index (SPEC §7), field for field as `indexer.stats` computes them; "
+        "`near_duplicates` are the pairs above `duplicate_threshold` (the `?duplicate_threshold=` of the "
+        "request, else the stored default), and `similarity` is the K×K cosine of the prototypes."),
+    extra={"similarity": (list[list[float]], Field(description="K×K cosine between the prototype vectors"))},
+)
 
-    model_config = ConfigDict(extra="allow")
-    id: int | None = None
-    created_at: str | None = None
-    protocol: str | dict[str, Any] | None = Field(None, description="name, or the protocol's description")
-    baseline: str | None = None
-    miou: float | None = None
-    pixel_accuracy: float | None = None
-    examples: list[dict[str, Any]] = Field(
-        default_factory=list, description="{image_id, prediction, ground_truth}: base64 palette PNGs"
-    )
+EvalResult = mirror(
+    indexer_types.EvalResult, doc=(
+        "One stored evaluation, field for field as `indexer.evaluate.run_eval` returns it (scores are "
+        "fractions), with its id, when it was stored and the first examples inline."),
+    extra={
+        "id": (int, Field(description="the stored evaluation's id")),
+        "created_at": (str, Field(description="when it was stored (ISO 8601, UTC)")),
+        "examples": (list[InlineExample], Field(default_factory=list, description=(
+            "the first stored examples (all of them via /api/eval/{id}/examples)"))),
+    },
+)
 
 
 class EvalList(BaseModel):
@@ -367,8 +377,8 @@ class Job(BaseModel):
     stage: str | None = None
     step: int | None = None
     total_steps: int | None = None
-    latest_metrics: dict[str, Any] | None = None
-    config: dict[str, Any]
+    latest_metrics: Record | None = Field(None, description="the run's last metrics.jsonl record")
+    config: Record = Field(description="what the job was started with")
     pid: int | None = None
     created_at: float
     started_at: float | None = None
@@ -383,9 +393,9 @@ class JobList(BaseModel):
 
 class MetricsPage(BaseModel):
     job_id: int
-    items: list[dict[str, Any]] = Field(description="metrics.jsonl records with step > since, oldest first")
+    items: list[Record] = Field(description="metrics.jsonl records with step > since, oldest first")
     last_step: int | None = Field(None, description="pass as ?since= to get only newer records")
-    event: dict[str, Any] | None = Field(None, description="the run's final event, once written")
+    event: Record | None = Field(None, description="the run's final event, once written")
 
 
 class JobLog(BaseModel):
@@ -404,8 +414,8 @@ class CheckpointEntry(BaseModel):
     step: int | None = None
     size_bytes: int
     modified: float
-    config: dict[str, Any] | None = Field(None, description="model config")
-    train_config: dict[str, Any] | None = None
+    config: Record | None = Field(None, description="model config")
+    train_config: Record | None = Field(None, description="the training config saved in the checkpoint")
     active: bool = Field(False, description="the active index was built from it")
     indexed: bool = Field(False, description="some index under the indexes directory was built from it")
 

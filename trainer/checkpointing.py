@@ -17,6 +17,7 @@ import torch
 
 from core.checkpoint import (
     CheckpointError,
+    checkpoint_summary,
     is_release_checkpoint,
     model_from_checkpoint,
     read_checkpoint,
@@ -102,13 +103,15 @@ def init_weights_from(path: str | Path, model: SlotCon) -> None:
 
 
 def find_auto_resume(output_dir: str | Path) -> Path | None:
-    """Returns the newest of ``current.pth`` and ``ckpt_epoch_N.pth`` in ``output_dir`` (by step), or None."""
+    """Returns the newest of ``current.pth`` and ``ckpt_epoch_N.pth`` in ``output_dir`` (by step, read from
+    their sidecars), or None."""
     out = Path(output_dir)
     candidates = [p for p in [out / "current.pth", *out.glob("ckpt_epoch_*.pth")] if p.is_file()]
     best, best_step = None, -1
     for p in candidates:
         try:
-            step = int(read_checkpoint(p).get("step", -1))
+            step = checkpoint_summary(p)["step"]
+            step = -1 if step is None else int(step)
         except CheckpointError as e:
             logger.warning("ignoring unreadable checkpoint %s: %s", p, e)
             continue

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui.client import ApiError, api_url, fetch_health
+from ui.client import ApiRequestError, api_url, fetch_health
 
 # Not "pages/": Streamlit treats a pages/ directory beside the entry file as a v1 multipage app on
 # the first run after start-up, which bypasses st.navigation for a deep link such as /concepts.
@@ -34,7 +34,7 @@ with st.sidebar:
         index = health.get("index") or {}
         name = index.get("name") if isinstance(index, dict) else index
         st.caption(f"API `{api_url()}` · index **{name or 'none'}**")
-    except ApiError:
+    except ApiRequestError:
         st.caption(f"API `{api_url()}` · not reachable")
 
 st.navigation(pages).run()

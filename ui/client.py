@@ -1,7 +1,7 @@
 """The one HTTP client of the UI: every call to the SlotCon API goes through :class:`ApiClient`.
 
 The API answers errors as ``{"error": {"code": str, "message": str}}`` with the HTTP status; they
-become :class:`ApiError`. A refused or timed-out connection becomes :class:`ApiUnreachable`, which
+become :class:`ApiRequestError`. A refused or timed-out connection becomes :class:`ApiUnreachable`, which
 the pages turn into one banner (see :mod:`ui.components`). JSON answers are returned as plain dicts
 and lists, exactly as the API's schema (``/openapi.json``, ``server/schemas.py``) describes them: list
 answers are ``{"items": [...]}`` envelopes, and nothing here guesses at other shapes.
@@ -24,7 +24,7 @@ from ui.endpoints import API_URL_ENV, DEFAULT_API_URL
 API_TOKEN_ENV = "SLOTCON_API_TOKEN"
 
 
-class ApiError(Exception):
+class ApiRequestError(Exception):
     """An error answer of the API (or a transport failure): ``status``, ``code`` and ``message``."""
 
     def __init__(self, message: str, *, status: int = 0, code: str = "error") -> None:
@@ -37,7 +37,7 @@ class ApiError(Exception):
         return f"{self.message} ({self.code}, HTTP {self.status})" if self.status else self.message
 
 
-class ApiUnreachable(ApiError):
+class ApiUnreachable(ApiRequestError):
     """The API did not answer at all (connection refused, DNS failure, time-out)."""
 
 
@@ -46,8 +46,8 @@ def api_url() -> str:
     return (os.environ.get(API_URL_ENV) or DEFAULT_API_URL).rstrip("/")
 
 
-def _error_from_response(response: httpx.Response) -> ApiError:
-    """Turns a non-2xx answer into an :class:`ApiError` with the API's code and message."""
+def _error_from_response(response: httpx.Response) -> ApiRequestError:
+    """Turns a non-2xx answer into an :class:`ApiRequestError` with the API's code and message."""
     code, message = f"http_{response.status_code}", response.reason_phrase or "request failed"
     try:
         body = response.json()
@@ -65,13 +65,13 @@ def _error_from_response(response: httpx.Response) -> ApiError:
             )
     elif response.text:
         message = response.text[:300]
-    return ApiError(message, status=response.status_code, code=code)
+    return ApiRequestError(message, status=response.status_code, code=code)
 
 
 class ApiClient:
     """Typed access to the REST routes under ``/api``; each method returns the decoded answer.
 
-    Raises :class:`ApiUnreachable` when the API cannot be reached and :class:`ApiError` when it
+    Raises :class:`ApiUnreachable` when the API cannot be reached and :class:`ApiRequestError` when it
     answers with an error.
     """
 
@@ -92,7 +92,7 @@ class ApiClient:
         except httpx.TimeoutException as exc:
             raise ApiUnreachable(f"The SlotCon API at {self.base_url} did not answer in time.") from exc
         except httpx.HTTPError as exc:
-            raise ApiError(f"Request to {path} failed: {exc}") from exc
+            raise ApiRequestError(f"Request to {path} failed: {exc}") from exc
         if response.status_code >= 400:
             raise _error_from_response(response)
         return response
@@ -104,7 +104,7 @@ class ApiClient:
         try:
             return response.json()
         except ValueError as exc:
-            raise ApiError(f"The API sent invalid JSON for {path}.", status=response.status_code) from exc
+            raise ApiRequestError(f"The API sent invalid JSON for {path}.", status=response.status_code) from exc
 
     def _bytes(self, path: str, params: dict[str, Any] | None = None) -> bytes:
         return self._request("GET", path, params=_clean(params)).content
@@ -186,9 +186,11 @@ class ApiClient:
 
     # -- statistics and evaluation ------------------------------------------------------------------
 
-    def stats(self) -> dict:
-        """``GET /api/stats``: dead prototypes, activity, active per image, similarity."""
-        return self._json("GET", "/stats")
+    def stats(self, duplicate_threshold: float | None = None) -> dict:
+        """``GET /api/stats``: dead prototypes, activity, active per image, similarity, and the
+        near-duplicate pairs above ``duplicate_threshold`` (default: the stored threshold)."""
+        params = None if duplicate_threshold is None else {"duplicate_threshold": float(duplicate_threshold)}
+        return self._json("GET", "/stats", params=params)
 
     def eval_results(self) -> list[dict]:
         """``GET /api/eval``: the stored unsupervised-segmentation evaluations."""
@@ -340,9 +342,9 @@ def fetch_overlay(base_url: str, image_id: int, prototype: int | None = None, se
 
 
 @st.cache_data(ttl=60, show_spinner=False)
-def fetch_stats(base_url: str) -> dict:
-    """Cached ``GET /api/stats`` (1 min)."""
-    return _for(base_url).stats()
+def fetch_stats(base_url: str, duplicate_threshold: float | None = None) -> dict:
+    """Cached ``GET /api/stats`` (1 min) at a near-duplicate threshold."""
+    return _for(base_url).stats(duplicate_threshold)
 
 
 @st.cache_data(ttl=15, show_spinner=False)

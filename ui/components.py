@@ -14,14 +14,7 @@ from typing import Any
 
 import streamlit as st
 
-from ui.client import ApiError, ApiUnreachable, api_url, fetch_health
-
-#: Distinct colours for slot overlays and legends (the server draws slots with the same palette
-#: when it returns no colours of its own).
-PALETTE = (
-    "#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6",
-    "#bcf60c", "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3",
-)
+from ui.client import ApiRequestError, ApiUnreachable, api_url, fetch_health
 
 UNREACHABLE_TITLE = "The SlotCon API is not reachable"
 
@@ -36,7 +29,7 @@ def show_unreachable(exc: ApiUnreachable) -> None:
     )
 
 
-def show_api_error(exc: ApiError, action: str | None = None) -> None:
+def show_api_error(exc: ApiRequestError, action: str | None = None) -> None:
     """A readable message for an API error answer (``action`` says what was being done)."""
     if isinstance(exc, ApiUnreachable):
         show_unreachable(exc)
@@ -58,7 +51,7 @@ def run_page(title: str, render: Callable[[], None], *, icon: str | None = None)
         render()
     except ApiUnreachable as exc:
         show_unreachable(exc)
-    except ApiError as exc:
+    except ApiRequestError as exc:
         show_api_error(exc)
 
 
@@ -66,7 +59,7 @@ def call(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any 
     """Runs one API call for a user action; shows a readable error and returns ``None`` on failure."""
     try:
         return fn(*args, **kwargs)
-    except ApiError as exc:
+    except ApiRequestError as exc:
         show_api_error(exc, action)
         return None
 

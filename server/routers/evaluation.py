@@ -18,6 +18,7 @@ from server.schemas import (
     EvalList,
     EvalRequest,
     EvalResult,
+    InlineExample,
     Job,
     Stats,
 )
@@ -39,12 +40,15 @@ def _examples(loaded: IndexDep, eval_id: int) -> list[tuple[int, bytes, bytes]]:
 
 
 @router.get("/stats", responses=ERRORS)
-def get_stats(loaded: IndexDep, runtime: RuntimeDep) -> Stats:
+def get_stats(
+    loaded: IndexDep, runtime: RuntimeDep,
+    duplicate_threshold: Annotated[float | None, Query(
+        ge=-1.0, le=1.0, description="cosine from which two prototypes are near-duplicates (default: the "
+        "threshold the statistics were stored with)", examples=[0.9])] = None,
+) -> Stats:
     """The index's slot statistics: dead prototypes, active prototypes per image, activity, duplicates."""
-    stats = loaded.index.stats().to_dict()
-    mean = stats["active_per_image"]["mean"]
-    similarity = prototype_similarity(runtime, loaded)  # (K, K) cosines for the heatmap
-    return Stats(**{"mean_active_per_image": mean, **stats, "similarity": similarity})
+    stats = loaded.index.stats(duplicate_threshold).to_dict()
+    return Stats(**stats, similarity=prototype_similarity(runtime, loaded))
 
 
 @router.get("/eval", responses=ERRORS)
@@ -56,12 +60,13 @@ def list_evals(
     as ``{image_id, prediction, ground_truth}`` base64 PNGs (all via ``/api/eval/{id}/examples``)."""
     items = []
     for stored in loaded.index.eval_results():
-        result = {**stored.result.to_dict(), "id": stored.id, "created_at": stored.created_at}
         examples = [
-            {"image_id": i, "prediction": base64.b64encode(p).decode(), "ground_truth": base64.b64encode(g).decode()}
-            for i, p, g in _examples(loaded, result["id"])[:inline_examples]
+            InlineExample(image_id=i, prediction=base64.b64encode(p).decode(),
+                          ground_truth=base64.b64encode(g).decode())
+            for i, p, g in _examples(loaded, stored.id)[:inline_examples]
         ]
-        items.append(EvalResult(**{**result, "examples": examples}))
+        items.append(EvalResult(**stored.result.to_dict(), id=stored.id, created_at=stored.created_at,
+                                examples=examples))
     return EvalList(items=items)
 
 

@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from core.checkpoint import CheckpointError, read_checkpoint
+from core.checkpoint import CheckpointError, checkpoint_summary
 from indexer.types import Manifest
 from server.runtime import Runtime
 from server.schemas import CheckpointEntry
@@ -38,7 +38,7 @@ def _summary(path: Path) -> dict[str, Any]:
         if key in _cache:
             return _cache[key]
     try:
-        ckpt = read_checkpoint(path)
+        ckpt = checkpoint_summary(path)  # the sidecar; a full load only without one
         summary = {
             "epoch": ckpt.get("epoch"),
             "step": ckpt.get("step"),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from server.errors import ApiError, not_found
 from server.services.jobstore import JobRow, JobStore
-from server.services.progress import MetricsReader
+from server.services.progress_reader import MetricsReader
 from slotcon.processes import cmdline, kill_group, pid_alive, same_command, spawn
 
 logger = logging.getLogger(__name__)

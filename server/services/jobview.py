@@ -6,7 +6,7 @@ from pathlib import Path
 
 from server.schemas import Job, JobLog
 from server.services.jobstore import JobRow
-from server.services.progress import MetricsReader, fraction, read_progress_file
+from server.services.progress_reader import MetricsReader, fraction, read_progress_file
 
 LOG_TAIL_BYTES = 64 * 1024
 

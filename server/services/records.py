@@ -39,8 +39,8 @@ def prototype_out(rec: Any, best_image: dict[int, int]) -> Prototype:
     best = rec.best_segment_id
     return Prototype(
         id=rec.id, num_images=rec.num_images, num_segments=rec.num_segments, pixel_share=rec.pixel_share,
-        dead=rec.dead, label=rec.label, purity=rec.purity, majority_class=rec.majority_class_id,
-        majority_class_name=rec.majority_class, best_segment_id=best,
+        dead=rec.dead, label=rec.label, purity=rec.purity, majority_class_id=rec.majority_class_id,
+        majority_class_name=rec.majority_class_name, best_segment_id=best,
         best_image_id=best_image.get(best) if best is not None else None, color=list(color_of(rec.id)),
     )  # fmt: skip
 

@@ -7,7 +7,6 @@ Pixels are drawn with ``torchvision.utils.draw_segmentation_masks`` and PIL; not
 from __future__ import annotations
 
 import io
-from functools import lru_cache
 
 import numpy as np
 import torch
@@ -15,6 +14,8 @@ import torchvision.transforms.functional as TF
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 from torchvision.utils import draw_segmentation_masks
+
+from indexer.segments import palette
 
 #: Figure 3 of the paper: the concept's pixels tinted red, the rest of the image left visible.
 FIGURE3_COLOR = (230, 25, 25)
@@ -25,28 +26,8 @@ BOX_COLOR = (255, 255, 255)
 #: How an indexed image is shown: ``crop`` the region the model saw (the release's figures), ``full`` the
 #: whole image with that region outlined.
 VIEWS = ("crop", "full")
-_GOLDEN = 0.618033988749895
 
 
-@lru_cache(maxsize=8)
-def palette(n: int = 256) -> np.ndarray:
-    """A fixed (max(n, 256), 3) uint8 palette: hues walk the golden ratio, saturation/value cycle.
-
-    Deterministic, so prototype ``k`` has the same colour in every image and every session.
-    """
-    n = max(int(n), 256)
-    i = np.arange(n, dtype=np.float64)
-    h = (0.13 + i * _GOLDEN) % 1.0
-    s = np.array([0.85, 0.6, 0.95, 0.7])[(i.astype(int) // 3) % 4]
-    v = np.array([0.95, 0.75, 0.88, 0.62])[(i.astype(int) // 5) % 4]
-    # HSV → RGB, vectorised (the standard sextant formula).
-    sector = np.floor(h * 6.0)
-    f = h * 6.0 - sector
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    sector = sector.astype(int) % 6
-    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
-    rgb = np.stack([np.choose(sector, [c[ch] for c in choices]) for ch in range(3)], axis=1)
-    return np.round(rgb * 255).astype(np.uint8)
 
 
 def color_of(k: int) -> tuple[int, int, int]:

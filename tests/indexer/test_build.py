@@ -41,7 +41,7 @@ def _contents(index_dir: Path) -> dict:
             "segments": [(s.image_id, s.prototype, s.area, s.bbox, s.rle["counts"], s.rank) for s in segs],
             "scores": np.array([s.score for s in segs]),
             "vectors": np.stack([ix.segment_vector(i) for i in range(ix.num_segments)]),
-            "prototypes": [(p.num_images, p.num_segments, p.dead, p.majority_class) for p in ix.prototypes()],
+            "prototypes": [(p.num_images, p.num_segments, p.dead, p.majority_class_name) for p in ix.prototypes()],
             "stats": {k: v for k, v in ix.stats().to_dict().items() if k != "per_prototype"},
         }
 

@@ -167,7 +167,7 @@ def test_purity_from_labels(index):
     assert index.class_names and len(index.class_names) == len(CLASSES)
     for p in protos:
         counts = index.label_counts(p.id)
-        assert p.majority_class == max(counts, key=counts.get)
+        assert p.majority_class_name == max(counts, key=counts.get)
         assert p.purity == pytest.approx(max(counts.values()) / sum(counts.values()))
 
 

@@ -30,7 +30,8 @@ def test_prototypes_match_the_index(client, server_index):
     assert body["num_dead"] == sum(r.dead for r in records) and body["has_ground_truth"] is True
     for p, r in zip(body["items"], records, strict=True):
         assert p["id"] == r.id and p["dead"] == r.dead and p["num_images"] == r.num_images
-        assert p["purity"] == r.purity and p["majority_class_name"] == r.majority_class
+        assert p["purity"] == r.purity and p["majority_class_name"] == r.majority_class_name
+        assert p["majority_class_id"] == r.majority_class_id
         assert len(p["color"]) == 3
         if not p["dead"]:
             assert 0 < p["purity"] <= 1 and p["best_image_id"] is not None
@@ -141,7 +142,9 @@ def test_map_stats_eval_checkpoints(client, make_settings):
     assert len(cached) == 1
     stats = client.get("/api/stats").json()
     assert stats["num_images"] == 12 and stats["num_prototypes"] == 8
-    assert stats["mean_active_per_image"] == pytest.approx(stats["active_per_image"]["mean"])
+    hist = stats["active_per_image"]["histogram"]  # hist[n] = images with n active prototypes
+    assert sum(hist) == 12
+    assert stats["active_per_image"]["mean"] == pytest.approx(sum(n * c for n, c in enumerate(hist)) / 12)
     sim = np.array(stats["similarity"])
     assert sim.shape == (8, 8) and np.allclose(sim, sim.T) and np.allclose(np.diag(sim), 1.0, atol=2e-3)
     assert client.get("/api/eval").json() == {"items": []}

@@ -22,11 +22,22 @@ def test_a_colour_that_is_not_hex_is_drawn_grey():
 
 
 def _slots_page(label: str) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    from server.schemas import SlotsResult
     from ui.views.slot_view import show_slots
 
-    slot = {"prototype": 3, "label": label, "area_share": 0.5, "area": 10, "score": 0.9,
-            "bbox": [0, 0, 4, 4], "bbox_size": [8, 8], "color": [255, 0, 0], "neighbors": []}
-    show_slots({"slots": [slot]}, None)
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(png, format="PNG")
+    png = base64.b64encode(png.getvalue()).decode()
+    slot = {"prototype": 3, "label": label, "area_share": 0.5, "area": 10, "score": 0.9, "bbox": [0, 0, 4, 4],
+            "bbox_size": [8, 8], "rle": {"size": [8, 8], "counts": "08"}, "color": [255, 0, 0], "neighbors": []}
+    answer = SlotsResult.model_validate({"width": 8, "height": 8, "box": [0, 0, 8, 8], "assignment_png": png,
+                                         "overlay_png": png, "slots": [slot], "elapsed_ms": 1.0})
+    show_slots(answer.model_dump(), None)  # exactly the fields the API sends
 
 
 def test_slot_view_renders_a_hostile_label_as_text():

@@ -9,7 +9,6 @@ from ui.client import api_url, fetch_eval_results, fetch_options, get_client
 from ui.components import call, fmt_pct, run_page
 from ui.views.eval_view import (
     PAPER_REFERENCE,
-    as_fraction,
     confusion_chart,
     per_class_frame,
     result_name,
@@ -44,14 +43,14 @@ def render() -> None:
     if not results:
         st.info("No evaluation is stored for this index yet: run one above, or `slotcon eval ... --index`.")
         return
-    models = [r for r in results if (r.get("baseline") or "none") == "none"] or results
-    models = sorted(models, key=lambda r: r.get("id", 0), reverse=True)
+    models = [r for r in results if r["baseline"] == "none"] or results
+    models = sorted(models, key=lambda r: r["id"], reverse=True)
     chosen = st.selectbox("Evaluation", models, format_func=result_name, key="eval_pick")
     m = st.columns(4)
-    m[0].metric("mIoU", fmt_pct(as_fraction(chosen.get("miou")), 2))
-    m[1].metric("Pixel accuracy", fmt_pct(as_fraction(chosen.get("pixel_accuracy")), 2))
-    m[2].metric("Images", (chosen.get("counts") or {}).get("num_images", "–"))
-    m[3].metric("Classes", chosen.get("num_classes", len(per_class_frame(chosen))))
+    m[0].metric("mIoU", fmt_pct(chosen["miou"], 2))
+    m[1].metric("Pixel accuracy", fmt_pct(chosen["pixel_accuracy"], 2))
+    m[2].metric("Images", chosen["counts"]["evaluated_images"] or chosen["counts"]["num_images"])
+    m[3].metric("Classes", chosen["counts"]["num_classes"])
 
     st.subheader("Against the baselines and the paper")
     frame = scores_frame(results, chosen)

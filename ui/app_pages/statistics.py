@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.client import api_url, fetch_prototypes, fetch_stats
+from ui.client import api_url, fetch_options, fetch_prototypes, fetch_stats
 from ui.components import fmt_num, run_page
 from ui.views.stats_charts import (
     active_histogram,
@@ -21,18 +21,15 @@ from ui.views.stats_charts import (
 def render() -> None:
     """The page body."""
     protos = fetch_prototypes(api_url())
-    stats = fetch_stats(api_url())
-    dead = sorted(int(p["id"]) for p in protos if p.get("dead"))
+    threshold = float(st.session_state.get("dup_threshold", fetch_options(api_url())["near_duplicate_threshold"]))
+    stats = fetch_stats(api_url(), threshold)
+    dead = stats["dead"]
     hist = active_histogram(stats)
-    per_image = stats.get("active_per_image")
-    mean_active = stats.get("mean_active_per_image") or (
-        per_image.get("mean") if isinstance(per_image, dict) else None)
-    if mean_active is None and not hist.empty and hist["images"].sum() > 0:
-        mean_active = float((hist["active prototypes"] * hist["images"]).sum() / hist["images"].sum())
+    mean_active = stats["active_per_image"]["mean"]
     m = st.columns(4)
-    m[0].metric("Prototypes", stats.get("num_prototypes", len(protos)))
-    m[1].metric("Dead prototypes", stats.get("num_dead", len(dead)))
-    m[2].metric("Images", stats.get("num_images", "–"))
+    m[0].metric("Prototypes", stats["num_prototypes"])
+    m[1].metric("Dead prototypes", stats["num_dead"])
+    m[2].metric("Images", stats["num_images"])
     m[3].metric("Active prototypes per image", fmt_num(mean_active, 2))
     st.caption("A prototype is *active* on an image when it is the argmax at one pixel or more, and "
                "*dead* when it is active on no image. The paper: 40 of 256 dead on COCO val2017 (App. D); its "
@@ -58,13 +55,10 @@ def render() -> None:
         st.altair_chart(histogram_chart(hist), width="stretch")
 
     st.subheader("Prototype similarity")
-    sim = similarity_matrix(stats)
-    threshold = st.slider("Near-duplicate threshold (cosine)", 0.5, 1.0,
-                          float(stats.get("duplicate_threshold", 0.9)), 0.01, key="dup_threshold")
-    if sim is not None:
-        labels = {int(p["id"]): p.get("label") or "" for p in protos}
-        st.altair_chart(heatmap_chart(sim, labels), width="content")
-    dups = near_duplicates(stats, sim, threshold)
+    labels = {int(p["id"]): p.get("label") or "" for p in protos}
+    st.altair_chart(heatmap_chart(similarity_matrix(stats), labels), width="content")
+    st.slider("Near-duplicate threshold (cosine)", 0.5, 1.0, threshold, 0.01, key="dup_threshold")
+    dups = near_duplicates(stats)
     st.markdown(f"**{len(dups)} near-duplicate pairs** (cosine ≥ {threshold:.2f})")
     if not dups.empty:
         st.dataframe(dups, hide_index=True, column_config={

@@ -7,7 +7,7 @@ import streamlit as st
 
 from ui.client import api_url, clear_index_caches, fetch_neighbors, fetch_segments, get_client
 from ui.components import call, fmt_pct, prototype_title
-from ui.views.segments import segment_tiles, unpack_neighbor
+from ui.views.segments import segment_tiles
 
 PAGE = 12
 
@@ -45,7 +45,7 @@ def concept_detail(p: dict, on_back) -> None:
     m[1].metric("Segments", p.get("num_segments", 0))
     m[2].metric("Pixel share", fmt_pct(p.get("pixel_share"), 2))
     m[3].metric("Purity", fmt_pct(p.get("purity"), 0) if p.get("purity") is not None else "–")
-    cls = p.get("majority_class_name") or p.get("majority_class")
+    cls = p["majority_class_name"]
     m[4].metric("Majority class", "–" if cls is None else str(cls))
     label_form(p)
     if p.get("dead"):
@@ -63,6 +63,6 @@ def concept_detail(p: dict, on_back) -> None:
     if source is not None:
         st.divider()
         st.markdown(f"#### Segments similar to segment {source['id']} (image {source.get('image_id')})")
-        items = [unpack_neighbor(n) for n in fetch_neighbors(api_url(), int(source["id"]), 12)]
+        items = [(n["segment"], n["similarity"]) for n in fetch_neighbors(api_url(), int(source["id"]), 12)]
         segment_tiles([s for s, _ in items], key="neighbors", similarities=[d for _, d in items],
                       on_similar=_similar_to)

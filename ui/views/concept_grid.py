@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from ui.client import ApiError, api_url, fetch_overlay, fetch_segment
+from ui.client import ApiRequestError, api_url, fetch_overlay, fetch_segment
 from ui.components import fmt_pct, prototype_title
 
 SORTS: dict[str, tuple[Callable[[dict], object], bool]] = {
@@ -26,7 +26,7 @@ def filter_prototypes(protos: list[dict], *, hide_dead: bool, query: str, sort: 
     out = [p for p in protos if not (hide_dead and p.get("dead"))]
     if q:
         out = [p for p in out if q in (p.get("label") or "").lower()
-               or q in str(p.get("majority_class_name") or p.get("majority_class") or "").lower()
+               or q in str(p["majority_class_name"] or "").lower()
                or q == f"#{p.get('id')}" or q == str(p.get("id"))]
     key, reverse = SORTS[sort]
     return sorted(out, key=key, reverse=reverse)
@@ -42,7 +42,7 @@ def best_segment_image(p: dict, size: int = 192) -> bytes | None:
         if image_id is None:
             image_id = fetch_segment(api_url(), int(seg_id))["image_id"]
         return fetch_overlay(api_url(), int(image_id), segment=int(seg_id), size=size)
-    except ApiError:
+    except ApiRequestError:
         return None
 
 
@@ -52,7 +52,7 @@ def card_caption(p: dict) -> str:
         return "dead · active on no image"
     parts = [f"{p.get('num_images', 0)} images", f"{fmt_pct(p.get('pixel_share'))} of pixels"]
     if p.get("purity") is not None:
-        cls = p.get("majority_class_name") or p.get("majority_class")
+        cls = p["majority_class_name"]
         parts.append(f"purity {fmt_pct(p.get('purity'), 0)}" + (f" ({cls})" if cls is not None else ""))
     return " · ".join(parts)
 

@@ -14,19 +14,15 @@ from ui.client import api_url, fetch_prototype_map
 from ui.views.concept_grid import best_segment_image
 
 
-def map_frame(answer: dict | list, protos: list[dict]) -> pd.DataFrame:
-    """The projection answer joined with the prototype records: one row per prototype."""
-    points = answer.get("points", answer.get("items", [])) if isinstance(answer, dict) else answer
+def map_frame(answer: dict, protos: list[dict]) -> pd.DataFrame:
+    """The ``PrototypeMap`` answer joined with the prototype records: one row per prototype."""
     by_id = {int(p["id"]): p for p in protos}
     rows = []
-    for pt in points:
-        k = int(pt.get("id", pt.get("prototype", -1)))
-        p = by_id.get(k, {})
-        label = pt.get("label") or p.get("label") or ""
-        dead = bool(pt.get("dead", p.get("dead", False)))
-        rows.append({"id": k, "x": float(pt["x"]), "y": float(pt["y"]), "label": label,
-                     "name": f"#{k} {label}".strip(), "state": "dead" if dead else "active",
-                     "images": int(p.get("num_images") or pt.get("num_images") or 0)})
+    for pt in answer["points"]:
+        k, p = pt["id"], by_id.get(pt["id"], {})
+        label = pt["label"] or ""
+        rows.append({"id": k, "x": pt["x"], "y": pt["y"], "label": label, "name": f"#{k} {label}".strip(),
+                     "state": "dead" if pt["dead"] else "active", "images": int(p.get("num_images") or 0)})
     return pd.DataFrame(rows)
 
 
@@ -42,7 +38,7 @@ def concept_map(protos: list[dict], on_open: Callable[[int], None]) -> None:
     if frame.empty:
         st.info("The map is empty: the index has no prototypes.")
         return
-    method = answer.get("method", "projection") if isinstance(answer, dict) else "projection"
+    method = answer["method"]
     st.caption(f"Prototype vectors in 2-D ({str(method).upper()}, computed by the server). "
                "Hover a point for its best segment, click it to open the concept.")
     by_id = {int(p["id"]): p for p in protos}

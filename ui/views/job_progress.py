@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from ui.client import ApiError, get_client
+from ui.client import ApiRequestError, get_client
 from ui.components import fmt_duration, show_api_error
 
 ACTIVE = {"running", "stopping"}
@@ -44,7 +44,7 @@ def job_progress(job_id: int, *, on_done: Callable[[], None] | None = None, ever
     def _live() -> None:
         try:
             job = get_client().job(job_id)
-        except ApiError as exc:
+        except ApiRequestError as exc:
             show_api_error(exc, f"Reading job {job_id}")
             return
         st.markdown(job_status_line(job))

@@ -7,30 +7,18 @@ rest of the image visible.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import streamlit as st
 
-from ui.client import ApiError, api_url, fetch_overlay
+from ui.client import ApiRequestError, api_url, fetch_overlay
 from ui.components import fmt_num
-
-
-def unpack_neighbor(item: Any) -> tuple[dict, float | None]:
-    """A neighbour answer item → ``(segment, similarity)``, for ``{"segment":…, "similarity":…}``
-    envelopes as well as flat segment records that carry a ``similarity``/``score`` of their own."""
-    if isinstance(item, dict) and isinstance(item.get("segment"), dict):
-        sim = item.get("similarity", item.get("score"))
-        return item["segment"], sim
-    if isinstance(item, (list, tuple)) and len(item) == 2:
-        return item[0], item[1]
-    return item, item.get("similarity")
 
 
 def segment_overlay(segment: dict, size: int = 256) -> bytes | None:
     """The overlay image of one segment (``None`` when the API could not draw it)."""
     try:
         return fetch_overlay(api_url(), int(segment["image_id"]), segment=int(segment["id"]), size=size)
-    except ApiError:
+    except ApiRequestError:
         return None
 
 

@@ -12,8 +12,8 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from ui.components import PALETTE, colour_swatch, fmt_num, fmt_pct, plain
-from ui.views.segments import segment_tiles, unpack_neighbor
+from ui.components import colour_swatch, fmt_num, fmt_pct, plain
+from ui.views.segments import segment_tiles
 
 
 def decode_image(value: Any) -> bytes | None:
@@ -28,32 +28,19 @@ def decode_image(value: Any) -> bytes | None:
         return None
 
 
-def _first(d: dict, *keys: str) -> Any:
-    for key in keys:
-        if d.get(key) is not None:
-            return d[key]
-    return None
-
-
-def slot_colour(slot: dict, i: int) -> str:
-    """The slot's colour as ``#rrggbb`` (the API's, else the UI palette's)."""
-    c = slot.get("color", slot.get("colour"))
-    if isinstance(c, (list, tuple)) and len(c) >= 3:
-        return "#{:02x}{:02x}{:02x}".format(*(int(v) for v in c[:3]))
-    if isinstance(c, str) and c:
-        return c
-    return PALETTE[i % len(PALETTE)]
+def slot_colour(slot: dict) -> str:
+    """The slot's colour as ``#rrggbb`` (``Slot.color``: the overlay's ``[r, g, b]``)."""
+    return "#{:02x}{:02x}{:02x}".format(*(int(v) for v in slot["color"][:3]))
 
 
 def slot_crop(slot: dict, original: bytes | None) -> bytes | None:
-    """The slot's crop: sent by the API, else cut from the original image by the slot's bbox."""
-    sent = decode_image(_first(slot, "crop", "crop_png", "crop_jpeg"))
-    if sent is not None or original is None or not slot.get("bbox"):
-        return sent
-    x, y, w, h = (float(v) for v in slot["bbox"][:4])
+    """The slot's crop, cut from the original image by the slot's ``bbox`` (given in the pixels of the
+    analysed image, ``bbox_size``; the original may be larger: uploads are analysed downscaled)."""
+    if original is None:
+        return None
+    x, y, w, h = (float(v) for v in slot["bbox"])
     img = Image.open(io.BytesIO(original)).convert("RGB")
-    ref_w, ref_h = slot.get("bbox_size", (img.width, img.height))[:2] if slot.get("bbox_size") else (
-        img.width, img.height)
+    ref_w, ref_h = slot["bbox_size"]
     sx, sy = img.width / float(ref_w), img.height / float(ref_h)
     box = (int(x * sx), int(y * sy), int((x + w) * sx), int((y + h) * sy))
     if box[2] <= box[0] or box[3] <= box[1]:
@@ -66,18 +53,17 @@ def slot_crop(slot: dict, original: bytes | None) -> bytes | None:
 def slots_table(slots: list[dict]) -> pd.DataFrame:
     """One row per slot: prototype, label, area share, score."""
     return pd.DataFrame([{
-        "prototype": s.get("prototype"),
-        "label": s.get("label") or "",
-        "area share": float(_first(s, "area_share", "area_fraction", "share") or 0.0),
-        "score": _first(s, "score", "mean_score"),
+        "prototype": s["prototype"],
+        "label": s["label"] or "",
+        "area share": s["area_share"],
+        "score": s["score"],
     } for s in slots])
 
 
 def show_slots(answer: dict, original: bytes | None, overlay: bytes | None = None) -> None:
     """Renders the whole analysis of one image."""
-    slots = sorted(answer.get("slots", []), key=lambda s: -float(_first(s, "area_share", "area_fraction",
-                                                                          "share") or 0.0))
-    overlay = overlay or decode_image(_first(answer, "overlay", "overlay_png", "slots_png"))
+    slots = sorted(answer["slots"], key=lambda s: -s["area_share"])
+    overlay = overlay or decode_image(answer["overlay_png"])
     left, right = st.columns([3, 2])
     with left:
         c1, c2 = st.columns(2)
@@ -87,9 +73,9 @@ def show_slots(answer: dict, original: bytes | None, overlay: bytes | None = Non
             c2.image(overlay, caption="slots", width="stretch")
     with right:
         st.markdown(f"**{len(slots)} slots** on this image")
-        legend = [colour_swatch(slot_colour(s, i), f"#{plain(s.get('prototype'))} {plain(s.get('label') or '')} "
-                                f"· {fmt_pct(_first(s, 'area_share', 'area_fraction', 'share'))}")
-                  for i, s in enumerate(slots)]
+        legend = [colour_swatch(slot_colour(s), f"#{plain(s['prototype'])} {plain(s['label'] or '')} "
+                                f"· {fmt_pct(s['area_share'])}")
+                  for s in slots]
         st.markdown("<br>".join(legend), unsafe_allow_html=True)
     if not slots:
         return
@@ -100,16 +86,15 @@ def show_slots(answer: dict, original: bytes | None, overlay: bytes | None = Non
     })
     st.markdown("#### Slots and their nearest dataset segments")
     for i, s in enumerate(slots):
-        share = _first(s, "area_share", "area_fraction", "share")
-        title = (f"Slot #{plain(s.get('prototype'))} {plain(s.get('label') or '')} · {fmt_pct(share)} of the image"
-                 f" · score {fmt_num(_first(s, 'score', 'mean_score'))}")
+        title = (f"Slot #{plain(s['prototype'])} {plain(s['label'] or '')} · {fmt_pct(s['area_share'])} of the "
+                 f"image · score {fmt_num(s['score'])}")
         with st.container(border=True):
-            st.markdown(colour_swatch(slot_colour(s, i), f"**{title}**"), unsafe_allow_html=True)
+            st.markdown(colour_swatch(slot_colour(s), f"**{title}**"), unsafe_allow_html=True)
             crop_col, nn_col = st.columns([1, 4])
             crop = slot_crop(s, original)
             if crop is not None:
                 crop_col.image(crop, caption="crop", width="stretch")
-            items = [unpack_neighbor(n) for n in s.get("neighbors", [])]
+            items = [(n["segment"], n["similarity"]) for n in s["neighbors"]]
             with nn_col:
                 if items:
                     segment_tiles([seg for seg, _ in items], key=f"slot_{i}_nn", columns=5, size=160,

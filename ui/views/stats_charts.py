@@ -3,9 +3,6 @@ prototypes per image, and the prototype-similarity heatmap."""
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any
-
 import altair as alt
 import numpy as np
 import pandas as pd
@@ -33,24 +30,11 @@ def long_tail_chart(frame: pd.DataFrame) -> alt.Chart:
 
 
 def active_histogram(stats: dict) -> pd.DataFrame:
-    """``active prototypes`` → ``images``, from whichever form the API sends (per-image counts, a
-    ``{count: images}`` map or ``{"bins"/"counts"}``)."""
-    raw: Any = stats.get("active_per_image_hist", stats.get("active_per_image"))
-    if isinstance(raw, dict) and isinstance(raw.get("histogram"), list):  # index[n] = images with n active
-        pairs = list(enumerate(raw["histogram"]))
-        while pairs and pairs[0][1] == 0:
-            pairs.pop(0)
-    elif isinstance(raw, dict) and "counts" in raw:
-        bins = raw.get("bins") or raw.get("values") or list(range(len(raw["counts"])))
-        pairs = list(zip(bins, raw["counts"], strict=False))
-    elif isinstance(raw, dict):
-        pairs = [(int(k), int(v)) for k, v in raw.items()]
-    elif isinstance(raw, list) and raw and isinstance(raw[0], dict):
-        pairs = [(int(r.get("active", r.get("k", 0))), int(r.get("images", r.get("count", 0)))) for r in raw]
-    elif isinstance(raw, list):
-        pairs = sorted(Counter(int(v) for v in raw).items())
-    else:
-        pairs = []
+    """``active prototypes`` → ``images`` from ``Stats.active_per_image.histogram`` (entry n = images
+    with n active prototypes), from the first non-empty count on."""
+    pairs = list(enumerate(stats["active_per_image"]["histogram"]))
+    while pairs and pairs[0][1] == 0:
+        pairs.pop(0)
     return pd.DataFrame(pairs, columns=["active prototypes", "images"])
 
 
@@ -61,14 +45,9 @@ def histogram_chart(frame: pd.DataFrame) -> alt.Chart:
     ).properties(height=300)
 
 
-def similarity_matrix(stats: dict) -> np.ndarray | None:
-    """The K×K cosine similarity of the prototype vectors, if the API sent it."""
-    raw = stats.get("similarity", stats.get("prototype_similarity"))
-    if isinstance(raw, dict):
-        raw = raw.get("matrix")
-    if not raw:
-        return None
-    return np.asarray(raw, dtype=float)
+def similarity_matrix(stats: dict) -> np.ndarray:
+    """The K×K cosine similarity of the prototype vectors (``Stats.similarity``)."""
+    return np.asarray(stats["similarity"], dtype=float)
 
 
 def heatmap_chart(sim: np.ndarray, labels: dict[int, str] | None = None) -> alt.Chart:
@@ -90,23 +69,9 @@ def heatmap_chart(sim: np.ndarray, labels: dict[int, str] | None = None) -> alt.
     ).properties(width=side, height=side)
 
 
-def near_duplicates(stats: dict, sim: np.ndarray | None, threshold: float) -> pd.DataFrame:
-    """Pairs of prototypes whose vectors are closer than ``threshold`` (cosine): the API's list if
-    sent, else computed from the matrix."""
-    rows = []
-    sent = stats.get("near_duplicates")
-    if sent:
-        for d in sent:
-            if isinstance(d, dict):
-                a, b = d.get("a", d.get("i")), d.get("b", d.get("j"))
-                c = d.get("similarity", d.get("cosine"))
-            else:
-                a, b, c = d[:3]
-            rows.append((int(a), int(b), float(c)))
-    elif sim is not None:
-        iu = np.triu_indices(sim.shape[0], k=1)
-        for a, b in zip(*iu, strict=True):
-            if sim[a, b] >= threshold:
-                rows.append((int(a), int(b), float(sim[a, b])))
+def near_duplicates(stats: dict) -> pd.DataFrame:
+    """The pairs the indexer found above ``Stats.duplicate_threshold`` (the page asks for the slider's
+    threshold), most similar first."""
+    rows = [(d["a"], d["b"], d["cosine"]) for d in stats["near_duplicates"]]
     frame = pd.DataFrame(rows, columns=["prototype a", "prototype b", "cosine"])
-    return frame[frame["cosine"] >= threshold].sort_values("cosine", ascending=False).reset_index(drop=True)
+    return frame.sort_values("cosine", ascending=False).reset_index(drop=True)

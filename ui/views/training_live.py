@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from ui.client import ApiError, get_client
+from ui.client import ApiRequestError, get_client
 from ui.components import call, fmt_duration, show_api_error
 from ui.views.job_progress import ACTIVE, job_status_line
 
@@ -77,7 +77,7 @@ def training_live(job_id: int) -> None:
         try:
             job = get_client().job(job_id)
             records = pull_metrics(job_id)
-        except ApiError as exc:
+        except ApiRequestError as exc:
             show_api_error(exc, f"Reading training job {job_id}")
             return
         status = job.get("status", "")
