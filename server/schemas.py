@@ -141,6 +141,13 @@ class MapPoint(BaseModel):
     label: str | None = None
 
 
+class PrototypeSimilarity(BaseModel):
+    """The K×K cosines between the prototype vectors (3 decimals), for indexes of at most 256 prototypes."""
+
+    num_prototypes: int
+    cosine: list[list[float]] = Field(description="cosine[i][j] between prototypes i and j")
+
+
 class PrototypeMap(BaseModel):
     method: str = Field(description="the projection, e.g. 'pca' of the L2-normalised prototype vectors")
     points: list[MapPoint]
@@ -244,8 +251,8 @@ Stats = mirror(
     indexer_types.Stats, doc=(
         "The slot statistics of the index (SPEC §7), field for field as `indexer.stats` computes them; "
         "`near_duplicates` are the pairs above `duplicate_threshold` (the `?duplicate_threshold=` of the "
-        "request, else the stored default), and `similarity` is the K×K cosine of the prototypes."),
-    extra={"similarity": (list[list[float]], Field(description="K×K cosine between the prototype vectors"))},
+        "request, else the stored default). The K×K cosines are served apart: "
+        "/api/prototypes/similarity (numbers, K <= 256) and /api/prototypes/similarity.png (any K)."),
 )
 
 EvalResult = mirror(

@@ -131,6 +131,14 @@ class ApiClient:
         """``GET /api/prototypes/map``: 2-D coordinates of the prototype vectors (server-side projection)."""
         return self._json("GET", "/prototypes/map")
 
+    def prototype_similarity(self) -> dict:
+        """``GET /api/prototypes/similarity``: the K×K cosines as numbers (K <= 256)."""
+        return self._json("GET", "/prototypes/similarity")
+
+    def prototype_similarity_png(self, size: int = 512) -> bytes:
+        """``GET /api/prototypes/similarity.png``: the K×K cosines as a heatmap (any K)."""
+        return self._bytes("/prototypes/similarity.png", {"size": size})
+
     def prototype(self, k: int) -> dict:
         """``GET /api/prototypes/{k}``: one prototype's record."""
         return self._json("GET", f"/prototypes/{int(k)}")
@@ -296,6 +304,18 @@ def fetch_options(base_url: str) -> dict:
 def fetch_prototypes(base_url: str) -> list[dict]:
     """Cached ``GET /api/prototypes`` (30 s; cleared when a label changes)."""
     return _for(base_url).prototypes()
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def fetch_similarity(base_url: str) -> dict:
+    """Cached ``GET /api/prototypes/similarity`` (5 min)."""
+    return _for(base_url).prototype_similarity()
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def fetch_similarity_png(base_url: str, size: int = 512) -> bytes:
+    """Cached ``GET /api/prototypes/similarity.png`` (5 min)."""
+    return _for(base_url).prototype_similarity_png(size)
 
 
 @st.cache_data(ttl=300, show_spinner=False)

@@ -24,7 +24,6 @@ from server.schemas import (
 )
 from server.services.jobview import job_view
 from server.services.launch import start_eval
-from server.services.projection import prototype_similarity
 
 router = APIRouter(tags=["statistics"])
 ERRORS = {code: {"model": ErrorBody} for code in (404, 422, 503)}
@@ -41,14 +40,14 @@ def _examples(loaded: IndexDep, eval_id: int) -> list[tuple[int, bytes, bytes]]:
 
 @router.get("/stats", responses=ERRORS)
 def get_stats(
-    loaded: IndexDep, runtime: RuntimeDep,
+    loaded: IndexDep,
     duplicate_threshold: Annotated[float | None, Query(
         ge=-1.0, le=1.0, description="cosine from which two prototypes are near-duplicates (default: the "
         "threshold the statistics were stored with)", examples=[0.9])] = None,
 ) -> Stats:
     """The index's slot statistics: dead prototypes, active prototypes per image, activity, duplicates."""
     stats = loaded.index.stats(duplicate_threshold).to_dict()
-    return Stats(**stats, similarity=prototype_similarity(runtime, loaded))
+    return Stats(**stats)
 
 
 @router.get("/eval", responses=ERRORS)

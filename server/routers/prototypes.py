@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Path, Query
+from fastapi.responses import Response
 
 from server.deps import Authorized, IndexDep, RuntimeDep
-from server.errors import not_found
+from server.errors import ApiError, not_found
 from server.schemas import (
     MAX_ID,
     MAX_OFFSET,
@@ -16,9 +18,10 @@ from server.schemas import (
     Prototype,
     PrototypeList,
     PrototypeMap,
+    PrototypeSimilarity,
     SegmentPage,
 )
-from server.services.projection import prototype_map
+from server.services.projection import MAX_SIMILARITY_JSON, prototype_map, prototype_similarity, similarity_image
 from server.services.records import best_images, prototype_out, segment_out
 
 router = APIRouter(prefix="/prototypes", tags=["prototypes"])
@@ -51,6 +54,29 @@ def list_prototypes(loaded: IndexDep) -> PrototypeList:
 def get_map(loaded: IndexDep, runtime: RuntimeDep) -> PrototypeMap:
     """2-D coordinates of the prototypes (PCA of their vectors; computed once per index and cached)."""
     return prototype_map(runtime, loaded)
+
+
+@router.get("/similarity", responses=ERRORS)
+def get_similarity(loaded: IndexDep, runtime: RuntimeDep) -> PrototypeSimilarity:
+    """The K×K cosines between the prototype vectors, as numbers: only for K <= 256 (a 422 beyond, where
+    /api/prototypes/similarity.png draws them and the statistics list the near-duplicate pairs)."""
+    k = loaded.index.num_prototypes
+    if k > MAX_SIMILARITY_JSON:
+        raise ApiError(422, "too_many_prototypes", f"{k} prototypes: {k * k} cosines are served as an image "
+                       f"only (GET /api/prototypes/similarity.png); numbers up to K = {MAX_SIMILARITY_JSON}")
+    sim = prototype_similarity(runtime, loaded)
+    return PrototypeSimilarity(num_prototypes=k, cosine=np.round(sim, 3).tolist())
+
+
+@router.get("/similarity.png", response_class=Response, responses=ERRORS | {200: {"content": {"image/png": {}}}})
+def get_similarity_png(
+    loaded: IndexDep, runtime: RuntimeDep,
+    size: Annotated[int, Query(ge=16, le=2048, description="largest side in pixels (blocks max-pooled)")] = 512,
+) -> Response:
+    """The K×K cosines as a heatmap (blue -1, white 0, red 1); above ``size`` prototypes each pixel is
+    the largest cosine of its block of pairs, so near-duplicates stay visible at K = 2048."""
+    png = similarity_image(runtime, loaded, size)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=300"})
 
 
 @router.get("/{k}", responses=ERRORS)

@@ -64,12 +64,62 @@ def _coordinates(runtime: Runtime, loaded: LoadedIndex) -> np.ndarray:
     return xy
 
 
-def prototype_similarity(runtime: Runtime, loaded: LoadedIndex) -> list[list[float]]:
-    """The K×K cosines between the index's prototypes (3 decimals), computed once per index."""
+#: Above this many prototypes the similarity is served as an image only (K² numbers would not fit a
+#: response budget of 1 MB: at K = 2048 they are 4 M cosines).
+MAX_SIMILARITY_JSON = 256
+
+
+def prototype_similarity(runtime: Runtime, loaded: LoadedIndex) -> np.ndarray:
+    """The (K, K) float32 cosines between the index's prototypes, computed once per index."""
     key = f"similarity:{_cache_key(loaded)}"
     if key not in runtime.cache:
-        vectors = loaded.index.prototype_vectors()  # (K, D), normalised
-        runtime.cache[key] = np.round(vectors @ vectors.T, 3).tolist()
+        vectors = loaded.index.prototype_vectors().astype(np.float32)  # (K, D), normalised
+        runtime.cache[key] = np.clip(vectors @ vectors.T, -1.0, 1.0)
+    return runtime.cache[key]
+
+
+def _diverging_palette() -> list[int]:
+    """256 colours from blue (index 0, cosine -1) through white (128, cosine 0) to red (255, cosine 1)."""
+    t = np.linspace(-1.0, 1.0, 256)[:, None]
+    white, red, blue = np.array([247, 247, 247.0]), np.array([178, 24, 43.0]), np.array([33, 102, 172.0])
+    rgb = np.where(t >= 0, white + t * (red - white), white + (-t) * (blue - white))
+    return np.round(rgb).astype(np.uint8).ravel().tolist()
+
+
+def similarity_png(sim: np.ndarray, max_side: int = 512) -> bytes:
+    """The (K, K) similarity as a palette PNG heatmap (one byte per pixel), row i / column j =
+    prototypes i / j. Above ``max_side`` prototypes, each pixel is the *largest* cosine of its block of
+    pairs (a prototype with itself left out), so a near-duplicate pair stays visible; below 256, each
+    cell is a square of several pixels."""
+    import io
+
+    from PIL import Image
+
+    k = sim.shape[0]
+    values = sim
+    if k > max_side:
+        off = sim.copy()
+        np.fill_diagonal(off, -1.0)
+        step = -(-k // max_side)
+        n = -(-k // step)
+        padded = np.pad(off, ((0, n * step - k), (0, n * step - k)), constant_values=-1.0)
+        values = padded.reshape(n, step, n, step).max(axis=(1, 3))
+    index = np.round((np.clip(values, -1.0, 1.0) + 1.0) * 127.5).astype(np.uint8)
+    img = Image.fromarray(index, mode="L").convert("P")
+    img.putpalette(_diverging_palette())
+    if k < 256:
+        scale = max(1, 256 // max(k, 1))
+        img = img.resize((k * scale, k * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def similarity_image(runtime: Runtime, loaded: LoadedIndex, max_side: int) -> bytes:
+    """:func:`similarity_png` of the index, drawn once per index and size."""
+    key = f"similarity-png:{max_side}:{_cache_key(loaded)}"
+    if key not in runtime.cache:
+        runtime.cache[key] = similarity_png(prototype_similarity(runtime, loaded), max_side)
     return runtime.cache[key]
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.client import api_url, fetch_options, fetch_prototypes, fetch_stats
+from ui.client import api_url, fetch_options, fetch_prototypes, fetch_similarity, fetch_similarity_png, fetch_stats
 from ui.components import fmt_num, run_page
 from ui.views.stats_charts import (
+    MAX_INTERACTIVE_HEATMAP,
     active_histogram,
     activity_frame,
     heatmap_chart,
@@ -55,8 +56,13 @@ def render() -> None:
         st.altair_chart(histogram_chart(hist), width="stretch")
 
     st.subheader("Prototype similarity")
-    labels = {int(p["id"]): p.get("label") or "" for p in protos}
-    st.altair_chart(heatmap_chart(similarity_matrix(stats), labels), width="content")
+    if stats["num_prototypes"] <= MAX_INTERACTIVE_HEATMAP:
+        labels = {int(p["id"]): p.get("label") or "" for p in protos}
+        st.altair_chart(heatmap_chart(similarity_matrix(fetch_similarity(api_url())), labels), width="content")
+    else:
+        st.image(fetch_similarity_png(api_url()), width=720,
+                 caption=f"{stats['num_prototypes']} × {stats['num_prototypes']} cosines (blue −1, white 0, red 1; "
+                 "each pixel is the largest cosine of its block of pairs)")
     st.slider("Near-duplicate threshold (cosine)", 0.5, 1.0, threshold, 0.01, key="dup_threshold")
     dups = near_duplicates(stats)
     st.markdown(f"**{len(dups)} near-duplicate pairs** (cosine ≥ {threshold:.2f})")

@@ -45,9 +45,14 @@ def histogram_chart(frame: pd.DataFrame) -> alt.Chart:
     ).properties(height=300)
 
 
-def similarity_matrix(stats: dict) -> np.ndarray:
-    """The K×K cosine similarity of the prototype vectors (``Stats.similarity``)."""
-    return np.asarray(stats["similarity"], dtype=float)
+#: Up to this many prototypes the heatmap is an interactive chart (hover for the pair); above, the
+#: server's image (K² rectangles would not draw in a browser at K = 2048).
+MAX_INTERACTIVE_HEATMAP = 64
+
+
+def similarity_matrix(answer: dict) -> np.ndarray:
+    """The K×K cosine similarity of the prototype vectors (``PrototypeSimilarity.cosine``)."""
+    return np.asarray(answer["cosine"], dtype=float)
 
 
 def heatmap_chart(sim: np.ndarray, labels: dict[int, str] | None = None) -> alt.Chart:
