@@ -107,3 +107,34 @@ def test_concepts_and_image_slots_in_chromium(ui_url: str, live_api: str, browse
     assert page.locator("[data-testid='stException']").count() == 0
     assert errors == []
     page.close()
+
+
+def test_a_shared_link_reopens_the_view_in_chromium(ui_url: str, live_api: str, browser, shots: Path) -> None:
+    """A copied address reopens the same page, prototype and statistics threshold; clicking writes
+    the new state back into the address bar."""
+    import httpx
+    from playwright.sync_api import expect
+
+    protos = httpx.get(f"{live_api}/api/prototypes", timeout=30).json()["items"]
+    k = max(protos, key=lambda p: p["num_segments"])["id"]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{ui_url}/?prototype={k}")
+    page.get_by_text(f"Prototype #{k}").first.wait_for(timeout=60_000)
+    _settle(page)
+    expect(page.get_by_text("Top ").first).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(shots / "link_prototype.png"), full_page=True)
+
+    page.goto(f"{ui_url}/statistics?duplicates=0.62")
+    page.get_by_text("(cosine ≥ 0.62)").wait_for(timeout=60_000)
+    _settle(page)
+    assert "duplicates=0.62" in page.url
+
+    page.goto(f"{ui_url}/?sort=id&hide_dead=0")
+    page.get_by_text("prototypes ·").first.wait_for(timeout=60_000)
+    _settle(page)
+    open_buttons(page).first.wait_for(timeout=60_000)
+    assert open_buttons(page).count() == len(protos)  # dead ones shown: the link said hide_dead=0
+    open_buttons(page).first.click()
+    page.wait_for_function("() => location.search.includes('prototype=')", timeout=60_000)
+    assert "sort=id" in page.url and "hide_dead=0" in page.url
+    page.close()

@@ -6,30 +6,47 @@ import streamlit as st
 
 from ui.client import api_url, fetch_prototypes
 from ui.components import run_page
+from ui.url_state import Param, flag, integer, one_of, publish, restore
 from ui.views.concept_detail import concept_detail
-from ui.views.concept_grid import concept_grid
+from ui.views.concept_grid import PER_PAGE, SORTS, concept_grid
 from ui.views.concept_map import concept_map
+
+#: What a link to this page carries: the open prototype and segment, the view and the grid's filters.
+URL = [
+    Param("concept", "prototype", integer()),
+    Param("similar_to", "segment", integer()),
+    Param("concepts_view", "view", one_of(["Grid", "Map"]), "Grid"),
+    Param("concepts_query", "q", str, ""),
+    Param("concepts_sort", "sort", one_of(list(SORTS)), next(iter(SORTS))),
+    Param("concepts_per_page", "per_page", one_of(PER_PAGE), 24),
+    Param("concepts_hide_dead", "hide_dead", flag, True),
+    Param("concepts_page", "page", integer(1), 1),
+]
 
 
 def open_prototype(k: int) -> None:
     """Opens prototype ``k`` (kept in the session and in the URL, so the view can be shared)."""
     st.session_state["concept"] = k
     st.session_state.pop("similar_to", None)
-    st.query_params["prototype"] = str(k)
 
 
 def close_prototype() -> None:
     """Back to the grid or map."""
     st.session_state["concept"] = None
     st.session_state.pop("similar_to", None)
-    st.query_params.pop("prototype", None)
 
 
 def render() -> None:
-    """The page body."""
+    """The page body, its state read from and written back to the URL."""
+    restore(URL)
+    try:
+        _body()
+    finally:
+        publish(URL)
+
+
+def _body() -> None:
     protos = fetch_prototypes(api_url())
-    if "concept" not in st.session_state and "prototype" in st.query_params:
-        st.session_state["concept"] = int(st.query_params["prototype"])
     k = st.session_state.get("concept")
     if k is not None:
         match = [p for p in protos if int(p["id"]) == int(k)]
@@ -37,8 +54,7 @@ def render() -> None:
             concept_detail(match[0], close_prototype)
             return
         st.warning(f"Prototype #{k} does not exist in this index.")
-    view = st.segmented_control("View", ["Grid", "Map"], default="Grid", key="concepts_view",
-                                required=True)
+    view = st.segmented_control("View", ["Grid", "Map"], key="concepts_view", required=True)
     if view == "Map":
         concept_map(protos, open_prototype)
     else:

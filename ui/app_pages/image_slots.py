@@ -9,9 +9,11 @@ import streamlit as st
 
 from ui.client import api_url, fetch_image, fetch_images, get_client
 from ui.components import call, run_page
+from ui.url_state import Param, flag, one_of, publish, restore
 from ui.views.slot_view import show_slots
 
 ACCEPTED = ["jpg", "jpeg", "png", "webp", "bmp"]
+SOURCES = ["Upload", "Dataset"]
 
 
 def analyze(name: str, data: bytes, content_type: str, crop: bool = False) -> dict | None:
@@ -39,8 +41,13 @@ def pick_from_dataset() -> tuple[str, bytes, str] | None:
     total = listing.get("total", len(items))
     ids = [int(i["id"]) for i in items]
     names = {int(i["id"]): i.get("file_name", str(i["id"])) for i in items}
+    url = [Param("slots_pick", "image", one_of(ids), ids[0])]
+    restore(url)
+    if st.session_state["slots_pick"] not in ids:
+        st.session_state["slots_pick"] = ids[0]
     image_id = st.selectbox(f"Dataset image ({total} indexed)", ids,
                             format_func=lambda i: f"{i} · {names[i]}", key="slots_pick")
+    publish(url)
     strip = st.columns(8)
     for col, i in zip(strip, ids[:8], strict=False):
         col.image(fetch_image(api_url(), i, 96), caption=str(i), width="stretch")
@@ -50,8 +57,10 @@ def pick_from_dataset() -> tuple[str, bytes, str] | None:
 
 def render() -> None:
     """The page body."""
-    source = st.segmented_control("Image source", ["Upload", "Dataset"], default="Upload",
-                                  key="slots_source", required=True)
+    url = [Param("slots_source", "source", one_of(SOURCES), SOURCES[0]), Param("slots_crop", "crop", flag, False)]
+    restore(url)
+    source = st.segmented_control("Image source", SOURCES, key="slots_source", required=True)
+    publish(url[:1])
     chosen: tuple[str, bytes, str] | None = None
     if source == "Upload":
         upload = st.file_uploader("Upload an image", type=ACCEPTED, key="slots_upload")
@@ -66,6 +75,7 @@ def render() -> None:
     crop = st.toggle("Centre crop only (the release's protocol, as the index)", key="slots_crop",
                      help="off: the whole image is segmented, every pixel assigned; on: the model sees the "
                           "index's centre crop (outlined), and a dataset image gets exactly its indexed slots")
+    publish(url[1:])
     answer = analyze(*chosen, crop=crop)
     if answer is not None:
         show_slots(answer, chosen[1])

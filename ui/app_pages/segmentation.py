@@ -7,6 +7,7 @@ import streamlit as st
 
 from ui.client import api_url, fetch_eval_results, fetch_options, get_client
 from ui.components import call, fmt_pct, run_page
+from ui.url_state import Param, one_of, publish, restore
 from ui.views.eval_view import (
     PAPER_REFERENCE,
     confusion_chart,
@@ -45,7 +46,14 @@ def render() -> None:
         return
     models = [r for r in results if r["baseline"] == "none"] or results
     models = sorted(models, key=lambda r: r["id"], reverse=True)
-    chosen = st.selectbox("Evaluation", models, format_func=result_name, key="eval_pick")
+    by_id = {r["id"]: r for r in models}
+    url = [Param("eval_pick", "eval", one_of(list(by_id)), next(iter(by_id)))]
+    restore(url)
+    if st.session_state["eval_pick"] not in by_id:  # an evaluation of another index (the index changed)
+        st.session_state["eval_pick"] = next(iter(by_id))
+    chosen = by_id[st.selectbox("Evaluation", list(by_id), format_func=lambda i: result_name(by_id[i]),
+                                key="eval_pick")]
+    publish(url)
     m = st.columns(4)
     m[0].metric("mIoU", fmt_pct(chosen["miou"], 2))
     m[1].metric("Pixel accuracy", fmt_pct(chosen["pixel_accuracy"], 2))

@@ -7,6 +7,7 @@ import streamlit as st
 
 from ui.client import api_url, fetch_options, fetch_prototypes, fetch_similarity, fetch_similarity_png, fetch_stats
 from ui.components import fmt_num, run_page
+from ui.url_state import Param, number, publish, restore
 from ui.views.stats_charts import (
     MAX_INTERACTIVE_HEATMAP,
     active_histogram,
@@ -22,7 +23,10 @@ from ui.views.stats_charts import (
 def render() -> None:
     """The page body."""
     protos = fetch_prototypes(api_url())
-    threshold = float(st.session_state.get("dup_threshold", fetch_options(api_url())["near_duplicate_threshold"]))
+    url = [Param("dup_threshold", "duplicates", number(0.5, 1.0),
+                 float(fetch_options(api_url())["near_duplicate_threshold"]))]
+    restore(url)
+    threshold = float(st.session_state["dup_threshold"])
     stats = fetch_stats(api_url(), threshold)
     dead = stats["dead"]
     hist = active_histogram(stats)
@@ -63,7 +67,8 @@ def render() -> None:
         st.image(fetch_similarity_png(api_url()), width=720,
                  caption=f"{stats['num_prototypes']} × {stats['num_prototypes']} cosines (blue −1, white 0, red 1; "
                  "each pixel is the largest cosine of its block of pairs)")
-    st.slider("Near-duplicate threshold (cosine)", 0.5, 1.0, threshold, 0.01, key="dup_threshold")
+    st.slider("Near-duplicate threshold (cosine)", 0.5, 1.0, step=0.01, key="dup_threshold")
+    publish(url)
     dups = near_duplicates(stats)
     st.markdown(f"**{len(dups)} near-duplicate pairs** (cosine ≥ {threshold:.2f})")
     if not dups.empty:

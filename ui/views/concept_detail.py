@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.client import api_url, clear_index_caches, fetch_neighbors, fetch_segments, get_client
+from ui.client import (
+    ApiRequestError,
+    api_url,
+    clear_index_caches,
+    fetch_neighbors,
+    fetch_segment,
+    fetch_segments,
+    get_client,
+)
 from ui.components import call, fmt_pct, prototype_title
 from ui.views.segments import segment_tiles
 
@@ -13,7 +21,7 @@ PAGE = 12
 
 
 def _similar_to(segment: dict) -> None:
-    st.session_state["similar_to"] = segment
+    st.session_state["similar_to"] = int(segment["id"])  # an id: it is also the link's ?segment=
 
 
 def _more(k: int) -> None:
@@ -59,10 +67,16 @@ def concept_detail(p: dict, on_back) -> None:
     if len(segments) >= limit:
         st.button("Show more segments", on_click=_more, args=(k,))
 
-    source = st.session_state.get("similar_to")
-    if source is not None:
+    source_id = st.session_state.get("similar_to")
+    if source_id is not None:
+        try:
+            source = fetch_segment(api_url(), int(source_id))
+        except ApiRequestError as exc:
+            st.warning(f"Segment {source_id}: {exc.message}")
+            st.session_state["similar_to"] = None
+            return
         st.divider()
-        st.markdown(f"#### Segments similar to segment {source['id']} (image {source.get('image_id')})")
+        st.markdown(f"#### Segments similar to segment {source['id']} (image {source['image_id']})")
         items = [(n["segment"], n["similarity"]) for n in fetch_neighbors(api_url(), int(source["id"]), 12)]
         segment_tiles([s for s, _ in items], key="neighbors", similarities=[d for _, d in items],
                       on_similar=_similar_to)

@@ -11,6 +11,7 @@ import streamlit as st
 from ui.client import ApiRequestError, api_url, fetch_overlay, fetch_segment
 from ui.components import fmt_pct, prototype_title
 
+PER_PAGE = (12, 24, 48, 96)
 SORTS: dict[str, tuple[Callable[[dict], object], bool]] = {
     "most active": (lambda p: (p.get("num_images") or 0, p.get("pixel_share") or 0.0), True),
     "least active": (lambda p: (p.get("num_images") or 0, p.get("pixel_share") or 0.0), False),
@@ -62,12 +63,13 @@ def concept_grid(protos: list[dict], on_open: Callable[[int], None]) -> None:
     c1, c2, c3, c4 = st.columns([3, 2, 2, 1.4], vertical_alignment="bottom")
     query = c1.text_input("Search labels", key="concepts_query", placeholder="label, class or #id")
     sort = c2.selectbox("Sort by", list(SORTS), key="concepts_sort")
-    per_page = c3.selectbox("Per page", [12, 24, 48, 96], index=1, key="concepts_per_page")
-    hide_dead = c4.checkbox("Hide dead", value=True, key="concepts_hide_dead")
+    per_page = c3.selectbox("Per page", PER_PAGE, key="concepts_per_page")  # defaults: ui/app_pages/concepts.py URL
+    hide_dead = c4.checkbox("Hide dead", key="concepts_hide_dead")
     shown = filter_prototypes(protos, hide_dead=hide_dead, query=query, sort=sort)
     dead = sum(1 for p in protos if p.get("dead"))
     pages = max(1, math.ceil(len(shown) / per_page))
     page = min(int(st.session_state.get("concepts_page", 1)), pages)
+    st.session_state["concepts_page"] = page  # a link's page beyond the last opens the last
     st.caption(f"{len(protos)} prototypes · {dead} dead · {len(shown)} shown · page {page} of {pages}")
     if not shown:
         st.info("No prototype matches these filters.")
@@ -86,4 +88,4 @@ def concept_grid(protos: list[dict], on_open: Callable[[int], None]) -> None:
                 st.button("Open", key=f"open_{p['id']}", on_click=on_open, args=(int(p["id"]),),
                           width="stretch")
     if pages > 1:
-        st.number_input("Page", min_value=1, max_value=pages, value=page, step=1, key="concepts_page")
+        st.number_input("Page", min_value=1, max_value=pages, step=1, key="concepts_page")
