@@ -283,10 +283,10 @@ class Timeline:
 
 def _point(index: ConceptIndex, label: str) -> dict[str, Any]:
     protos = index.prototypes()
-    ckpt = index.manifest.get("checkpoint", {})
+    ckpt = index.manifest.checkpoint  # a typed Manifest (indexer.types) since issue 14
     return {
-        "index": str(index.index_dir), "label": label, "checkpoint": ckpt.get("path"),
-        "checkpoint_sha256": ckpt.get("sha256"), "num_prototypes": index.num_prototypes,
+        "index": str(index.index_dir), "label": label, "checkpoint": ckpt.path,
+        "checkpoint_sha256": ckpt.sha256, "num_prototypes": index.num_prototypes,
         "active": sum(not p.dead for p in protos), "dead": sum(p.dead for p in protos),
     }  # fmt: skip
 
