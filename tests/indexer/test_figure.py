@@ -174,3 +174,25 @@ def test_cli(tiny_index: Path, layout_facts: dict, tmp_path: Path, capsys) -> No
     with pytest.raises(SystemExit):
         main(["--index", str(tiny_index), "--prototypes", "3,3", "--out", str(out)])
     assert "listed twice" in capsys.readouterr().err
+
+
+def test_bytes_identical_across_processes(tiny_index: Path, layout_facts: dict, tmp_path: Path) -> None:
+    """Two fresh interpreters (different hash seeds) write the same PNG, PDF and SVG bytes."""
+    import os
+    import subprocess
+    import sys
+
+    ids = ",".join(map(str, layout_facts["active"][:2]))
+    root = Path(__file__).resolve().parents[2]
+    outs = {}
+    for seed in ("1", "2"):
+        outs[seed] = [tmp_path / f"p{seed}{s}" for s in (".png", ".pdf", ".svg")]
+        script = ("import sys; from indexer.figure import main; "
+                  "sys.exit(max(main(['--index', sys.argv[1], '--prototypes', sys.argv[2], '--topk', '2', "
+                  "'--cell-px', '32', '--labels', '--out', o]) for o in sys.argv[3:]))")
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(root)}
+        proc = subprocess.run([sys.executable, "-c", script, str(tiny_index), ids, *map(str, outs[seed])],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    for a, b in zip(outs["1"], outs["2"], strict=True):
+        assert a.read_bytes() == b.read_bytes(), a.suffix
