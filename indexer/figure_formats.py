@@ -24,7 +24,7 @@ SUFFIXES = (".png", ".pdf", ".svg")
 def png_bytes(img: Image.Image) -> bytes:
     """PNG bytes of the image, without any metadata chunk (deterministic)."""
     buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=9)
+    img.save(buf, format="PNG", compress_level=6)  # 9 is 2.7x slower for 1% smaller
     return buf.getvalue()
 
 
@@ -32,7 +32,7 @@ def pdf_bytes(img: Image.Image) -> bytes:
     """A one-page PDF 1.4 showing the RGB image at 1 px = 1 pt, pixels stored losslessly (FlateDecode)."""
     rgb = img.convert("RGB")
     w, h = rgb.size
-    pixels = zlib.compress(rgb.tobytes(), 9)
+    pixels = zlib.compress(rgb.tobytes(), 6)
     content = f"q {w} 0 0 {h} 0 0 cm /Im0 Do Q\n".encode()
     objects = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
