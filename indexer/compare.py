@@ -283,7 +283,7 @@ class Timeline:
 
 def _point(index: ConceptIndex, label: str) -> dict[str, Any]:
     protos = index.prototypes()
-    ckpt = index.manifest.checkpoint
+    ckpt = index.manifest.checkpoint  # a typed Manifest (indexer.types) since issue 14
     return {
         "index": str(index.index_dir), "label": label, "checkpoint": ckpt.path,
         "checkpoint_sha256": ckpt.sha256, "num_prototypes": index.num_prototypes,

@@ -15,11 +15,12 @@ from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 from torchvision.utils import draw_segmentation_masks
 
+# Figure 3's red and the mask overlay are shared with the concept figures (indexer.figure).
+from indexer.overlay import FIGURE3_ALPHA, FIGURE3_COLOR, overlay_mask  # noqa: F401 - re-exported
+from indexer.overlay import fit_masks as _fit_masks
+from indexer.overlay import to_tensor as _to_tensor
 from indexer.segments import palette
 
-#: Figure 3 of the paper: the concept's pixels tinted red, the rest of the image left visible.
-FIGURE3_COLOR = (230, 25, 25)
-FIGURE3_ALPHA = 0.5
 SLOTS_ALPHA = 0.55
 #: The outline of the region the model saw, where an image is shown whole around it.
 BOX_COLOR = (255, 255, 255)
@@ -80,31 +81,6 @@ def bbox_of(mask: np.ndarray) -> list[int]:
     if not len(rows):
         return [0, 0, 0, 0]
     return [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
-
-
-def _to_tensor(img: Image.Image) -> torch.Tensor:
-    return TF.pil_to_tensor(img.convert("RGB"))  # (3, H, W) uint8
-
-
-def _fit_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(N, h, w) bool → (N, H, W) bool by nearest-neighbour resizing (no-op when sizes match)."""
-    if tuple(masks.shape[-2:]) == tuple(size):
-        return masks
-    resized = torch.nn.functional.interpolate(masks[None].float(), size=size, mode="nearest")
-    return resized[0] > 0.5
-
-
-def overlay_mask(
-    img: Image.Image,
-    mask: np.ndarray,
-    color: tuple[int, int, int] = FIGURE3_COLOR,
-    alpha: float = FIGURE3_ALPHA,
-) -> Image.Image:
-    """The image with ``mask`` (h, w bool; resized to the image if needed) tinted as in Figure 3."""
-    base = _to_tensor(img)
-    masks = _fit_masks(torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))[None], base.shape[-2:])
-    out = draw_segmentation_masks(base, masks, alpha=alpha, colors=[color])
-    return TF.to_pil_image(out)
 
 
 def overlay_labels(img: Image.Image, labels: np.ndarray, alpha: float = SLOTS_ALPHA) -> Image.Image:

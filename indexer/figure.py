@@ -1,0 +1,293 @@
+"""Concept figures (issue 17): the paper's layout of a concept index, one row per prototype holding its
+top-k segments (best first), each cell the region the model saw with the segment tinted red as in
+Figure 3, optionally a title column (``#k`` and the prototype's label, or its majority class).
+
+Written as PNG, PDF or SVG by the output's suffix (:mod:`indexer.figure_formats`), byte-identical for
+the same index and arguments. A prototype with fewer than ``topk`` segments (or none: a dead prototype)
+keeps its row, padded with grey cells, so the grid is always ``len(prototypes)`` × ``topk``.
+
+CLI: ``python -m indexer.figure --index I --prototypes 3,17,42 --topk 10 --out fig.pdf [--alpha 0.5]
+[--labels] [--cell-px 96]`` (also ``slotcon figure``). The prototype list is parsed as a person means it
+(``3,17,42``, ``3-5,9``), not character by character like the release's ``--idxs`` (``type=list``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+from core.datasets import ImageReadError, load_rgb
+from indexer.figure_formats import SUFFIXES, SvgCell, SvgText, pdf_bytes, png_bytes, svg_bytes
+from indexer.overlay import FIGURE3_ALPHA, overlay_mask
+from indexer.segments import decode_rle
+from indexer.store import ConceptIndex, ImageRecord, PrototypeRecord, SegmentRecord
+
+GAP = 4
+BACKGROUND = (255, 255, 255)
+EMPTY = (232, 232, 232)
+DEFAULT_CELL_PX = 96
+DEFAULT_TOPK = 10
+
+
+def parse_prototypes(spec: str | Sequence[str | int]) -> list[int]:
+    """Prototype ids from ``"3,17,42"`` or ``"3-5,9"`` (ranges inclusive; spaces allowed), in the order
+    given. A list (argparse ``nargs``) is joined with commas first.
+
+    Raises ValueError for an empty list, a part that is not a non-negative integer or ``a-b`` with
+    a <= b, and for an id listed twice: a repeated row is almost always a typo, and silently dropping
+    it would give a figure with fewer rows than asked.
+    """
+    text = spec if isinstance(spec, str) else ",".join(str(s) for s in spec)
+    ids: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            raise ValueError(f"empty entry in prototype list {text!r} (use e.g. 3,17,42 or 3-5,9)")
+        lo, sep, hi = part.partition("-")
+        if not lo.strip().isdigit() or (sep and not hi.strip().isdigit()):
+            raise ValueError(f"{part!r} is not a prototype id or range (use e.g. 3,17,42 or 3-5,9)")
+        a, b = int(lo), int(hi) if sep else int(lo)
+        if b < a:
+            raise ValueError(f"range {part!r} runs backwards (write {b}-{a})")
+        for k in range(a, b + 1):
+            if k in ids:
+                raise ValueError(f"prototype {k} is listed twice in {text!r}")
+            ids.append(k)
+    if not ids:
+        raise ValueError("no prototypes given")
+    return ids
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Geometry of a figure: ``rows`` × ``cols`` square cells of ``cell_px``, ``GAP`` px apart and around,
+    after a title column of ``label_px`` (0: no titles)."""
+
+    rows: int
+    cols: int
+    cell_px: int
+    label_px: int = 0
+
+    @property
+    def left(self) -> int:
+        """x of the first cell column."""
+        return GAP + (self.label_px + GAP if self.label_px else 0)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the figure in pixels."""
+        step = self.cell_px + GAP
+        return self.left + self.cols * step, GAP + self.rows * step
+
+    def cell_origin(self, row: int, col: int) -> tuple[int, int]:
+        """(x, y) of the top-left pixel of cell (row, col)."""
+        step = self.cell_px + GAP
+        return self.left + col * step, GAP + row * step
+
+
+@dataclass
+class FigureRow:
+    """One prototype's row: its id, title lines, and its top segments' cells (at most ``topk``)."""
+
+    prototype: int
+    title: list[str]
+    segments: list[SegmentRecord]
+    cells: list[Image.Image]
+
+
+def _fit(size: tuple[int, int], cell_px: int) -> tuple[int, int]:
+    """(w, h) of a region of ``size`` scaled so its longer side is ``cell_px``."""
+    w, h = size
+    s = cell_px / max(w, h)
+    return max(1, round(w * s)), max(1, round(h * s))
+
+
+def segment_cell(img: Image.Image, rec: ImageRecord, seg: SegmentRecord, cell_px: int, alpha: float) -> Image.Image:
+    """A ``cell_px`` square cell: the region of ``img`` the model saw (its crop box) scaled to fit,
+    centred on grey, with the segment's mask tinted Figure-3 red at ``alpha``."""
+    x, y, w, h = rec.crop_box
+    if w <= 0 or h <= 0:
+        x, y, w, h = 0, 0, img.width, img.height
+    mask = decode_rle(seg.rle)[y : y + h, x : x + w]
+    fw, fh = _fit((w, h), cell_px)
+    region = img.crop((x, y, x + w, y + h))
+    if (fw, fh) != (w, h):
+        region = region.resize((fw, fh), Image.Resampling.BILINEAR, reducing_gap=None)
+    tinted = overlay_mask(region, mask, alpha=alpha)  # the mask is nearest-resized to the region
+    cell = Image.new("RGB", (cell_px, cell_px), EMPTY)
+    cell.paste(tinted, ((cell_px - fw) // 2, (cell_px - fh) // 2))
+    return cell
+
+
+def _title(proto: PrototypeRecord) -> list[str]:
+    """``#k`` and the user's label, else the majority class (in parentheses), else nothing."""
+    name = proto.label or (f"({proto.majority_class_name})" if proto.majority_class_name else "")
+    return [f"#{proto.id}"] + ([name] if name else [])
+
+
+def figure_rows(
+    index: ConceptIndex, prototypes: Sequence[int], topk: int, alpha: float, cell_px: int
+) -> list[FigureRow]:
+    """The rows of a figure; ValueError naming the valid ids for an unknown prototype, ImageReadError for
+    an image that cannot be read (each image is decoded once)."""
+    bad = [k for k in prototypes if not 0 <= int(k) < index.num_prototypes]
+    if bad:
+        raise ValueError(f"prototype(s) {', '.join(map(str, bad))} not in this index "
+                         f"(K={index.num_prototypes}: ids 0..{index.num_prototypes - 1})")
+    images: dict[int, tuple[ImageRecord, Image.Image]] = {}
+    rows = []
+    for k in prototypes:
+        segments = index.top_segments(int(k), 0, topk)
+        cells = []
+        for seg in segments:
+            if seg.image_id not in images:
+                rec = index.image(seg.image_id)
+                images[seg.image_id] = (rec, load_rgb(rec.path, upright=False))
+            rec, img = images[seg.image_id]
+            cells.append(segment_cell(img, rec, seg, cell_px, alpha))
+        rows.append(FigureRow(int(k), _title(index.prototype(int(k))), segments, cells))
+    return rows
+
+
+def _font(cell_px: int) -> tuple[ImageFont.FreeTypeFont | ImageFont.ImageFont, int]:
+    size = max(10, cell_px // 7)
+    return ImageFont.load_default(size=size), size
+
+
+def _wrap(text: str, font, width: int) -> list[str]:
+    """Words of ``text`` in lines no wider than ``width`` (a word too long for a line is cut)."""
+    lines: list[str] = []
+    for word in text.split():
+        while font.getlength(word) > width and len(word) > 1:
+            word = word[:-1]
+        if lines and font.getlength(lines[-1] + " " + word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+def _texts(rows: list[FigureRow], layout: Layout, cell_px: int) -> list[SvgText]:
+    """The title lines of every row, placed in the title column (none without one)."""
+    if not layout.label_px:
+        return []
+    font, size = _font(cell_px)
+    out = []
+    max_lines = max(1, cell_px // (size + 2))
+    for r, row in enumerate(rows):
+        _, y = layout.cell_origin(r, 0)
+        lines = [ln for t in row.title for ln in _wrap(t, font, layout.label_px)][:max_lines]
+        out += [SvgText(GAP, y + (i + 1) * (size + 2), ln, size) for i, ln in enumerate(lines)]
+    return out
+
+
+def render(rows: list[FigureRow], layout: Layout, texts: list[SvgText]) -> Image.Image:
+    """The figure as one RGB image."""
+    fig = Image.new("RGB", layout.size, BACKGROUND)
+    draw = ImageDraw.Draw(fig)
+    for r, row in enumerate(rows):
+        for c in range(layout.cols):
+            x, y = layout.cell_origin(r, c)
+            if c < len(row.cells):
+                fig.paste(row.cells[c], (x, y))
+            else:
+                draw.rectangle([x, y, x + layout.cell_px - 1, y + layout.cell_px - 1], fill=EMPTY)
+    if texts:
+        font, _ = _font(layout.cell_px)
+        for t in texts:
+            draw.text((t.x, t.y), t.text, fill=(0, 0, 0), font=font, anchor="ls")
+    return fig
+
+
+def _hex(rgb: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def concept_figure(
+    index: ConceptIndex | str | os.PathLike,
+    prototypes: Sequence[int] | str,
+    topk: int = DEFAULT_TOPK,
+    alpha: float = FIGURE3_ALPHA,
+    labels: bool = False,
+    cell_px: int = DEFAULT_CELL_PX,
+    out: str | os.PathLike = "figure.png",
+) -> tuple[Layout, list[FigureRow]]:
+    """Write the figure of ``prototypes`` (ids, or a string for :func:`parse_prototypes`) to ``out``
+    (.png, .pdf or .svg); returns its layout and rows. ``index``: an open index or its directory.
+
+    Raises ValueError for a bad suffix, topk < 1, cell_px < 8, alpha outside [0, 1] or unknown
+    prototypes (nothing is written then).
+    """
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ValueError(f"output {out} must end in one of {', '.join(SUFFIXES)}")
+    if topk < 1 or cell_px < 8 or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"need topk >= 1, cell_px >= 8 and 0 <= alpha <= 1 (got {topk}, {cell_px}, {alpha})")
+    ids = parse_prototypes(prototypes) if isinstance(prototypes, str) else [int(k) for k in prototypes]
+    if isinstance(index, ConceptIndex):
+        rows = figure_rows(index, ids, topk, alpha, cell_px)
+    else:
+        with ConceptIndex.open(index) as opened:
+            rows = figure_rows(opened, ids, topk, alpha, cell_px)
+    layout = Layout(len(rows), topk, cell_px, max(cell_px, 72) if labels else 0)
+    texts = _texts(rows, layout, cell_px)
+    if suffix == ".svg":
+        cells = [SvgCell(*layout.cell_origin(r, c), cell_px, cell_px, row.cells[c] if c < len(row.cells) else None)
+                 for r, row in enumerate(rows) for c in range(topk)]
+        data = svg_bytes(layout.size, cells, texts, _hex(BACKGROUND), _hex(EMPTY))
+    else:
+        fig = render(rows, layout, texts)
+        data = png_bytes(fig) if suffix == ".png" else pdf_bytes(fig)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    return layout, rows
+
+
+def _prototype_list(text: str) -> list[int]:
+    try:
+        return parse_prototypes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``figure`` CLI's parser."""
+    p = argparse.ArgumentParser(
+        prog="slotcon figure", description="Concept figure of an index: a row of top-k segments per "
+        "prototype, masks in red (PNG, PDF or SVG by the output's suffix; deterministic).")
+    p.add_argument("--index", required=True, help="index directory")
+    p.add_argument("--prototypes", required=True, type=_prototype_list, metavar="IDS",
+                   help="prototype ids, e.g. 3,17,42 or 3-5,9 (one row each, in this order)")
+    p.add_argument("--topk", type=int, default=DEFAULT_TOPK, help="segments per row (default %(default)s)")
+    p.add_argument("--out", required=True, help="output file: .png, .pdf or .svg")
+    p.add_argument("--alpha", type=float, default=FIGURE3_ALPHA, help="mask opacity (default %(default)s)")
+    p.add_argument("--labels", action="store_true", help="a title column: #id and the prototype's label")
+    p.add_argument("--cell-px", type=int, default=DEFAULT_CELL_PX, help="cell side in pixels (default %(default)s)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``slotcon figure``: 0 on success, 2 on bad arguments, an unreadable index or image."""
+    args = build_parser().parse_args(argv)
+    try:
+        layout, rows = concept_figure(args.index, args.prototypes, args.topk, args.alpha, args.labels,
+                                      args.cell_px, args.out)
+    except (OSError, ValueError, ImageReadError) as e:  # IndexNotFoundError is an OSError
+        print(f"slotcon figure: {e}", file=sys.stderr)
+        return 2
+    w, h = layout.size
+    print(f"wrote {args.out}: {layout.rows} rows x {layout.cols} cells ({w}x{h} px)")
+    short = [f"#{r.prototype} ({len(r.segments)})" for r in rows if len(r.segments) < layout.cols]
+    if short:
+        print(f"fewer than {layout.cols} segments (padded grey): {', '.join(short)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
