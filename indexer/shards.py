@@ -89,10 +89,10 @@ def merge_shards(
     """
     conn = schema.create(out / schema.DB_NAME, schema.INDEX_SCHEMA)
     work_path = out / ".merge.db"
-    conn.execute(f"ATTACH DATABASE '{work_path}' AS work")
+    conn.execute("ATTACH DATABASE ? AS work", (str(work_path),))  # bound: a path may hold a quote
     conn.execute(f"CREATE TABLE work.all_raw (shard INTEGER, raw_row INTEGER, {_SEGMENT_COLS})")
     for i, shard in enumerate(shards):
-        conn.execute(f"ATTACH DATABASE '{shard / 'raw.db'}' AS s")
+        conn.execute("ATTACH DATABASE ? AS s", (str(shard / "raw.db"),))
         conn.execute(f"INSERT INTO images ({_IMAGE_COLS}) SELECT {_IMAGE_COLS} FROM s.raw_images")
         conn.execute("INSERT INTO skipped SELECT * FROM s.skipped")
         conn.execute(f"INSERT INTO work.all_raw SELECT {i}, raw_row, {_SEGMENT_COLS} FROM s.raw_segments")

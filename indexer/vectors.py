@@ -17,12 +17,15 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 INDEX_TYPES = ("flat", "ivf", "ivfpq")
+#: A PQ sub-quantizer has 2**8 centroids: FAISS refuses to train it on fewer vectors.
+PQ_MIN_TRAIN = 256
 
 
 def faiss_spec(index_type: str, dim: int, count: int, nlist: int | None = None, pq_m: int | None = None) -> str:
     """The ``faiss.index_factory`` string for ``index_type`` and ``count`` vectors.
 
     IVF needs ~39 training vectors per list; with too few vectors it falls back to ``Flat`` (exact).
+    IVF-PQ also needs :data:`PQ_MIN_TRAIN` vectors for its codebooks; with fewer it falls back to IVF-Flat.
     """
     if index_type not in INDEX_TYPES:
         raise ValueError(f"unknown FAISS index type {index_type!r}; choose one of: {', '.join(INDEX_TYPES)}")
@@ -32,7 +35,9 @@ def faiss_spec(index_type: str, dim: int, count: int, nlist: int | None = None, 
     if count < 39 * nlist:
         logger.warning("%d segments are too few for IVF%d; using an exact flat index", count, nlist)
         return "Flat"
-    if index_type == "ivf":
+    if index_type == "ivfpq" and count < PQ_MIN_TRAIN:
+        logger.warning("%d segments are too few to train PQ codebooks; using IVF%d without PQ", count, nlist)
+    if index_type == "ivf" or count < PQ_MIN_TRAIN:
         return f"IVF{nlist},Flat"
     m = pq_m or max(m for m in (1, 2, 4, 8, 16, 32, 64) if dim % m == 0 and m <= max(1, dim // 4))
     return f"IVF{nlist},PQ{m}"
@@ -46,13 +51,16 @@ def build_faiss(
 ) -> faiss.Index:
     """Build an inner-product index from ``chunks()`` (float32 (n, D) arrays in segment-id order).
 
-    ``train_sample(n)`` returns up to n vectors for IVF training. IVF indexes get a direct map so
-    ``reconstruct(segment_id)`` works.
+    ``train_sample(n)`` returns up to n vectors for IVF training (64 per list; at least
+    :data:`PQ_MIN_TRAIN` for PQ codebooks). IVF indexes get a direct map so ``reconstruct(segment_id)`` works.
     """
     index = faiss.index_factory(dim, spec, faiss.METRIC_INNER_PRODUCT)
     if not index.is_trained:
-        nlist = faiss.extract_index_ivf(index).nlist
-        sample = np.ascontiguousarray(train_sample(min(64 * nlist, 200_000)), dtype=np.float32)
+        ivf = faiss.extract_index_ivf(index)
+        want = 64 * ivf.nlist
+        if isinstance(faiss.downcast_index(ivf), faiss.IndexIVFPQ):
+            want = max(want, PQ_MIN_TRAIN)
+        sample = np.ascontiguousarray(train_sample(min(want, 200_000)), dtype=np.float32)
         index.train(sample)
     for chunk in chunks():
         if len(chunk):

@@ -1,6 +1,14 @@
-"""Fixtures shared by every package's tests: a small synthetic dataset and tiny checkpoints.
+"""Fixtures shared by every package's tests: a small synthetic dataset and tiny checkpoints; the markers.
 
 Package-specific fixtures live in ``tests/<package>/conftest.py``.
+
+Markers (declared in pyproject.toml):
+
+- ``gpu``: needs a CUDA device; skipped with the reason "needs a CUDA GPU" where torch sees none
+  (:func:`pytest_collection_modifyitems`).
+- ``slow``: took more than 20 s on a 2-core CPU. Slow tests still run by default (CI runs them);
+  ``pytest -m "not slow"`` leaves them out for a quick local pass.
+- ``browser``: drives a real Chromium (skipped where Debian's chromium is not installed).
 """
 
 from __future__ import annotations
@@ -26,6 +34,16 @@ def tiny_model(seed: int = 0, **overrides) -> SlotCon:
     """A deterministic tiny SlotCon (ResNet-18 at quarter width, stride 16, K=8)."""
     torch.manual_seed(seed)
     return SlotCon(SlotConConfig(**{**TINY_CONFIG, **overrides}))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the ``gpu`` tests, with a stated reason, where there is no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

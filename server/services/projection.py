@@ -22,11 +22,11 @@ def pca_2d(vectors: np.ndarray) -> np.ndarray:
 
     Signs are fixed (largest-magnitude loading positive) so the map does not flip between runs.
     """
+    if vectors.shape[0] < 2:  # before the mean: an empty index must not warn "mean of empty slice"
+        return np.zeros((vectors.shape[0], 2))
     x = vectors.astype(np.float64)
     x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     x -= x.mean(axis=0, keepdims=True)
-    if x.shape[0] < 2:
-        return np.zeros((x.shape[0], 2))
     _, _, vt = np.linalg.svd(x, full_matrices=False)
     axes = vt[:2]
     if axes.shape[0] < 2:
@@ -51,7 +51,7 @@ def _coordinates(runtime: Runtime, loaded: LoadedIndex) -> np.ndarray:
     if path.is_file():
         try:
             xy = np.asarray(json.loads(path.read_text())["xy"], dtype=np.float64)
-        except (ValueError, KeyError, OSError):
+        except (ValueError, KeyError, TypeError, OSError):  # any unusable cache is recomputed
             xy = None
     if xy is None or xy.shape != (loaded.index.num_prototypes, 2):
         xy = pca_2d(loaded.index.prototype_vectors())

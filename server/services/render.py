@@ -1,5 +1,5 @@
-"""Image rendering: the indexed view of an image, mask overlays (the paper's Figure 3 look), an
-all-slots overlay with a fixed 256+ colour palette, label-map PNGs, thumbnails and RLE masks.
+"""Image rendering: the region the model saw (cropped or outlined), mask overlays (the paper's Figure 3
+look), an all-slots overlay with a fixed 256+ colour palette, label-map PNGs and thumbnails.
 
 Pixels are drawn with ``torchvision.utils.draw_segmentation_masks`` and PIL; nothing loops over pixels.
 """
@@ -12,7 +12,6 @@ import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageDraw
-from pycocotools import mask as mask_utils
 from torchvision.utils import draw_segmentation_masks
 
 # Figure 3's red and the mask overlay are shared with the concept figures (indexer.figure).
@@ -35,12 +34,6 @@ def color_of(k: int) -> tuple[int, int, int]:
     """The palette colour of prototype ``k`` as an (r, g, b) tuple."""
     table = palette(k + 1)
     return tuple(int(c) for c in table[k])  # type: ignore[return-value]
-
-
-def indexed_view(img: Image.Image, resize: int, crop: int) -> Image.Image:
-    """The image as the model saw it when indexing: shorter side → ``resize``, centre crop ``crop``."""
-    img = TF.resize(img, resize, interpolation=TF.InterpolationMode.BILINEAR)
-    return TF.center_crop(img, [crop, crop])
 
 
 def outline_box(img: Image.Image, box: tuple[int, int, int, int] | list[int], color=BOX_COLOR) -> Image.Image:
@@ -69,18 +62,6 @@ def show_region(img: Image.Image, box: tuple[int, int, int, int] | list[int], vi
     return outline_box(img, (x, y, w, h))
 
 
-def encode_rle(mask: np.ndarray) -> dict:
-    """(h, w) bool mask → COCO RLE with ``counts`` as a str (JSON-ready)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(x) for x in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def bbox_of(mask: np.ndarray) -> list[int]:
-    """[x, y, w, h] of the mask's pixels ([0, 0, 0, 0] for an empty mask)."""
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if not len(rows):
-        return [0, 0, 0, 0]
-    return [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
 
 
 def overlay_labels(img: Image.Image, labels: np.ndarray, alpha: float = SLOTS_ALPHA) -> Image.Image:

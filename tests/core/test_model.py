@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
@@ -135,6 +136,7 @@ def test_forward_matches_loop_reference(make_tiny_model) -> None:
     torch.testing.assert_close(out["center_batch"], center, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_training_steps_decrease_fixed_batch_loss(make_tiny_model) -> None:
     model = make_tiny_model(seed=1)
     batch = _batch(b=8, seed=2)

@@ -49,6 +49,7 @@ def test_run_schedules_complete_and_keep_the_provisional_head() -> None:
     assert np.all(np.diff(moms) >= 0)
 
 
+@pytest.mark.slow
 def test_budget_fixes_the_total_from_the_step_time(quick_budget, one_second_steps, tiny_train_args: list[str],
                                                    tmp_path: Path, read_metrics) -> None:
     assert main([*tiny_train_args, "--epochs", "400", "--budget-minutes", "0.5", "--save-every", "1000"]) == 0
@@ -71,6 +72,7 @@ def test_budget_fixes_the_total_from_the_step_time(quick_budget, one_second_step
     assert steps[-1]["lr"] == pytest.approx(lrs[total - 1]) and steps[-1]["momentum"] == pytest.approx(moms[total - 1])
 
 
+@pytest.mark.slow
 def test_budget_takes_the_median_step_so_one_slow_step_does_not_shrink_the_run(
         quick_budget, monkeypatch: pytest.MonkeyPatch, tiny_train_args: list[str], tmp_path: Path) -> None:
     # steps take 1 s each, except the third, which takes 30 s (another process's burst of load)
@@ -84,6 +86,7 @@ def test_budget_takes_the_median_step_so_one_slow_step_does_not_shrink_the_run(
     assert note["cpus"] >= 1 and (note["load_average"] is None or note["load_average"] >= 0)
 
 
+@pytest.mark.slow
 def test_budget_capped_by_the_epochs(quick_budget, tiny_train_args: list[str], tmp_path: Path) -> None:
     """On the real clock: a generous budget is capped by the preset's epochs."""
     assert main([*tiny_train_args, "--epochs", "4", "--budget-minutes", "5"]) == 0
@@ -92,6 +95,7 @@ def test_budget_capped_by_the_epochs(quick_budget, tiny_train_args: list[str], t
     assert read_checkpoint(tmp_path / "run" / "final.pth")["step"] == 12
 
 
+@pytest.mark.slow
 def test_budgeted_run_resumes_exactly(quick_budget, one_second_steps, tiny_train_args: list[str], tmp_path: Path,
                                       read_metrics) -> None:
     """Stop a budgeted run after its total was fixed, resume it; compare with one straight run of that total."""

@@ -90,6 +90,7 @@ def test_two_rank_slot_loss_and_center_equal_single_process(tmp_path: Path) -> N
         torch.testing.assert_close(res["center"], want)
 
 
+@pytest.mark.slow
 def test_torchrun_two_process_training_checkpoints_and_resumes(tiny_train_args: list[str], tmp_path: Path,
                                                                read_metrics) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -153,13 +154,14 @@ def _empty_loss_steps(device: str, mode: str, tmp_path: Path) -> None:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["one-empty", "all-empty"])
 def test_empty_slot_loss_keeps_ddp_ranks_in_step(mode: str, tmp_path: Path) -> None:
     """Per-rank BatchNorm (CPU DDP): two steps finish and the ranks' predictors stay identical."""
     _empty_loss_steps("cpu", mode, tmp_path)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="SyncBatchNorm runs only on CUDA tensors")
+@pytest.mark.gpu  # SyncBatchNorm runs only on CUDA tensors
 @pytest.mark.parametrize("mode", ["one-empty", "all-empty"])
 def test_empty_slot_loss_keeps_syncbn_ranks_in_step(mode: str, tmp_path: Path) -> None:
     """SyncBatchNorm (GPU DDP; two ranks share GPU 0 over gloo): the rank without queries still joins the

@@ -15,6 +15,7 @@ from trainer.__main__ import main
 from trainer.lars import LARS
 
 
+@pytest.mark.slow
 def test_fixed_batch_loss_decreases(make_tiny_model, synthetic_root: Path) -> None:
     torch.manual_seed(0)
     aug = TwoViewAugment(64, 0.3)
@@ -33,6 +34,7 @@ def test_fixed_batch_loss_decreases(make_tiny_model, synthetic_root: Path) -> No
     assert losses[-1] < losses[0], losses
 
 
+@pytest.mark.slow
 def test_run_writes_config_metrics_checkpoints(read_metrics, tiny_train_args: list[str], tmp_path: Path) -> None:
     assert main(tiny_train_args) == 0
     run = tmp_path / "run"
@@ -55,6 +57,7 @@ def test_run_writes_config_metrics_checkpoints(read_metrics, tiny_train_args: li
     assert not list(run.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(read_metrics, tiny_train_args: list[str], tmp_path: Path) -> None:
     """Stop mid-epoch (step 4 of 6), resume, and compare every step's loss with one straight run."""
     straight = [*tiny_train_args, "--output-dir", str(tmp_path / "a")]
@@ -75,6 +78,7 @@ def test_resume_equals_uninterrupted(read_metrics, tiny_train_args: list[str], t
         torch.testing.assert_close(sa[k], sb[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
+@pytest.mark.slow
 def test_resume_from_explicit_path_continues(read_metrics, tiny_train_args: list[str], tmp_path: Path) -> None:
     assert main([*tiny_train_args, "--max-steps", "3"]) == 0
     ckpt = tmp_path / "run" / "ckpt_epoch_1.pth"
@@ -127,6 +131,7 @@ def test_cli_help_lists_presets_and_options(capsys) -> None:
         assert s in text
 
 
+@pytest.mark.slow
 def test_release_checkpoint_initialises_and_continues(tiny_train_args: list[str], tmp_path: Path,
                                                       make_tiny_model, read_metrics) -> None:
     from core.checkpoint import to_release_state
@@ -143,6 +148,7 @@ def test_release_checkpoint_initialises_and_continues(tiny_train_args: list[str]
     assert [r["step"] for r in steps] == [4]  # epoch 1 done = 3 steps of 3 per epoch
 
 
+@pytest.mark.slow
 def test_bf16_autocast_on_cpu(tiny_train_args: list[str], read_metrics, tmp_path: Path) -> None:
     assert main([*tiny_train_args, "--precision", "bf16", "--channels-last", "--max-steps", "2"]) == 0
     steps, _ = read_metrics(tmp_path / "run")

@@ -124,6 +124,7 @@ def test_the_api_offers_every_preset() -> None:
     assert set(get_args(TrainRequest.model_fields["preset"].annotation)) == set(PRESETS)
 
 
+@pytest.mark.slow
 def test_the_release_recipe_trains_a_step_and_resumes(synthetic_root: Path, tmp_path: Path, read_metrics) -> None:
     """coco-r50-800ep as the release runs it (ResNet-50, projector 4096 → 256, K = 256, LARS, the warm-up,
     --precision auto), only on tiny images and a tiny batch: one step, then a resumed second one."""
