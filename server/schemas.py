@@ -11,8 +11,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core import recipes
+from indexer import compare as indexer_compare
 from indexer import types as indexer_types
-from server.mirror import mirror
+from server.mirror import StrictModel, mirror
 
 #: The largest id or offset a route accepts: SQLite's INTEGER range (larger numbers are a 422, not a 500).
 MAX_ID = 2**63 - 1
@@ -443,6 +444,60 @@ class ActivateRequest(BaseModel):
         if (self.job_id is None) == (self.name is None):
             raise ValueError("give exactly one of 'job_id' or 'name'")
         return self
+
+
+# ---------------------------------------------------------------- indexes and their comparison
+class IndexEntry(BaseModel):
+    """An index under the configured indexes directory."""
+
+    name: Name
+    checkpoint: str = Field(description="the checkpoint's file name")
+    num_prototypes: int
+    num_images: int
+    built_at: str
+    active: bool = Field(description="the index the other routes answer from")
+
+
+class IndexList(BaseModel):
+    items: list[IndexEntry]
+
+
+class CompareSummary(BaseModel):
+    """Counts of a comparison (one row of a concept timeline)."""
+
+    active_a: int
+    active_b: int
+    matched: int
+    mean_iou: float | None
+    weighted_iou: float | None = Field(description="mean IoU of the pairs weighted by their pixels")
+    splits: int
+    merges: int
+    born: int
+    died: int
+    same_id_matches: int
+
+
+class CompareResult(StrictModel):
+    """Two indexes of the same images (A, B) compared: prototypes matched by the Hungarian algorithm on
+    their pixel co-assignment, the pairs' mask IoU, and the unmatched ones classified (`indexer.compare`)."""
+
+    index_a: Name
+    index_b: Name
+    num_images: int = Field(description="images both indexes hold")
+    num_pixels: int = Field(description="pixels compared")
+    num_prototypes_a: int
+    num_prototypes_b: int
+    active_a: list[int]
+    active_b: list[int]
+    pairs: list[mirror(indexer_compare.MatchedPair)]  # type: ignore[valid-type]
+    splits: list[mirror(indexer_compare.Relation)]  # type: ignore[valid-type]
+    merges: list[mirror(indexer_compare.Relation)]  # type: ignore[valid-type]
+    born: list[int] = Field(description="prototypes of B that cover no prototype of A")
+    died: list[int] = Field(description="prototypes of A that no prototype of B covers")
+    same_id_matches: int
+    params: dict[str, float]
+    seconds: float
+    summary: CompareSummary
 
 
 # ---------------------------------------------------------------- options (core.recipes)

@@ -131,6 +131,18 @@ class ApiClient:
         """``GET /api/prototypes/map``: 2-D coordinates of the prototype vectors (server-side projection)."""
         return self._json("GET", "/prototypes/map")
 
+    def indexes(self) -> list[dict]:
+        """``GET /api/indexes``: the indexes under the server's indexes directory, by name."""
+        return _items(self._json("GET", "/indexes"))
+
+    def compare(self, a: str, b: str | None = None) -> dict:
+        """``GET /api/compare``: index ``a`` against ``b`` (default: the active index)."""
+        return self._json("GET", "/compare", params=_clean({"a": a, "b": b}))
+
+    def best_segment(self, index: str, k: int, size: int = 160) -> bytes:
+        """``GET /api/indexes/{name}/prototypes/{k}/best.png``: a prototype's best segment in an index."""
+        return self._bytes(f"/indexes/{index}/prototypes/{int(k)}/best.png", {"size": size})
+
     def prototype_similarity(self) -> dict:
         """``GET /api/prototypes/similarity``: the K×K cosines as numbers (K <= 256)."""
         return self._json("GET", "/prototypes/similarity")
@@ -304,6 +316,24 @@ def fetch_options(base_url: str) -> dict:
 def fetch_prototypes(base_url: str) -> list[dict]:
     """Cached ``GET /api/prototypes`` (30 s; cleared when a label changes)."""
     return _for(base_url).prototypes()
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def fetch_indexes(base_url: str) -> list[dict]:
+    """Cached ``GET /api/indexes`` (15 s)."""
+    return _for(base_url).indexes()
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def fetch_compare(base_url: str, a: str, b: str | None) -> dict:
+    """Cached ``GET /api/compare`` (5 min; the server caches it per pair of builds)."""
+    return _for(base_url).compare(a, b)
+
+
+@st.cache_data(ttl=600, show_spinner=False)
+def fetch_best_segment(base_url: str, index: str, k: int, size: int = 160) -> bytes:
+    """Cached ``GET /api/indexes/{name}/prototypes/{k}/best.png`` (10 min)."""
+    return _for(base_url).best_segment(index, k, size)
 
 
 @st.cache_data(ttl=300, show_spinner=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from server.routers import checkpoints, evaluation, health, images, jobs, options, prototypes, segments, slots
+from server.routers import checkpoints, compare, evaluation, health, images, jobs, options, prototypes, segments, slots
 
 ROUTERS = [
     health.router,
@@ -14,6 +14,7 @@ ROUTERS = [
     evaluation.router,
     jobs.router,
     checkpoints.router,
+    compare.router,
 ]
 
 __all__ = ["ROUTERS"]

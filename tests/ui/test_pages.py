@@ -15,7 +15,7 @@ from ui.components import UNREACHABLE_TITLE
 PAGES = Path(__file__).resolve().parents[2] / "ui" / "app_pages"
 UNREACHABLE_URL = "http://127.0.0.1:9"  # the discard port: nothing listens there
 
-PAGE_NAMES = ["concepts", "image_slots", "statistics", "segmentation", "training"]
+PAGE_NAMES = ["concepts", "image_slots", "statistics", "segmentation", "compare", "training"]
 
 
 def page(name: str) -> AppTest:

@@ -1,0 +1,73 @@
+"""Indexes by name under the configured indexes directory, and comparisons between two of them.
+
+The client names an index (``[A-Za-z0-9_-]``, checked by the route); the server resolves it inside
+``indexes_dir`` and never opens a path the client wrote. Other indexes are opened once (validated) and
+kept; a comparison (:func:`indexer.compare.compare`) is computed once per pair of builds.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from indexer.compare import compare
+from indexer.types import Manifest
+from server.errors import ApiError, not_found
+from server.runtime import LoadedIndex, Runtime
+from server.schemas import CompareResult, IndexEntry
+
+_lock = threading.Lock()
+
+
+def list_indexes(runtime: Runtime) -> list[IndexEntry]:
+    """The indexes under ``indexes_dir`` whose manifest reads, by name."""
+    root = runtime.settings.indexes_dir
+    active = runtime.index.path.resolve() if runtime.index is not None else None
+    items = []
+    for manifest in sorted(root.glob("*/manifest.json")) if root.is_dir() else []:
+        try:
+            m = Manifest.load(manifest.parent)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        items.append(IndexEntry(
+            name=manifest.parent.name, checkpoint=Path(m.checkpoint.path).name, num_prototypes=m.num_prototypes,
+            num_images=m.counts.images, built_at=m.built_at, active=manifest.parent.resolve() == active,
+        ))  # fmt: skip
+    return items
+
+
+def named_index(runtime: Runtime, name: str) -> LoadedIndex:
+    """The index ``indexes_dir/name``, opened and validated once (the active one when it is that one)."""
+    path = runtime.settings.indexes_dir / name
+    if not (path / "manifest.json").is_file():
+        raise not_found("index", name)
+    current = runtime.index
+    if current is not None and current.path.resolve() == path.resolve():
+        return current
+    stamp = (path / "manifest.json").stat().st_mtime_ns
+    key = f"named-index:{name}:{stamp}"
+    with _lock:
+        if key not in runtime.cache:
+            from indexer.validate import IndexInvalidError, open_validated
+
+            try:
+                runtime.cache[key] = LoadedIndex(index=open_validated(path), path=path)
+            except IndexInvalidError as e:
+                raise ApiError(409, "bad_index", f"index {name!r} cannot be used: {e}") from e
+        return runtime.cache[key]
+
+
+def comparison(runtime: Runtime, a: LoadedIndex, b: LoadedIndex) -> CompareResult:
+    """:func:`indexer.compare.compare` of ``a`` and ``b`` as the API's model (cached per pair of builds)."""
+    key = f"compare:{a.path}:{a.index.manifest.built_at}:{b.path}:{b.index.manifest.built_at}"
+    if key not in runtime.cache:
+        try:
+            c = compare(a.index, b.index)
+        except ValueError as e:
+            raise ApiError(422, "not_comparable", f"{a.name} and {b.name}: {e}") from e
+        body = c.to_dict()
+        body.update(index_a=a.name, index_b=b.name)
+        body.pop("checkpoint_a")
+        body.pop("checkpoint_b")
+        runtime.cache[key] = CompareResult.model_validate(body)
+    return runtime.cache[key]

@@ -1,0 +1,64 @@
+"""Comparing two indexes through the API: indexes by name only, a permuted checkpoint's prototypes
+matched back to the originals, side-by-side tiles, and clear errors (real indexes, no path from the client)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from core.checkpoint import atomic_save, read_checkpoint
+from indexer.build import build_index
+from server.app import create_app
+
+PERM = [3, 7, 0, 5, 1, 6, 2, 4]  # prototype i of the permuted checkpoint is prototype PERM[i] of the original
+
+
+@pytest.fixture(scope="module")
+def indexes(tmp_path_factory, server_index: Path, tiny_checkpoint: Path, synthetic_root: Path) -> Path:
+    root = tmp_path_factory.mktemp("compare") / "indexes"
+    shutil.copytree(server_index, root / "base")
+    ckpt = read_checkpoint(tiny_checkpoint)
+    state = dict(ckpt["model"])
+    for key in ("grouping_q.slot_embed.weight", "grouping_k.slot_embed.weight"):
+        state[key] = state[key][torch.tensor(PERM)].clone()
+    perm = atomic_save({**ckpt, "model": state}, root.parent / "perm.pth")
+    build_index(perm, synthetic_root, root / "perm", split="val2017", resize=128, crop=112)
+    (root / "broken").mkdir()
+    (root / "broken" / "manifest.json").write_text("{}")
+    return root
+
+
+def test_a_permuted_checkpoint_is_matched_back(indexes: Path, make_settings) -> None:
+    settings = make_settings(index=indexes / "base", indexes_dir=indexes)
+    with TestClient(create_app(settings)) as client:
+        listing = client.get("/api/indexes").json()["items"]
+        assert [(i["name"], i["active"]) for i in listing] == [("base", True), ("perm", False)]
+        r = client.get("/api/compare", params={"a": "perm"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["index_a"] == "perm" and body["index_b"] == "base" and body["num_images"] == 12
+        assert body["pairs"] and all(p["b"] == PERM[p["a"]] and p["iou"] == pytest.approx(1.0) for p in body["pairs"])
+        assert sorted(p["a"] for p in body["pairs"]) == body["active_a"]
+        assert body["splits"] == [] and body["merges"] == [] and body["born"] == [] and body["died"] == []
+        assert body["summary"]["matched"] == len(body["pairs"])
+        same = client.get("/api/compare", params={"a": "base", "b": "base"}).json()
+        assert same["summary"]["same_id_matches"] == len(same["pairs"]) == len(same["active_a"])
+
+        pair = body["pairs"][0]
+        tiles = [client.get(f"/api/indexes/{name}/prototypes/{k}/best.png")
+                 for name, k in (("perm", pair["a"]), ("base", pair["b"]))]
+        assert all(t.status_code == 200 and t.headers["content-type"] == "image/png" for t in tiles)
+        assert tiles[0].content == tiles[1].content  # the same segment: the same prototype under two ids
+        assert max(Image.open(io.BytesIO(tiles[0].content)).size) <= 160  # a thumbnail, never enlarged
+
+        assert client.get("/api/compare", params={"a": "missing"}).status_code == 404
+        assert client.get("/api/compare", params={"a": "../base"}).status_code == 422
+        assert client.get("/api/compare", params={"a": "broken"}).json()["error"]["code"] == "bad_index"
+        assert client.get("/api/indexes/..%2Fbase/prototypes/0/best.png").status_code in (404, 422)
+        assert client.get("/api/indexes/perm/prototypes/99/best.png").status_code == 404

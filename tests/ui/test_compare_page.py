@@ -1,0 +1,43 @@
+"""The Compare page against the live API: two indexes under its indexes directory, picked from the
+page or from the link (``?a=&b=``), matched pairs side by side."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+PAGE = Path(__file__).resolve().parents[2] / "ui" / "app_pages" / "compare.py"
+
+
+@pytest.fixture
+def second_index(ui_index: Path):
+    from ui.client import fetch_indexes
+
+    copy = ui_index.parent / "tiny-copy"
+    shutil.copytree(ui_index, copy)
+    fetch_indexes.clear()  # the listing is cached (15 s) across the pages run in this process
+    yield copy
+    fetch_indexes.clear()
+    shutil.rmtree(copy, ignore_errors=True)
+
+
+def test_compare_page_with_one_index_explains_what_it_needs(api_env: str) -> None:
+    at = AppTest.from_file(str(PAGE), default_timeout=90).run()
+    assert [e.value for e in at.exception] == []
+    assert any("needs two indexes" in i.value for i in at.info)
+
+
+def test_compare_page_shows_matched_pairs(api_env: str, second_index: Path) -> None:
+    at = AppTest.from_file(str(PAGE), default_timeout=90)
+    at.query_params["a"] = "tiny-copy"
+    at.query_params["b"] = "tiny"
+    at.run()
+    assert [e.value for e in at.exception] == [], [i.value for i in at.info] + [e.value for e in at.error]
+    assert at.selectbox(key="compare_a").value == "tiny-copy" and at.selectbox(key="compare_b").value == "tiny"
+    metrics = {m.label: m.value for m in at.metric}
+    assert int(metrics["Matched pairs"]) > 0 and metrics["Mean IoU"] == "1.000"  # an index against its copy
+    assert int(metrics["Splits"]) == int(metrics["Merges"]) == 0
+    assert len(at.image) == 2 * min(12, int(metrics["Matched pairs"]))  # each pair's two tiles

@@ -1,0 +1,98 @@
+"""Compare: how the concepts of two indexes of the same images differ (two checkpoints of one run, or
+two recipes): matched prototype pairs side by side with their mask IoU, and the splits, merges, born
+and died prototypes (``indexer.compare``, served by ``GET /api/compare``)."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from ui.client import ApiRequestError, api_url, fetch_best_segment, fetch_compare, fetch_indexes
+from ui.components import fmt_num, run_page
+from ui.url_state import Param, one_of, publish, restore
+
+PAIRS_SHOWN = 12
+
+
+def _tile(col, index: str, k: int, caption: str) -> None:
+    try:
+        col.image(fetch_best_segment(api_url(), index, k), caption=caption, width="stretch")
+    except ApiRequestError:
+        col.caption(f"{caption}: no segment")
+
+
+def _relation_chart(rels: list[dict], a: str, b: str) -> alt.Chart:
+    """One bar per split/merge: its parts' shares of the source, stacked."""
+    rows = []
+    for r in rels:
+        src_side, part_side = (a, b) if r["kind"] == "split" else (b, a)
+        for part, share in zip(r["parts"], r["part_coverage"], strict=True):
+            rows.append({"relation": f"{r['kind']}: {src_side} #{r['source']}", "part": f"{part_side} #{part}",
+                         "share of the source": share})
+    return alt.Chart(pd.DataFrame(rows)).mark_bar().encode(
+        x=alt.X("share of the source:Q", stack="zero", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("relation:N", title=None), color=alt.Color("part:N", legend=None),
+        tooltip=["relation", "part", alt.Tooltip("share of the source:Q", format=".1%")],
+    ).properties(height=max(60, 28 * len(rels)))
+
+
+def render() -> None:
+    """The page body."""
+    indexes = fetch_indexes(api_url())
+    names = [i["name"] for i in indexes]
+    if len(names) < 2:
+        st.info("Comparing needs two indexes of the same images under the server's indexes directory: index "
+                "two checkpoints of a run (the Training page, or `slotcon index --out indexes/NAME`).")
+        return
+    active = next((i["name"] for i in indexes if i["active"]), names[-1])
+    url = [Param("compare_b", "b", one_of(names), active),
+           Param("compare_a", "a", one_of(names), next(n for n in names if n != active))]
+    restore(url)
+    c1, c2 = st.columns(2)
+    a = c1.selectbox("Index A (earlier)", names, key="compare_a")
+    b = c2.selectbox("Index B (later)", names, key="compare_b")
+    publish(url)
+    body = fetch_compare(api_url(), a, b)
+    s = body["summary"]
+    m = st.columns(6)
+    m[0].metric("Matched pairs", s["matched"])
+    m[1].metric("Mean IoU", fmt_num(s["mean_iou"], 3))
+    m[2].metric("Splits", s["splits"])
+    m[3].metric("Merges", s["merges"])
+    m[4].metric("Born", s["born"])
+    m[5].metric("Died", s["died"])
+    st.caption(f"{body['num_images']} shared images, {body['num_pixels']:,} pixels; active prototypes: "
+               f"{s['active_a']} in {a}, {s['active_b']} in {b}; {s['same_id_matches']} pairs keep their id; "
+               f"computed in {body['seconds']:.2f} s.")
+
+    st.subheader("Matched prototypes")
+    pairs = sorted(body["pairs"], key=lambda p: -p["iou"])
+    st.dataframe(pd.DataFrame([{"A": p["a"], "B": p["b"], "IoU": p["iou"], "pixels A": p["area_a"],
+                                "pixels B": p["area_b"]} for p in pairs]), hide_index=True,
+                 column_config={"IoU": st.column_config.ProgressColumn("IoU", min_value=0.0, max_value=1.0,
+                                                                      format="%.3f")})
+    for p in pairs[:PAIRS_SHOWN]:
+        cols = st.columns([1, 1, 2])
+        _tile(cols[0], a, p["a"], f"{a} #{p['a']}")
+        _tile(cols[1], b, p["b"], f"{b} #{p['b']}")
+        cols[2].markdown(f"**#{p['a']} → #{p['b']}** · IoU {p['iou']:.3f}")
+
+    st.subheader("Splits and merges")
+    rels = body["splits"] + body["merges"]
+    if rels:
+        st.altair_chart(_relation_chart(rels, a, b), width="stretch")
+        for r in rels:
+            src, parts = (a, b) if r["kind"] == "split" else (b, a)
+            cols = st.columns(1 + min(len(r["parts"]), 5))
+            _tile(cols[0], src, r["source"], f"{src} #{r['source']} ({r['kind']})")
+            for col, part in zip(cols[1:], r["parts"], strict=False):
+                _tile(col, parts, part, f"{parts} #{part}")
+    else:
+        st.caption("No prototype split or merged.")
+    if body["born"] or body["died"]:
+        st.markdown(f"**Born** in {b}: {', '.join(f'#{k}' for k in body['born']) or '–'} · "
+                    f"**died** from {a}: {', '.join(f'#{k}' for k in body['died']) or '–'}")
+
+
+run_page("Compare", render)
