@@ -143,6 +143,10 @@ class ApiClient:
         """``GET /api/indexes/{name}/prototypes/{k}/best.png``: a prototype's best segment in an index."""
         return self._bytes(f"/indexes/{index}/prototypes/{int(k)}/best.png", {"size": size})
 
+    def figure(self, prototypes: str, topk: int = 10, fmt: str = "png") -> bytes:
+        """``GET /api/figure``: the paper's concept figure of the listed prototypes (PNG, PDF or SVG)."""
+        return self._bytes("/figure", {"prototypes": prototypes, "topk": topk, "format": fmt})
+
     def prototype_similarity(self) -> dict:
         """``GET /api/prototypes/similarity``: the K×K cosines as numbers (K <= 256)."""
         return self._json("GET", "/prototypes/similarity")

@@ -1,7 +1,8 @@
-"""Indexes by name, and how the concepts of two of them (e.g. two checkpoints of one run) compare."""
+"""Indexes by name, how the concepts of two of them compare, and the paper's concept figures of the active one."""
 
 from __future__ import annotations
 
+from pathlib import Path as FilePath
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -58,3 +59,41 @@ def get_best_segment(
 
 
 
+
+
+FIGURE_TYPES = {"png": "image/png", "pdf": "application/pdf", "svg": "image/svg+xml"}
+
+
+@router.get("/figure", response_class=Response,
+            responses=ERRORS | {200: {"content": {t: {} for t in FIGURE_TYPES.values()}}})
+def get_figure(
+    loaded: IndexDep,
+    prototypes: Annotated[str, Query(max_length=200, description="ids and ranges, e.g. '3,17,42' or '3-5,9' "
+                                     "(at most 32 prototypes)", examples=["3,17,42"])],
+    topk: Annotated[int, Query(ge=1, le=20, description="segments per row")] = 10,
+    format: Annotated[str, Query(pattern="^(png|pdf|svg)$")] = "png",
+    alpha: Annotated[float, Query(ge=0.0, le=1.0, description="opacity of the red masks")] = 0.5,
+    labels: Annotated[bool, Query(description="a title column (#k and the concept's name)")] = True,
+) -> Response:
+    """The paper's concept figure (Figures 3, 8-11) of the active index: one row of top-k segments per
+    prototype, masks in red; deterministic for the same index and arguments (``slotcon figure`` alike)."""
+    import tempfile
+
+    from indexer.figure import concept_figure, parse_prototypes
+
+    try:
+        ids = parse_prototypes(prototypes)
+    except ValueError as e:
+        raise ApiError(422, "invalid_request", str(e)) from e
+    if len(ids) > 32:
+        raise ApiError(422, "invalid_request", f"{len(ids)} prototypes: a figure takes at most 32")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = FilePath(tmp) / f"figure.{format}"
+        try:
+            concept_figure(loaded.index, ids, topk=topk, alpha=alpha, labels=labels, out=out)
+        except ValueError as e:
+            raise ApiError(422, "invalid_request", str(e)) from e
+        data = out.read_bytes()
+    name = "concepts-" + "-".join(map(str, ids[:8])) + f".{format}"
+    return Response(data, media_type=FIGURE_TYPES[format],
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})

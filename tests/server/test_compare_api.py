@@ -62,3 +62,23 @@ def test_a_permuted_checkpoint_is_matched_back(indexes: Path, make_settings) -> 
         assert client.get("/api/compare", params={"a": "broken"}).json()["error"]["code"] == "bad_index"
         assert client.get("/api/indexes/..%2Fbase/prototypes/0/best.png").status_code in (404, 422)
         assert client.get("/api/indexes/perm/prototypes/99/best.png").status_code == 404
+
+
+def test_the_figure_route_draws_the_papers_layout(client) -> None:
+    protos = client.get("/api/prototypes").json()["items"]
+    alive = [p["id"] for p in protos if not p["dead"]][:2]
+    spec = ",".join(map(str, alive))
+    first = client.get("/api/figure", params={"prototypes": spec, "topk": 3})
+    assert first.status_code == 200 and first.headers["content-type"] == "image/png"
+    assert "attachment" in first.headers["content-disposition"]
+    assert client.get("/api/figure", params={"prototypes": spec, "topk": 3}).content == first.content  # deterministic
+    img = Image.open(io.BytesIO(first.content))
+    assert img.width > img.height  # two rows of three cells and a title column
+    pdf = client.get("/api/figure", params={"prototypes": spec, "topk": 3, "format": "pdf"})
+    assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(b"%PDF")
+    svg = client.get("/api/figure", params={"prototypes": spec, "format": "svg"})
+    assert svg.content.lstrip().startswith(b"<")
+    bad_requests = ({"prototypes": "1,,2"}, {"prototypes": "999"}, {"prototypes": "0-40"},
+                    {"prototypes": "1", "format": "gif"})
+    for bad in bad_requests:
+        assert client.get("/api/figure", params=bad).status_code == 422, bad

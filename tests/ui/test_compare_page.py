@@ -41,3 +41,16 @@ def test_compare_page_shows_matched_pairs(api_env: str, second_index: Path) -> N
     assert int(metrics["Matched pairs"]) > 0 and metrics["Mean IoU"] == "1.000"  # an index against its copy
     assert int(metrics["Splits"]) == int(metrics["Merges"]) == 0
     assert len(at.image) == 2 * min(12, int(metrics["Matched pairs"]))  # each pair's two tiles
+
+
+def test_a_concepts_figure_is_made_from_its_page(api_env: str) -> None:
+    import httpx
+
+    protos = httpx.get(f"{api_env}/api/prototypes", timeout=30).json()["items"]
+    k = max(protos, key=lambda p: p["num_segments"])["id"]
+    at = AppTest.from_file(str(PAGE.parent / "concepts.py"), default_timeout=90)
+    at.query_params["prototype"] = str(k)
+    at.run()
+    at.button(key=f"fig_make_{k}").click().run()
+    assert [e.value for e in at.exception] == []
+    assert at.session_state[f"fig_{k}"][2].startswith(b"\x89PNG")

@@ -43,6 +43,26 @@ def label_form(p: dict) -> None:
                 st.rerun()
 
 
+def figure_export(k: int) -> None:
+    """The paper's figure of this concept (and any others listed) as PNG, PDF or SVG, made by the API."""
+    with st.expander("Figure for a paper", expanded=False):
+        c1, c2, c3 = st.columns([3, 1, 1], vertical_alignment="bottom")
+        spec = c1.text_input("Prototypes", value=str(k), key=f"fig_protos_{k}", help="ids and ranges: 3,17,42 or 3-5")
+        topk = c2.number_input("Top-k", 1, 20, 10, key=f"fig_topk_{k}")
+        fmt = c3.selectbox("Format", ["png", "pdf", "svg"], key=f"fig_fmt_{k}")
+        if st.button("Make figure", key=f"fig_make_{k}"):
+            data = call("Drawing the figure", get_client().figure, spec, int(topk), fmt)
+            if data is not None:
+                st.session_state[f"fig_{k}"] = (spec, fmt, data)
+        made = st.session_state.get(f"fig_{k}")
+        if made is not None:
+            spec_made, fmt_made, data = made
+            st.download_button(f"Download concepts-{spec_made}.{fmt_made}", data, f"concepts-{spec_made}.{fmt_made}",
+                               key=f"fig_dl_{k}")
+            if fmt_made == "png":
+                st.image(data, width="stretch")
+
+
 def concept_detail(p: dict, on_back) -> None:
     """Renders an opened prototype ``p`` (a record from ``/api/prototypes``)."""
     k = int(p["id"])
@@ -56,6 +76,7 @@ def concept_detail(p: dict, on_back) -> None:
     cls = p["majority_class_name"]
     m[4].metric("Majority class", "–" if cls is None else str(cls))
     label_form(p)
+    figure_export(k)
     if p.get("dead"):
         st.info("This prototype is dead: it is the argmax at no pixel of the indexed images.")
         return
