@@ -20,7 +20,8 @@ servers pick them up without new arguments):
   fp16 autocast on CUDA). Scores and z are always returned in fp32.
 - ``compile`` (``SLOTCON_INFER_COMPILE``, default off): ``torch.compile`` of the encoder + projector; it
   pays back only over long jobs (its first call compiles).
-- ``SLOTCON_INFER=plain`` makes :func:`inference_model_for` return the full model (the reference path).
+- :func:`inference_model_for` with ``fused=False`` (the CLIs' ``--plain-inference``, ``SLOTCON_INFER=plain``
+  for the server) returns the full model instead: the reference path.
 
 On CUDA, CPU inputs are pinned and copied asynchronously (:func:`to_device`). Everything runs under
 ``torch.inference_mode``. In fp32 the outputs equal the plain path's to float rounding (scores within
@@ -294,6 +295,15 @@ def inference_model_from_checkpoint(ckpt: dict[str, Any], options: InferOptions 
     return InferenceModel(cfg, encoder, projector, state[_PROTOTYPES], options)
 
 
+def inference_model_of(model: nn.Module, options: InferOptions | None = None) -> InferenceModel:
+    """An (unprepared, CPU) :class:`InferenceModel` holding a copy of a full model's teacher (e.g. the
+    evaluation's random-init baseline, which has no file); ``model`` itself is left unchanged."""
+    model = getattr(model, "module", model)
+    ckpt = {"format": FORMAT, "config": model.config.to_dict(),
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}  # fmt: skip
+    return inference_model_from_checkpoint(ckpt, options)
+
+
 def load_inference_model(path: str | os.PathLike, device: str | torch.device = "cpu",
                          options: InferOptions | None = None) -> InferenceModel:
     """The prepared inference model of a checkpoint (own or release format) on ``device``.
@@ -306,10 +316,17 @@ def load_inference_model(path: str | os.PathLike, device: str | torch.device = "
     return model.prepare(device)
 
 
-def inference_model_for(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
-    """The model the index build, evaluation and uploads use: :func:`load_inference_model`, or the full
-    :func:`core.checkpoint.load_model` when ``SLOTCON_INFER=plain`` (the reference path)."""
-    if os.environ.get("SLOTCON_INFER", "").strip().lower() == "plain":
+def inference_model_for(path: str | os.PathLike, device: str | torch.device = "cpu",
+                        fused: bool | None = None) -> nn.Module:
+    """The model the index build, evaluation and uploads use.
+
+    ``fused=True``: :func:`load_inference_model` (teacher only, BN folded); ``fused=False``: the full
+    :func:`core.checkpoint.load_model` (the plain reference path, for A/B runs); ``None``: fused unless the
+    environment says ``SLOTCON_INFER=plain`` (how the server, which has no flag for it, is switched).
+    """
+    if fused is None:
+        fused = os.environ.get("SLOTCON_INFER", "").strip().lower() != "plain"
+    if not fused:
         from core.checkpoint import load_model
 
         return load_model(path, device)
