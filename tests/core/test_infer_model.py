@@ -22,41 +22,16 @@ from core.infer_model import (
     load_inference_model,
 )
 from core.inference import teacher_outputs
-from core.model import SlotCon, SlotConConfig
+from core.model import SlotCon
 
-ARCHS = {
-    "resnet18": dict(arch="resnet18", width=0.25, stride16=True, dim_hidden=64, dim_out=32, num_prototypes=8),
-    "resnet50": dict(arch="resnet50", width=0.125, stride16=True, dim_hidden=64, dim_out=32, num_prototypes=8),
-}
-
-
-def _batch(seed: int, b: int = 4, size: int = 64):
-    g = torch.Generator().manual_seed(seed)
-    crops = [torch.randn(b, 3, size, size, generator=g) * 1.5 + 0.3 for _ in range(2)]
-    lo = torch.rand(b, 2, generator=g) * 0.3
-    box = torch.cat([lo, lo + 0.5 + torch.rand(b, 2, generator=g) * 0.2], 1).clamp(max=1)
-    return crops, [box, box.flip(0)], [torch.rand(b, generator=g) < 0.5, torch.rand(b, generator=g) < 0.5]
-
-
-def trained_model(arch: str, steps: int = 3) -> SlotCon:
-    """A tiny SlotCon after ``steps`` real training steps (loss, SGD, teacher EMA, centre update)."""
-    torch.manual_seed(0)
-    model = SlotCon(SlotConConfig(**ARCHS[arch])).train()
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5, momentum=0.9)
-    for step in range(steps):
-        model.momentum_update(0.5)  # a fast teacher, so its weights move in three steps
-        out = model(*_batch(step))
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        model.update_center(out["center_batch"])
-    return model.eval()
+# the shared tiny config (ResNet-18 at 1/4 width), and a ResNet-50 (bottleneck blocks) at 1/8 width
+ARCHS = {"resnet18": {}, "resnet50": dict(arch="resnet50", width=0.125)}
 
 
 @pytest.fixture(scope="module", params=sorted(ARCHS))
-def trained(request, tmp_path_factory) -> tuple[SlotCon, Path]:
+def trained(request, tmp_path_factory, make_trained_model) -> tuple[SlotCon, Path]:
     """(trained model, its own-format checkpoint)."""
-    model = trained_model(request.param)
+    model = make_trained_model(**ARCHS[request.param])
     path = save_checkpoint(tmp_path_factory.mktemp("ckpt") / f"{request.param}.pth", model, epoch=1, step=3)
     return model, path
 
