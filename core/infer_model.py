@@ -109,10 +109,12 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm) -> nn.Con
     gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(mean)
     beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(mean)
     scale = gamma / torch.sqrt(var + bn.eps)
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)  # fmt: skip
-    fused.weight.copy_((w * scale.view(-1, *([1] * (w.dim() - 1)))).to(conv.weight.dtype))
-    fused.bias.copy_(((b - mean) * scale + beta).to(conv.weight.dtype))
+    with torch.device("meta"):  # no random init of weights that are overwritten (seconds for 4096² convs)
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)  # fmt: skip
+    dtype = conv.weight.dtype
+    fused.weight = nn.Parameter((w * scale.view(-1, *([1] * (w.dim() - 1)))).to(dtype), requires_grad=False)
+    fused.bias = nn.Parameter(((b - mean) * scale + beta).to(dtype), requires_grad=False)
     return fused
 
 
