@@ -7,6 +7,15 @@ Each (arch, count) runs in its own process (so peak RSS is that build's alone) o
 (160 px, generated once) with an untrained full-size model (K=256, D=256, hidden 4096): the compute
 is the same as a trained one. Peak RSS must not grow with the image count beyond the stored results.
 Prints one JSON object per run.
+
+``--against-release`` (issue 16) times the release's feature path, reimplemented below from its published
+algorithm (``viz_slots.py``: the full SlotCon built, student and teacher, the checkpoint loaded into it; then
+per batch the teacher encoder + projector in fp32 eval mode, no BN folding, NCHW, normalised, cosines to the
+prototypes, argmax masks and the per-prototype mean score; model load included) against this project's whole index build
+(:func:`indexer.build.build`, which does more: RLE masks at image resolution, SQLite, FAISS), alternately on
+the same JPEGs (640×480, generated) with the same torch threads, loader workers and batch size::
+
+    nice -n 10 .venv/bin/python bench/index_throughput.py --against-release --images 96 --rounds 2
 """
 
 from __future__ import annotations
@@ -50,6 +59,187 @@ def worker(arch: str, count: int, data: Path, ckpt: Path, batch_size: int, worke
     }  # fmt: skip
 
 
+# -- the release's feature path, reimplemented (not imported) --------------------------------------------
+
+
+def _release_model(arch: str, dim_hidden: int, dim_out: int, num_prototypes: int):
+    """The release's full SlotCon as its ``get_model`` builds it: torchvision-named ResNets (student and
+    teacher, pre-pool maps), 1×1-conv projectors, prototypes, the slot predictor and the centre."""
+    import torch
+    import torchvision
+    from torch import nn
+
+    class Trunk(torchvision.models.ResNet):
+        def __init__(self) -> None:
+            block, layers = {"resnet18": (torchvision.models.resnet.BasicBlock, [2, 2, 2, 2]),
+                             "resnet50": (torchvision.models.resnet.Bottleneck, [3, 4, 6, 3])}[arch]  # fmt: skip
+            super().__init__(block, layers)
+            del self.fc, self.avgpool
+
+        def forward(self, x):  # noqa: ANN001, ANN202
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    class Head(nn.Module):
+        """``mlp`` = (Linear|Conv1×1, BN, GELU, Linear|Conv1×1, BN, GELU, Linear|Conv1×1), as the release's."""
+
+        def __init__(self, conv: bool, cin: int) -> None:
+            super().__init__()
+            lin = (lambda i, o: nn.Conv2d(i, o, 1)) if conv else nn.Linear
+            norm = nn.BatchNorm2d if conv else nn.BatchNorm1d
+            self.mlp = nn.Sequential(lin(cin, dim_hidden), norm(dim_hidden), nn.GELU(), lin(dim_hidden, dim_hidden),
+                                     norm(dim_hidden), nn.GELU(), lin(dim_hidden, dim_out))  # fmt: skip
+
+        def forward(self, x):  # noqa: ANN001, ANN202
+            return self.mlp(x)
+
+    model = nn.Module()
+    model.encoder_q, model.encoder_k = Trunk(), Trunk()
+    channels = 512 if arch == "resnet18" else 2048
+    model.projector_q, model.projector_k = Head(True, channels), Head(True, channels)
+    for name in ("grouping_q", "grouping_k"):
+        g = nn.Module()
+        g.slot_embed = nn.Embedding(num_prototypes, dim_out)
+        setattr(model, name, g)
+    model.predictor_slot = Head(False, dim_out)
+    model.register_buffer("center", torch.zeros(1, num_prototypes))
+    return model
+
+
+def release_load(path: Path, arch: str):
+    """``get_model``: build the full model, load the (``module.``-prefixed) state dict, eval mode."""
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    weights = {k.replace("module.", ""): v for k, v in ckpt["model"].items()}
+    proto = weights["grouping_k.slot_embed.weight"]
+    model = _release_model(arch, weights["projector_k.mlp.0.weight"].shape[0], proto.shape[1], proto.shape[0])
+    missing, _ = model.load_state_dict(weights, strict=False)
+    assert not missing, missing  # the bench's reimplementation must take every weight of the file
+    return model.eval()
+
+
+class _Folder:
+    """The release's ImageFolder + transform: PIL RGB, Resize(256), CenterCrop(224), ToTensor, Normalize."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        import torchvision.transforms as T
+
+        self.paths = paths
+        self.transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                                    T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):  # noqa: ANN204
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as img:
+            return self.transform(img.convert("RGB"))
+
+
+def release_features(model, paths: list[Path], batch_size: int, workers: int) -> list:
+    """``prepare_knn`` streamed per batch (the release keeps the whole bank): per image the (h, w) argmax
+    prototype and the (K,) per-prototype mean scores. Returns the argmax maps."""
+    import torch
+    import torch.nn.functional as F
+
+    loader = torch.utils.data.DataLoader(_Folder(paths), batch_size=batch_size, shuffle=False,
+                                         num_workers=workers, drop_last=False)  # fmt: skip
+    prototypes = F.normalize(model.grouping_k.slot_embed.weight, dim=1)  # K x D
+    maps = []
+    with torch.no_grad():
+        for data in loader:
+            feature = F.normalize(model.projector_k(model.encoder_k(data)), dim=1)
+            dots = torch.einsum("kd,ndhw->nkhw", prototypes, feature)
+            masks = torch.zeros_like(dots).scatter_(1, dots.argmax(1, keepdim=True), 1)
+            adder = masks + 1.0e-6
+            _scores = (dots * adder).sum(-1).sum(-1) / adder.sum(-1).sum(-1)  # N x K
+            maps.append(dots.argmax(1))
+    return maps
+
+
+def _jpegs(out: Path, n: int, width: int = 640, height: int = 480) -> list[Path]:
+    """``n`` synthetic scenes (core.synthetic) rendered at ``width`` px and cropped to ``width``×``height``."""
+    import numpy as np
+    from PIL import Image
+
+    from core.synthetic import render_scene
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        image, _, _ = render_scene(np.random.default_rng(i), width)
+        top = (width - height) // 2
+        path = out / f"{i:06d}.jpg"
+        Image.fromarray(image[top:top + height]).save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def against_release(args: argparse.Namespace) -> dict:
+    """Alternate the release's feature path and this project's index build; returns the measurements."""
+    import statistics
+
+    import torch
+
+    from core.checkpoint import to_release_state
+    from core.infer_model import load_inference_model
+    from core.inference import teacher_outputs
+    from core.model import SlotCon, SlotConConfig
+    from indexer.build import IndexConfig, build
+
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "data"
+        paths = _jpegs(root / "val2017", args.images)
+        torch.manual_seed(0)
+        model = SlotCon(SlotConConfig(arch=args.arch))
+        with torch.no_grad():  # BN statistics away from their init, so the folded weights are not trivial
+            for m in model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.running_mean.normal_(0, 0.1)
+                    m.running_var.uniform_(0.5, 2.0)
+                    m.weight.uniform_(0.5, 1.5)
+        ckpt = Path(tmp) / "release.pth"
+        torch.save(to_release_state(model), ckpt)  # the release's file layout
+        del model
+        t = time.perf_counter()
+        release = release_load(ckpt, args.arch)
+        release_load_s = time.perf_counter() - t
+        t = time.perf_counter()
+        fast = load_inference_model(ckpt)
+        fast_load_s = time.perf_counter() - t
+        # correctness on the first batch: the feature-resolution argmax of both paths
+        x = torch.stack([_Folder(paths)[i] for i in range(min(8, len(paths)))])
+        ref = release_features(release, paths[: len(x)], len(x), 0)[0]
+        agree = (teacher_outputs(fast, x)[1].argmax(1) == ref).float().mean().item()
+        del fast, release
+        times: dict[str, list[float]] = {"release": [], "project": []}
+        for r in range(args.rounds):
+            t = time.perf_counter()  # both timed end to end: model load included, as a build includes it
+            release_features(release_load(ckpt, args.arch), paths, args.batch_size, args.workers)
+            times["release"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            build(IndexConfig(ckpt, root, Path(tmp) / f"ix{r}", split="val2017", batch_size=args.batch_size,
+                              workers=args.workers, device="cpu", use_labels=False,
+                              jpeg_draft=args.jpeg_draft))  # fmt: skip
+            times["project"].append(time.perf_counter() - t)
+    rel, proj = statistics.median(times["release"]), statistics.median(times["project"])
+    return {
+        "mode": "against-release", "arch": args.arch, "resolution": 224, "precision": "fp32",
+        "images": args.images, "image_size": [640, 480], "rounds": args.rounds, "batch_size": args.batch_size,
+        "loader_workers": args.workers, "jpeg_draft": args.jpeg_draft,
+        "release_img_s": round(args.images / rel, 2), "project_index_img_s": round(args.images / proj, 2),
+        "ratio": round(rel / proj, 2), "seconds": {k: [round(v, 2) for v in vs] for k, vs in times.items()},
+        "load_seconds": {"release_full_model": round(release_load_s, 2), "project_teacher_only": round(fast_load_s, 2)},
+        "argmax_agreement_first_batch": round(agree, 5),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "machine": describe_machine(),
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; prints JSON lines."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -60,7 +250,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="data-loading processes")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--worker", nargs=3, metavar=("ARCH", "COUNT", "CKPT"), help=argparse.SUPPRESS)
+    p.add_argument("--against-release", action="store_true", help="side by side with the release's feature path")
+    p.add_argument("--arch", default="resnet50", choices=["resnet18", "resnet50"], help="with --against-release")
+    p.add_argument("--images", type=int, default=96, help="640x480 JPEGs, with --against-release")
+    p.add_argument("--rounds", type=int, default=2, help="alternations, with --against-release")
+    p.add_argument("--jpeg-draft", action="store_true", help="the project's path decodes JPEGs at reduced size")
     args = p.parse_args(argv)
+    if args.against_release:
+        print(json.dumps(against_release(args)), flush=True)
+        return 0
     if args.worker:
         arch, count, ckpt = args.worker
         print(json.dumps(worker(arch, int(count), args.data, Path(ckpt), args.batch_size, args.workers,

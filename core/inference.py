@@ -27,9 +27,12 @@ def _eval_mode(model: nn.Module):
 def teacher_outputs(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Teacher forward in eval mode: (B, 3, H, W) → (z_normalised (B, D, h, w), scores (B, K, h, w)).
 
-    ``scores`` are the raw cosines between pixel projections and the teacher prototypes.
+    ``scores`` are the raw cosines between pixel projections and the teacher prototypes. A model with its
+    own ``infer_outputs`` (``core.infer_model.InferenceModel``) computes them itself.
     """
     model = getattr(model, "module", model)
+    if hasattr(model, "infer_outputs"):
+        return model.infer_outputs(images)
     with _eval_mode(model):
         z = model.teacher_project(images)  # (B, D, h, w)
         scores = prototype_cosines(z, model.grouping_k.slot_embed.weight)  # (B, K, h, w)

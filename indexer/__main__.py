@@ -48,6 +48,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="index only the first N images")
     p.add_argument("--progress-file", default=None, help="JSON progress file rewritten as work goes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--plain-inference", action="store_true",
+                   help="the full model, BN unfolded (reference path for A/B runs; same assignments)")
+    p.add_argument("--jpeg-draft", action="store_true",
+                   help="decode JPEGs at 1/2-1/8 size when the shorter side stays >= --resize")
     return p
 
 
@@ -68,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size, progress_file=args.progress_file, show_progress=not args.no_progress,
             workers=args.workers, device=args.device, index_type=args.faiss, nlist=args.nlist,
             pq_m=args.pq_m, duplicate_threshold=args.duplicate_threshold, use_labels=not args.no_labels,
-            limit=args.limit,
+            limit=args.limit, fused=not args.plain_inference, jpeg_draft=args.jpeg_draft,
         )  # fmt: skip
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"slotcon index: error: {e}", file=sys.stderr)

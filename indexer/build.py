@@ -32,14 +32,16 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
-from core.checkpoint import file_sha256, load_model
+from core.checkpoint import file_sha256
 from core.datasets import find_images, load_rgb
 from core.distributed import get_rank, get_world_size, is_distributed
+from core.infer_model import inference_model_for
 from core.recipes import INDEX_CROP, INDEX_RESIZE, NEAR_DUPLICATE_THRESHOLD
 from indexer import schema
+from indexer.decode import load_rgb_reduced
 from indexer.labels import LabelProtocol, LabelSizeError, detect_protocol
 from indexer.progress import Progress, write_json_atomic
-from indexer.segments import model_input, segment_batch
+from indexer.segments import ModelView, crop_box, model_input, segment_batch
 from indexer.shards import ShardWriter, merge_shards, merged_label_counts
 from indexer.stats import compute_stats, fill_prototypes, store_stats
 from indexer.types import CheckpointRef, DataRef, FaissInfo, IndexCounts, LabelInfo, Manifest
@@ -69,9 +71,9 @@ class _ImageSet(Dataset):
     loads labels; failures are returned, not raised."""
 
     def __init__(self, items: list[tuple[int, Path]], root: Path, resize: int, crop: int,
-                 protocol: LabelProtocol | None) -> None:
+                 protocol: LabelProtocol | None, jpeg_draft: bool = False) -> None:
         self.items, self.root, self.protocol = items, root, protocol
-        self.resize, self.crop = resize, crop
+        self.resize, self.crop, self.jpeg_draft = resize, crop, jpeg_draft
 
     def __len__(self) -> int:
         return len(self.items)
@@ -80,15 +82,23 @@ class _ImageSet(Dataset):
         image_id, path = self.items[i]
         item: dict = {"id": image_id, "file_name": path.relative_to(self.root).as_posix()}
         try:
-            img = load_rgb(path, upright=False)
-            item["tensor"], item["view"] = model_input(img, self.resize, self.crop)
+            if self.jpeg_draft:  # reduced-size JPEG decode (indexer.decode); the view stays in file pixels
+                img, size = load_rgb_reduced(path, self.resize)
+            else:
+                img = load_rgb(path, upright=False)
+                size = img.size
+            item["tensor"], view = model_input(img, self.resize, self.crop)
+            if img.size != size:
+                box = crop_box(*size, self.resize, self.crop) if self.crop else (0, 0, *size)
+                view = ModelView(size, box, view.input_size)
+            item["view"] = view
         except Exception as e:  # noqa: BLE001 - any decoding failure skips the image
             item["error"] = f"decode failed: {e}"
             return item
-        item["size"] = img.size
+        item["size"] = size
         if self.protocol is not None:
             try:
-                item["label"] = self.protocol.load(path, img.size)
+                item["label"] = self.protocol.load(path, size)
             except FileNotFoundError:
                 item["label_error"] = "no label"
             except (LabelSizeError, ValueError, OSError) as e:
@@ -124,13 +134,13 @@ def _default_device() -> torch.device:
 def index_shard(
     model: torch.nn.Module, items: list[tuple[int, Path]], root: Path, shard_dir: Path, *,
     resize: int, crop: int, batch_size: int, num_workers: int, device: torch.device,
-    protocol: LabelProtocol | None, progress: Progress | None,
+    protocol: LabelProtocol | None, progress: Progress | None, jpeg_draft: bool = False,
 ) -> dict[str, int]:
     """Index ``items`` ((image id, path) pairs) into one shard directory. Returns counts."""
     k, d = model.grouping_k.slot_embed.weight.shape
     num_classes = protocol.num_classes if protocol else 0
     writer = ShardWriter(shard_dir, d, k, num_classes)
-    loader = DataLoader(_ImageSet(items, root, resize, crop, protocol), batch_size=batch_size,
+    loader = DataLoader(_ImageSet(items, root, resize, crop, protocol, jpeg_draft), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=_collate)
     counts = {"images": 0, "skipped": 0, "label_problems": 0}
     try:
@@ -197,7 +207,10 @@ class IndexConfig:
 
     ``resize``/``crop``: the model input (shorter side, centre crop); ``index_type``: ``flat`` (exact),
     ``ivf`` or ``ivfpq``; ``use_labels``: store per-prototype purity when the dataset ships label maps;
-    ``limit``: the first N images only; ``progress_file`` gets the JSON of :class:`indexer.progress.Progress`.
+    ``limit``: the first N images only; ``progress_file`` gets the JSON of :class:`indexer.progress.Progress`;
+    ``fused``: the inference model (teacher only, BN folded, :mod:`core.infer_model`), False for the plain full
+    model (A/B runs: same assignments); ``jpeg_draft``: decode JPEGs at reduced size where the resize target
+    allows it (:mod:`indexer.decode`).
     """
 
     checkpoint: str | os.PathLike
@@ -217,6 +230,8 @@ class IndexConfig:
     duplicate_threshold: float = NEAR_DUPLICATE_THRESHOLD
     use_labels: bool = True
     limit: int | None = None
+    fused: bool = True
+    jpeg_draft: bool = False
 
 
 def build_index(
@@ -257,9 +272,8 @@ def build(config: IndexConfig, progress: ProgressCallback | None = None) -> Path
         root, split, paths = resolve_images(data_root, split)
         if limit is not None:
             paths = paths[:limit]
-        model = load_model(checkpoint, "cpu")
         dev = torch.device(device) if device is not None else _default_device()
-        model = model.to(dev)
+        model = inference_model_for(checkpoint, dev, fused=config.fused)
         protocol = detect_protocol(root, split) if config.use_labels else None
         token = _broadcast_token()
         tmp = out.with_name(f".{out.name}.building-{token}")
@@ -268,7 +282,7 @@ def build(config: IndexConfig, progress: ProgressCallback | None = None) -> Path
                        bar=config.show_progress and rank == 0, scale=world, callback=progress if rank == 0 else None)
         shard_dir = tmp / "shards" / f"rank{rank:05d}"
         index_shard(model, items, root, shard_dir, resize=resize, crop=crop, batch_size=batch_size,
-                    num_workers=num_workers, device=dev, protocol=protocol, progress=bar)
+                    num_workers=num_workers, device=dev, protocol=protocol, progress=bar, jpeg_draft=config.jpeg_draft)
         if is_distributed():
             dist.barrier()
         if rank != 0:

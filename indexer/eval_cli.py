@@ -45,6 +45,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--full", action="store_true", help="print the whole result (default: a summary)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--plain-inference", action="store_true",
+                   help="the full model, BN unfolded (reference path for A/B runs; same assignments)")
     return p
 
 
@@ -81,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         resolution=args.resolution, baseline=args.baseline, index_dir=args.index, out=args.out,
         progress_file=args.progress_file, batch_size=args.batch_size, workers=args.workers,
         device=args.device, num_examples=args.examples, clusters=args.clusters, seed=args.seed,
-        limit=args.limit, show_progress=not args.no_progress,
+        limit=args.limit, show_progress=not args.no_progress, fused=not args.plain_inference,
     )  # fmt: skip
     try:
         result = run_eval(config).to_dict()

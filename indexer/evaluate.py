@@ -27,8 +27,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from core.augment import IMAGENET_MEAN, IMAGENET_STD
-from core.checkpoint import file_sha256, model_from_checkpoint, read_checkpoint
+from core.checkpoint import file_sha256
 from core.datasets import load_rgb
+from core.infer_model import inference_model_for, inference_model_of
 from core.inference import assign, prototype_scores
 from core.model import SlotCon
 from core.recipes import BASELINES, EVAL_RESOLUTION, IGNORE_LABEL
@@ -137,7 +138,8 @@ class EvalConfig:
     (``cocostuff27`` or ``synthetic``) of ``data_root``/``split``, optionally a curated image list.
 
     ``index_dir``: also store the result (and ``num_examples`` prediction/ground-truth pairs) in that
-    index, which must be built from the same checkpoint; ``out``: also write the JSON there."""
+    index, which must be built from the same checkpoint; ``out``: also write the JSON there; ``fused``: the
+    inference model (:mod:`core.infer_model`), False for the plain full model (A/B runs)."""
 
     checkpoint: str | os.PathLike | None
     data_root: str | os.PathLike
@@ -157,6 +159,7 @@ class EvalConfig:
     seed: int = 0
     limit: int | None = None
     show_progress: bool = False
+    fused: bool = True
 
 
 @dataclass
@@ -167,7 +170,7 @@ class EvalInputs:
     split: str | None
     items: list[tuple[int, Path]]
     labels: LabelProtocol
-    model: SlotCon | None
+    model: torch.nn.Module | None  # core.infer_model.InferenceModel, or the full SlotCon when not fused
     num_clusters: int
     checkpoint: CheckpointRef | None
 
@@ -201,14 +204,14 @@ def load(config: EvalConfig) -> EvalInputs:
         items = items[: config.limit]
     ref, model, k = None, None, config.clusters
     if config.checkpoint is not None:
-        model = model_from_checkpoint(read_checkpoint(config.checkpoint))
+        dev = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model = inference_model_for(config.checkpoint, dev, fused=config.fused)
         ref = CheckpointRef(path=str(Path(config.checkpoint).resolve()), sha256=file_sha256(config.checkpoint))
         k = k or model.config.num_prototypes
         if config.baseline == "random-init":
             torch.manual_seed(config.seed)
-            model = SlotCon(model.config)
-        dev = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        model = model.to(dev).eval()
+            untrained = SlotCon(model.config)
+            model = inference_model_of(untrained).prepare(dev) if config.fused else untrained.to(dev).eval()
     elif config.baseline != "kmeans-rgb":
         raise ValueError("a checkpoint is required (only --baseline kmeans-rgb runs without one)")
     if model is not None and config.baseline == "kmeans-rgb":

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from core.checkpoint import CheckpointError, load_model
-from core.model import SlotCon
+from core.checkpoint import CheckpointError
+from core.infer_model import inference_model_for
 from server.errors import ApiError
 from server.exposure import StartupError
 from server.services.digests import content_sha256, file_key
@@ -39,7 +39,7 @@ def pick_device(name: str) -> torch.device:
 class LoadedModel:
     """A model ready for inference with the file it came from."""
 
-    model: SlotCon
+    model: torch.nn.Module  # core.infer_model.InferenceModel (or the full SlotCon with SLOTCON_INFER=plain)
     path: Path
     sha256: str
 
@@ -98,7 +98,7 @@ class Runtime:
         if self.model is not None and self.model.sha256 == sha:
             return self.model
         before = file_key(path)
-        model = load_model(path, self.device)
+        model = inference_model_for(path, self.device)  # fused; SLOTCON_INFER=plain for the full model
         if file_key(path) != before or content_sha256(path) != sha:
             raise ApiError(409, "checkpoint_changed", f"checkpoint {_ident(path)} changed while it was loaded; retry")
         logger.info(

@@ -74,3 +74,41 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_tiny_model():
     """The :func:`tiny_model` factory, for tests that need fresh models (``make_tiny_model(seed=1)``)."""
     return tiny_model
+
+
+def _training_batch(seed: int, b: int = 4, size: int = 64):
+    g = torch.Generator().manual_seed(seed)
+    crops = [torch.randn(b, 3, size, size, generator=g) * 1.5 + 0.3 for _ in range(2)]
+    lo = torch.rand(b, 2, generator=g) * 0.3
+    box = torch.cat([lo, lo + 0.5 + torch.rand(b, 2, generator=g) * 0.2], 1).clamp(max=1)
+    return crops, [box, box.flip(0)], [torch.rand(b, generator=g) < 0.5, torch.rand(b, generator=g) < 0.5]
+
+
+def trained_model(steps: int = 3, seed: int = 0, **overrides) -> SlotCon:
+    """A tiny SlotCon after ``steps`` real training steps (loss, SGD, a fast teacher EMA, centre update), so
+    the teacher's BatchNorm statistics and affine weights are far from their init (BN folding is exercised)."""
+    torch.manual_seed(seed)
+    model = SlotCon(SlotConConfig(**{**TINY_CONFIG, **overrides})).train()
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5, momentum=0.9)
+    for step in range(steps):
+        model.momentum_update(0.5)
+        out = model(*_training_batch(step))
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        model.update_center(out["center_batch"])
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An own-format checkpoint of the tiny model after three real training steps (:func:`trained_model`)."""
+    path = tmp_path_factory.mktemp("ckpt") / "trained.pth"
+    save_checkpoint(path, trained_model(), epoch=1, step=3)
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_trained_model():
+    """The :func:`trained_model` factory (``make_trained_model(arch="resnet50", width=0.125)``)."""
+    return trained_model

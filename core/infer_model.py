@@ -1,0 +1,335 @@
+"""Inference built for inference: the teacher alone, BatchNorm folded, the fastest layout (issue 16).
+
+:func:`load_inference_model` reads only the teacher's encoder, projector and prototypes from a checkpoint
+(own format or the public release's, SPEC §8; the file is memory-mapped so the student, predictor and
+optimiser are never read), folds every eval-mode BatchNorm into the convolution before it, and returns an
+:class:`InferenceModel` whose :meth:`InferenceModel.infer_outputs` gives exactly what
+:func:`core.inference.teacher_outputs` gives for the full model: ``(z_norm (B, D, h, w), scores (B, K, h, w))``.
+``core.inference.teacher_outputs`` (and so ``prototype_scores``, ``indexer.segments``, the index build,
+the evaluation and uploads) dispatches to it, so the rest of the code takes it where it took a
+:class:`~core.model.SlotCon`. It also carries ``config``, ``grouping_k.slot_embed.weight`` and
+``teacher_project`` as the full model does.
+
+Options (:class:`InferOptions`; :meth:`InferOptions.from_env` reads them from the environment, so jobs and
+servers pick them up without new arguments):
+
+- ``fold_bn`` (``SLOTCON_INFER_FOLD_BN``, default on): conv·BN → conv with bias, computed in float64.
+- ``channels_last`` (``SLOTCON_INFER_CHANNELS_LAST``, default auto: on for CPU fp32 and for CUDA, where
+  oneDNN / cuDNN run NHWC convolutions faster).
+- ``precision`` (``SLOTCON_INFER_PRECISION``: ``auto``, ``fp32``, ``fp16``, ``bf16``; auto = fp32 on CPU,
+  fp16 autocast on CUDA). Scores and z are always returned in fp32.
+- ``compile`` (``SLOTCON_INFER_COMPILE``, default off): ``torch.compile`` of the encoder + projector; it
+  pays back only over long jobs (its first call compiles).
+- :func:`inference_model_for` with ``fused=False`` (the CLIs' ``--plain-inference``, ``SLOTCON_INFER=plain``
+  for the server) returns the full model instead: the reference path.
+
+On CUDA, CPU inputs are pinned and copied asynchronously (:func:`to_device`). Everything runs under
+``torch.inference_mode``. In fp32 the outputs equal the plain path's to float rounding (scores within
+1e-4; assignments identical except at ties, ``tests/core/test_infer_model.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.checkpoint import FORMAT, CheckpointError, read_checkpoint, release_config
+from core.encoder import ResNetTrunk
+from core.heads import DenseProjector
+from core.model import SlotConConfig
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_TEACHER_PREFIXES = ("encoder_k.", "projector_k.")
+_PROTOTYPES = "grouping_k.slot_embed.weight"
+
+
+def _env_flag(name: str, default: bool | None) -> bool | None:
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    return default
+
+
+@dataclass(frozen=True)
+class InferOptions:
+    """How the inference model runs (see the module doc); None for ``channels_last`` means auto."""
+
+    fold_bn: bool = True
+    channels_last: bool | None = None
+    precision: str = "auto"
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> InferOptions:
+        """Options from ``SLOTCON_INFER_*`` environment variables, then ``overrides``."""
+        opts = cls(
+            fold_bn=bool(_env_flag("SLOTCON_INFER_FOLD_BN", True)),
+            channels_last=_env_flag("SLOTCON_INFER_CHANNELS_LAST", None),
+            precision=os.environ.get("SLOTCON_INFER_PRECISION", "auto").strip().lower() or "auto",
+            compile=bool(_env_flag("SLOTCON_INFER_COMPILE", False)),
+        )
+        return replace(opts, **overrides)
+
+    def resolved(self, device: torch.device) -> InferOptions:
+        """``auto`` fields decided for ``device``: fp32 on CPU and fp16 on CUDA; channels_last on both."""
+        precision = self.precision
+        if precision == "auto":
+            precision = "fp16" if device.type == "cuda" else "fp32"
+        channels_last = self.channels_last
+        if channels_last is None:
+            channels_last = device.type == "cuda" or precision == "fp32"
+        return replace(self, precision=precision, channels_last=channels_last)
+
+
+# -- BatchNorm folding ----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm) -> nn.Conv2d:
+    """A new conv equal to ``bn(conv(x))`` in eval mode (running statistics), computed in float64."""
+    w = conv.weight.detach().double()
+    b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+    mean, var = bn.running_mean.double(), bn.running_var.double()
+    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(mean)
+    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(mean)
+    scale = gamma / torch.sqrt(var + bn.eps)
+    with torch.device("meta"):  # no random init of weights that are overwritten (seconds for 4096² convs)
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                          conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)  # fmt: skip
+    dtype = conv.weight.dtype
+    fused.weight = nn.Parameter((w * scale.view(-1, *([1] * (w.dim() - 1)))).to(dtype), requires_grad=False)
+    fused.bias = nn.Parameter(((b - mean) * scale + beta).to(dtype), requires_grad=False)
+    return fused
+
+
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every BatchNorm2d that directly follows a Conv2d, in place; returns ``module``.
+
+    Two patterns cover the ResNet trunk and the dense projector: consecutive ``(Conv2d, BatchNorm2d)`` in an
+    ``nn.Sequential`` (downsample, projector MLP) and sibling attributes ``convN`` / ``bnN`` (stem and
+    residual blocks, whose ``forward`` applies ``bnN`` right after ``convN``). Raises ValueError when a
+    BatchNorm is left over (a layout this does not know), so nothing is silently half-folded.
+    """
+    for parent in list(module.modules()):
+        if isinstance(parent, nn.Sequential):
+            names = list(parent._modules)
+            for a, b in zip(names, names[1:], strict=False):
+                conv, bn = parent._modules[a], parent._modules[b]
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    parent._modules[a] = fold_conv_bn(conv, bn)
+                    parent._modules[b] = nn.Identity()
+        for name, child in list(parent._modules.items()):
+            if name.startswith("conv") and isinstance(child, nn.Conv2d):
+                bn_name = "bn" + name[len("conv"):]
+                bn = parent._modules.get(bn_name)
+                if isinstance(bn, nn.BatchNorm2d):
+                    parent._modules[name] = fold_conv_bn(child, bn)
+                    parent._modules[bn_name] = nn.Identity()
+    left = [n for n, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if left:
+        raise ValueError(f"BatchNorm layers not folded: {left[:4]}")
+    return module
+
+
+# -- the model ------------------------------------------------------------------------------------------
+
+
+class _Grouping(nn.Module):
+    """Holds the prototypes under the full model's name (``grouping_k.slot_embed.weight``)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.slot_embed = nn.Embedding.from_pretrained(weight.float().clone(), freeze=True)
+
+
+class InferenceModel(nn.Module):
+    """Teacher encoder + projector + prototypes, for inference only (see the module doc)."""
+
+    def __init__(self, config: SlotConConfig, encoder: nn.Module, projector: nn.Module, prototypes: torch.Tensor,
+                 options: InferOptions | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder_k, self.projector_k = encoder, projector
+        self.grouping_k = _Grouping(prototypes)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.options = options or InferOptions()
+        self._net: Any = None
+        self.eval()
+
+    @property
+    def device(self) -> torch.device:
+        """The device the weights are on."""
+        return self.grouping_k.slot_embed.weight.device
+
+    def prepare(self, device: str | torch.device | None = None) -> InferenceModel:
+        """Move to ``device``, resolve the options for it, fold BN, set the layout and compile; returns self."""
+        dev = torch.device(device) if device is not None else self.device
+        self.to(dev)
+        opts = self.options.resolved(dev)
+        if opts.fold_bn:
+            fold_batchnorm(self.encoder_k)
+            fold_batchnorm(self.projector_k)
+            self.to(dev)
+        fmt = torch.channels_last if opts.channels_last else torch.contiguous_format
+        self.encoder_k.to(memory_format=fmt)
+        self.projector_k.to(memory_format=fmt)
+        self.options = opts
+        net = nn.Sequential(self.encoder_k, self.projector_k)
+        self._net = torch.compile(net) if opts.compile else net
+        self.eval()
+        return self
+
+    def _autocast(self, device: torch.device):  # noqa: ANN202
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.options.precision)
+        if dtype is None:
+            return torch.autocast(device.type, enabled=False)
+        return torch.autocast(device.type, dtype=dtype)
+
+    def teacher_project(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) → teacher projections z (B, D, h, w), unnormalised, fp32."""
+        if self._net is None:
+            self.prepare()
+        dev = self.device
+        x = to_device(images, dev)
+        if self.options.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), self._autocast(dev):
+            z = self._net(x)
+        return z.float()
+
+    def infer_outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :func:`core.inference.teacher_outputs`: ``(z_norm (B, D, h, w), scores (B, K, h, w))``, fp32."""
+        with torch.inference_mode():
+            z = F.normalize(self.teacher_project(images), dim=1)  # (B, D, h, w)
+            protos = F.normalize(self.grouping_k.slot_embed.weight.float(), dim=1)  # (K, D)
+            # one GEMM over pixels: (B·h·w, D) @ (D, K), in the layout z already has
+            zt = z.permute(0, 2, 3, 1)  # (B, h, w, D), contiguous when z is channels_last
+            scores = torch.matmul(zt, protos.t()).permute(0, 3, 1, 2)  # (B, K, h, w)
+            z_out = z.contiguous()
+            scores = scores.contiguous()
+        # plain (non-inference) tensors, so callers may use them anywhere (autograd-free copies)
+        return z_out.clone(), scores.clone()
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` on ``device``; a CPU tensor bound for CUDA is pinned and copied without blocking."""
+    if x.device == device:
+        return x
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
+# -- loading --------------------------------------------------------------------------------------------
+
+
+def _read_lazily(path: str | os.PathLike) -> dict[str, Any]:
+    """The checkpoint dict memory-mapped (tensors are read from disk only when touched); falls back to
+    :func:`core.checkpoint.read_checkpoint` for files that cannot be mapped (legacy serialisation)."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p}")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not mappable: the ordinary reader gives the proper error
+        return read_checkpoint(p)
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{p} holds a {type(ckpt).__name__}, not a checkpoint dict")
+    return ckpt
+
+
+def teacher_state(ckpt: dict[str, Any]) -> tuple[SlotConConfig, dict[str, torch.Tensor]]:
+    """(config, the teacher's tensors: ``encoder_k.*``, ``projector_k.*``, prototypes) of either format."""
+    model = ckpt.get("model")
+    if not isinstance(model, dict):
+        raise CheckpointError(f"no 'model' state dict in checkpoint (top-level keys: {sorted(ckpt)[:8]})")
+    if ckpt.get("format") == FORMAT:
+        state = model
+        cfg = SlotConConfig.from_dict(ckpt["config"])
+    else:
+        state = {k.removeprefix("module."): v for k, v in model.items()}
+        cfg = release_config(state, ckpt.get("args"))
+    if _PROTOTYPES not in state or not any(k.startswith("encoder_k.") for k in state):
+        raise CheckpointError(f"cannot group: missing {_PROTOTYPES} or the teacher encoder (encoder_k.*)")
+    teacher = {k: v for k, v in state.items() if k.startswith(_TEACHER_PREFIXES) or k == _PROTOTYPES}
+    return cfg, teacher
+
+
+def _load_part(module: nn.Module, state: dict[str, torch.Tensor], prefix: str) -> None:
+    part = {k[len(prefix):]: v.detach().clone() for k, v in state.items() if k.startswith(prefix)}
+    own = module.state_dict()
+    for k in own:  # release files may lack num_batches_tracked (unused in eval mode)
+        if k.endswith("num_batches_tracked") and k not in part:
+            part[k] = torch.zeros((), dtype=torch.long)
+    missing = sorted(set(own) - set(part))
+    unexpected = sorted(set(part) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(f"{prefix}* mismatch: missing {missing[:6]}, unexpected {unexpected[:6]}")
+    module.load_state_dict(part, strict=True, assign=True)
+
+
+def inference_model_from_checkpoint(ckpt: dict[str, Any], options: InferOptions | None = None) -> InferenceModel:
+    """An (unprepared, CPU) :class:`InferenceModel` from a loaded checkpoint dict of either format."""
+    cfg, state = teacher_state(ckpt)
+    with torch.device("meta"):  # no random init: every tensor comes from the checkpoint
+        encoder = ResNetTrunk(cfg.arch, width=cfg.width, stride16=cfg.stride16)
+        projector = DenseProjector(encoder.num_channels, cfg.dim_hidden, cfg.dim_out)
+    _load_part(encoder, state, "encoder_k.")
+    _load_part(projector, state, "projector_k.")
+    return InferenceModel(cfg, encoder, projector, state[_PROTOTYPES], options)
+
+
+def inference_model_of(model: nn.Module, options: InferOptions | None = None) -> InferenceModel:
+    """An (unprepared, CPU) :class:`InferenceModel` holding a copy of a full model's teacher (e.g. the
+    evaluation's random-init baseline, which has no file); ``model`` itself is left unchanged."""
+    model = getattr(model, "module", model)
+    ckpt = {"format": FORMAT, "config": model.config.to_dict(),
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}  # fmt: skip
+    return inference_model_from_checkpoint(ckpt, options)
+
+
+def load_inference_model(path: str | os.PathLike, device: str | torch.device = "cpu",
+                         options: InferOptions | None = None) -> InferenceModel:
+    """The prepared inference model of a checkpoint (own or release format) on ``device``.
+
+    ``options`` default to :meth:`InferOptions.from_env`. Raises :class:`core.checkpoint.CheckpointError`
+    for missing files, backbone-only or foreign checkpoints.
+    """
+    opts = options if options is not None else InferOptions.from_env()
+    model = inference_model_from_checkpoint(_read_lazily(path), opts)
+    return model.prepare(device)
+
+
+def inference_model_for(path: str | os.PathLike, device: str | torch.device = "cpu",
+                        fused: bool | None = None) -> nn.Module:
+    """The model the index build, evaluation and uploads use.
+
+    ``fused=True``: :func:`load_inference_model` (teacher only, BN folded); ``fused=False``: the full
+    :func:`core.checkpoint.load_model` (the plain reference path, for A/B runs); ``None``: fused unless the
+    environment says ``SLOTCON_INFER=plain`` (how the server, which has no flag for it, is switched).
+    """
+    if fused is None:
+        fused = os.environ.get("SLOTCON_INFER", "").strip().lower() != "plain"
+    if not fused:
+        from core.checkpoint import load_model
+
+        return load_model(path, device)
+    return load_inference_model(path, device)

@@ -1,0 +1,157 @@
+"""The inference model (teacher only, BN folded, channels_last, inference_mode) equals the plain full model.
+
+Checkpoints are real: a tiny SlotCon trained for a few steps (so the teacher's BatchNorm running statistics
+and affine weights are far from their init and folding them is exercised), saved with the project's code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from core.checkpoint import CheckpointError, load_model, save_checkpoint, to_release_state
+from core.infer_model import (
+    InferenceModel,
+    InferOptions,
+    fold_batchnorm,
+    inference_model_for,
+    inference_model_of,
+    load_inference_model,
+)
+from core.inference import teacher_outputs
+from core.model import SlotCon
+
+# the shared tiny config (ResNet-18 at 1/4 width), and a ResNet-50 (bottleneck blocks) at 1/8 width
+ARCHS = {"resnet18": {}, "resnet50": dict(arch="resnet50", width=0.125)}
+
+
+@pytest.fixture(scope="module", params=sorted(ARCHS))
+def trained(request, tmp_path_factory, make_trained_model) -> tuple[SlotCon, Path]:
+    """(trained model, its own-format checkpoint)."""
+    model = make_trained_model(**ARCHS[request.param])
+    path = save_checkpoint(tmp_path_factory.mktemp("ckpt") / f"{request.param}.pth", model, epoch=1, step=3)
+    return model, path
+
+
+def _images(seed: int = 7, b: int = 3, size: int = 64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, 3, size, size, generator=g)
+
+
+def assert_same_outputs(plain: tuple[torch.Tensor, torch.Tensor], fast: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """z and scores within 1e-4; the argmax prototype equal wherever the plain top two are not tied."""
+    (z0, s0), (z1, s1) = plain, fast
+    assert z1.shape == z0.shape and s1.shape == s0.shape
+    torch.testing.assert_close(z1, z0, atol=1e-4, rtol=0)
+    torch.testing.assert_close(s1, s0, atol=1e-4, rtol=0)
+    top2 = s0.topk(2, dim=1).values
+    untied = (top2[:, 0] - top2[:, 1]) > 1e-5
+    assert untied.float().mean() > 0.9  # the comparison below is not vacuous
+    assert torch.equal(s0.argmax(1)[untied], s1.argmax(1)[untied])
+
+
+def test_training_moved_the_teacher_batchnorm(trained) -> None:
+    """Guards the other tests: folding default BN (mean 0, var 1, γ 1, β 0) would prove nothing."""
+    model, _ = trained
+    bns = [m for m in model.encoder_k.modules() if isinstance(m, nn.BatchNorm2d)]
+    bns += [m for m in model.projector_k.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(bn.running_mean.abs().max() > 1e-3 for bn in bns)
+    assert all((bn.running_var - 1).abs().max() > 1e-3 for bn in bns)
+    assert any((bn.weight - 1).abs().max() > 1e-4 for bn in bns)
+
+
+def test_fused_equals_plain_on_own_checkpoint(trained) -> None:
+    _, path = trained
+    plain, fast = load_model(path), load_inference_model(path)
+    x = _images()
+    assert_same_outputs(teacher_outputs(plain, x), teacher_outputs(fast, x))
+    assert fast.options.fold_bn and fast.options.channels_last and fast.options.precision == "fp32"
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fast.modules())
+
+
+@pytest.mark.parametrize("options", [
+    InferOptions(fold_bn=False, channels_last=False),
+    InferOptions(fold_bn=True, channels_last=False),
+    InferOptions(fold_bn=False, channels_last=True),
+], ids=["unfolded-nchw", "folded-nchw", "unfolded-nhwc"])  # fmt: skip
+def test_every_option_equals_plain(trained, options: InferOptions) -> None:
+    _, path = trained
+    x = _images(seed=3, b=2, size=80)  # a non-square-friendly size: 80 → 5×5 maps at stride 16
+    fast = load_inference_model(path, options=options)
+    assert_same_outputs(teacher_outputs(load_model(path), x), teacher_outputs(fast, x))
+
+
+def test_fused_equals_plain_on_release_checkpoint(trained, tmp_path: Path) -> None:
+    """The release's layout (``module.`` keys, ``args`` Namespace, optimiser state beside the model)."""
+    model, _ = trained
+    state = to_release_state(model)
+    path = tmp_path / "release.pth"
+    torch.save({**state, "optimizer": {}, "epoch": 800}, path)
+    x = _images(seed=11)
+    fast = load_inference_model(path)
+    assert fast.config.arch == model.config.arch and fast.config.num_prototypes == 8
+    assert_same_outputs(teacher_outputs(load_model(path), x), teacher_outputs(fast, x))
+
+
+def test_teacher_only_load_reads_no_student(trained, tmp_path: Path) -> None:
+    """A release file whose student tensors are unusable (wrong shapes) defeats the full load, not this one:
+    the student, predictor and centre are never built or read."""
+    model, _ = trained
+    state = to_release_state(model)
+    for k in list(state["model"]):
+        if "_q." in k or "predictor" in k:
+            state["model"][k] = torch.zeros(1)
+    path = tmp_path / "bad_student.pth"
+    torch.save(state, path)
+    with pytest.raises(RuntimeError):
+        load_model(path)
+    fast = load_inference_model(path)
+    names = {n.split(".")[0] for n, _ in fast.named_parameters()} | {n.split(".")[0] for n, _ in fast.named_buffers()}
+    assert names == {"encoder_k", "projector_k", "grouping_k"}
+    with torch.no_grad():
+        ref = teacher_outputs(model, _images())
+    assert_same_outputs(ref, teacher_outputs(fast, _images()))
+
+
+def test_inference_model_of_a_live_model_and_the_switch(trained) -> None:
+    model, path = trained
+    x = _images(seed=5)
+    ref = teacher_outputs(model, x)
+    assert_same_outputs(ref, teacher_outputs(inference_model_of(model).prepare("cpu"), x))
+    assert isinstance(inference_model_for(path), InferenceModel)
+    assert isinstance(inference_model_for(path, fused=False), SlotCon)
+
+
+def test_env_switch_selects_the_plain_path(trained, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, path = trained
+    monkeypatch.setenv("SLOTCON_INFER", "plain")
+    assert isinstance(inference_model_for(path), SlotCon)
+    assert isinstance(inference_model_for(path, fused=True), InferenceModel)  # an explicit choice wins
+
+
+def test_outputs_are_ordinary_tensors(trained) -> None:
+    """Inference-mode tensors cannot enter autograd or be modified in place later; the outputs are copies."""
+    _, path = trained
+    z, scores = teacher_outputs(load_inference_model(path), _images())
+    assert not z.is_inference() and not scores.is_inference()
+    assert z.is_contiguous() and scores.is_contiguous()
+    scores.add_(0)  # would raise for an inference tensor outside inference mode
+
+
+def test_fold_batchnorm_refuses_a_layout_it_does_not_know() -> None:
+    odd = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.BatchNorm2d(4))  # BN not right after a conv
+    with pytest.raises(ValueError, match="not folded"):
+        fold_batchnorm(odd)
+
+
+def test_missing_and_backbone_only_files_are_refused(tmp_path: Path, trained) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        load_inference_model(tmp_path / "nope.pth")
+    model, _ = trained
+    backbone = {"model": {f"module.encoder_k.{k}": v for k, v in model.encoder_k.state_dict().items()}}
+    torch.save(backbone, tmp_path / "backbone.pth")
+    with pytest.raises(CheckpointError):
+        load_inference_model(tmp_path / "backbone.pth")
