@@ -14,11 +14,12 @@ demo: setup
 test: setup
 	@bash scripts/ensure_browser.sh
 	@$(PY) -m ruff check .
+	@$(PY) -m ruff format --check .
 	@$(PY) -m pytest -q $(ARGS)
 
 lint: setup
 	@$(PY) -m ruff check .
-	@$(PY) -m ruff format --check . || true
+	@$(PY) -m ruff format --check .
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done

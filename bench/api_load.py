@@ -78,8 +78,20 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLOTCON_")}
         env["PYTHONPATH"] = str(root)
-        cmd = [sys.executable, "-m", "server", "--port", str(self.port), "--state-dir", str(work / "state"),
-               "--device", "cpu", "--log-level", "warning", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "server",
+            "--port",
+            str(self.port),
+            "--state-dir",
+            str(work / "state"),
+            "--device",
+            "cpu",
+            "--log-level",
+            "warning",
+            *args,
+        ]
         self.proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def memory_mb(self) -> dict[str, float]:
@@ -108,8 +120,7 @@ class Server:
         self.proc.wait(timeout=20)
 
 
-async def level(base: str, make: Callable[[random.Random], dict], clients: int, requests: int,
-                seconds: float) -> dict:
+async def level(base: str, make: Callable[[random.Random], dict], clients: int, requests: int, seconds: float) -> dict:
     """``clients`` concurrent loops issuing ``make(rng)`` requests until ``requests`` or ``seconds``."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
@@ -136,14 +147,24 @@ async def level(base: str, make: Callable[[random.Random], dict], clients: int, 
         await asyncio.gather(*(worker(i) for i in range(clients)))
         wall = time.perf_counter() - started
     ms = np.array(latencies) * 1000
-    return {"clients": clients, "requests": len(latencies), "errors": sum(errors.values()), "error_kinds": errors,
-            "p50_ms": round(float(np.percentile(ms, 50)), 2) if len(ms) else None,
-            "p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else None,
-            "rps": round(len(latencies) / wall, 1) if wall else None}
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "p50_ms": round(float(np.percentile(ms, 50)), 2) if len(ms) else None,
+        "p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else None,
+        "rps": round(len(latencies) / wall, 1) if wall else None,
+    }
 
 
-async def mixed(base: str, kinds: dict[str, tuple[float, Callable[[random.Random], dict]]], clients: int,
-                requests: int, seconds: float) -> dict:
+async def mixed(
+    base: str,
+    kinds: dict[str, tuple[float, Callable[[random.Random], dict]]],
+    clients: int,
+    requests: int,
+    seconds: float,
+) -> dict:
     """``clients`` concurrent loops, each request of a kind drawn with the kinds' weights."""
     names = list(kinds)
     weights = [kinds[n][0] for n in names]
@@ -178,12 +199,21 @@ async def mixed(base: str, kinds: dict[str, tuple[float, Callable[[random.Random
     def pct(ms: np.ndarray) -> dict:
         if not len(ms):
             return {"requests": 0}
-        return {"requests": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 1),
-                "p99_ms": round(float(np.percentile(ms, 99)), 1)}
+        return {
+            "requests": len(ms),
+            "p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "p99_ms": round(float(np.percentile(ms, 99)), 1),
+        }
 
-    return {"clients": clients, **pct(every), "errors": sum(errors.values()), "error_kinds": errors,
-            "rps": round(len(every) / wall, 1) if wall else None, "wall_s": round(wall, 1),
-            "per_kind": {n: pct(np.array(v) * 1000) for n, v in latencies.items()}}
+    return {
+        "clients": clients,
+        **pct(every),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "rps": round(len(every) / wall, 1) if wall else None,
+        "wall_s": round(wall, 1),
+        "per_kind": {n: pct(np.array(v) * 1000) for n, v in latencies.items()},
+    }
 
 
 def machine() -> dict:
@@ -196,15 +226,23 @@ def machine() -> dict:
         model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), None)
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"cpu_model": model or platform.processor() or "unknown", "cpus": os.cpu_count(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+    return {
+        "cpu_model": model or platform.processor() or "unknown",
+        "cpus": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
 
 
 def _commit(root: Path) -> str | None:
     try:
-        return subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -221,8 +259,12 @@ def _large_png(side: int) -> bytes:
 
 
 def _upload(data: bytes) -> Callable[[random.Random], dict]:
-    return lambda rng: {"method": "POST", "url": "/api/slots", "params": {"neighbors": 5},
-                        "files": {"file": ("bench.jpg", data, "image/jpeg")}}
+    return lambda rng: {
+        "method": "POST",
+        "url": "/api/slots",
+        "params": {"neighbors": 5},
+        "files": {"file": ("bench.jpg", data, "image/jpeg")},
+    }
 
 
 def _photo(size: int = 480) -> bytes:
@@ -239,12 +281,21 @@ def _photo(size: int = 480) -> bytes:
 def _reads(health: dict, alive: list[int]) -> dict[str, Callable[[random.Random], dict]]:
     nseg, nimg = health["num_segments"], health["num_images"]
     return {
-        "topk_segments": lambda rng: {"method": "GET", "url": f"/api/prototypes/{rng.choice(alive)}/segments",
-                                      "params": {"limit": 20}},
-        "neighbors": lambda rng: {"method": "GET", "url": f"/api/segments/{rng.randrange(nseg)}/neighbors",
-                                  "params": {"limit": 10}},
-        "overlay": lambda rng: {"method": "GET", "url": f"/api/images/{rng.randrange(nimg)}/slots",
-                                "params": {"size": 128}},
+        "topk_segments": lambda rng: {
+            "method": "GET",
+            "url": f"/api/prototypes/{rng.choice(alive)}/segments",
+            "params": {"limit": 20},
+        },
+        "neighbors": lambda rng: {
+            "method": "GET",
+            "url": f"/api/segments/{rng.randrange(nseg)}/neighbors",
+            "params": {"limit": 10},
+        },
+        "overlay": lambda rng: {
+            "method": "GET",
+            "url": f"/api/images/{rng.randrange(nimg)}/slots",
+            "params": {"size": 128},
+        },
     }
 
 
@@ -254,8 +305,11 @@ async def run(args: argparse.Namespace) -> dict:
     root = Path(args.server_root).resolve() if args.server_root else ROOT
     t = time.perf_counter()
     index, r50 = build_fixtures(work, args.images)
-    out: dict = {"fixtures_s": round(time.perf_counter() - t, 1), "machine": machine(),
-                 "server": {"root": root.name, "commit": args.server_label or _commit(root)}}
+    out: dict = {
+        "fixtures_s": round(time.perf_counter() - t, 1),
+        "machine": machine(),
+        "server": {"root": root.name, "commit": args.server_label or _commit(root)},
+    }
     levels = [int(c) for c in args.clients.split(",")]
     sample = sorted((work / f"data-{args.images}" / "val2017").glob("*.jpg"))[0]
     with Server(work, "--index", str(index), root=root) as srv:
@@ -273,21 +327,31 @@ async def run(args: argparse.Namespace) -> dict:
         large = _large_png(args.large_side)
         kinds = {name: (0.7 / len(reads), make) for name, make in reads.items()}
         kinds["upload_small"] = (0.2, _upload(sample.read_bytes()))
-        kinds["upload_large_png"] = (0.1, lambda rng: {"method": "POST", "url": "/api/slots",
-                                                       "files": {"file": ("large.png", large, "image/png")}})
+        kinds["upload_large_png"] = (
+            0.1,
+            lambda rng: {"method": "POST", "url": "/api/slots", "files": {"file": ("large.png", large, "image/png")}},
+        )
         await level(srv.base, kinds["upload_small"][1], 2, 4, 10)  # warm-up: first forward
         idle = srv.memory_mb()
         result = await mixed(srv.base, kinds, args.mixed_clients, args.mixed_requests, args.mixed_seconds)
         after = srv.memory_mb()
-        out["mixed"] = {**result, "large_png": {"side": args.large_side, "bytes": len(large)},
-                        "server_rss_mb": {"idle": idle["rss"], "peak": after["peak"], "after": after["rss"],
-                                          "peak_above_idle": round(after["peak"] - idle["rss"], 1)}}
+        out["mixed"] = {
+            **result,
+            "large_png": {"side": args.large_side, "bytes": len(large)},
+            "server_rss_mb": {
+                "idle": idle["rss"],
+                "peak": after["peak"],
+                "after": after["rss"],
+                "peak_above_idle": round(after["peak"] - idle["rss"], 1),
+            },
+        }
     if not args.skip_r50 and not args.mixed_only:
         with Server(work, "--checkpoint", str(r50), root=root) as srv:
             photo = _photo()
             await level(srv.base, _upload(photo), 1, 3, 30)  # warm-up (first forward allocates)
-            out["upload_r50_224"] = [await level(srv.base, _upload(photo), c, max(10, c * 2), args.seconds)
-                                     for c in levels]
+            out["upload_r50_224"] = [
+                await level(srv.base, _upload(photo), c, max(10, c * 2), args.seconds) for c in levels
+            ]
     return out
 
 

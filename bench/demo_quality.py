@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     extra: list[str] = []
     if "--" in argv:
         cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
+        argv, extra = argv[:cut], argv[cut + 1 :]
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budgets", default="", help="comma-separated training budgets in minutes")
     p.add_argument("--steps", default="", help="comma-separated fixed step counts (instead of budgets)")
@@ -38,10 +38,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--work", type=Path, default=Path("/tmp/demo-quality"), help="run directories and logs")
     p.add_argument("--resolution", type=int, default=320)
     p.add_argument("--kmeans", action="store_true", help="also score the RGB k-means baseline (K = classes)")
-    p.add_argument("--step-seconds", type=float, default=0.0,
-                   help="with --budgets: train each budget as the fixed step count the trainer's budget resolves to "
-                        "at this many seconds per step (measured on a quiet machine, e.g. by a cold demo's budget "
-                        "line), so a curve can be run at one thread per run, several at a time, on a loaded machine")
+    p.add_argument(
+        "--step-seconds",
+        type=float,
+        default=0.0,
+        help="with --budgets: train each budget as the fixed step count the trainer's budget resolves to "
+        "at this many seconds per step (measured on a quiet machine, e.g. by a cold demo's budget "
+        "line), so a curve can be run at one thread per run, several at a time, on a loaded machine",
+    )
     a = p.parse_args(argv)
     if bool(a.budgets) == bool(a.steps):
         p.error("give --budgets or --steps")
@@ -51,12 +55,24 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 
 def _evaluate(args: list[str], out: Path) -> dict:
-    cmd = [sys.executable, "-m", "indexer.eval_cli", *args, "--protocol", "synthetic", "--out", str(out),
-           "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "indexer.eval_cli",
+        *args,
+        "--protocol",
+        "synthetic",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
     r = json.loads(out.read_text())
-    return {"miou": round(100 * r["miou"], 2), "pixel_accuracy": round(100 * r["pixel_accuracy"], 2),
-            "per_class_iou": {k: None if v is None else round(100 * v, 2) for k, v in r["per_class_iou_named"].items()}}
+    return {
+        "miou": round(100 * r["miou"], 2),
+        "pixel_accuracy": round(100 * r["pixel_accuracy"], 2),
+        "per_class_iou": {k: None if v is None else round(100 * v, 2) for k, v in r["per_class_iou_named"].items()},
+    }
 
 
 def budget_steps(minutes: float, step_seconds: float, full_steps: int) -> int:
@@ -64,9 +80,10 @@ def budget_steps(minutes: float, step_seconds: float, full_steps: int) -> int:
     its probe (the untimed and the timed first steps) taken as run at that speed too."""
     from trainer import engine
 
-    probe = engine.BUDGET_WARMUP_STEPS + max(engine.BUDGET_MIN_TIMED_STEPS,
-                                             min(engine.BUDGET_MAX_TIMED_STEPS,
-                                                 math.ceil(engine.BUDGET_MIN_TIMED_S / step_seconds)))
+    probe = engine.BUDGET_WARMUP_STEPS + max(
+        engine.BUDGET_MIN_TIMED_STEPS,
+        min(engine.BUDGET_MAX_TIMED_STEPS, math.ceil(engine.BUDGET_MIN_TIMED_S / step_seconds)),
+    )
     remaining = 60 * minutes - probe * step_seconds - engine.BUDGET_RESERVE_S
     return engine.budget_total(probe, remaining, step_seconds, full_steps)
 
@@ -76,10 +93,24 @@ def run_one(a: argparse.Namespace, extra: list[str], *, budget: float | None, st
     name = f"budget-{budget:g}" if budget is not None else f"steps-{steps}"
     run = a.work / name
     subprocess.run(["rm", "-rf", str(run)], check=True)
-    length = ["--budget-minutes", str(budget)] if budget is not None else ["--total-steps", str(steps),
-                                                                           "--epochs", "1000"]
-    cmd = [sys.executable, "-m", "trainer", "--preset", "cpu-demo", "--data", str(a.data), "--output-dir", str(run),
-           "--progress", "log", *length, *extra]
+    length = (
+        ["--budget-minutes", str(budget)] if budget is not None else ["--total-steps", str(steps), "--epochs", "1000"]
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainer",
+        "--preset",
+        "cpu-demo",
+        "--data",
+        str(a.data),
+        "--output-dir",
+        str(run),
+        "--progress",
+        "log",
+        *length,
+        *extra,
+    ]
     start = time.perf_counter()
     with open(a.work / f"{name}.log", "w") as log:
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -88,13 +119,22 @@ def run_one(a: argparse.Namespace, extra: list[str], *, budget: float | None, st
 
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     finished = [json.loads(s) for s in (run / "metrics.jsonl").read_text().splitlines() if '"finished"' in s]
-    scores = _evaluate(["--checkpoint", str(run / "final.pth"), "--data", str(a.data), "--resolution",
-                        str(a.resolution)], a.work / f"{name}.json")
-    return {"run": name, "budget_minutes": budget, "total_steps": cfg["total_steps"] or steps,
-            "train_seconds": finished[-1]["seconds"] if finished else None, "process_seconds": round(wall, 1),
-            "precision": cfg["precision"], "precision_reason": cfg["precision_reason"], "train_threads": cfg["threads"],
-            **scores,
-            "extra_flags": extra}
+    scores = _evaluate(
+        ["--checkpoint", str(run / "final.pth"), "--data", str(a.data), "--resolution", str(a.resolution)],
+        a.work / f"{name}.json",
+    )
+    return {
+        "run": name,
+        "budget_minutes": budget,
+        "total_steps": cfg["total_steps"] or steps,
+        "train_seconds": finished[-1]["seconds"] if finished else None,
+        "process_seconds": round(wall, 1),
+        "precision": cfg["precision"],
+        "precision_reason": cfg["precision_reason"],
+        "train_threads": cfg["threads"],
+        **scores,
+        "extra_flags": extra,
+    }
 
 
 def _num_train(data: Path) -> int:
@@ -108,13 +148,16 @@ def main(argv: list[str] | None = None) -> int:
 
     a.work.mkdir(parents=True, exist_ok=True)
     if not (a.data / "val2017").is_dir():
-        subprocess.run([sys.executable, "-m", "slotcon", "synth", "--out", str(a.data)], check=True,
-                       capture_output=True, cwd=ROOT)
+        subprocess.run(
+            [sys.executable, "-m", "slotcon", "synth", "--out", str(a.data)], check=True, capture_output=True, cwd=ROOT
+        )
     machine = describe_machine()
     kmeans = None
     if a.kmeans:
-        kmeans = _evaluate(["--baseline", "kmeans-rgb", "--data", str(a.data), "--resolution", str(a.resolution)],
-                           a.work / "kmeans.json")
+        kmeans = _evaluate(
+            ["--baseline", "kmeans-rgb", "--data", str(a.data), "--resolution", str(a.resolution)],
+            a.work / "kmeans.json",
+        )
         print(json.dumps({"run": "kmeans-rgb", **kmeans, "machine": machine}), flush=True)
     lengths = [(float(b), None) for b in a.budgets.split(",") if b] + [(None, int(s)) for s in a.steps.split(",") if s]
     if a.step_seconds:
@@ -127,8 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         if a.step_seconds:
             if steps not in trained:
                 trained[steps] = run_one(a, extra, budget=None, steps=steps)
-            record = {**trained[steps], "run": f"budget-{budget:g}-as-steps", "budget_minutes": budget,
-                      "step_seconds": a.step_seconds}
+            record = {
+                **trained[steps],
+                "run": f"budget-{budget:g}-as-steps",
+                "budget_minutes": budget,
+                "step_seconds": a.step_seconds,
+            }
         else:
             record = run_one(a, extra, budget=budget, steps=steps)
         if kmeans is not None:

@@ -31,8 +31,19 @@ from indexer.evaluate import EvalSet  # noqa: E402
 from indexer.labels import make_protocol  # noqa: E402
 
 #: One colour per class (things warm, stuff cool); 255 (ignore) is black.
-CLASS_COLOURS = np.array([[230, 80, 60], [245, 170, 40], [200, 60, 170], [250, 230, 90],
-                          [60, 120, 230], [70, 200, 200], [90, 190, 90], [150, 110, 230]], np.uint8)
+CLASS_COLOURS = np.array(
+    [
+        [230, 80, 60],
+        [245, 170, 40],
+        [200, 60, 170],
+        [250, 230, 90],
+        [60, 120, 230],
+        [70, 200, 200],
+        [90, 190, 90],
+        [150, 110, 230],
+    ],
+    np.uint8,
+)
 
 
 def colourise(labels: np.ndarray) -> Image.Image:

@@ -173,7 +173,7 @@ def _jpegs(out: Path, n: int, width: int = 640, height: int = 480) -> list[Path]
         image, _, _ = render_scene(np.random.default_rng(i), width)
         top = (width - height) // 2
         path = out / f"{i:06d}.jpg"
-        Image.fromarray(image[top:top + height]).save(path, quality=90)
+        Image.fromarray(image[top : top + height]).save(path, quality=90)
         paths.append(path)
     return paths
 

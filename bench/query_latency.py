@@ -31,8 +31,15 @@ from indexer.vectors import build_faiss, faiss_spec  # noqa: E402
 from trainer.precision import describe_machine  # noqa: E402
 
 
-def synthetic_index(out: Path, num_segments: int, k: int = 256, dim: int = 256, index_type: str = "flat",
-                    seed: int = 0, segments_per_image: int = 7) -> tuple[Path, dict]:
+def synthetic_index(
+    out: Path,
+    num_segments: int,
+    k: int = 256,
+    dim: int = 256,
+    index_type: str = "flat",
+    seed: int = 0,
+    segments_per_image: int = 7,
+) -> tuple[Path, dict]:
     """Write an index of synthetic segments under ``out``; returns (out, build timings)."""
     rng = np.random.default_rng(seed)
     timings = {}
@@ -58,9 +65,10 @@ def synthetic_index(out: Path, num_segments: int, k: int = 256, dim: int = 256, 
     t = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     conn = schema.create(out / schema.DB_NAME, schema.INDEX_SCHEMA)
-    conn.executemany("INSERT INTO images VALUES (?,?,?,?,?,?,?,?,?)",
-                     ((i, f"val2017/{i:012d}.jpg", 640, 480, 105, 25, 430, 430, segments_per_image)
-                      for i in range(num_images)))
+    conn.executemany(
+        "INSERT INTO images VALUES (?,?,?,?,?,?,?,?,?)",
+        ((i, f"val2017/{i:012d}.jpg", 640, 480, 105, 25, 430, 430, segments_per_image) for i in range(num_images)),
+    )
     first = np.searchsorted(assigned, np.arange(k))
     rows = ((i, int(image_ids[i]), int(assigned[i]), float(scores[i]), 5000, 6, 10, 10, 60, 60, "Xd3h0",
              int(i - first[assigned[i]])) for i in range(num_segments))  # fmt: skip
@@ -95,8 +103,12 @@ def synthetic_index(out: Path, num_segments: int, k: int = 256, dim: int = 256, 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
     ms = np.array(samples) * 1000
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
-            "max_ms": round(float(ms.max()), 3), "n": len(ms)}
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "max_ms": round(float(ms.max()), 3),
+        "n": len(ms),
+    }
 
 
 def time_queries(index: ConceptIndex, n: int = 500, seed: int = 1) -> dict[str, dict[str, float]]:
@@ -104,8 +116,12 @@ def time_queries(index: ConceptIndex, n: int = 500, seed: int = 1) -> dict[str, 
     rng = np.random.default_rng(seed)
     alive = [p for p in index.prototypes() if not p.dead]
     weights = np.array([p.num_segments for p in alive], float)
-    results: dict[str, list[float]] = {"top_segments": [], "neighbors": [], "neighbors_in_prototype": [],
-                                       "search_vector": []}
+    results: dict[str, list[float]] = {
+        "top_segments": [],
+        "neighbors": [],
+        "neighbors_in_prototype": [],
+        "search_vector": [],
+    }
     for _ in range(n):
         p = alive[rng.choice(len(alive), p=weights / weights.sum())]
         offset = int(rng.integers(0, max(1, p.num_segments - 20)))
@@ -142,9 +158,19 @@ def main(argv: list[str] | None = None) -> int:
             with ConceptIndex.open(out) as index:
                 index.top_segments(0, 0, 20)  # warm-up
                 lat = time_queries(index, args.queries)
-            print(json.dumps({"segments": n, "faiss": timings.pop("faiss_spec"), "build_s": round(build_s, 1),
-                              "build_breakdown": timings, "latency": lat,
-                              "machine": {**describe_machine(), "faiss_threads": args.threads}}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "segments": n,
+                        "faiss": timings.pop("faiss_spec"),
+                        "build_s": round(build_s, 1),
+                        "build_breakdown": timings,
+                        "latency": lat,
+                        "machine": {**describe_machine(), "faiss_threads": args.threads},
+                    }
+                ),
+                flush=True,
+            )
     return 0
 
 

@@ -52,8 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dim-hidden", type=int, default=None)
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     p.add_argument("--device", default="auto")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels_last memory format (default: the preset's)")
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels_last memory format (default: the preset's)",
+    )
     p.add_argument("--compile", action="store_true")
     p.add_argument("--fast-augment", action="store_true")
     p.add_argument("--workers", type=int, default=None)
@@ -83,15 +87,32 @@ def main(argv: list[str] | None = None) -> int:
         a.data = tmp.name
     if a.channels_last is not None:
         values["channels_last"] = a.channels_last
-    values.update(data=a.data, precision=a.precision, device=a.device,
-                  compile=a.compile, fast_augment=a.fast_augment, threads=a.threads, epochs=1000,
-                  output_dir=tempfile.mkdtemp(), log_every=10**9, save_minutes=1e9, progress="log")
+    values.update(
+        data=a.data,
+        precision=a.precision,
+        device=a.device,
+        compile=a.compile,
+        fast_augment=a.fast_augment,
+        threads=a.threads,
+        epochs=1000,
+        output_dir=tempfile.mkdtemp(),
+        log_every=10**9,
+        save_minutes=1e9,
+        progress="log",
+    )
     cfg = TrainConfig.from_dict(values)
     trainer = Trainer(cfg)
     if a.baseline:
-        trainer.optimizer = LARS(trainer.optimizer.param_groups[0]["params"], lr=cfg.scaled_lr(),
-                                 weight_decay=cfg.weight_decay, foreach=False) if cfg.optimizer == "lars" \
+        trainer.optimizer = (
+            LARS(
+                trainer.optimizer.param_groups[0]["params"],
+                lr=cfg.scaled_lr(),
+                weight_decay=cfg.weight_decay,
+                foreach=False,
+            )
+            if cfg.optimizer == "lars"
             else trainer.optimizer
+        )
         trainer.model.momentum_update = lambda m: _loop_momentum_update(trainer.model, m)  # type: ignore[method-assign]
     cuda = trainer.device.type == "cuda"
     if cuda:
@@ -120,16 +141,32 @@ def main(argv: list[str] | None = None) -> int:
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({
-        "arch": cfg.arch, "width": cfg.width, "image_size": cfg.image_size, "batch_size": cfg.batch_size,
-        "precision": trainer.cfg.precision, "device": str(trainer.device), "channels_last": cfg.channels_last,
-        "compile": cfg.compile, "fast_augment": cfg.fast_augment, "baseline": a.baseline,
-        "threads": torch.get_num_threads(), "workers": cfg.workers,
-        "images_per_sec": round(cfg.batch_size / med, 2), "step_s_median": round(med, 4),
-        "data_wait_fraction": round(sum(waits) / sum(times), 4), "peak_memory_mib": round(peak, 1),
-        "steps": a.steps, "warmup": a.warmup, "precision_reason": trainer.cfg.precision_reason,
-        "machine": describe_machine(),
-    }))
+    print(
+        json.dumps(
+            {
+                "arch": cfg.arch,
+                "width": cfg.width,
+                "image_size": cfg.image_size,
+                "batch_size": cfg.batch_size,
+                "precision": trainer.cfg.precision,
+                "device": str(trainer.device),
+                "channels_last": cfg.channels_last,
+                "compile": cfg.compile,
+                "fast_augment": cfg.fast_augment,
+                "baseline": a.baseline,
+                "threads": torch.get_num_threads(),
+                "workers": cfg.workers,
+                "images_per_sec": round(cfg.batch_size / med, 2),
+                "step_s_median": round(med, 4),
+                "data_wait_fraction": round(sum(waits) / sum(times), 4),
+                "peak_memory_mib": round(peak, 1),
+                "steps": a.steps,
+                "warmup": a.warmup,
+                "precision_reason": trainer.cfg.precision_reason,
+                "machine": describe_machine(),
+            }
+        )
+    )
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -55,14 +55,21 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         generate(tmp / "data", num_train=0, num_val=args.images, size=128, seed=0)
         torch.manual_seed(0)
-        model = SlotCon(SlotConConfig(arch="resnet18", width=0.25, stride16=True, dim_hidden=64, dim_out=32,
-                                      num_prototypes=args.k))
+        model = SlotCon(
+            SlotConConfig(arch="resnet18", width=0.25, stride16=True, dim_hidden=64, dim_out=32, num_prototypes=args.k)
+        )
         ckpt = save_checkpoint(tmp / "runs" / "k" / "final.pth", model, epoch=0, step=0)
         t0 = time.perf_counter()
         index = build_index(ckpt, tmp / "data", tmp / "indexes" / "k", split="val2017", batch_size=16)
         build_s = time.perf_counter() - t0
-        settings = Settings(index=index, data_root=tmp / "data", runs_dir=tmp / "runs", indexes_dir=tmp / "indexes",
-                            state_dir=tmp / "state", trusted_hosts="testserver")
+        settings = Settings(
+            index=index,
+            data_root=tmp / "data",
+            runs_dir=tmp / "runs",
+            indexes_dir=tmp / "indexes",
+            state_dir=tmp / "state",
+            trusted_hosts="testserver",
+        )
         with TestClient(create_app(settings)) as client:
             protos = client.get("/api/prototypes").json()["items"]
             k = next(p["id"] for p in protos if not p["dead"])
@@ -79,18 +86,38 @@ def main(argv: list[str] | None = None) -> int:
                         t = time.perf_counter()
                         client.get(url)
                         warm.append((time.perf_counter() - t) * 1000)
-                    rows.append({"route": url, "status": r.status_code, "bytes": len(r.content),
-                                 "cold_ms": round(cold, 1), "warm_ms": round(float(np.median(warm)), 1)})
-                pages[page] = {"routes": rows, "first_paint_api_ms": round(sum(r["cold_ms"] for r in rows), 1),
-                               "bytes": sum(r["bytes"] for r in rows)}
+                    rows.append(
+                        {
+                            "route": url,
+                            "status": r.status_code,
+                            "bytes": len(r.content),
+                            "cold_ms": round(cold, 1),
+                            "warm_ms": round(float(np.median(warm)), 1),
+                        }
+                    )
+                pages[page] = {
+                    "routes": rows,
+                    "first_paint_api_ms": round(sum(r["cold_ms"] for r in rows), 1),
+                    "bytes": sum(r["bytes"] for r in rows),
+                }
             counts = client.get("/api/health").json()
     worst = max(pages.values(), key=lambda v: v["first_paint_api_ms"])
-    print(json.dumps({
-        "k": args.k, "images": args.images, "build_s": round(build_s, 1), "health": counts,
-        "pages": pages, "largest_response_bytes": max(r["bytes"] for v in pages.values() for r in v["routes"]),
-        "slowest_page_api_ms": worst["first_paint_api_ms"], "budgets": {"response_bytes": 1_000_000, "page_ms": 2000},
-        "machine": machine(),
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "k": args.k,
+                "images": args.images,
+                "build_s": round(build_s, 1),
+                "health": counts,
+                "pages": pages,
+                "largest_response_bytes": max(r["bytes"] for v in pages.values() for r in v["routes"]),
+                "slowest_page_api_ms": worst["first_paint_api_ms"],
+                "budgets": {"response_bytes": 1_000_000, "page_ms": 2000},
+                "machine": machine(),
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

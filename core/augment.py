@@ -45,8 +45,9 @@ class CropBox(NamedTuple):
 # ---------------------------------------------------------------- geometry (pure)
 
 
-def _draw_box(width: int, height: int, scale: tuple[float, float],
-              ratio: tuple[float, float]) -> tuple[CropBox | None, float]:
+def _draw_box(
+    width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float]
+) -> tuple[CropBox | None, float]:
     """One RandomResizedCrop try: (box, or None when it does not fit; its target area).
 
     Draws from Python's ``random`` in the release's order: area, aspect, then top and left if it fits.
@@ -61,8 +62,9 @@ def _draw_box(width: int, height: int, scale: tuple[float, float],
     return None, target_area
 
 
-def random_resized_crop_params(width: int, height: int, scale: tuple[float, float] = (0.08, 1.0),
-                               ratio: tuple[float, float] = DEFAULT_RATIO) -> CropBox:
+def random_resized_crop_params(
+    width: int, height: int, scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = DEFAULT_RATIO
+) -> CropBox:
     """Returns a RandomResizedCrop box: 10 tries of (area, log-uniform aspect), else a central crop."""
     for _ in range(10):
         box, _ = _draw_box(width, height, scale, ratio)
@@ -85,9 +87,13 @@ def intersection_area(a: CropBox, b: CropBox) -> int:
     return x * y
 
 
-def conditioned_crop_params(width: int, height: int, constraint: CropBox,
-                            scale: tuple[float, float] = (0.08, 1.0),
-                            ratio: tuple[float, float] = DEFAULT_RATIO) -> CropBox:
+def conditioned_crop_params(
+    width: int,
+    height: int,
+    constraint: CropBox,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = DEFAULT_RATIO,
+) -> CropBox:
     """Returns a crop box overlapping ``constraint`` by >= 1 % of its own target area (10 tries),
     else an unconstrained :func:`random_resized_crop_params` draw."""
     for _ in range(10):
@@ -97,9 +103,13 @@ def conditioned_crop_params(width: int, height: int, constraint: CropBox,
     return random_resized_crop_params(width, height, scale, ratio)
 
 
-def crop_params(width: int, height: int, scale: tuple[float, float] = (0.08, 1.0),
-                ratio: tuple[float, float] = DEFAULT_RATIO,
-                condition_overlap: bool = True) -> tuple[CropBox, CropBox]:
+def crop_params(
+    width: int,
+    height: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = DEFAULT_RATIO,
+    condition_overlap: bool = True,
+) -> tuple[CropBox, CropBox]:
     """Returns the two crop boxes of a pair of views (the second conditioned on the first)."""
     first = random_resized_crop_params(width, height, scale, ratio)
     if condition_overlap:
@@ -118,8 +128,9 @@ def intersection_coords(a: CropBox, b: CropBox) -> tuple[torch.Tensor, torch.Ten
     x2, y2 = min(a.j + a.w, b.j + b.w), min(a.i + a.h, b.i + b.h)
 
     def local(c: CropBox) -> torch.Tensor:
-        return torch.tensor([(x1 - c.j) / c.w, (y1 - c.i) / c.h, (x2 - c.j) / c.w, (y2 - c.i) / c.h],
-                            dtype=torch.float32)
+        return torch.tensor(
+            [(x1 - c.j) / c.w, (y1 - c.i) / c.h, (x2 - c.j) / c.w, (y2 - c.i) / c.h], dtype=torch.float32
+        )
 
     return local(a), local(b)
 
@@ -160,13 +171,16 @@ def _photometric_views(enabled: bool) -> tuple[Callable, Callable]:
     """Returns the per-view PIL -> tensor pipelines (view 1, view 2); without photometry: normalise only."""
     if not enabled:
         return _normalize(), _normalize()
-    jitter = T.Compose([
-        T.RandomApply([T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
-        T.RandomGrayscale(p=0.2),
-    ])
+    jitter = T.Compose(
+        [
+            T.RandomApply([T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+        ]
+    )
     view1 = T.Compose([jitter, T.RandomApply([GaussianBlur()], p=1.0), _normalize()])
-    view2 = T.Compose([jitter, T.RandomApply([GaussianBlur()], p=0.1), T.RandomApply([Solarize(128)], p=0.2),
-                       _normalize()])
+    view2 = T.Compose(
+        [jitter, T.RandomApply([GaussianBlur()], p=0.1), T.RandomApply([Solarize(128)], p=0.2), _normalize()]
+    )
     return view1, view2
 
 
@@ -183,8 +197,7 @@ class TwoViewAugment:
     geometry (crop, resize, flip) and normalisation, for tests and visualisation.
     """
 
-    def __init__(self, size: int = 224, min_scale: float = 0.08, photometric: bool = True,
-                 flip_p: float = 0.5) -> None:
+    def __init__(self, size: int = 224, min_scale: float = 0.08, photometric: bool = True, flip_p: float = 0.5) -> None:
         self.size = size
         self.scale = (min_scale, 1.0)
         self.ratio = DEFAULT_RATIO
@@ -233,14 +246,15 @@ class FastTwoViewAugment(TwoViewAugment):
     On a CPU it is about as fast as the PIL pipeline; it avoids PIL and can run on tensors anywhere.
     """
 
-    def __init__(self, size: int = 224, min_scale: float = 0.08, photometric: bool = True,
-                 flip_p: float = 0.5) -> None:
+    def __init__(self, size: int = 224, min_scale: float = 0.08, photometric: bool = True, flip_p: float = 0.5) -> None:
         super().__init__(size, min_scale, photometric=False, flip_p=flip_p)
         self.photometric = photometric
-        self.jitter = T2.Compose([
-            T2.RandomApply([T2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
-            T2.RandomGrayscale(p=0.2),
-        ])
+        self.jitter = T2.Compose(
+            [
+                T2.RandomApply([T2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
+                T2.RandomGrayscale(p=0.2),
+            ]
+        )
         self.normalize = T2.Normalize(IMAGENET_MEAN, IMAGENET_STD)
 
     def _photometric(self, x: torch.Tensor, blur_p: float, solarize_p: float) -> torch.Tensor:
@@ -255,8 +269,9 @@ class FastTwoViewAugment(TwoViewAugment):
         x = F2.pil_to_tensor(img) if isinstance(img, Image.Image) else img  # (3, H, W) uint8
         height, width = x.shape[-2:]
         boxes = crop_params(width, height, self.scale, self.ratio)
-        crops = [F2.resized_crop(x, *b, [self.size, self.size], T2.InterpolationMode.BICUBIC, antialias=True)
-                 for b in boxes]
+        crops = [
+            F2.resized_crop(x, *b, [self.size, self.size], T2.InterpolationMode.BICUBIC, antialias=True) for b in boxes
+        ]
         coords = list(intersection_coords(*boxes))
         flags = [False, False]
         for v in range(2):
@@ -285,9 +300,11 @@ def collate_two_views(batch: Sequence[Views]) -> Batch:
 def eval_transform(resize: int = INDEX_RESIZE, crop: int = INDEX_CROP) -> Callable[[Image.Image], torch.Tensor]:
     """Returns the inference preprocessing: PIL image -> (3, crop, crop) normalised tensor
     (shorter side resized to ``resize`` bilinearly, centre crop, ImageNet normalisation)."""
-    return T.Compose([
-        T.Resize(resize, interpolation=T.InterpolationMode.BILINEAR),
-        T.CenterCrop(crop),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return T.Compose(
+        [
+            T.Resize(resize, interpolation=T.InterpolationMode.BILINEAR),
+            T.CenterCrop(crop),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )

@@ -77,8 +77,9 @@ def _coco_splits(root: Path) -> list[str]:
     """Returns the split folders of a COCO-like root (has ``annotations/``), else []."""
     if not (root / "annotations").is_dir():
         return []
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and not _skipped(d.name) and any(
-        _is_image(p) for p in d.iterdir()))
+    return sorted(
+        d.name for d in root.iterdir() if d.is_dir() and not _skipped(d.name) and any(_is_image(p) for p in d.iterdir())
+    )
 
 
 def detect_layout(root: str | os.PathLike, split: str | None = None) -> str:
@@ -94,8 +95,9 @@ def detect_layout(root: str | os.PathLike, split: str | None = None) -> str:
     base = root / split
     if not base.is_dir():
         available = sorted(d.name for d in root.iterdir() if d.is_dir() and not _skipped(d.name))
-        raise FileNotFoundError(f"split folder {str(base)!r} does not exist (folders in {str(root)!r}: "
-                                f"{', '.join(available) or 'none'})")
+        raise FileNotFoundError(
+            f"split folder {str(base)!r} does not exist (folders in {str(root)!r}: {', '.join(available) or 'none'})"
+        )
     if _direct_images(base):
         return "coco"
     if any(_direct_images(d) for d in base.iterdir() if d.is_dir()):
@@ -112,8 +114,7 @@ def find_images(root: str | os.PathLike, split: str | None = None) -> list[Path]
     root = Path(root)
     layout = detect_layout(root, split)
     if split is None and (splits := _coco_splits(root)):
-        logger.info("%s looks like a COCO root and no split was given: using the images of %s",
-                    root, ", ".join(splits))
+        logger.info("%s looks like a COCO root and no split was given: using the images of %s", root, ", ".join(splits))
     base = root / split if split is not None else root
     if layout == "coco":
         paths = _direct_images(base)
@@ -122,9 +123,11 @@ def find_images(root: str | os.PathLike, split: str | None = None) -> list[Path]
     else:
         paths = _recursive_images(base)
     if not paths:
-        raise ValueError(f"no images found in root {str(root)!r}, split {split!r} (tried layouts: coco "
-                         f"root/<split>/*.jpg, imagenet root/<split>/<class>/*, any folder recursively; "
-                         f"extensions {', '.join(sorted(IMAGE_EXTENSIONS))})")
+        raise ValueError(
+            f"no images found in root {str(root)!r}, split {split!r} (tried layouts: coco "
+            f"root/<split>/*.jpg, imagenet root/<split>/<class>/*, any folder recursively; "
+            f"extensions {', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
     paths.sort(key=lambda p: p.relative_to(base).as_posix())
     logger.info("found %d images in %s (layout %s)", len(paths), base, layout)
     return paths
@@ -162,8 +165,9 @@ def load_rgb(path_or_file: str | os.PathLike | IO[bytes], *, upright: bool = Fal
     Handles palette, 1-bit, grey, 16-bit, CMYK, YCbCr and alpha (composited on white) images.
     Raises :class:`ImageReadError` naming the file when it cannot be opened or decoded.
     """
-    name = path_or_file if isinstance(path_or_file, (str, os.PathLike)) else getattr(
-        path_or_file, "name", "<file object>")
+    name = (
+        path_or_file if isinstance(path_or_file, (str, os.PathLike)) else getattr(path_or_file, "name", "<file object>")
+    )
     try:
         with Image.open(path_or_file) as img:
             img.load()
@@ -188,9 +192,12 @@ class ImageDataset(torch.utils.data.Dataset):
     Without a transform the item is the PIL image.
     """
 
-    def __init__(self, paths: Sequence[str | os.PathLike],
-                 transform: Callable[[Image.Image], Any] | None = None,
-                 skip_unreadable: bool = False) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike],
+        transform: Callable[[Image.Image], Any] | None = None,
+        skip_unreadable: bool = False,
+    ) -> None:
         self.paths = [Path(p) for p in paths]
         self.transform = transform
         self.skip_unreadable = skip_unreadable
@@ -223,8 +230,9 @@ class TwoViewDataset(ImageDataset):
     :func:`core.augment.collate_two_views`.
     """
 
-    def __init__(self, paths: Sequence[str | os.PathLike], augment: Callable | None = None,
-                 skip_unreadable: bool = False) -> None:
+    def __init__(
+        self, paths: Sequence[str | os.PathLike], augment: Callable | None = None, skip_unreadable: bool = False
+    ) -> None:
         super().__init__(paths, augment if augment is not None else TwoViewAugment(), skip_unreadable)
 
     def __getitem__(self, index: int) -> tuple[list, list, list]:  # type: ignore[override]
@@ -235,8 +243,7 @@ class TwoViewDataset(ImageDataset):
 # ---------------------------------------------------------------- COCO / COCO-Stuff labels
 
 
-def coco_annotation_path(root: str | os.PathLike, split: str, kind: str = "instances",
-                         must_exist: bool = True) -> Path:
+def coco_annotation_path(root: str | os.PathLike, split: str, kind: str = "instances", must_exist: bool = True) -> Path:
     """Returns ``root/annotations/{kind}_{split}.json`` (kind: ``instances`` or ``stuff``).
 
     Raises ValueError for another kind, FileNotFoundError when ``must_exist`` and the file is missing.
@@ -256,8 +263,10 @@ def semantic_label_path(root: str | os.PathLike, split: str, image_path: str | o
     Raises FileNotFoundError naming both candidates when neither exists.
     """
     stem = Path(image_path).stem
-    candidates = [Path(root) / "labels" / split / f"{stem}.png",
-                  Path(root) / "stuffthingmaps_trainval2017" / split / f"{stem}.png"]
+    candidates = [
+        Path(root) / "labels" / split / f"{stem}.png",
+        Path(root) / "stuffthingmaps_trainval2017" / split / f"{stem}.png",
+    ]
     for path in candidates:
         if path.is_file():
             return path

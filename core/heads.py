@@ -11,9 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _mlp(
-    linear: type[nn.Module], norm: type[nn.Module], in_dim: int, hidden_dim: int, out_dim: int
-) -> nn.Sequential:
+def _mlp(linear: type[nn.Module], norm: type[nn.Module], in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
     kw = {"kernel_size": 1} if linear is nn.Conv2d else {}
     return nn.Sequential(
         linear(in_dim, hidden_dim, **kw),

@@ -136,7 +136,7 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
                     parent._modules[b] = nn.Identity()
         for name, child in list(parent._modules.items()):
             if name.startswith("conv") and isinstance(child, nn.Conv2d):
-                bn_name = "bn" + name[len("conv"):]
+                bn_name = "bn" + name[len("conv") :]
                 bn = parent._modules.get(bn_name)
                 if isinstance(bn, nn.BatchNorm2d):
                     parent._modules[name] = fold_conv_bn(child, bn)
@@ -161,8 +161,14 @@ class _Grouping(nn.Module):
 class InferenceModel(nn.Module):
     """Teacher encoder + projector + prototypes, for inference only (see the module doc)."""
 
-    def __init__(self, config: SlotConConfig, encoder: nn.Module, projector: nn.Module, prototypes: torch.Tensor,
-                 options: InferOptions | None = None) -> None:
+    def __init__(
+        self,
+        config: SlotConConfig,
+        encoder: nn.Module,
+        projector: nn.Module,
+        prototypes: torch.Tensor,
+        options: InferOptions | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
         self.encoder_k, self.projector_k = encoder, projector
@@ -274,7 +280,7 @@ def teacher_state(ckpt: dict[str, Any]) -> tuple[SlotConConfig, dict[str, torch.
 
 
 def _load_part(module: nn.Module, state: dict[str, torch.Tensor], prefix: str) -> None:
-    part = {k[len(prefix):]: v.detach().clone() for k, v in state.items() if k.startswith(prefix)}
+    part = {k[len(prefix) :]: v.detach().clone() for k, v in state.items() if k.startswith(prefix)}
     own = module.state_dict()
     for k in own:  # release files may lack num_batches_tracked (unused in eval mode)
         if k.endswith("num_batches_tracked") and k not in part:
@@ -306,8 +312,9 @@ def inference_model_of(model: nn.Module, options: InferOptions | None = None) ->
     return inference_model_from_checkpoint(ckpt, options)
 
 
-def load_inference_model(path: str | os.PathLike, device: str | torch.device = "cpu",
-                         options: InferOptions | None = None) -> InferenceModel:
+def load_inference_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu", options: InferOptions | None = None
+) -> InferenceModel:
     """The prepared inference model of a checkpoint (own or release format) on ``device``.
 
     ``options`` default to :meth:`InferOptions.from_env`. Raises :class:`core.checkpoint.CheckpointError`
@@ -318,8 +325,9 @@ def load_inference_model(path: str | os.PathLike, device: str | torch.device = "
     return model.prepare(device)
 
 
-def inference_model_for(path: str | os.PathLike, device: str | torch.device = "cpu",
-                        fused: bool | None = None) -> nn.Module:
+def inference_model_for(
+    path: str | os.PathLike, device: str | torch.device = "cpu", fused: bool | None = None
+) -> nn.Module:
     """The model the index build, evaluation and uploads use.
 
     ``fused=True``: :func:`load_inference_model` (teacher only, BN folded); ``fused=False``: the full

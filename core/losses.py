@@ -53,8 +53,11 @@ def _zero_through(predictor: Callable[[torch.Tensor], torch.Tensor]) -> torch.Te
 
 def _synchronises(predictor: Callable[[torch.Tensor], torch.Tensor]) -> bool:
     """True when ``predictor`` holds SyncBatchNorm layers that gather statistics from every rank."""
-    return is_distributed() and isinstance(predictor, nn.Module) and any(
-        isinstance(m, nn.SyncBatchNorm) for m in predictor.modules())
+    return (
+        is_distributed()
+        and isinstance(predictor, nn.Module)
+        and any(isinstance(m, nn.SyncBatchNorm) for m in predictor.modules())
+    )
 
 
 def slot_contrastive_loss(
@@ -119,8 +122,6 @@ def batch_center(*teacher_dots: torch.Tensor) -> torch.Tensor:
     teacher_dots: one or more (B, K, H, W) unaligned cosines. Returns (1, K).
     """
     total = torch.stack([t.float().sum(dim=(0, 2, 3)) for t in teacher_dots]).sum(0)  # (K,)
-    count = torch.tensor(
-        [float(sum(t.shape[0] * t.shape[2] * t.shape[3] for t in teacher_dots))], device=total.device
-    )
+    count = torch.tensor([float(sum(t.shape[0] * t.shape[2] * t.shape[3] for t in teacher_dots))], device=total.device)
     packed = all_reduce_sum(torch.cat([total, count]))
     return (packed[:-1] / packed[-1]).unsqueeze(0)

@@ -17,12 +17,29 @@ from typing import Any
 #: has it, else fp16 with the grad scaler). The dataclass defaults are these values; the presets restate the
 #: ones the scripts pass. Splits are named explicitly, and no preset reads val2017 or test2017, the splits
 #: that the index and the evaluation use.
-_R50_COCO: dict[str, Any] = dict(arch="resnet50", dim_hidden=4096, dim_out=256, num_prototypes=256,
-                                 teacher_momentum=0.99, teacher_temp=0.07, group_loss_weight=0.5, batch_size=512,
-                                 optimizer="lars", lr=1.0, weight_decay=1e-5, warmup_epochs=5, epochs=800,
-                                 precision="auto", budget_minutes=0.0, log_every=10, save_every=50, workers=8)
-_R50_IMAGENET: dict[str, Any] = dict(_R50_COCO, data="data/imagenet", split=["train"], num_prototypes=2048,
-                                     save_every=5)
+_R50_COCO: dict[str, Any] = dict(
+    arch="resnet50",
+    dim_hidden=4096,
+    dim_out=256,
+    num_prototypes=256,
+    teacher_momentum=0.99,
+    teacher_temp=0.07,
+    group_loss_weight=0.5,
+    batch_size=512,
+    optimizer="lars",
+    lr=1.0,
+    weight_decay=1e-5,
+    warmup_epochs=5,
+    epochs=800,
+    precision="auto",
+    budget_minutes=0.0,
+    log_every=10,
+    save_every=50,
+    workers=8,
+)
+_R50_IMAGENET: dict[str, Any] = dict(
+    _R50_COCO, data="data/imagenet", split=["train"], num_prototypes=2048, save_every=5
+)
 
 #: name → field overrides on top of the dataclass defaults.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -35,18 +52,41 @@ PRESETS: dict[str, dict[str, Any]] = {
     # runs on, at most 8 epochs (1000 steps, 53-55 mIoU from 750 steps on); precision auto (bf16 only where
     # the CPU has it natively). Calibrated with bench/demo_quality.py; numbers in the README ("Demo quality").
     "cpu-demo": dict(
-        data="data/synthetic", output_dir="runs/cpu-demo", arch="resnet18", width=0.375, stride16=True,
-        image_size=96, min_scale=0.2, dim_hidden=512, dim_out=128, num_prototypes=6, batch_size=16,
-        optimizer="lars", lr=3.0, lr_scaling="none", warmup_epochs=1, epochs=8, budget_minutes=9.0,
-        teacher_momentum=0.95, teacher_temp=0.04,
-        precision="auto", channels_last=True, device="cpu", workers=1, pin_memory=False, threads=2,
-        log_every=20, save_every=2, save_minutes=2.0,
+        data="data/synthetic",
+        output_dir="runs/cpu-demo",
+        arch="resnet18",
+        width=0.375,
+        stride16=True,
+        image_size=96,
+        min_scale=0.2,
+        dim_hidden=512,
+        dim_out=128,
+        num_prototypes=6,
+        batch_size=16,
+        optimizer="lars",
+        lr=3.0,
+        lr_scaling="none",
+        warmup_epochs=1,
+        epochs=8,
+        budget_minutes=9.0,
+        teacher_momentum=0.95,
+        teacher_temp=0.04,
+        precision="auto",
+        channels_last=True,
+        device="cpu",
+        workers=1,
+        pin_memory=False,
+        threads=2,
+        log_every=20,
+        save_every=2,
+        save_minutes=2.0,
     ),
     # the release's dataset "COCO": train2017/*.jpg
     "coco-r50-800ep": dict(_R50_COCO, data="data/coco", split=["train2017"], output_dir="runs/coco-r50-800ep"),
     # "COCOplus": train2017/*.jpg + unlabeled2017/*.jpg, read from a standard COCO root
-    "cocoplus-r50-800ep": dict(_R50_COCO, data="data/coco", split=["train2017", "unlabeled2017"],
-                               output_dir="runs/cocoplus-r50-800ep"),
+    "cocoplus-r50-800ep": dict(
+        _R50_COCO, data="data/coco", split=["train2017", "unlabeled2017"], output_dir="runs/cocoplus-r50-800ep"
+    ),
     # "ImageNet": train/*/*.JPEG
     "imagenet-r50-100ep": dict(_R50_IMAGENET, epochs=100, output_dir="runs/imagenet-r50-100ep"),
     "imagenet-r50-200ep": dict(_R50_IMAGENET, epochs=200, output_dir="runs/imagenet-r50-200ep"),
@@ -58,7 +98,6 @@ DEFAULT_PRESET = "cpu-demo"
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 #: The training form's main options, in the order the UI shows them (the rest keep the preset's values).
 FORM_FIELDS = ("epochs", "batch_size", "lr", "num_prototypes", "precision", "budget_minutes")
-
 
 
 def preset_form(name: str) -> dict[str, Any]:

@@ -83,10 +83,18 @@ class SyntheticClass:
 CLASSES: tuple[SyntheticClass, ...] = (
     SyntheticClass(0, "disk", "thing", "disk filled with concentric rings (bullseye, period 10 px)"),
     SyntheticClass(1, "box", "thing", "rotated rectangle (aspect 0.75-1.33), vertical stripes (period 8 px)"),
-    SyntheticClass(2, "triangle", "thing", "rotated equilateral triangle filled with a dot lattice (hexagonal, "
-                   "12 px spacing, dot radius 3.8 px)"),
-    SyntheticClass(3, "cross", "thing", "rotated plus sign (arms half as wide as it is long) in a plain "
-                   "colour with a soft shading gradient"),
+    SyntheticClass(
+        2,
+        "triangle",
+        "thing",
+        "rotated equilateral triangle filled with a dot lattice (hexagonal, 12 px spacing, dot radius 3.8 px)",
+    ),
+    SyntheticClass(
+        3,
+        "cross",
+        "thing",
+        "rotated plus sign (arms half as wide as it is long) in a plain colour with a soft shading gradient",
+    ),
     SyntheticClass(4, "stripes", "stuff", "horizontal stripes (period 12 px)"),
     SyntheticClass(5, "hatch", "stuff", "diagonal stripes, rising or falling at random per region (period 10 px)"),
 )
@@ -118,8 +126,7 @@ def _two_colours(rng: np.random.Generator, palette: str = "muted") -> tuple[np.n
             return a, b
 
 
-def _stuff_pattern(class_id: int, xx: np.ndarray, yy: np.ndarray, unit: float,
-                   rng: np.random.Generator) -> np.ndarray:
+def _stuff_pattern(class_id: int, xx: np.ndarray, yy: np.ndarray, unit: float, rng: np.random.Generator) -> np.ndarray:
     """Returns the class texture as an (H, W) float map in [0, 1]; ``unit`` = pixels per 128-px pixel."""
     name = CLASSES[class_id].name
     if name == "stripes":
@@ -132,8 +139,16 @@ def _stuff_pattern(class_id: int, xx: np.ndarray, yy: np.ndarray, unit: float,
     raise ValueError(f"not a stuff class: {name}")
 
 
-def _thing_pattern(class_id: int, xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, extent: float,
-                   unit: float, rng: np.random.Generator) -> np.ndarray:
+def _thing_pattern(
+    class_id: int,
+    xx: np.ndarray,
+    yy: np.ndarray,
+    cx: float,
+    cy: float,
+    extent: float,
+    unit: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Returns the thing class texture as an (H, W) float map in [0, 1]."""
     name = CLASSES[class_id].name
     if name == "triangle":
@@ -157,8 +172,9 @@ def _thing_pattern(class_id: int, xx: np.ndarray, yy: np.ndarray, cx: float, cy:
     raise ValueError(f"not a thing class: {name}")
 
 
-def _thing_mask(class_id: int, xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, extent: float,
-                rng: np.random.Generator) -> np.ndarray:
+def _thing_mask(
+    class_id: int, xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, extent: float, rng: np.random.Generator
+) -> np.ndarray:
     """Returns the (H, W) bool mask of a shape of the given class, extent (pixels) and random pose."""
     name = CLASSES[class_id].name
     dx, dy = xx - cx, yy - cy
@@ -209,8 +225,9 @@ def _stuff_layout(rng: np.random.Generator, xx: np.ndarray, yy: np.ndarray, size
 Segments = list[tuple[int, np.ndarray]]
 
 
-def render_scene(rng: np.random.Generator, size: int, palette: str = "muted"
-                 ) -> tuple[np.ndarray, np.ndarray, Segments]:
+def render_scene(
+    rng: np.random.Generator, size: int, palette: str = "muted"
+) -> tuple[np.ndarray, np.ndarray, Segments]:
     """Renders one scene (``palette``: one of ``PALETTES``).
 
     Returns ``(image, label, segments)``: image (size, size, 3) uint8 RGB; label (size, size) uint8
@@ -281,13 +298,15 @@ def _render_and_write(job: tuple[Path, str, int, int, int, str]) -> tuple[dict, 
     records = []
     for cls, m in segments:
         rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
-        records.append({
-            "category_id": cls + 1,
-            "kind": CLASSES[cls].kind,
-            "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
-            "area": float(mask_utils.area(rle)),
-            "bbox": [float(v) for v in mask_utils.toBbox(rle)],
-        })
+        records.append(
+            {
+                "category_id": cls + 1,
+                "kind": CLASSES[cls].kind,
+                "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
+                "area": float(mask_utils.area(rle)),
+                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+            }
+        )
     image_record = {"id": image_id, "file_name": f"{name}.jpg", "width": size, "height": size}
     return image_record, records
 
@@ -299,8 +318,7 @@ def _coco_json(images: list[dict], annotations: list[dict], kind: str) -> dict:
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": [{"id": c.id + 1, "name": c.name, "supercategory": kind}
-                       for c in CLASSES if c.kind == kind],
+        "categories": [{"id": c.id + 1, "name": c.name, "supercategory": kind} for c in CLASSES if c.kind == kind],
     }
 
 
@@ -308,8 +326,15 @@ def _write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, separators=(",", ":"), sort_keys=True))
 
 
-def generate(out: Path | str, num_train: int = 2000, num_val: int = 200, size: int = 128, seed: int = 0,
-             workers: int = 2, palette: str = "muted") -> dict:
+def generate(
+    out: Path | str,
+    num_train: int = 2000,
+    num_val: int = 200,
+    size: int = 128,
+    seed: int = 0,
+    workers: int = 2,
+    palette: str = "muted",
+) -> dict:
     """Generates the synthetic scenes dataset under ``out`` (layout in the module docstring).
 
     Returns a summary dict: ``out``, per split the number of images, instances and stuff regions,
@@ -343,13 +368,15 @@ def generate(out: Path | str, num_train: int = 2000, num_val: int = 200, size: i
             for image_record, records in results:
                 for rec in records:
                     kind = rec.pop("kind")
-                    anns[kind].append({"id": len(anns[kind]) + 1, "image_id": image_record["id"],
-                                       "iscrowd": 0, **rec})
+                    anns[kind].append({"id": len(anns[kind]) + 1, "image_id": image_record["id"], "iscrowd": 0, **rec})
             for kind, prefix in (("thing", "instances"), ("stuff", "stuff")):
                 path = out / "annotations" / f"{prefix}_{split}.json"
                 _write_json(path, _coco_json(images, anns[kind], kind))
-            summary[split] = {"images": len(images), "instances": len(anns["thing"]),
-                              "stuff_regions": len(anns["stuff"])}
+            summary[split] = {
+                "images": len(images),
+                "instances": len(anns["thing"]),
+                "stuff_regions": len(anns["stuff"]),
+            }
     finally:
         if pool is not None:
             pool.close()
@@ -371,18 +398,29 @@ def generate(out: Path | str, num_train: int = 2000, num_val: int = 200, size: i
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Returns the parser of ``slotcon synth``."""
-    p = argparse.ArgumentParser(prog="slotcon synth", description="Generate the synthetic scenes dataset "
-                                "(COCO layout: images, instance/stuff RLE annotations, label PNGs).")
+    p = argparse.ArgumentParser(
+        prog="slotcon synth",
+        description="Generate the synthetic scenes dataset "
+        "(COCO layout: images, instance/stuff RLE annotations, label PNGs).",
+    )
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--num-train", type=int, default=2000, help="training images (default 2000)")
     p.add_argument("--num-val", type=int, default=200, help="validation images (default 200)")
     p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--palette", choices=PALETTES, default="muted",
-                   help="region colours: muted (default; random hue, low saturation) or vivid (random RGB, "
-                        "generator v1; a short CPU run groups these by colour)")
-    p.add_argument("--version", action="version", version=GENERATOR_VERSION,
-                   help="print the generator version (written to synthetic.json) and exit")
+    p.add_argument(
+        "--palette",
+        choices=PALETTES,
+        default="muted",
+        help="region colours: muted (default; random hue, low saturation) or vivid (random RGB, "
+        "generator v1; a short CPU run groups these by colour)",
+    )
+    p.add_argument(
+        "--version",
+        action="version",
+        version=GENERATOR_VERSION,
+        help="print the generator version (written to synthetic.json) and exit",
+    )
     p.add_argument("--workers", type=int, default=2, help="worker processes; output does not depend on it")
     return p
 
@@ -390,8 +428,15 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point of ``slotcon synth``; prints the summary as JSON and returns the exit status."""
     args = get_args_parser().parse_args(argv)
-    summary = generate(args.out, num_train=args.num_train, num_val=args.num_val, size=args.size,
-                       seed=args.seed, workers=args.workers, palette=args.palette)
+    summary = generate(
+        args.out,
+        num_train=args.num_train,
+        num_val=args.num_val,
+        size=args.size,
+        seed=args.seed,
+        workers=args.workers,
+        palette=args.palette,
+    )
     print(json.dumps(summary, indent=2))
     return 0
 

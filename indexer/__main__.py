@@ -27,8 +27,11 @@ from indexer.vectors import INDEX_TYPES
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``slotcon index``."""
-    p = argparse.ArgumentParser(prog="slotcon index", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="slotcon index",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--checkpoint", required=True, help="checkpoint (this project's or the public release's)")
     p.add_argument("--data", required=True, help="dataset root: COCO / ImageNet layout, image folder, synthetic")
     p.add_argument("--split", default="val2017", help="split folder under the root ('' for the root itself)")
@@ -38,20 +41,32 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2, help="data-loading processes")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--faiss", default="flat", choices=INDEX_TYPES,
-                   help="flat = exact inner product; ivf / ivfpq for millions of segments")
+    p.add_argument(
+        "--faiss",
+        default="flat",
+        choices=INDEX_TYPES,
+        help="flat = exact inner product; ivf / ivfpq for millions of segments",
+    )
     p.add_argument("--nlist", type=int, default=None, help="IVF lists (default 4*sqrt(segments))")
     p.add_argument("--pq-m", type=int, default=None, help="PQ sub-quantisers")
-    p.add_argument("--duplicate-threshold", type=float, default=NEAR_DUPLICATE_THRESHOLD,
-                   help="cosine above which two prototypes count as near-duplicates")
+    p.add_argument(
+        "--duplicate-threshold",
+        type=float,
+        default=NEAR_DUPLICATE_THRESHOLD,
+        help="cosine above which two prototypes count as near-duplicates",
+    )
     p.add_argument("--no-labels", action="store_true", help="ignore label maps (no purity)")
     p.add_argument("--limit", type=int, default=None, help="index only the first N images")
     p.add_argument("--progress-file", default=None, help="JSON progress file rewritten as work goes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--plain-inference", action="store_true",
-                   help="the full model, BN unfolded (reference path for A/B runs; same assignments)")
-    p.add_argument("--jpeg-draft", action="store_true",
-                   help="decode JPEGs at 1/2-1/8 size when the shorter side stays >= --resize")
+    p.add_argument(
+        "--plain-inference",
+        action="store_true",
+        help="the full model, BN unfolded (reference path for A/B runs; same assignments)",
+    )
+    p.add_argument(
+        "--jpeg-draft", action="store_true", help="decode JPEGs at 1/2-1/8 size when the shorter side stays >= --resize"
+    )
     return p
 
 

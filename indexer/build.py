@@ -70,8 +70,15 @@ class _ImageSet(Dataset):
     orientation, as the release and PiCIE read them), prepares the model input (``indexer.segments``) and
     loads labels; failures are returned, not raised."""
 
-    def __init__(self, items: list[tuple[int, Path]], root: Path, resize: int, crop: int,
-                 protocol: LabelProtocol | None, jpeg_draft: bool = False) -> None:
+    def __init__(
+        self,
+        items: list[tuple[int, Path]],
+        root: Path,
+        resize: int,
+        crop: int,
+        protocol: LabelProtocol | None,
+        jpeg_draft: bool = False,
+    ) -> None:
         self.items, self.root, self.protocol = items, root, protocol
         self.resize, self.crop, self.jpeg_draft = resize, crop, jpeg_draft
 
@@ -132,16 +139,30 @@ def _default_device() -> torch.device:
 
 
 def index_shard(
-    model: torch.nn.Module, items: list[tuple[int, Path]], root: Path, shard_dir: Path, *,
-    resize: int, crop: int, batch_size: int, num_workers: int, device: torch.device,
-    protocol: LabelProtocol | None, progress: Progress | None, jpeg_draft: bool = False,
+    model: torch.nn.Module,
+    items: list[tuple[int, Path]],
+    root: Path,
+    shard_dir: Path,
+    *,
+    resize: int,
+    crop: int,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    protocol: LabelProtocol | None,
+    progress: Progress | None,
+    jpeg_draft: bool = False,
 ) -> dict[str, int]:
     """Index ``items`` ((image id, path) pairs) into one shard directory. Returns counts."""
     k, d = model.grouping_k.slot_embed.weight.shape
     num_classes = protocol.num_classes if protocol else 0
     writer = ShardWriter(shard_dir, d, k, num_classes)
-    loader = DataLoader(_ImageSet(items, root, resize, crop, protocol, jpeg_draft), batch_size=batch_size,
-                        num_workers=num_workers, collate_fn=_collate)
+    loader = DataLoader(
+        _ImageSet(items, root, resize, crop, protocol, jpeg_draft),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate,
+    )
     counts = {"images": 0, "skipped": 0, "label_problems": 0}
     try:
         for batch in loader:
@@ -152,8 +173,14 @@ def index_shard(
                     writer.add_skipped(it["file_name"], it["error"])
                     counts["skipped"] += 1
             if ok:
-                segs = segment_batch(model, [it["tensor"] for it in ok], [it["view"] for it in ok],
-                                     [it.get("label") for it in ok], num_classes, device)
+                segs = segment_batch(
+                    model,
+                    [it["tensor"] for it in ok],
+                    [it["view"] for it in ok],
+                    [it.get("label") for it in ok],
+                    num_classes,
+                    device,
+                )
                 for it, seg in zip(ok, segs, strict=True):
                     if "label_error" in it and it["label_error"] != "no label":
                         logger.warning("label ignored for %s: %s", it["file_name"], it["label_error"])
@@ -257,8 +284,13 @@ def build(config: IndexConfig, progress: ProgressCallback | None = None) -> Path
     :class:`core.checkpoint.CheckpointError` (bad checkpoint), FileNotFoundError / ValueError (bad data
     root, no decodable image). Works unchanged under torchrun (see module doc).
     """
-    checkpoint, data_root, split, resize, crop = (config.checkpoint, config.data_root, config.split,
-                                                  config.resize, config.crop)
+    checkpoint, data_root, split, resize, crop = (
+        config.checkpoint,
+        config.data_root,
+        config.split,
+        config.resize,
+        config.crop,
+    )
     batch_size, num_workers, device, limit = config.batch_size, config.workers, config.device, config.limit
     index_type, nlist, pq_m = config.index_type, config.nlist, config.pq_m
     if crop > resize:
@@ -278,11 +310,29 @@ def build(config: IndexConfig, progress: ProgressCallback | None = None) -> Path
         token = _broadcast_token()
         tmp = out.with_name(f".{out.name}.building-{token}")
         items = list(enumerate(paths))[rank::world]
-        bar = Progress(len(paths), "index", config.progress_file if rank == 0 else None,
-                       bar=config.show_progress and rank == 0, scale=world, callback=progress if rank == 0 else None)
+        bar = Progress(
+            len(paths),
+            "index",
+            config.progress_file if rank == 0 else None,
+            bar=config.show_progress and rank == 0,
+            scale=world,
+            callback=progress if rank == 0 else None,
+        )
         shard_dir = tmp / "shards" / f"rank{rank:05d}"
-        index_shard(model, items, root, shard_dir, resize=resize, crop=crop, batch_size=batch_size,
-                    num_workers=num_workers, device=dev, protocol=protocol, progress=bar, jpeg_draft=config.jpeg_draft)
+        index_shard(
+            model,
+            items,
+            root,
+            shard_dir,
+            resize=resize,
+            crop=crop,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=dev,
+            protocol=protocol,
+            progress=bar,
+            jpeg_draft=config.jpeg_draft,
+        )
         if is_distributed():
             dist.barrier()
         if rank != 0:
@@ -304,8 +354,9 @@ def build(config: IndexConfig, progress: ProgressCallback | None = None) -> Path
         sha = file_sha256(checkpoint)
         conn = schema.connect(tmp / schema.DB_NAME)
         try:
-            fill_prototypes(conn, k, label_counts, protocol.class_names if protocol else None,
-                            _previous_labels(out, sha))
+            fill_prototypes(
+                conn, k, label_counts, protocol.class_names if protocol else None, _previous_labels(out, sha)
+            )
             stats = compute_stats(conn, prototypes.numpy(), config.duplicate_threshold)
             store_stats(conn, stats)
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

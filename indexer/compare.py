@@ -186,7 +186,9 @@ def overlap_matrix(index_a: ConceptIndex, index_b: ConceptIndex, stride: int = 1
 
 
 def analyse(
-    overlap: np.ndarray, coverage: float = DEFAULT_COVERAGE, min_part: float = DEFAULT_MIN_PART,
+    overlap: np.ndarray,
+    coverage: float = DEFAULT_COVERAGE,
+    min_part: float = DEFAULT_MIN_PART,
     min_iou: float = DEFAULT_MIN_IOU,
 ) -> tuple[list[MatchedPair], list[Relation], list[Relation], list[int], list[int], list[int], list[int]]:
     """Pairs, splits, merges, born, died, active_a, active_b from a (K_A, K_B) overlap matrix (see the
@@ -203,8 +205,7 @@ def analyse(
         for r, c in zip(rows, cols, strict=True):
             a, b = int(act_a[r]), int(act_b[c])
             if iou[a, b] >= min_iou and overlap[a, b] > 0:
-                pairs.append(MatchedPair(a, b, float(iou[a, b]), int(overlap[a, b]), int(area_a[a]),
-                                         int(area_b[b])))
+                pairs.append(MatchedPair(a, b, float(iou[a, b]), int(overlap[a, b]), int(area_a[a]), int(area_b[b])))
     pairs.sort(key=lambda p: p.a)
 
     # share of a's pixels claimed by b (cov_a) and of b's pixels lying in a (cov_b)
@@ -218,8 +219,16 @@ def analyse(
             parts = np.flatnonzero((purity[s] >= coverage) & (cover[s] >= min_part))
             if parts.size >= 2:
                 parts = parts[np.argsort(-cover[s, parts], kind="stable")]
-                out.append(Relation(kind, s, [int(p) for p in parts], [float(cover[s, p]) for p in parts],
-                                    [float(purity[s, p]) for p in parts], float(cover[s, parts].sum())))
+                out.append(
+                    Relation(
+                        kind,
+                        s,
+                        [int(p) for p in parts],
+                        [float(cover[s, p]) for p in parts],
+                        [float(purity[s, p]) for p in parts],
+                        float(cover[s, parts].sum()),
+                    )
+                )
         return out
 
     splits = relations("split", cov_a, cov_b)
@@ -232,8 +241,13 @@ def analyse(
 
 
 def compare(
-    index_a: ConceptIndex | str | Path, index_b: ConceptIndex | str | Path, *, coverage: float = DEFAULT_COVERAGE,
-    min_part: float = DEFAULT_MIN_PART, min_iou: float = DEFAULT_MIN_IOU, stride: int = 1,
+    index_a: ConceptIndex | str | Path,
+    index_b: ConceptIndex | str | Path,
+    *,
+    coverage: float = DEFAULT_COVERAGE,
+    min_part: float = DEFAULT_MIN_PART,
+    min_iou: float = DEFAULT_MIN_IOU,
+    stride: int = 1,
 ) -> Comparison:
     """Compare two indexes of the same images (open :class:`ConceptIndex` objects or directories).
 
@@ -348,9 +362,11 @@ def format_timeline(t: Timeline) -> str:
     lines.append("")
     lines.append("interval                               matched  mean IoU  splits  merges  born  died  same id")
     for iv in t.intervals:
-        lines.append(f"{iv['from'] + ' → ' + iv['to']:<38s} {iv['matched']:>7d}  {_fmt(iv['mean_iou']):>8s}  "
-                     f"{iv['splits']:>6d}  {iv['merges']:>6d}  {iv['born']:>4d}  {iv['died']:>4d}  "
-                     f"{iv['same_id_matches']:>7d}")
+        lines.append(
+            f"{iv['from'] + ' → ' + iv['to']:<38s} {iv['matched']:>7d}  {_fmt(iv['mean_iou']):>8s}  "
+            f"{iv['splits']:>6d}  {iv['merges']:>6d}  {iv['born']:>4d}  {iv['died']:>4d}  "
+            f"{iv['same_id_matches']:>7d}"
+        )
     lines.append(f"{t.seconds:.2f} s")
     return "\n".join(lines)
 
@@ -358,17 +374,28 @@ def format_timeline(t: Timeline) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The ``compare`` CLI's parser."""
     p = argparse.ArgumentParser(
-        prog="slotcon compare", description="Compare the prototypes of two indexes of the same images "
-        "(Hungarian matching on pixel co-assignment; splits, merges, born, died), or a run's timeline.")
+        prog="slotcon compare",
+        description="Compare the prototypes of two indexes of the same images "
+        "(Hungarian matching on pixel co-assignment; splits, merges, born, died), or a run's timeline.",
+    )
     p.add_argument("indexes", nargs="*", metavar="INDEX", help="INDEX_A INDEX_B")
     p.add_argument("--timeline", nargs="+", metavar="INDEX", help="indexes of one run's checkpoints, in order")
     p.add_argument("--json", metavar="OUT", help="also write the result as JSON ('-': print JSON instead)")
-    p.add_argument("--coverage", type=float, default=DEFAULT_COVERAGE,
-                   help="a split/merge part lies at least this share inside its source (default %(default)s)")
-    p.add_argument("--min-part", type=float, default=DEFAULT_MIN_PART,
-                   help="a part claims at least this share of its source (default %(default)s)")
-    p.add_argument("--min-iou", type=float, default=DEFAULT_MIN_IOU,
-                   help="least IoU of a matched pair (default %(default)s)")
+    p.add_argument(
+        "--coverage",
+        type=float,
+        default=DEFAULT_COVERAGE,
+        help="a split/merge part lies at least this share inside its source (default %(default)s)",
+    )
+    p.add_argument(
+        "--min-part",
+        type=float,
+        default=DEFAULT_MIN_PART,
+        help="a part claims at least this share of its source (default %(default)s)",
+    )
+    p.add_argument(
+        "--min-iou", type=float, default=DEFAULT_MIN_IOU, help="least IoU of a matched pair (default %(default)s)"
+    )
     p.add_argument("--stride", type=int, default=1, help="count every N-th pixel row/column (default 1)")
     return p
 

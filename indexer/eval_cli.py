@@ -23,8 +23,11 @@ from indexer.labels import PROTOCOLS
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``slotcon eval``."""
-    p = argparse.ArgumentParser(prog="slotcon eval", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="slotcon eval",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--checkpoint", default=None, help="checkpoint (optional only for --baseline kmeans-rgb)")
     p.add_argument("--data", required=True, help="dataset root (COCO + stuffthingmaps, or synthetic scenes)")
     p.add_argument("--protocol", required=True, choices=PROTOCOLS)
@@ -32,8 +35,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--curated-list", default=None, help="IIC's image list (Coco164kFull_Stuff_Coarse_7.txt)")
     p.add_argument("--resolution", type=int, default=EVAL_RESOLUTION, help="shorter side and centre-crop size")
     p.add_argument("--baseline", default="none", choices=BASELINES)
-    p.add_argument("--clusters", type=int, default=None,
-                   help="clusters for kmeans-rgb (default: the checkpoint's K, else the class count)")
+    p.add_argument(
+        "--clusters",
+        type=int,
+        default=None,
+        help="clusters for kmeans-rgb (default: the checkpoint's K, else the class count)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the baselines")
     p.add_argument("--index", default=None, help="store the result in this index (same checkpoint)")
     p.add_argument("--out", default=None, help="write the result JSON here")
@@ -45,19 +52,24 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--full", action="store_true", help="print the whole result (default: a summary)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--plain-inference", action="store_true",
-                   help="the full model, BN unfolded (reference path for A/B runs; same assignments)")
+    p.add_argument(
+        "--plain-inference",
+        action="store_true",
+        help="the full model, BN unfolded (reference path for A/B runs; same assignments)",
+    )
     return p
 
 
 def summary(result: dict) -> dict:
     """The headline of a result: scores in percent, per-class IoU by name, counts and protocol."""
-    pct = (lambda v: None if v is None else round(100 * v, 2))  # noqa: E731
+    pct = lambda v: None if v is None else round(100 * v, 2)  # noqa: E731
     return {
         "miou_percent": pct(result["miou"]),
         "pixel_accuracy_percent": pct(result["pixel_accuracy"]),
-        "many_to_one": {"miou_percent": pct(result["many_to_one"]["miou"]),
-                        "pixel_accuracy_percent": pct(result["many_to_one"]["pixel_accuracy"])},
+        "many_to_one": {
+            "miou_percent": pct(result["many_to_one"]["miou"]),
+            "pixel_accuracy_percent": pct(result["many_to_one"]["pixel_accuracy"]),
+        },
         "per_class_iou_percent": {k: pct(v) for k, v in result["per_class_iou_named"].items()},
         "baseline": result["baseline"],
         "counts": {k: v for k, v in result["counts"].items() if k != "class_pixels"},

@@ -43,7 +43,6 @@ from indexer.unsupervised import ConfusionAccumulator, class_table, matched_conf
 logger = logging.getLogger(__name__)
 
 
-
 def read_curated_list(path: str | os.PathLike) -> set[str]:
     """Image keys of a curated list (IIC's ``Coco164kFull_Stuff_Coarse_7.txt``: one id or file name a
     line); keys are file stems without leading zeros, so ``139``, ``000000000139`` and
@@ -106,14 +105,22 @@ def palette_png(labels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _loader(items: list[tuple[int, Path]], root: Path, protocol: LabelProtocol, resolution: int,
-            batch_size: int, num_workers: int) -> DataLoader:
-    return DataLoader(EvalSet(items, root, protocol, resolution), batch_size=batch_size,
-                      num_workers=num_workers, collate_fn=list)
+def _loader(
+    items: list[tuple[int, Path]],
+    root: Path,
+    protocol: LabelProtocol,
+    resolution: int,
+    batch_size: int,
+    num_workers: int,
+) -> DataLoader:
+    return DataLoader(
+        EvalSet(items, root, protocol, resolution), batch_size=batch_size, num_workers=num_workers, collate_fn=list
+    )
 
 
-def _fit_kmeans(loader: DataLoader, k: int, seed: int, per_image: int = 2000, max_points: int = 400_000
-                ) -> faiss.Kmeans:
+def _fit_kmeans(
+    loader: DataLoader, k: int, seed: int, per_image: int = 2000, max_points: int = 400_000
+) -> faiss.Kmeans:
     rng = np.random.default_rng(seed)
     samples, total = [], 0
     for batch in loader:

@@ -34,10 +34,38 @@ from indexer.store import ConceptIndex, PrototypeRecord
 
 FORMATS = ("coco", "csv", "parquet")
 PAGE = 5000
-SEGMENT_COLUMNS = ("id", "image_id", "file_name", "prototype", "label", "rank", "score", "area", "feature_area",
-                   "bbox_x", "bbox_y", "bbox_w", "bbox_h", "height", "width", "rle_counts")
-PROTOTYPE_COLUMNS = ("id", "name", "label", "num_images", "num_segments", "pixel_share", "mean_score", "dead",
-                     "majority_class_name", "majority_class_id", "purity", "best_segment_id")
+SEGMENT_COLUMNS = (
+    "id",
+    "image_id",
+    "file_name",
+    "prototype",
+    "label",
+    "rank",
+    "score",
+    "area",
+    "feature_area",
+    "bbox_x",
+    "bbox_y",
+    "bbox_w",
+    "bbox_h",
+    "height",
+    "width",
+    "rle_counts",
+)
+PROTOTYPE_COLUMNS = (
+    "id",
+    "name",
+    "label",
+    "num_images",
+    "num_segments",
+    "pixel_share",
+    "mean_score",
+    "dead",
+    "majority_class_name",
+    "majority_class_id",
+    "purity",
+    "best_segment_id",
+)
 IMAGE_COLUMNS = ("id", "file_name", "width", "height", "crop_x", "crop_y", "crop_w", "crop_h", "num_segments")
 
 
@@ -49,8 +77,10 @@ def category_names(protos: Sequence[PrototypeRecord]) -> dict[int, str]:
     """{prototype id: a unique name}: its label, or ``prototype_<k>``; a label two prototypes share
     becomes ``<label> #<k>`` for each (tools key categories by name as often as by id)."""
     labels = [p.label for p in protos if p.label]
-    return {p.id: (p.label if labels.count(p.label) == 1 else f"{p.label} #{p.id}") if p.label
-            else f"prototype_{p.id}" for p in protos}
+    return {
+        p.id: (p.label if labels.count(p.label) == 1 else f"{p.label} #{p.id}") if p.label else f"prototype_{p.id}"
+        for p in protos
+    }
 
 
 def image_rows(index: ConceptIndex) -> Iterator[dict[str, Any]]:
@@ -59,8 +89,17 @@ def image_rows(index: ConceptIndex) -> Iterator[dict[str, Any]]:
     while page := index.images(offset, PAGE):
         for r in page:
             x, y, w, h = r.crop_box
-            yield {"id": r.id, "file_name": r.file_name, "width": r.width, "height": r.height,
-                   "crop_x": x, "crop_y": y, "crop_w": w, "crop_h": h, "num_segments": r.num_segments}
+            yield {
+                "id": r.id,
+                "file_name": r.file_name,
+                "width": r.width,
+                "height": r.height,
+                "crop_x": x,
+                "crop_y": y,
+                "crop_w": w,
+                "crop_h": h,
+                "num_segments": r.num_segments,
+            }
         offset += len(page)
 
 
@@ -68,10 +107,23 @@ def prototype_rows(index: ConceptIndex) -> list[dict[str, Any]]:
     """One dict per prototype, dead ones included (columns :data:`PROTOTYPE_COLUMNS`)."""
     protos = index.prototypes()
     names = category_names(protos)
-    return [{"id": p.id, "name": names[p.id], "label": p.label, "num_images": p.num_images,
-             "num_segments": p.num_segments, "pixel_share": p.pixel_share, "mean_score": p.mean_score,
-             "dead": p.dead, "majority_class_name": p.majority_class_name, "majority_class_id": p.majority_class_id,
-             "purity": p.purity, "best_segment_id": p.best_segment_id} for p in protos]
+    return [
+        {
+            "id": p.id,
+            "name": names[p.id],
+            "label": p.label,
+            "num_images": p.num_images,
+            "num_segments": p.num_segments,
+            "pixel_share": p.pixel_share,
+            "mean_score": p.mean_score,
+            "dead": p.dead,
+            "majority_class_name": p.majority_class_name,
+            "majority_class_id": p.majority_class_id,
+            "purity": p.purity,
+            "best_segment_id": p.best_segment_id,
+        }
+        for p in protos
+    ]
 
 
 def segment_rows(index: ConceptIndex) -> Iterator[dict[str, Any]]:
@@ -83,29 +135,59 @@ def segment_rows(index: ConceptIndex) -> Iterator[dict[str, Any]]:
         while page := index.top_segments(k, offset, PAGE):
             for s in page:
                 h, w = s.rle["size"]
-                yield {"id": s.id, "image_id": s.image_id, "file_name": files[s.image_id], "prototype": s.prototype,
-                       "label": labels[s.prototype], "rank": s.rank, "score": s.score, "area": s.area,
-                       "feature_area": s.feature_area, "bbox_x": s.bbox[0], "bbox_y": s.bbox[1],
-                       "bbox_w": s.bbox[2], "bbox_h": s.bbox[3], "height": h, "width": w,
-                       "rle_counts": s.rle["counts"]}
+                yield {
+                    "id": s.id,
+                    "image_id": s.image_id,
+                    "file_name": files[s.image_id],
+                    "prototype": s.prototype,
+                    "label": labels[s.prototype],
+                    "rank": s.rank,
+                    "score": s.score,
+                    "area": s.area,
+                    "feature_area": s.feature_area,
+                    "bbox_x": s.bbox[0],
+                    "bbox_y": s.bbox[1],
+                    "bbox_w": s.bbox[2],
+                    "bbox_h": s.bbox[3],
+                    "height": h,
+                    "width": w,
+                    "rle_counts": s.rle["counts"],
+                }
             offset += len(page)
 
 
 def _annotation(row: dict[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "image_id": row["image_id"], "category_id": row["prototype"],
-            "segmentation": {"size": [row["height"], row["width"]], "counts": row["rle_counts"]},
-            "area": row["area"], "bbox": [row["bbox_x"], row["bbox_y"], row["bbox_w"], row["bbox_h"]],
-            "iscrowd": 0, "score": row["score"], "rank": row["rank"], "feature_area": row["feature_area"]}
+    return {
+        "id": row["id"],
+        "image_id": row["image_id"],
+        "category_id": row["prototype"],
+        "segmentation": {"size": [row["height"], row["width"]], "counts": row["rle_counts"]},
+        "area": row["area"],
+        "bbox": [row["bbox_x"], row["bbox_y"], row["bbox_w"], row["bbox_h"]],
+        "iscrowd": 0,
+        "score": row["score"],
+        "rank": row["rank"],
+        "feature_area": row["feature_area"],
+    }
 
 
 def _image(row: dict[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "file_name": row["file_name"], "width": row["width"], "height": row["height"],
-            "crop_box": [row["crop_x"], row["crop_y"], row["crop_w"], row["crop_h"]]}
+    return {
+        "id": row["id"],
+        "file_name": row["file_name"],
+        "width": row["width"],
+        "height": row["height"],
+        "crop_box": [row["crop_x"], row["crop_y"], row["crop_w"], row["crop_h"]],
+    }
 
 
 def _category(row: dict[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "name": row["name"], "supercategory": "prototype",
-            **{c: row[c] for c in PROTOTYPE_COLUMNS if c not in ("id", "name")}}
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "supercategory": "prototype",
+        **{c: row[c] for c in PROTOTYPE_COLUMNS if c not in ("id", "name")},
+    }
 
 
 def _write_array(f, key: str, items: Iterator[dict[str, Any]], last: bool = False) -> int:
@@ -120,15 +202,23 @@ def _write_array(f, key: str, items: Iterator[dict[str, Any]], last: bool = Fals
 
 def write_coco(index: ConceptIndex, out: Path) -> dict[str, int]:
     """Write the COCO-style JSON (see the module doc) to ``out``, atomically; returns the counts."""
-    info = {"description": f"SlotCon concept index {index.index_dir}", "index_version": schema.INDEX_VERSION,
-            "checkpoint_sha256": index.checkpoint_sha256, "data_root": str(index.data_root),
-            "split": index.split, "num_prototypes": index.num_prototypes, "class_names": index.class_names}
+    info = {
+        "description": f"SlotCon concept index {index.index_dir}",
+        "index_version": schema.INDEX_VERSION,
+        "checkpoint_sha256": index.checkpoint_sha256,
+        "data_root": str(index.data_root),
+        "split": index.split,
+        "num_prototypes": index.num_prototypes,
+        "class_names": index.class_names,
+    }
     tmp = out.with_name(out.name + ".tmp")
     with tmp.open("w") as f:
         f.write('{\n "info": ' + json.dumps(info) + ',\n "licenses": [],\n')
-        counts = {"images": _write_array(f, "images", map(_image, image_rows(index))),
-                  "categories": _write_array(f, "categories", map(_category, prototype_rows(index))),
-                  "annotations": _write_array(f, "annotations", map(_annotation, segment_rows(index)), last=True)}
+        counts = {
+            "images": _write_array(f, "images", map(_image, image_rows(index))),
+            "categories": _write_array(f, "categories", map(_category, prototype_rows(index))),
+            "annotations": _write_array(f, "annotations", map(_annotation, segment_rows(index)), last=True),
+        }
         f.write("}\n")
     os.replace(tmp, out)
     return counts
@@ -147,8 +237,11 @@ def _write_csv(path: Path, columns: Sequence[str], rows) -> int:
 
 #: Column types of the Parquet tables (every other column is int64), fixed so that a column that is empty
 #: on the first rows (labels) has the same type in every batch.
-_ARROW_TYPES = {c: "string" for c in ("file_name", "label", "rle_counts", "name", "majority_class_name")} | {
-    c: "float64" for c in ("score", "pixel_share", "mean_score", "purity")} | {"dead": "bool"}
+_ARROW_TYPES = (
+    {c: "string" for c in ("file_name", "label", "rle_counts", "name", "majority_class_name")}
+    | {c: "float64" for c in ("score", "pixel_share", "mean_score", "purity")}
+    | {"dead": "bool"}
+)
 
 
 def _batches(rows, size: int = PAGE) -> Iterator[list[dict[str, Any]]]:
@@ -171,6 +264,7 @@ def _parquet_writer():
     except ImportError:
         pa = None
     if pa is not None:
+
         def write(path: Path, columns: Sequence[str], rows) -> int:
             schema = pa.schema([(c, _ARROW_TYPES.get(c, "int64")) for c in columns])
             n = 0
@@ -179,12 +273,14 @@ def _parquet_writer():
                     writer.write_table(pa.Table.from_pydict({c: [r[c] for r in batch] for c in columns}, schema))
                     n += len(batch)
             return n
+
         return write
     try:
         import pandas as pd
     except ImportError:
-        raise MissingPackageError("--format parquet needs the 'pyarrow' package (pip install pyarrow), "
-                                  "or use --format csv") from None
+        raise MissingPackageError(
+            "--format parquet needs the 'pyarrow' package (pip install pyarrow), or use --format csv"
+        ) from None
 
     def write_pandas(path: Path, columns: Sequence[str], rows) -> int:
         frame = pd.DataFrame(list(rows), columns=list(columns))
@@ -193,6 +289,7 @@ def _parquet_writer():
         except ImportError as e:
             raise MissingPackageError(f"--format parquet needs 'pyarrow' (pip install pyarrow): {e}") from None
         return len(frame)
+
     return write_pandas
 
 
@@ -232,8 +329,10 @@ def export_index(index: ConceptIndex | str | os.PathLike, fmt: str, out: str | o
 def build_parser() -> argparse.ArgumentParser:
     """The ``export-index`` CLI's parser."""
     p = argparse.ArgumentParser(
-        prog="slotcon export-index", description="Export an index's segments and statistics: COCO-style "
-        "JSON (RLE masks, prototypes as categories) or CSV/Parquet tables.")
+        prog="slotcon export-index",
+        description="Export an index's segments and statistics: COCO-style "
+        "JSON (RLE masks, prototypes as categories) or CSV/Parquet tables.",
+    )
     p.add_argument("--index", required=True, help="index directory")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", required=True, help="a .json file (coco) or a directory (csv, parquet)")

@@ -137,8 +137,10 @@ def figure_rows(
     an image that cannot be read (each image is decoded once)."""
     bad = [k for k in prototypes if not 0 <= int(k) < index.num_prototypes]
     if bad:
-        raise ValueError(f"prototype(s) {', '.join(map(str, bad))} not in this index "
-                         f"(K={index.num_prototypes}: ids 0..{index.num_prototypes - 1})")
+        raise ValueError(
+            f"prototype(s) {', '.join(map(str, bad))} not in this index "
+            f"(K={index.num_prototypes}: ids 0..{index.num_prototypes - 1})"
+        )
     images: dict[int, tuple[ImageRecord, Image.Image]] = {}
     rows = []
     for k in prototypes:
@@ -238,8 +240,11 @@ def concept_figure(
     layout = Layout(len(rows), topk, cell_px, max(cell_px, 72) if labels else 0)
     texts = _texts(rows, layout, cell_px)
     if suffix == ".svg":
-        cells = [SvgCell(*layout.cell_origin(r, c), cell_px, cell_px, row.cells[c] if c < len(row.cells) else None)
-                 for r, row in enumerate(rows) for c in range(topk)]
+        cells = [
+            SvgCell(*layout.cell_origin(r, c), cell_px, cell_px, row.cells[c] if c < len(row.cells) else None)
+            for r, row in enumerate(rows)
+            for c in range(topk)
+        ]
         data = svg_bytes(layout.size, cells, texts, _hex(BACKGROUND), _hex(EMPTY))
     else:
         fig = render(rows, layout, texts)
@@ -259,11 +264,18 @@ def _prototype_list(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     """The ``figure`` CLI's parser."""
     p = argparse.ArgumentParser(
-        prog="slotcon figure", description="Concept figure of an index: a row of top-k segments per "
-        "prototype, masks in red (PNG, PDF or SVG by the output's suffix; deterministic).")
+        prog="slotcon figure",
+        description="Concept figure of an index: a row of top-k segments per "
+        "prototype, masks in red (PNG, PDF or SVG by the output's suffix; deterministic).",
+    )
     p.add_argument("--index", required=True, help="index directory")
-    p.add_argument("--prototypes", required=True, type=_prototype_list, metavar="IDS",
-                   help="prototype ids, e.g. 3,17,42 or 3-5,9 (one row each, in this order)")
+    p.add_argument(
+        "--prototypes",
+        required=True,
+        type=_prototype_list,
+        metavar="IDS",
+        help="prototype ids, e.g. 3,17,42 or 3-5,9 (one row each, in this order)",
+    )
     p.add_argument("--topk", type=int, default=DEFAULT_TOPK, help="segments per row (default %(default)s)")
     p.add_argument("--out", required=True, help="output file: .png, .pdf or .svg")
     p.add_argument("--alpha", type=float, default=FIGURE3_ALPHA, help="mask opacity (default %(default)s)")
@@ -276,8 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``slotcon figure``: 0 on success, 2 on bad arguments, an unreadable index or image."""
     args = build_parser().parse_args(argv)
     try:
-        layout, rows = concept_figure(args.index, args.prototypes, args.topk, args.alpha, args.labels,
-                                      args.cell_px, args.out)
+        layout, rows = concept_figure(
+            args.index, args.prototypes, args.topk, args.alpha, args.labels, args.cell_px, args.out
+        )
     except (OSError, ValueError, ImageReadError) as e:  # IndexNotFoundError is an OSError
         print(f"slotcon figure: {e}", file=sys.stderr)
         return 2

@@ -40,7 +40,9 @@ def pdf_bytes(img: Image.Image) -> bytes:
         f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {w} {h}] /Resources << /XObject << /Im0 4 0 R >> >> "
         f"/Contents 5 0 R >>".encode(),
         f"<< /Type /XObject /Subtype /Image /Width {w} /Height {h} /ColorSpace /DeviceRGB /BitsPerComponent 8 "
-        f"/Filter /FlateDecode /Length {len(pixels)} >>\nstream\n".encode() + pixels + b"\nendstream",
+        f"/Filter /FlateDecode /Length {len(pixels)} >>\nstream\n".encode()
+        + pixels
+        + b"\nendstream",
         f"<< /Length {len(content)} >>\nstream\n".encode() + content + b"endstream",
     ]
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
@@ -93,10 +95,13 @@ def svg_bytes(
             parts.append(f'<rect x="{c.x}" y="{c.y}" width="{c.w}" height="{c.h}" fill="{empty}"/>')
             continue
         data = base64.b64encode(png_bytes(c.image)).decode("ascii")
-        parts.append(f'<image x="{c.x}" y="{c.y}" width="{c.w}" height="{c.h}" '
-                     f'xlink:href="data:image/png;base64,{data}"/>')
+        parts.append(
+            f'<image x="{c.x}" y="{c.y}" width="{c.w}" height="{c.h}" xlink:href="data:image/png;base64,{data}"/>'
+        )
     for t in texts:
-        parts.append(f'<text x="{t.x}" y="{t.y}" font-family="sans-serif" font-size="{t.size}" '
-                     f'fill="black">{escape(t.text)}</text>')
+        parts.append(
+            f'<text x="{t.x}" y="{t.y}" font-family="sans-serif" font-size="{t.size}" '
+            f'fill="black">{escape(t.text)}</text>'
+        )
     parts.append("</svg>")
     return ("\n".join(parts) + "\n").encode("utf-8")

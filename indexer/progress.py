@@ -69,8 +69,16 @@ class Progress:
         remaining = max(0, self.total - self.done)
         eta = remaining / rate if rate > 0 else None
         done = min(self.total, self.done)
-        write_json_atomic(self.file, {"done": done, "total": self.total, "rate": round(rate, 3),
-                                      "eta_s": None if eta is None else round(eta, 1), "stage": self.stage})
+        write_json_atomic(
+            self.file,
+            {
+                "done": done,
+                "total": self.total,
+                "rate": round(rate, 3),
+                "eta_s": None if eta is None else round(eta, 1),
+                "stage": self.stage,
+            },
+        )
 
     def update(self, n: int = 1) -> None:
         """Add ``n`` local units (multiplied by ``scale``)."""

@@ -13,7 +13,7 @@ INDEX_VERSION = 2
 #: What changed in each version, for the message that asks to rebuild an older index.
 VERSION_CHANGES = {
     2: "segments are scored and ranked as the release's viz_slots.py ranks them (the mean of the pixels' "
-       "cosines to the prototype, ŝ_k · mean(ẑ)) and images are read in their stored pixel frame",
+    "cosines to the prototype, ŝ_k · mean(ẑ)) and images are read in their stored pixel frame",
 }
 DB_NAME, FAISS_NAME, PROTOTYPES_NAME, MANIFEST_NAME = "index.db", "segments.faiss", "prototypes.npy", "manifest.json"
 

@@ -39,20 +39,35 @@ class ShardWriter:
         self.label_counts = np.zeros((num_prototypes, max(num_classes, 0)), dtype=np.int64)
 
     def add_image(
-        self, image_id: int, file_name: str, size: tuple[int, int], box: tuple[int, int, int, int],
+        self,
+        image_id: int,
+        file_name: str,
+        size: tuple[int, int],
+        box: tuple[int, int, int, int],
         seg: ImageSegmentation,
     ) -> None:
         """Record one image and its segments (vectors go to ``raw.f32``)."""
         n = len(seg.prototypes)
-        self.conn.execute(f"INSERT INTO raw_images ({_IMAGE_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                          (image_id, file_name, size[0], size[1], *box, n))
+        self.conn.execute(
+            f"INSERT INTO raw_images ({_IMAGE_COLS}) VALUES (?,?,?,?,?,?,?,?,?)",
+            (image_id, file_name, size[0], size[1], *box, n),
+        )
         rows = [
-            (self.rows + i, image_id, int(seg.prototypes[i]), float(seg.scores[i]), int(seg.areas[i]),
-             int(seg.feature_areas[i]), *map(int, seg.bboxes[i]), seg.rles[i])
+            (
+                self.rows + i,
+                image_id,
+                int(seg.prototypes[i]),
+                float(seg.scores[i]),
+                int(seg.areas[i]),
+                int(seg.feature_areas[i]),
+                *map(int, seg.bboxes[i]),
+                seg.rles[i],
+            )
             for i in range(n)
         ]
-        self.conn.executemany(f"INSERT INTO raw_segments (raw_row, {_SEGMENT_COLS}) VALUES "
-                              "(?,?,?,?,?,?,?,?,?,?,?)", rows)
+        self.conn.executemany(
+            f"INSERT INTO raw_segments (raw_row, {_SEGMENT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows
+        )
         self.vectors.write(np.ascontiguousarray(seg.vectors, dtype=np.float32).tobytes())
         self.rows += n
         self.num_images += 1
@@ -79,9 +94,7 @@ def _shard_vectors(shard: Path, dim: int) -> np.ndarray:
     return np.memmap(path, dtype=np.float32, mode="r", shape=(n, dim))
 
 
-def merge_shards(
-    shards: list[Path], out: Path, dim: int, faiss_spec: str, chunk: int = 65536
-) -> dict[str, int]:
+def merge_shards(shards: list[Path], out: Path, dim: int, faiss_spec: str, chunk: int = 65536) -> dict[str, int]:
     """Merge shard directories into ``out/index.db`` and ``out/segments.faiss``.
 
     Creates the ``images``, ``segments`` and ``skipped`` tables (the caller fills ``prototypes``);

@@ -58,13 +58,30 @@ def fill_prototypes(
                 majority = int(counts.argmax())
                 purity = float(counts[majority] / labelled)
                 name = class_names[majority] if class_names is not None else None
-        records.append((k, n_img, n_seg, area, area / total_area, mean, int(n_img == 0), first, first,
-                        labels.get(k), majority, name, purity, labelled))
+        records.append(
+            (
+                k,
+                n_img,
+                n_seg,
+                area,
+                area / total_area,
+                mean,
+                int(n_img == 0),
+                first,
+                first,
+                labels.get(k),
+                majority,
+                name,
+                purity,
+                labelled,
+            )
+        )
     conn.executemany("INSERT INTO prototypes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", records)
     if label_counts is not None:
         nz = np.argwhere(label_counts > 0)
-        conn.executemany("INSERT INTO label_counts VALUES (?,?,?)",
-                         [(int(k), int(c), int(label_counts[k, c])) for k, c in nz])
+        conn.executemany(
+            "INSERT INTO label_counts VALUES (?,?,?)", [(int(k), int(c), int(label_counts[k, c])) for k, c in nz]
+        )
     conn.commit()
 
 
@@ -102,36 +119,38 @@ def compute_stats(
     by_images = alive[np.lexsort((alive, -images[alive]))]
     order = np.lexsort((np.arange(k), -share))
     skipped = int(conn.execute("SELECT COUNT(*) FROM skipped").fetchone()[0])
-    return Stats.from_dict({
-        "num_images": int(len(active)),
-        "num_segments": int(segments.sum()),
-        "num_prototypes": int(k),
-        "num_dead": len(dead_ids),
-        "num_alive": int(len(alive)),
-        "dead": dead_ids,
-        "skipped_images": skipped,
-        "active_per_image": {
-            "mean": float(active.mean()) if len(active) else 0.0,
-            "median": float(np.median(active)) if len(active) else 0.0,
-            "min": int(active.min()) if len(active) else 0,
-            "max": int(active.max()) if len(active) else 0,
-            "histogram": np.bincount(active, minlength=1).tolist(),
-        },
-        "per_prototype": {
-            "images": images.tolist(),
-            "segments": segments.tolist(),
-            "pixel_share": [round(float(s), 8) for s in share],
-            "image_share": [round(float(n / max(len(active), 1)), 8) for n in images],
-        },
-        "long_tail": {
-            "order": order.tolist(),
-            "cumulative_pixel_share": np.round(np.cumsum(share[order]), 8).tolist(),
-        },
-        "most_active": [{"id": int(i), "images": int(images[i])} for i in by_images[:top_n]],
-        "least_active": [{"id": int(i), "images": int(images[i])} for i in by_images[::-1][:top_n]],
-        "near_duplicates": near_duplicates(prototypes, duplicate_threshold),
-        "duplicate_threshold": duplicate_threshold,
-    })
+    return Stats.from_dict(
+        {
+            "num_images": int(len(active)),
+            "num_segments": int(segments.sum()),
+            "num_prototypes": int(k),
+            "num_dead": len(dead_ids),
+            "num_alive": int(len(alive)),
+            "dead": dead_ids,
+            "skipped_images": skipped,
+            "active_per_image": {
+                "mean": float(active.mean()) if len(active) else 0.0,
+                "median": float(np.median(active)) if len(active) else 0.0,
+                "min": int(active.min()) if len(active) else 0,
+                "max": int(active.max()) if len(active) else 0,
+                "histogram": np.bincount(active, minlength=1).tolist(),
+            },
+            "per_prototype": {
+                "images": images.tolist(),
+                "segments": segments.tolist(),
+                "pixel_share": [round(float(s), 8) for s in share],
+                "image_share": [round(float(n / max(len(active), 1)), 8) for n in images],
+            },
+            "long_tail": {
+                "order": order.tolist(),
+                "cumulative_pixel_share": np.round(np.cumsum(share[order]), 8).tolist(),
+            },
+            "most_active": [{"id": int(i), "images": int(images[i])} for i in by_images[:top_n]],
+            "least_active": [{"id": int(i), "images": int(images[i])} for i in by_images[::-1][:top_n]],
+            "near_duplicates": near_duplicates(prototypes, duplicate_threshold),
+            "duplicate_threshold": duplicate_threshold,
+        }
+    )
 
 
 def store_stats(conn: sqlite3.Connection, stats: Stats) -> None:

@@ -12,11 +12,16 @@ from core.recipes import NEAR_DUPLICATE_THRESHOLD
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``slotcon stats``."""
-    p = argparse.ArgumentParser(prog="slotcon stats", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="slotcon stats", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("index", help="index directory")
-    p.add_argument("--duplicate-threshold", type=float, default=NEAR_DUPLICATE_THRESHOLD,
-                   help="cosine above which two prototypes count as near-duplicates")
+    p.add_argument(
+        "--duplicate-threshold",
+        type=float,
+        default=NEAR_DUPLICATE_THRESHOLD,
+        help="cosine above which two prototypes count as near-duplicates",
+    )
     p.add_argument("--full", action="store_true", help="print per-prototype lists too")
     return p
 

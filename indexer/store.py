@@ -93,8 +93,10 @@ class PrototypeRecord:
     mean_score: float | None = None
 
 
-_SEG_COLS = "s.id, s.image_id, s.prototype, s.score, s.area, s.bbox_x, s.bbox_y, s.bbox_w, s.bbox_h, " \
-            "s.rle, s.rank, s.feature_area, i.height, i.width"
+_SEG_COLS = (
+    "s.id, s.image_id, s.prototype, s.score, s.area, s.bbox_x, s.bbox_y, s.bbox_w, s.bbox_h, "
+    "s.rle, s.rank, s.feature_area, i.height, i.width"
+)
 
 
 def _segment(row: sqlite3.Row) -> SegmentRecord:
@@ -143,8 +145,11 @@ class ConceptIndex:
         """
         index_dir = Path(index_dir).expanduser().resolve()
         manifest_path = index_dir / schema.MANIFEST_NAME
-        missing = [n for n in (schema.MANIFEST_NAME, schema.DB_NAME, schema.FAISS_NAME, schema.PROTOTYPES_NAME)
-                   if not (index_dir / n).is_file()]
+        missing = [
+            n
+            for n in (schema.MANIFEST_NAME, schema.DB_NAME, schema.FAISS_NAME, schema.PROTOTYPES_NAME)
+            if not (index_dir / n).is_file()
+        ]
         if missing:
             raise IndexNotFoundError(f"{index_dir} is not a concept index (missing {', '.join(missing)})")
         raw = json.loads(manifest_path.read_text())
@@ -218,10 +223,15 @@ class ConceptIndex:
         return int(self._query("SELECT COUNT(*) FROM images")[0][0])
 
     def _image(self, r: sqlite3.Row) -> ImageRecord:
-        return ImageRecord(id=r["id"], file_name=r["file_name"], path=self.data_root / r["file_name"],
-                           width=r["width"], height=r["height"],
-                           crop_box=(r["crop_x"], r["crop_y"], r["crop_w"], r["crop_h"]),
-                           num_segments=r["num_segments"])
+        return ImageRecord(
+            id=r["id"],
+            file_name=r["file_name"],
+            path=self.data_root / r["file_name"],
+            width=r["width"],
+            height=r["height"],
+            crop_box=(r["crop_x"], r["crop_y"], r["crop_w"], r["crop_h"]),
+            num_segments=r["num_segments"],
+        )
 
     def image(self, image_id: int) -> ImageRecord:
         """The image with id ``image_id`` (KeyError if unknown)."""
@@ -267,8 +277,7 @@ class ConceptIndex:
         """Labelled pixels of each class inside prototype ``k``'s masks ({class name: pixels})."""
         self.prototype(k)
         names = self.class_names or []
-        rows = self._query("SELECT class, pixels FROM label_counts WHERE prototype = ? ORDER BY pixels DESC",
-                           (int(k),))
+        rows = self._query("SELECT class, pixels FROM label_counts WHERE prototype = ? ORDER BY pixels DESC", (int(k),))
         return {names[r[0]] if r[0] < len(names) else str(r[0]): int(r[1]) for r in rows}
 
     # ------------------------------------------------------------------ segments
@@ -317,8 +326,9 @@ class ConceptIndex:
             raise KeyError(f"no segment {segment_id}")
         return self._faiss.reconstruct(int(segment_id))
 
-    def search(self, vector: np.ndarray, limit: int = 10, prototype: int | None = None,
-               exclude: int | None = None) -> list[tuple[SegmentRecord, float]]:
+    def search(
+        self, vector: np.ndarray, limit: int = 10, prototype: int | None = None, exclude: int | None = None
+    ) -> list[tuple[SegmentRecord, float]]:
         """Segments nearest to ``vector`` (D,) by cosine (it is normalised here), optionally only those
         of ``prototype``; returns (segment, similarity) pairs, most similar first."""
         v = np.asarray(vector, dtype=np.float32).reshape(1, -1)
@@ -328,13 +338,15 @@ class ConceptIndex:
         id_range = self.prototype_range(prototype) if prototype is not None else None
         want = int(limit) + (1 if exclude is not None else 0)
         sims, ids = search(self._faiss, v, max(1, want), id_range)
-        pairs = [(int(i), float(s)) for i, s in zip(ids[0], sims[0], strict=True)
-                 if i >= 0 and int(i) != exclude][: int(limit)]
+        pairs = [(int(i), float(s)) for i, s in zip(ids[0], sims[0], strict=True) if i >= 0 and int(i) != exclude][
+            : int(limit)
+        ]
         records = {s.id: s for s in self.segments([i for i, _ in pairs])}
         return [(records[i], s) for i, s in pairs if i in records]
 
-    def neighbors(self, segment_id: int, limit: int = 10, prototype: int | None = None
-                  ) -> list[tuple[SegmentRecord, float]]:
+    def neighbors(
+        self, segment_id: int, limit: int = 10, prototype: int | None = None
+    ) -> list[tuple[SegmentRecord, float]]:
         """Segments nearest to segment ``segment_id`` (itself excluded); see :meth:`search`."""
         return self.search(self.segment_vector(segment_id), limit, prototype, exclude=int(segment_id))
 
@@ -374,16 +386,23 @@ class ConceptIndex:
             )  # fmt: skip
             eval_id = int(cur.lastrowid)
             for image_id, file_name, pred, gt in examples or []:
-                self._conn.execute("INSERT INTO eval_examples VALUES (?,?,?,?,?)",
-                                   (eval_id, int(image_id), file_name, pred, gt))
+                self._conn.execute(
+                    "INSERT INTO eval_examples VALUES (?,?,?,?,?)", (eval_id, int(image_id), file_name, pred, gt)
+                )
             self._conn.commit()
         return eval_id
 
     def eval_results(self) -> list[StoredEval]:
         """Stored evaluation results, newest first, with their ids and times."""
         rows = self._query("SELECT id, created_at, result FROM evaluations ORDER BY id DESC")
-        return [StoredEval(id=r[0], created_at=r[1], result=dataclasses.replace(
-            EvalResult.from_dict(json.loads(r[2])), eval_id=r[0])) for r in rows]
+        return [
+            StoredEval(
+                id=r[0],
+                created_at=r[1],
+                result=dataclasses.replace(EvalResult.from_dict(json.loads(r[2])), eval_id=r[0]),
+            )
+            for r in rows
+        ]
 
     def eval_examples(self, eval_id: int) -> list[tuple[int, bytes, bytes]]:
         """(image_id, predicted-map PNG, ground-truth PNG) of an evaluation's example images.
@@ -393,8 +412,9 @@ class ConceptIndex:
         """
         if not self._query("SELECT 1 FROM evaluations WHERE id = ?", (int(eval_id),)):
             raise KeyError(f"no evaluation {eval_id}")
-        rows = self._query("SELECT image_id, pred_png, gt_png FROM eval_examples WHERE eval_id = ? "
-                           "ORDER BY image_id", (int(eval_id),))
+        rows = self._query(
+            "SELECT image_id, pred_png, gt_png FROM eval_examples WHERE eval_id = ? ORDER BY image_id", (int(eval_id),)
+        )
         return [(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
 
 
@@ -404,8 +424,11 @@ def check_version(manifest: dict[str, Any], where: Path | str = "index") -> None
     version = manifest.get("version")
     if version == schema.INDEX_VERSION:
         return
-    changes = "; ".join(f"version {v}: {why}" for v, why in sorted(schema.VERSION_CHANGES.items())
-                        if not isinstance(version, int) or v > version)
+    changes = "; ".join(
+        f"version {v}: {why}"
+        for v, why in sorted(schema.VERSION_CHANGES.items())
+        if not isinstance(version, int) or v > version
+    )
     checkpoint = manifest.get("checkpoint", {}).get("path") or "CHECKPOINT"
     raise IndexVersionError(
         f"index {where} has format version {version}, this program reads version {schema.INDEX_VERSION} "

@@ -323,9 +323,12 @@ class EvalResult(_Document):
             from indexer.unsupervised import class_table, matched_confusion
 
             names = data.get("class_names") or [f"class {c}" for c in range(len(data["per_class_iou"]))]
-            data = {**data, "class_names": names,
-                    "matched_confusion": matched_confusion(data["confusion"], data["matching"], len(names)),
-                    "per_class": class_table(names, data["per_class_iou"], data["counts"]["class_pixels"])}
+            data = {
+                **data,
+                "class_names": names,
+                "matched_confusion": matched_confusion(data["confusion"], data["matching"], len(names)),
+                "per_class": class_table(names, data["per_class_iou"], data["counts"]["class_pixels"]),
+            }
         if "per_class_iou_named" not in data:
             data = {**data, "per_class_iou_named": dict(zip(data["class_names"], data["per_class_iou"], strict=True))}
         return from_dict(cls, data)

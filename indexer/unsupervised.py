@@ -84,9 +84,7 @@ class ConfusionAccumulator:
         k_needed = int(p.max()) + 1
         if k_needed > self.num_clusters:
             if self.fixed_clusters:
-                raise ValueError(
-                    f"prediction holds cluster {k_needed - 1} but num_clusters={self.num_clusters}"
-                )
+                raise ValueError(f"prediction holds cluster {k_needed - 1} but num_clusters={self.num_clusters}")
             grown = np.zeros((k_needed, self.num_classes), dtype=np.int64)
             grown[: self.num_clusters] = self.confusion
             self.confusion = grown

@@ -60,8 +60,11 @@ def check_manifest(manifest: Any, name: str = "index") -> dict[str, Any]:
 def read_manifest(index_dir: str | os.PathLike) -> dict[str, Any]:
     """The checked manifest of ``index_dir`` (:class:`IndexInvalidError` when absent or malformed)."""
     index_dir = Path(index_dir)
-    missing = [n for n in (schema.MANIFEST_NAME, schema.DB_NAME, schema.FAISS_NAME, schema.PROTOTYPES_NAME)
-               if not (index_dir / n).is_file()]
+    missing = [
+        n
+        for n in (schema.MANIFEST_NAME, schema.DB_NAME, schema.FAISS_NAME, schema.PROTOTYPES_NAME)
+        if not (index_dir / n).is_file()
+    ]
     if missing:
         raise IndexInvalidError(f"index {index_dir.name!r} is not a concept index (missing {', '.join(missing)})")
     try:
@@ -96,11 +99,14 @@ def check_database(index_dir: Path, manifest: dict[str, Any]) -> dict[str, int]:
         absent = [t for t in _TABLES if t not in tables]
         if absent:
             raise IndexInvalidError(f"index {name!r}: index.db lacks the tables {', '.join(absent)}")
-        counts = {t: int(conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])  # noqa: S608 - fixed names
-                  for t in ("images", "segments", "prototypes")}
+        counts = {
+            t: int(conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0])  # noqa: S608 - fixed names
+            for t in ("images", "segments", "prototypes")
+        }
         lo, hi = conn.execute("SELECT MIN(prototype), MAX(prototype) FROM segments").fetchone()
         p_lo, p_hi, per_proto = conn.execute(
-            "SELECT MIN(id), MAX(id), COALESCE(SUM(num_segments), 0) FROM prototypes").fetchone()
+            "SELECT MIN(id), MAX(id), COALESCE(SUM(num_segments), 0) FROM prototypes"
+        ).fetchone()
     except sqlite3.Error as e:
         raise IndexInvalidError(f"index {name!r}: index.db cannot be read ({e})") from e
     finally:

@@ -187,8 +187,13 @@ class ExposureMiddleware:
             return
         host = request_host(scope)
         if not host_allowed(host, self.allowed_hosts):
-            await _error(send, 400, "bad_host", f"Host {host!r} is not served here: this server answers to "
-                         f"{', '.join(self.allowed_hosts)} (add names with SLOTCON_TRUSTED_HOSTS)")
+            await _error(
+                send,
+                400,
+                "bad_host",
+                f"Host {host!r} is not served here: this server answers to "
+                f"{', '.join(self.allowed_hosts)} (add names with SLOTCON_TRUSTED_HOSTS)",
+            )
             return
         await self.app(scope, receive, send)
 
@@ -207,15 +212,28 @@ def host_allowed(host: str, patterns: Iterable[str]) -> bool:
 
 
 async def _refuse(send: Send) -> None:
-    await _error(send, 503, "exposed_without_token", "this server is reachable beyond loopback without an API "
-                 "token; it serves nothing until SLOTCON_API_TOKEN is set")
+    await _error(
+        send,
+        503,
+        "exposed_without_token",
+        "this server is reachable beyond loopback without an API "
+        "token; it serves nothing until SLOTCON_API_TOKEN is set",
+    )
 
 
 async def _error(send: Send, status: int, code: str, message: str) -> None:
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -43,8 +43,9 @@ def _first_line(doc: str | None) -> str | None:
     return " ".join(doc.split()) if doc else None
 
 
-def mirror(cls: type, *, name: str | None = None, extra: dict[str, tuple[Any, Any]] | None = None,
-           doc: str | None = None) -> type[BaseModel]:
+def mirror(
+    cls: type, *, name: str | None = None, extra: dict[str, tuple[Any, Any]] | None = None, doc: str | None = None
+) -> type[BaseModel]:
     """The pydantic model of the dataclass ``cls``: one field per dataclass field (same annotation,
     nested dataclasses mirrored, same default), plus ``extra`` fields ``{name: (annotation, Field)}``
     that only the API adds (ids, inline images). Models without ``extra`` are cached per class."""
@@ -64,9 +65,13 @@ def mirror(cls: type, *, name: str | None = None, extra: dict[str, tuple[Any, An
     if overlap:
         raise ValueError(f"{cls.__name__}: the API's fields {sorted(overlap)} shadow the document's")
     fields.update(extra or {})
-    model = create_model(name or cls.__name__, __base__=StrictModel, __doc__=doc or _first_line(cls.__doc__),
-                         __module__=__name__, **fields)
+    model = create_model(
+        name or cls.__name__,
+        __base__=StrictModel,
+        __doc__=doc or _first_line(cls.__doc__),
+        __module__=__name__,
+        **fields,
+    )
     if extra is None and name is None:
         _MODELS[cls] = model
     return model
-

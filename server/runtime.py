@@ -112,8 +112,10 @@ class Runtime:
         built = manifest.checkpoint.sha256
         configured = self.settings.checkpoint
         path = Path(configured) if configured is not None else Path(manifest.checkpoint.path)
-        rebuild = (f"rebuild the index from it (POST /api/jobs/index with {{\"checkpoint\": \"{_ident(path)}\"}}, "
-                   f"or slotcon index --checkpoint {_ident(path)} --out <new index>)")
+        rebuild = (
+            f'rebuild the index from it (POST /api/jobs/index with {{"checkpoint": "{_ident(path)}"}}, '
+            f"or slotcon index --checkpoint {_ident(path)} --out <new index>)"
+        )
         if not path.is_file():
             raise ApiError(
                 409, "checkpoint_missing",

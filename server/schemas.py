@@ -159,11 +159,14 @@ class Segment(BaseModel):
     id: int
     image_id: int
     prototype: int
-    score: float = Field(description=(
-        "the release's concept score (viz_slots.py): the mean over the segment's feature pixels of their "
-        "cosine to the prototype, i.e. ŝ_k · mean(ẑ) with the mean of the normalised projections not "
-        "re-normalised, so a segment whose pixels disagree scores lower; a prototype's segments are ranked "
-        "by it (images where the prototype is the argmax at no pixel are not ranked)"))
+    score: float = Field(
+        description=(
+            "the release's concept score (viz_slots.py): the mean over the segment's feature pixels of their "
+            "cosine to the prototype, i.e. ŝ_k · mean(ẑ) with the mean of the normalised projections not "
+            "re-normalised, so a segment whose pixels disagree scores lower; a prototype's segments are ranked "
+            "by it (images where the prototype is the argmax at no pixel are not ranked)"
+        )
+    )
     area: int = Field(description="mask pixels at image resolution")
     bbox: list[int] = Field(description="[x, y, w, h] in image pixels")
     rle: Rle = Field(description="mask at image resolution (size = [image height, image width])")
@@ -193,9 +196,13 @@ class ImageInfo(BaseModel):
     file_name: str
     width: int
     height: int
-    box: list[int] | None = Field(None, description=(
-        "[x, y, w, h]: the region the model saw when indexing (the release's centre crop), in image pixels; "
-        "its segments partition it"))
+    box: list[int] | None = Field(
+        None,
+        description=(
+            "[x, y, w, h]: the region the model saw when indexing (the release's centre crop), in image pixels; "
+            "its segments partition it"
+        ),
+    )
 
 
 class ImagePage(BaseModel):
@@ -211,9 +218,12 @@ class Slot(BaseModel):
     label: str | None = None
     area_share: float = Field(description="share of the pixels the model saw (the whole image, or the crop)")
     area: int = Field(description="mask pixels")
-    score: float = Field(description=(
-        "the release's concept score, as for an indexed segment: the mean of the slot's feature pixels' "
-        "cosines to the prototype (ŝ_k · mean(ẑ), the mean not re-normalised)"))
+    score: float = Field(
+        description=(
+            "the release's concept score, as for an indexed segment: the mean of the slot's feature pixels' "
+            "cosines to the prototype (ŝ_k · mean(ẑ), the mean not re-normalised)"
+        )
+    )
     bbox: list[int] = Field(description="[x, y, w, h] in the pixels of the analysed image")
     bbox_size: list[int] = Field(description="[width, height] of the analysed image (bbox/rle frame)")
     rle: Rle
@@ -226,15 +236,19 @@ class SlotsResult(BaseModel):
 
     width: int = Field(description="analysed image width (uploads are downscaled to a bounded size)")
     height: int
-    box: list[int] = Field(description=(
-        "[x, y, w, h]: the region the model saw, in analysed pixels: the whole image by default, the index's "
-        "centre crop with ?crop=true"))
+    box: list[int] = Field(
+        description=(
+            "[x, y, w, h]: the region the model saw, in analysed pixels: the whole image by default, the index's "
+            "centre crop with ?crop=true"
+        )
+    )
     cropped: bool = Field(False, description="true when the model saw only the centre crop (?crop=true)")
     assignment_png: Base64Png = Field(
         description="the box's assignment map: a palette PNG whose pixel values are prototype ids"
     )
-    overlay_png: Base64Png = Field(description=(
-        "the analysed image with every slot in its colour (with ?crop=true the crop is outlined)"))
+    overlay_png: Base64Png = Field(
+        description=("the analysed image with every slot in its colour (with ?crop=true the crop is outlined)")
+    )
     slots: list[Slot]
     elapsed_ms: float
 
@@ -249,22 +263,31 @@ class InlineExample(BaseModel):
 
 
 Stats = mirror(
-    indexer_types.Stats, doc=(
+    indexer_types.Stats,
+    doc=(
         "The slot statistics of the index (SPEC §7), field for field as `indexer.stats` computes them; "
         "`near_duplicates` are the pairs above `duplicate_threshold` (the `?duplicate_threshold=` of the "
         "request, else the stored default). The K×K cosines are served apart: "
-        "/api/prototypes/similarity (numbers, K <= 256) and /api/prototypes/similarity.png (any K)."),
+        "/api/prototypes/similarity (numbers, K <= 256) and /api/prototypes/similarity.png (any K)."
+    ),
 )
 
 EvalResult = mirror(
-    indexer_types.EvalResult, doc=(
+    indexer_types.EvalResult,
+    doc=(
         "One stored evaluation, field for field as `indexer.evaluate.run_eval` returns it (scores are "
-        "fractions), with its id, when it was stored and the first examples inline."),
+        "fractions), with its id, when it was stored and the first examples inline."
+    ),
     extra={
         "id": (int, Field(description="the stored evaluation's id")),
         "created_at": (str, Field(description="when it was stored (ISO 8601, UTC)")),
-        "examples": (list[InlineExample], Field(default_factory=list, description=(
-            "the first stored examples (all of them via /api/eval/{id}/examples)"))),
+        "examples": (
+            list[InlineExample],
+            Field(
+                default_factory=list,
+                description=("the first stored examples (all of them via /api/eval/{id}/examples)"),
+            ),
+        ),
     },
 )
 

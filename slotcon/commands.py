@@ -23,25 +23,48 @@ def train_argv(
     ``nproc_per_node`` > 1)."""
     args = ["--preset", preset, "--data", str(data), "--output-dir", str(output_dir), *extra]
     if nproc_per_node > 1:
-        return python_argv("torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
-                           "-m", "trainer", *args)
+        return python_argv(
+            "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}", "-m", "trainer", *args
+        )
     return python_argv("trainer", *args)
 
 
-def index_argv(checkpoint: Path, data: Path, out: Path, *, split: str, resize: int | None = None,
-               crop: int | None = None, batch_size: int | None = None, progress_file: Path | None = None) -> list[str]:
+def index_argv(
+    checkpoint: Path,
+    data: Path,
+    out: Path,
+    *,
+    split: str,
+    resize: int | None = None,
+    crop: int | None = None,
+    batch_size: int | None = None,
+    progress_file: Path | None = None,
+) -> list[str]:
     """``python -m indexer --checkpoint C --data D --split S --out O [--resize R --crop C] ...``."""
     args = ["--checkpoint", str(checkpoint), "--data", str(data), "--split", split, "--out", str(out)]
-    for flag, value in (("--resize", resize), ("--crop", crop), ("--batch-size", batch_size),
-                        ("--progress-file", progress_file)):
+    for flag, value in (
+        ("--resize", resize),
+        ("--crop", crop),
+        ("--batch-size", batch_size),
+        ("--progress-file", progress_file),
+    ):
         if value is not None:
             args += [flag, str(value)]
     return python_argv("indexer", *args)
 
 
-def eval_argv(checkpoint: Path, data: Path, *, protocol: str, baseline: str, index: Path, out: Path,
-              split: str | None = None, resolution: int | None = None,
-              progress_file: Path | None = None) -> list[str]:
+def eval_argv(
+    checkpoint: Path,
+    data: Path,
+    *,
+    protocol: str,
+    baseline: str,
+    index: Path,
+    out: Path,
+    split: str | None = None,
+    resolution: int | None = None,
+    progress_file: Path | None = None,
+) -> list[str]:
     """``python -m indexer.eval_cli --checkpoint C --data D --protocol P --baseline B --index I --out O ...``."""
     args = ["--checkpoint", str(checkpoint), "--data", str(data), "--protocol", protocol]
     for flag, value in (("--split", split), ("--resolution", resolution)):

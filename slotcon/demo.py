@@ -50,8 +50,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="API port (default: 8000)")
     p.add_argument("--ui-port", type=int, default=8501, help="UI port (default: 8501)")
     p.add_argument("--checkpoint", type=Path, default=None, help="explore this checkpoint instead of training")
-    p.add_argument("--skip-train", action="store_true",
-                   help="do not train: use the run's final.pth or current.pth, whichever exists")
+    p.add_argument(
+        "--skip-train",
+        action="store_true",
+        help="do not train: use the run's final.pth or current.pth, whichever exists",
+    )
     p.add_argument("--skip-eval", action="store_true", help="do not run the segmentation evaluations")
     p.add_argument("--no-serve", action="store_true", help="build everything, start nothing")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
@@ -133,8 +136,10 @@ def resolve_checkpoint(args: argparse.Namespace, run_dir: Path) -> Path:
         say_training_plan(command)
     run_step(2, f"training the {PRESET} preset", final, command)
     if not final.is_file():  # the trainer saves current.pth and exits 0 when it is stopped
-        raise SystemExit(f"[demo] training stopped before it finished ({run_dir / 'current.pth'} saved); "
-                         "run the demo again to resume it")
+        raise SystemExit(
+            f"[demo] training stopped before it finished ({run_dir / 'current.pth'} saved); "
+            "run the demo again to resume it"
+        )
     return final
 
 
@@ -144,8 +149,10 @@ def describe_plan(plan: dict) -> str:
     if plan.get("gpu"):
         where = f"{plan['gpu']} ({where})"
     if plan["budget_minutes"] > 0:
-        when = (f"training takes at most {plan['budget_minutes']:g} min (a time budget: the trainer times its first "
-                f"steps, then fixes the step count, at most {plan['epochs']} epochs)")
+        when = (
+            f"training takes at most {plan['budget_minutes']:g} min (a time budget: the trainer times its first "
+            f"steps, then fixes the step count, at most {plan['epochs']} epochs)"
+        )
     else:
         when = f"training runs {plan['epochs']} epochs"
     return f"2/6 {where}: precision {plan['precision_reason']}; {when}"
@@ -188,8 +195,13 @@ def build(args: argparse.Namespace) -> Path:
     old = stale_scenes_version(args.data_dir)
     if old is not None:
         say(f"1/6 {args.data_dir} holds scenes of generator version {old}: generating the current ones")
-    run_step(1, "generating the synthetic scenes", args.data_dir / "synthetic.json",
-             python_argv("core.synthetic", "--out", args.data_dir), force=old is not None)
+    run_step(
+        1,
+        "generating the synthetic scenes",
+        args.data_dir / "synthetic.json",
+        python_argv("core.synthetic", "--out", args.data_dir),
+        force=old is not None,
+    )
     run_dir = args.runs_dir / PRESET
     set_aside_stale_run(args, run_dir)
     checkpoint = resolve_checkpoint(args, run_dir)
@@ -203,17 +215,25 @@ def build(args: argparse.Namespace) -> Path:
         stale = True
         say(f"3/6 the index in {index_dir} is in an older format: rebuilding it")
         shutil.rmtree(index_dir)
-    run_step(3, "building the concept index (val2017)", manifest,
-             index_argv(checkpoint, args.data_dir, index_dir, split="val2017"))
+    run_step(
+        3,
+        "building the concept index (val2017)",
+        manifest,
+        index_argv(checkpoint, args.data_dir, index_dir, split="val2017"),
+    )
     if args.skip_eval:
         say("4/6 evaluation: skipped (--skip-eval)")
         return index_dir
     for baseline in BASELINES:
         out = index_dir / f"eval-synthetic-{baseline}.json"
         what = "SlotCon" if baseline == "none" else f"baseline {baseline}"
-        run_step(4, f"unsupervised segmentation, {what}", out,
-                 eval_argv(checkpoint, args.data_dir, protocol="synthetic", baseline=baseline, index=index_dir,
-                           out=out), force=stale)
+        run_step(
+            4,
+            f"unsupervised segmentation, {what}",
+            out,
+            eval_argv(checkpoint, args.data_dir, protocol="synthetic", baseline=baseline, index=index_dir, out=out),
+            force=stale,
+        )
     return index_dir
 
 
@@ -224,26 +244,43 @@ def serve(args: argparse.Namespace, index_dir: Path) -> int:
             raise SystemExit(f"[demo] port {port} on {args.host} is in use: choose another for the {what}")
     api_url = f"http://{args.host}:{args.port}"
     ui_url = f"http://{args.host}:{args.ui_port}"
-    env = {**os.environ,
-           "SLOTCON_DATA_ROOT": str(args.data_dir.resolve()),
-           "SLOTCON_RUNS_DIR": str(args.runs_dir.resolve()),
-           "SLOTCON_INDEXES_DIR": str(args.indexes_dir.resolve()),
-           "SLOTCON_STATE_DIR": str(args.state_dir.resolve()),
-           "SLOTCON_UI_ORIGIN": ui_url,
-           "SLOTCON_API_URL": api_url}
+    env = {
+        **os.environ,
+        "SLOTCON_DATA_ROOT": str(args.data_dir.resolve()),
+        "SLOTCON_RUNS_DIR": str(args.runs_dir.resolve()),
+        "SLOTCON_INDEXES_DIR": str(args.indexes_dir.resolve()),
+        "SLOTCON_STATE_DIR": str(args.state_dir.resolve()),
+        "SLOTCON_UI_ORIGIN": ui_url,
+        "SLOTCON_API_URL": api_url,
+    }
     log_dir = args.state_dir / "logs"
     services: list[Service] = []
     try:
         say(f"5/6 starting the API on {api_url} (log: {log_dir / 'api.log'})")
-        services.append(start_service("API", python_argv("server", "--index", index_dir, "--host", args.host,
-                                                          "--port", args.port), env, log_dir))
+        services.append(
+            start_service(
+                "API",
+                python_argv("server", "--index", index_dir, "--host", args.host, "--port", args.port),
+                env,
+                log_dir,
+            )
+        )
         say(f"6/6 starting the UI on {ui_url} (log: {log_dir / 'ui.log'})")
-        services.append(start_service("UI", python_argv("slotcon", "ui", "--api", api_url, "--host", args.host,
-                                                         "--port", args.ui_port), env, log_dir))
+        services.append(
+            start_service(
+                "UI",
+                python_argv("slotcon", "ui", "--api", api_url, "--host", args.host, "--port", args.ui_port),
+                env,
+                log_dir,
+            )
+        )
         wait_healthy(services[0], f"{api_url}/api/health")
         wait_healthy(services[1], f"{ui_url}/_stcore/health")
-        print(f"\n  SlotCon Explorer is running:\n    UI   {ui_url}\n    API  {api_url}/docs\n\n"
-              "  Press Ctrl-C to stop both.\n", flush=True)
+        print(
+            f"\n  SlotCon Explorer is running:\n    UI   {ui_url}\n    API  {api_url}/docs\n\n"
+            "  Press Ctrl-C to stop both.\n",
+            flush=True,
+        )
         if not args.no_browser and (os.environ.get("DISPLAY") or sys.platform in ("darwin", "win32")):
             webbrowser.open(ui_url)
         while all(s.running() for s in services):

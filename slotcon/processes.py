@@ -138,8 +138,9 @@ class Service:
     log: Path
 
     @classmethod
-    def start(cls, name: str, argv: Sequence[str], log: Path, *, env: Mapping[str, str] | None = None,
-              cwd: Path | None = None) -> Service:
+    def start(
+        cls, name: str, argv: Sequence[str], log: Path, *, env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> Service:
         """Starts ``argv`` in its own session, logging to ``log``."""
         return cls(name, spawn(argv, log, env=env, cwd=cwd), Path(log))
 

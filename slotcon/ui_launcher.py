@@ -24,11 +24,15 @@ APP = Path(ui.__file__).with_name("app.py")
 def get_args_parser() -> argparse.ArgumentParser:
     """The options of ``slotcon ui``."""
     p = argparse.ArgumentParser(prog="slotcon ui", description="Run the SlotCon Explorer web UI (Streamlit).")
-    p.add_argument("--api", default=os.environ.get(API_URL_ENV, DEFAULT_API_URL),
-                   help=f"base URL of the SlotCon API (default: ${API_URL_ENV} or {DEFAULT_API_URL})")
+    p.add_argument(
+        "--api",
+        default=os.environ.get(API_URL_ENV, DEFAULT_API_URL),
+        help=f"base URL of the SlotCon API (default: ${API_URL_ENV} or {DEFAULT_API_URL})",
+    )
     p.add_argument("--port", type=int, default=8501, help="port of the UI (default: 8501)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default: 127.0.0.1; 0.0.0.0 inside a container)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 inside a container)"
+    )
     p.add_argument("--browser", action="store_true", help="open a browser tab when the UI is up")
     return p
 
@@ -36,14 +40,25 @@ def get_args_parser() -> argparse.ArgumentParser:
 def streamlit_command(args: argparse.Namespace) -> list[str]:
     """The ``python -m streamlit run ui/app.py ...`` command line for ``args``."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(APP),
-        "--server.address", args.host,
-        "--server.port", str(args.port),
-        "--server.headless", "false" if args.browser else "true",
-        "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none",
-        "--theme.base", "light",
-        "--client.toolbarMode", "viewer",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        "--server.address",
+        args.host,
+        "--server.port",
+        str(args.port),
+        "--server.headless",
+        "false" if args.browser else "true",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+        "--theme.base",
+        "light",
+        "--client.toolbarMode",
+        "viewer",
     ]
 
 

@@ -25,9 +25,7 @@ from core.model import SlotCon, SlotConConfig
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 # A model small enough that a forward pass takes milliseconds on one CPU core.
-TINY_CONFIG = dict(
-    arch="resnet18", width=0.25, stride16=True, dim_hidden=64, dim_out=32, num_prototypes=8
-)
+TINY_CONFIG = dict(arch="resnet18", width=0.25, stride16=True, dim_hidden=64, dim_out=32, num_prototypes=8)
 
 
 def tiny_model(seed: int = 0, **overrides) -> SlotCon:

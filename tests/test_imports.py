@@ -41,8 +41,12 @@ def imported(path: Path) -> set[str]:
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", ""))
-              in ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant)):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             names.add(str(node.args[0].value))
     return names
 
@@ -76,8 +80,10 @@ def test_imports_point_one_way(path: Path) -> None:
 def test_the_checker_sees_a_wrong_arrow(tmp_path: Path) -> None:
     """The walker finds lazy and by-name imports (a test that cannot fail checks nothing)."""
     fake = ROOT / "core" / "_arrow_probe.py"
-    fake.write_text("def f():\n    import importlib\n    from server.app import create_app\n"
-                    "    return importlib.import_module('ui.client'), create_app\n")
+    fake.write_text(
+        "def f():\n    import importlib\n    from server.app import create_app\n"
+        "    return importlib.import_module('ui.client'), create_app\n"
+    )
     try:
         assert violations(fake) == ["server.app", "server.app.create_app", "ui.client"]
     finally:

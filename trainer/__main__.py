@@ -57,9 +57,16 @@ def plan(cfg) -> dict:  # noqa: ANN001 - a TrainConfig; trainer.config is import
         torch.set_num_threads(cfg.threads)
     cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
     precision, reason = resolve_precision(cfg.precision, "cuda" if cuda else "cpu")
-    return {**describe_machine(), "device": "cuda" if cuda else "cpu", "precision": precision,
-            "precision_reason": reason, "budget_minutes": cfg.budget_minutes, "epochs": cfg.epochs,
-            "batch_size": cfg.batch_size, "image_size": cfg.image_size}
+    return {
+        **describe_machine(),
+        "device": "cuda" if cuda else "cpu",
+        "precision": precision,
+        "precision_reason": reason,
+        "budget_minutes": cfg.budget_minutes,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "image_size": cfg.image_size,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -101,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.exception("training failed")
         if rank == 0:
             MetricsWriter(out / "metrics.jsonl", 0, cfg.epochs, "log").event(
-                "failed", message=f"{type(e).__name__}: {e}")
+                "failed", message=f"{type(e).__name__}: {e}"
+            )
         return 1
     finally:
         if is_distributed():

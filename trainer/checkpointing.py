@@ -53,19 +53,33 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_training_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        scaler: torch.amp.GradScaler | None, *, epoch: int, step: int,
-                        train_config: dict[str, Any]) -> Path:
+def save_training_state(
+    path: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    *,
+    epoch: int,
+    step: int,
+    train_config: dict[str, Any],
+) -> Path:
     """Writes a resumable checkpoint atomically (temp file + fsync + rename). Returns the path."""
     return save_checkpoint(
-        path, model, optimizer=optimizer.state_dict(), scheduler={"step": step},
-        scaler=scaler.state_dict() if scaler is not None else None, epoch=epoch, step=step, rng=rng_state(),
+        path,
+        model,
+        optimizer=optimizer.state_dict(),
+        scheduler={"step": step},
+        scaler=scaler.state_dict() if scaler is not None else None,
+        epoch=epoch,
+        step=step,
+        rng=rng_state(),
         train_config=train_config,
     )
 
 
-def load_training_state(path: str | Path, model: SlotCon, optimizer: torch.optim.Optimizer,
-                        scaler: torch.amp.GradScaler | None) -> dict[str, Any]:
+def load_training_state(
+    path: str | Path, model: SlotCon, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None
+) -> dict[str, Any]:
     """Restores model (student, teacher, centre), optimiser, scaler and RNG from ``path``.
 
     Returns ``{"epoch", "step", "train_config"}``. A release full checkpoint restores the weights (and

@@ -95,8 +95,13 @@ class TrainConfig(SlotConConfig):
 
     def validate(self) -> None:
         """Raises ValueError naming the first invalid field and its valid choices."""
-        for name, choices in (("precision", PRECISIONS), ("optimizer", OPTIMIZERS), ("lr_scaling", LR_SCALINGS),
-                              ("device", ("auto", "cpu", "cuda")), ("progress", ("auto", "bar", "log"))):
+        for name, choices in (
+            ("precision", PRECISIONS),
+            ("optimizer", OPTIMIZERS),
+            ("lr_scaling", LR_SCALINGS),
+            ("device", ("auto", "cpu", "cuda")),
+            ("progress", ("auto", "bar", "log")),
+        ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name}={getattr(self, name)!r}; choose one of {', '.join(choices)}")
         if self.batch_size < 1 or self.epochs < 1:
@@ -144,14 +149,20 @@ def get_args_parser(prog: str = "slotcon train") -> argparse.ArgumentParser:
     """
     from trainer.__main__ import __doc__ as launch_doc  # the launch commands, shown in --help
 
-    p = argparse.ArgumentParser(prog=prog, description=launch_doc,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", choices=sorted(PRESETS), default=DEFAULT_PRESET,
-                   help=f"starting values (default {DEFAULT_PRESET}; core.recipes): " + "; ".join(sorted(PRESETS)))
+    p = argparse.ArgumentParser(prog=prog, description=launch_doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default=DEFAULT_PRESET,
+        help=f"starting values (default {DEFAULT_PRESET}; core.recipes): " + "; ".join(sorted(PRESETS)),
+    )
     p.add_argument("--config", type=Path, default=None, help="YAML file of field overrides (applied after the preset)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
-    p.add_argument("--print-plan", action="store_true",
-                   help="print, as JSON, the machine, the precision 'auto' resolves to and why, and the budget; exit")
+    p.add_argument(
+        "--print-plan",
+        action="store_true",
+        help="print, as JSON, the machine, the precision 'auto' resolves to and why, and the budget; exit",
+    )
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         if f.metadata.get("derived"):
@@ -159,16 +170,31 @@ def get_args_parser(prog: str = "slotcon train") -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
         if isinstance(default, bool):
-            p.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=argparse.SUPPRESS,
-                           help=f"(bool, default {default})")
-            p.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_const", const=False,
-                           default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            p.add_argument(
+                flag,
+                type=_parse_bool,
+                nargs="?",
+                const=True,
+                default=argparse.SUPPRESS,
+                help=f"(bool, default {default})",
+            )
+            p.add_argument(
+                "--no-" + f.name.replace("_", "-"),
+                dest=f.name,
+                action="store_const",
+                const=False,
+                default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS,
+            )
         elif isinstance(default, list):
-            p.add_argument(flag, type=parse_splits, default=argparse.SUPPRESS,
-                           help=f"(comma-separated list, default {','.join(default)}; '' for none)")
+            p.add_argument(
+                flag,
+                type=parse_splits,
+                default=argparse.SUPPRESS,
+                help=f"(comma-separated list, default {','.join(default)}; '' for none)",
+            )
         else:
-            p.add_argument(flag, type=type(default), default=argparse.SUPPRESS,
-                           help=f"(default {default!r})")
+            p.add_argument(flag, type=type(default), default=argparse.SUPPRESS, help=f"(default {default!r})")
     return p
 
 
@@ -195,8 +221,9 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     names = {f.name for f in fields(TrainConfig)}
     _update_length(values, {k: v for k, v in vars(args).items() if k in names})
     cfg = TrainConfig.from_dict(values)
-    cfg = dataclasses.replace(cfg, **{f.name: type(getattr(TrainConfig(), f.name))(getattr(cfg, f.name))
-                                      for f in fields(TrainConfig)})
+    cfg = dataclasses.replace(
+        cfg, **{f.name: type(getattr(TrainConfig(), f.name))(getattr(cfg, f.name)) for f in fields(TrainConfig)}
+    )
     cfg.validate()
     return cfg
 

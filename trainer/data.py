@@ -57,8 +57,9 @@ class ResumableSampler(Sampler):
     """DistributedSampler (shuffled, reseeded per epoch) yielding ``(index, seed)`` from a start offset."""
 
     def __init__(self, num_images: int, world_size: int, rank: int, seed: int, batch_size: int) -> None:
-        self.inner = DistributedSampler(range(num_images), num_replicas=world_size, rank=rank, shuffle=True,
-                                        seed=seed, drop_last=True)
+        self.inner = DistributedSampler(
+            range(num_images), num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
+        )
         self.seed, self.rank, self.batch_size = seed, rank, batch_size
         self.epoch, self.start_batch = 0, 0
 
@@ -102,9 +103,11 @@ def training_images(cfg: TrainConfig) -> list[Path]:
     if not cfg.split:
         held_out = [s for s in HELD_OUT_SPLITS if (root / "annotations").is_dir() and (root / s).is_dir()]
         if held_out:
-            raise DataError(f"{str(root)!r} is a COCO root with {', '.join(held_out)} (the splits the index and "
-                            "the evaluation use): name the splits to train on, e.g. --split train2017 (COCO) or "
-                            "--split train2017,unlabeled2017 (COCO+)")
+            raise DataError(
+                f"{str(root)!r} is a COCO root with {', '.join(held_out)} (the splits the index and "
+                "the evaluation use): name the splits to train on, e.g. --split train2017 (COCO) or "
+                "--split train2017,unlabeled2017 (COCO+)"
+            )
     try:
         if not cfg.split:
             return find_images(root, None)
@@ -121,20 +124,32 @@ def build_loader(cfg: TrainConfig, world_size: int, rank: int) -> tuple[DataLoad
         raise DataError(f"batch_size {cfg.batch_size} is not divisible by the {world_size} processes")
     local_batch = cfg.batch_size // world_size
     if len(paths) // world_size < local_batch:
-        raise DataError(f"dataset {str(root)!r} (splits {','.join(cfg.split) or 'none'}) has {len(paths)} images, "
-                        f"fewer than one batch of {cfg.batch_size}; lower --batch-size")
+        raise DataError(
+            f"dataset {str(root)!r} (splits {','.join(cfg.split) or 'none'}) has {len(paths)} images, "
+            f"fewer than one batch of {cfg.batch_size}; lower --batch-size"
+        )
     aug_cls = FastTwoViewAugment if cfg.fast_augment else TwoViewAugment
-    dataset = SeededTwoViews(TwoViewDataset(paths, aug_cls(cfg.image_size, cfg.min_scale),
-                                            skip_unreadable=cfg.skip_unreadable))
+    dataset = SeededTwoViews(
+        TwoViewDataset(paths, aug_cls(cfg.image_size, cfg.min_scale), skip_unreadable=cfg.skip_unreadable)
+    )
     sampler = ResumableSampler(len(paths), world_size, rank, cfg.seed, local_batch)
     workers = max(cfg.workers, 0)
     loader = DataLoader(
-        dataset, batch_sampler=BatchSampler(sampler, local_batch, drop_last=True), num_workers=workers,
-        collate_fn=collate_two_views, pin_memory=cfg.pin_memory and torch.cuda.is_available(),
-        persistent_workers=cfg.persistent_workers and workers > 0, worker_init_fn=_worker_init if workers else None,
+        dataset,
+        batch_sampler=BatchSampler(sampler, local_batch, drop_last=True),
+        num_workers=workers,
+        collate_fn=collate_two_views,
+        pin_memory=cfg.pin_memory and torch.cuda.is_available(),
+        persistent_workers=cfg.persistent_workers and workers > 0,
+        worker_init_fn=_worker_init if workers else None,
         prefetch_factor=4 if workers else None,
     )
-    logger.info("%d training images in %s (splits %s), %d batches of %d per process per epoch",
-                len(paths), root, ",".join(cfg.split) or "none: the whole folder", sampler.batches_per_epoch(),
-                local_batch)
+    logger.info(
+        "%d training images in %s (splits %s), %d batches of %d per process per epoch",
+        len(paths),
+        root,
+        ",".join(cfg.split) or "none: the whole folder",
+        sampler.batches_per_epoch(),
+        local_batch,
+    )
     return loader, sampler

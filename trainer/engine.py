@@ -81,10 +81,10 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     """Returns LARS or SGD over the student's trainable parameters (lr is set per step)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "lars":
-        return LARS(params, lr=cfg.scaled_lr(), weight_decay=cfg.weight_decay, momentum=cfg.momentum,
-                    eta=cfg.lars_eta)
-    return torch.optim.SGD(params, lr=cfg.scaled_lr(), momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                           foreach=True)
+        return LARS(params, lr=cfg.scaled_lr(), weight_decay=cfg.weight_decay, momentum=cfg.momentum, eta=cfg.lars_eta)
+    return torch.optim.SGD(
+        params, lr=cfg.scaled_lr(), momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True
+    )
 
 
 def budget_total(step: int, remaining_s: float, step_seconds: float, full_steps: int) -> int:
@@ -144,8 +144,13 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.stop_signal: int | None = None
         self.skipped_steps = self.consecutive_skipped = 0
-        self.metrics = MetricsWriter(self.out / "metrics.jsonl" if self.rank == 0 else None, self.stop_step,
-                                     cfg.epochs, cfg.progress, start_step=self.step)
+        self.metrics = MetricsWriter(
+            self.out / "metrics.jsonl" if self.rank == 0 else None,
+            self.stop_step,
+            cfg.epochs,
+            cfg.progress,
+            start_step=self.step,
+        )
 
     # -- schedules and the time budget ----------------------------------------------------------
     def clock(self) -> float:
@@ -161,10 +166,14 @@ class Trainer:
         """A budgeted run resumed from a checkpoint keeps the total that its first process fixed."""
         if not self.budget_pending or not saved or int(saved.get("schedule_fixed_at") or 0) <= 0:
             return
-        self.cfg = dataclasses.replace(self.cfg, total_steps=int(saved["total_steps"]),
-                                       schedule_fixed_at=int(saved["schedule_fixed_at"]))
-        logger.info("budget: resuming the schedules of %d steps fixed at step %d", self.cfg.total_steps,
-                    self.cfg.schedule_fixed_at)
+        self.cfg = dataclasses.replace(
+            self.cfg, total_steps=int(saved["total_steps"]), schedule_fixed_at=int(saved["schedule_fixed_at"])
+        )
+        logger.info(
+            "budget: resuming the schedules of %d steps fixed at step %d",
+            self.cfg.total_steps,
+            self.cfg.schedule_fixed_at,
+        )
         if self.rank == 0:
             save_config_yaml(self.cfg, self.out / "config.yaml")
 
@@ -176,9 +185,16 @@ class Trainer:
         self.total_steps = total
         self.stop_step = min(total, cfg.max_steps) if cfg.max_steps > 0 else total
         warmup = int(round(cfg.warmup_epochs * self.steps_per_epoch))
-        self.lrs, self.moms = run_schedules(cfg.scaled_lr(), warmup, cfg.final_lr, cfg.warmup_multiplier,
-                                            cfg.teacher_momentum, total, provisional_steps=full,
-                                            fixed_at=cfg.schedule_fixed_at)
+        self.lrs, self.moms = run_schedules(
+            cfg.scaled_lr(),
+            warmup,
+            cfg.final_lr,
+            cfg.warmup_multiplier,
+            cfg.teacher_momentum,
+            total,
+            provisional_steps=full,
+            fixed_at=cfg.schedule_fixed_at,
+        )
 
     def _fix_budget(self, step_seconds: float) -> None:
         """Fixes ``total_steps`` so that the run ends within ``budget_minutes`` at ``step_seconds`` per step."""
@@ -195,19 +211,38 @@ class Trainer:
         self._set_schedules()
         self.metrics.set_total(self.stop_step)
         why = "the preset's epochs" if total == full else "the budget"
-        logger.info("budget %.1f min: %.3f s/step measured → %d steps in total (%.1f epochs; capped by %s), "
-                    "training should end in %.1f min; schedules fixed for that total", cfg.budget_minutes,
-                    step_seconds, total, total / self.steps_per_epoch, why,
-                    (elapsed + (total - self.step) * step_seconds) / 60)
+        logger.info(
+            "budget %.1f min: %.3f s/step measured → %d steps in total (%.1f epochs; capped by %s), "
+            "training should end in %.1f min; schedules fixed for that total",
+            cfg.budget_minutes,
+            step_seconds,
+            total,
+            total / self.steps_per_epoch,
+            why,
+            (elapsed + (total - self.step) * step_seconds) / 60,
+        )
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         cpus = os.cpu_count() or 1
-        self.metrics.note("budget", step=self.step, step_seconds=step_seconds, remaining_s=remaining,
-                          total_steps=total, full_steps=full, budget_minutes=cfg.budget_minutes,
-                          load_average=load, cpus=cpus)
+        self.metrics.note(
+            "budget",
+            step=self.step,
+            step_seconds=step_seconds,
+            remaining_s=remaining,
+            total_steps=total,
+            full_steps=full,
+            budget_minutes=cfg.budget_minutes,
+            load_average=load,
+            cpus=cpus,
+        )
         if load is not None and load > cpus + 0.5 and total < full:
-            logger.warning("the machine is busy (load average %.1f on %d CPUs) while the budget timed its steps: "
-                           "this run trains %d of %d steps; on a quiet machine it would train more", load, cpus,
-                           total, full)
+            logger.warning(
+                "the machine is busy (load average %.1f on %d CPUs) while the budget timed its steps: "
+                "this run trains %d of %d steps; on a quiet machine it would train more",
+                load,
+                cpus,
+                total,
+                full,
+            )
         if self.rank == 0:
             save_config_yaml(self.cfg, self.out / "config.yaml")
         if total < int(round(cfg.warmup_epochs * self.steps_per_epoch)):
@@ -218,9 +253,15 @@ class Trainer:
         """Rank 0 writes ``output_dir/name`` atomically; returns the path (None on other ranks)."""
         if self.rank != 0:
             return None
-        path = save_training_state(self.out / name, self.model, self.optimizer, self.scaler,
-                                   epoch=self.step // self.steps_per_epoch, step=self.step,
-                                   train_config=self.cfg.to_dict())
+        path = save_training_state(
+            self.out / name,
+            self.model,
+            self.optimizer,
+            self.scaler,
+            epoch=self.step // self.steps_per_epoch,
+            step=self.step,
+            train_config=self.cfg.to_dict(),
+        )
         logger.info("saved %s (step %d)", path, self.step)
         return path
 
@@ -243,8 +284,11 @@ class Trainer:
         crops, coords, flags = batch
         mf = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
         crops = [c.to(self.device, non_blocking=True, memory_format=mf) for c in crops]
-        return crops, [c.to(self.device, non_blocking=True) for c in coords], \
-            [f.to(self.device, non_blocking=True) for f in flags]
+        return (
+            crops,
+            [c.to(self.device, non_blocking=True) for c in coords],
+            [f.to(self.device, non_blocking=True) for f in flags],
+        )
 
     def _grads_finite(self) -> bool:
         """True when every gradient of the student is finite (one fused reduction)."""
@@ -288,20 +332,34 @@ class Trainer:
         return out
 
     def _log(self, out: dict[str, torch.Tensor], window: dict[str, float]) -> None:
-        terms = torch.stack([out[k].detach().float() for k in ("loss", "loss_group", "loss_slot",
-                                                              "active_slots", "batch_dead", "positive_pairs")])
+        terms = torch.stack(
+            [
+                out[k].detach().float()
+                for k in ("loss", "loss_group", "loss_slot", "active_slots", "batch_dead", "positive_pairs")
+            ]
+        )
         if is_distributed():
             dist.all_reduce(terms)
             terms /= self.world
         loss, lg, ls, active, dead, pairs = terms.tolist()
         wall = max(time.perf_counter() - window["start"], 1e-9)
-        self.metrics.log_step({
-            "step": self.step, "epoch": self.step // self.steps_per_epoch, "lr": float(self.lrs[self.step - 1]),
-            "momentum": float(self.moms[self.step - 1]), "loss": loss, "loss_group": lg, "loss_slot": ls,
-            "images_per_sec": window["steps"] * self.cfg.batch_size / wall, "data_wait": window["wait"] / wall,
-            "active_slots": active, "batch_dead": dead, "positive_pairs": pairs,
-            "skipped_steps": self.skipped_steps,
-        })
+        self.metrics.log_step(
+            {
+                "step": self.step,
+                "epoch": self.step // self.steps_per_epoch,
+                "lr": float(self.lrs[self.step - 1]),
+                "momentum": float(self.moms[self.step - 1]),
+                "loss": loss,
+                "loss_group": lg,
+                "loss_slot": ls,
+                "images_per_sec": window["steps"] * self.cfg.batch_size / wall,
+                "data_wait": window["wait"] / wall,
+                "active_slots": active,
+                "batch_dead": dead,
+                "positive_pairs": pairs,
+                "skipped_steps": self.skipped_steps,
+            }
+        )
 
     def _non_finite_step(self, out: dict[str, torch.Tensor]) -> None:
         """A step whose loss or gradients were not finite: fp16 counts it skipped (logged; raises after
@@ -309,18 +367,28 @@ class Trainer:
         what = "loss" if not bool(torch.isfinite(out["loss"].detach())) else "gradients"
         where = f"step {self.step} (epoch {self.epoch})"
         if self.scaler is None:
-            raise TrainingError(f"non-finite {what} at {where} in {self.cfg.precision}; stopping, the last good "
-                                "checkpoint is kept", EXIT_NONFINITE)
+            raise TrainingError(
+                f"non-finite {what} at {where} in {self.cfg.precision}; stopping, the last good checkpoint is kept",
+                EXIT_NONFINITE,
+            )
         self.skipped_steps += 1
         self.consecutive_skipped += 1
         scale = float(self.scaler.get_scale())
-        self.metrics.note("skipped_step", step=self.step, reason=f"non-finite {what}", scale=scale,
-                          consecutive=self.consecutive_skipped, skipped_steps=self.skipped_steps)
+        self.metrics.note(
+            "skipped_step",
+            step=self.step,
+            reason=f"non-finite {what}",
+            scale=scale,
+            consecutive=self.consecutive_skipped,
+            skipped_steps=self.skipped_steps,
+        )
         logger.warning("fp16: %s skipped (non-finite %s), grad scale lowered to %g", where, what, scale)
         if self.consecutive_skipped >= MAX_CONSECUTIVE_SKIPPED:
-            raise TrainingError(f"{self.consecutive_skipped} consecutive fp16 steps skipped (non-finite loss or "
-                                f"gradients), the last at {where}; stopping, the last good checkpoint is kept",
-                                EXIT_NONFINITE)
+            raise TrainingError(
+                f"{self.consecutive_skipped} consecutive fp16 steps skipped (non-finite loss or "
+                f"gradients), the last at {where}; stopping, the last good checkpoint is kept",
+                EXIT_NONFINITE,
+            )
 
     def _timed_enough(self, probe: dict, now: float) -> bool:
         """Times the steps after the untimed warm-up ones; True once enough were timed to fix the budget.
@@ -342,11 +410,23 @@ class Trainer:
         cfg = self.cfg
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         start = last_save = last_log = time.perf_counter()
-        plan = (f"time budget {cfg.budget_minutes:g} min: timing the first steps, then fixing the total"
-                if self.budget_pending else f"{self.total_steps} steps")
-        logger.info("training %s (%d epochs × %d steps at most), step %d → %d, batch %d on %d × %s, %s",
-                    plan, cfg.epochs, self.steps_per_epoch, self.step, self.stop_step, cfg.batch_size, self.world,
-                    self.device, cfg.precision)
+        plan = (
+            f"time budget {cfg.budget_minutes:g} min: timing the first steps, then fixing the total"
+            if self.budget_pending
+            else f"{self.total_steps} steps"
+        )
+        logger.info(
+            "training %s (%d epochs × %d steps at most), step %d → %d, batch %d on %d × %s, %s",
+            plan,
+            cfg.epochs,
+            self.steps_per_epoch,
+            self.step,
+            self.stop_step,
+            cfg.batch_size,
+            self.world,
+            self.device,
+            cfg.precision,
+        )
         probe: dict[str, float] = {}
         self.net.train()
         try:
@@ -363,8 +443,9 @@ class Trainer:
                         break
                     except ImageReadError as e:
                         reason = str(e).strip().splitlines()[-1]
-                        raise TrainingError(f"unreadable image ({reason}); fix or remove it, or pass "
-                                            "--skip-unreadable") from None
+                        raise TrainingError(
+                            f"unreadable image ({reason}); fix or remove it, or pass --skip-unreadable"
+                        ) from None
                     window["wait"] += time.perf_counter() - t0
                     out = self.train_step(batch)
                     self.step += 1
@@ -372,8 +453,9 @@ class Trainer:
                     now = time.perf_counter()
                     timed = self.budget_pending and self._timed_enough(probe, self.clock())
                     over_time = cfg.max_minutes > 0 and now - start > 60 * cfg.max_minutes
-                    stop, nonfinite, timed = self._agree(self.stop_signal is not None or over_time,
-                                                         bool(out["nonfinite"]), timed)
+                    stop, nonfinite, timed = self._agree(
+                        self.stop_signal is not None or over_time, bool(out["nonfinite"]), timed
+                    )
                     if timed:
                         self._fix_budget(statistics.median(probe["durations"]))
                     if nonfinite:
@@ -388,8 +470,9 @@ class Trainer:
                     if stop:
                         path = self.save("current.pth")
                         why = f"signal {signal.Signals(self.stop_signal).name}" if self.stop_signal else "max-minutes"
-                        self.metrics.event("stopped", step=self.step, reason=why,
-                                           checkpoint=str(path) if path else None)
+                        self.metrics.event(
+                            "stopped", step=self.step, reason=why, checkpoint=str(path) if path else None
+                        )
                         logger.info("stopped at step %d (%s)", self.step, why)
                         return EXIT_OK
                     if time.perf_counter() - last_save > 60 * cfg.save_minutes:
@@ -404,11 +487,16 @@ class Trainer:
             self.save("current.pth")
             final = self.save("final.pth")
             seconds = time.perf_counter() - self.clock_start
-            self.metrics.event("finished", step=self.step, checkpoint=str(final) if final else None,
-                               seconds=round(time.perf_counter() - start, 1))
+            self.metrics.event(
+                "finished",
+                step=self.step,
+                checkpoint=str(final) if final else None,
+                seconds=round(time.perf_counter() - start, 1),
+            )
             if cfg.budget_minutes > 0:
-                logger.info("budget %.1f min: finished %d steps in %.1f min", cfg.budget_minutes, self.step,
-                            seconds / 60)
+                logger.info(
+                    "budget %.1f min: finished %d steps in %.1f min", cfg.budget_minutes, self.step, seconds / 60
+                )
             return EXIT_OK
         except TrainingError as e:
             logger.error("%s", e)

@@ -82,8 +82,9 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path) -> Path
 
 def get_args_parser() -> argparse.ArgumentParser:
     """Returns the parser of ``slotcon export``."""
-    p = argparse.ArgumentParser(prog="slotcon export", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="slotcon export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--checkpoint", type=Path, required=True, help="our checkpoint or a release full checkpoint")
     p.add_argument("--format", choices=FORMATS, required=True, help="target layout")
     p.add_argument("--out", type=Path, required=True, help="output file")

@@ -19,8 +19,15 @@ from torch.optim import Optimizer
 class LARS(Optimizer):
     """Layer-wise adaptive rate scaling; 1-D parameters get neither weight decay nor adaptation."""
 
-    def __init__(self, params: Iterable, lr: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.9,
-                 eta: float = 0.001, foreach: bool = True) -> None:
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 0.0,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        eta: float = 0.001,
+        foreach: bool = True,
+    ) -> None:
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, foreach=foreach)
         super().__init__(params, defaults)
 
@@ -52,12 +59,14 @@ class LARS(Optimizer):
             bufs.append(state["mu"])
         if group["foreach"]:
             if adapted:
-                dp = torch._foreach_add(grads, params, alpha=group["weight_decay"]) if group["weight_decay"] \
+                dp = (
+                    torch._foreach_add(grads, params, alpha=group["weight_decay"])
+                    if group["weight_decay"]
                     else [g.clone() for g in grads]
+                )
                 p_norm = torch.stack(torch._foreach_norm(params))  # (n,)
                 d_norm = torch.stack(torch._foreach_norm(dp))  # (n,)
-                q = torch.where((p_norm > 0) & (d_norm > 0), group["eta"] * p_norm / d_norm,
-                                torch.ones_like(p_norm))
+                q = torch.where((p_norm > 0) & (d_norm > 0), group["eta"] * p_norm / d_norm, torch.ones_like(p_norm))
                 torch._foreach_mul_(dp, list(q.to(dp[0].dtype).unbind(0)))
             else:
                 dp = grads

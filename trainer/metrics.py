@@ -38,8 +38,9 @@ def setup_logging(output_dir: Path | None, rank: int) -> None:
 class MetricsWriter:
     """Appends JSON lines to ``metrics.jsonl`` and shows progress; a no-op object on ranks > 0."""
 
-    def __init__(self, path: Path | None, total_steps: int, epochs: int, progress: str = "auto",
-                 start_step: int = 0) -> None:
+    def __init__(
+        self, path: Path | None, total_steps: int, epochs: int, progress: str = "auto", start_step: int = 0
+    ) -> None:
         self.path, self.total_steps, self.epochs = path, total_steps, epochs
         self.start_time = time.time()
         self.start_step = start_step
@@ -64,8 +65,14 @@ class MetricsWriter:
         elapsed = now - self.start_time
         done = record["step"] - self.start_step
         eta = elapsed / done * (self.total_steps - record["step"]) if done > 0 else None
-        record = {**record, "total_steps": self.total_steps, "epochs": self.epochs, "elapsed_s": round(elapsed, 3),
-                  "eta_s": round(eta, 1) if eta is not None else None, "time": now}
+        record = {
+            **record,
+            "total_steps": self.total_steps,
+            "epochs": self.epochs,
+            "elapsed_s": round(elapsed, 3),
+            "eta_s": round(eta, 1) if eta is not None else None,
+            "time": now,
+        }
         record = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         self._write(record)
 
@@ -75,17 +82,30 @@ class MetricsWriter:
 
         if self.bar is not None:
             self.bar.n = record["step"]
-            self.bar.set_postfix(loss=num("loss", ".4f"), lr=num("lr", ".3g"), ips=num("images_per_sec", ".0f"),
-                                 refresh=False)
+            self.bar.set_postfix(
+                loss=num("loss", ".4f"), lr=num("lr", ".3g"), ips=num("images_per_sec", ".0f"), refresh=False
+            )
             self.bar.refresh()
         else:
-            logger.info("epoch %d/%d step %d/%d loss %s (group %s slot %s) lr %s m %s %s img/s data %s%% active %s "
-                        "pairs %s dead %s eta %s", record["epoch"], self.epochs, record["step"], self.total_steps,
-                        num("loss", ".4f"), num("loss_group", ".4f"), num("loss_slot", ".4f"), num("lr", ".4g"),
-                        num("momentum", ".5f"), num("images_per_sec", ".1f"),
-                        format(100 * (record.get("data_wait") or 0.0), ".0f"), num("active_slots", ".2f"),
-                        num("positive_pairs", ".2f"), num("batch_dead", ".0f"),
-                        f"{eta:.0f}s" if eta is not None else "?")
+            logger.info(
+                "epoch %d/%d step %d/%d loss %s (group %s slot %s) lr %s m %s %s img/s data %s%% active %s "
+                "pairs %s dead %s eta %s",
+                record["epoch"],
+                self.epochs,
+                record["step"],
+                self.total_steps,
+                num("loss", ".4f"),
+                num("loss_group", ".4f"),
+                num("loss_slot", ".4f"),
+                num("lr", ".4g"),
+                num("momentum", ".5f"),
+                num("images_per_sec", ".1f"),
+                format(100 * (record.get("data_wait") or 0.0), ".0f"),
+                num("active_slots", ".2f"),
+                num("positive_pairs", ".2f"),
+                num("batch_dead", ".0f"),
+                f"{eta:.0f}s" if eta is not None else "?",
+            )
 
     def set_total(self, total_steps: int) -> None:
         """Changes the total that ETAs and the bar count towards (a time budget fixed it)."""
@@ -96,13 +116,15 @@ class MetricsWriter:
 
     def note(self, event: str, **fields: Any) -> None:
         """Write an event line that does not end the run (e.g. ``budget``: the total a time budget fixed)."""
-        self._write({"event": event, "time": time.time(), "elapsed_s": round(time.time() - self.start_time, 3),
-                     **fields})
+        self._write(
+            {"event": event, "time": time.time(), "elapsed_s": round(time.time() - self.start_time, 3), **fields}
+        )
 
     def event(self, event: str, **fields: Any) -> None:
         """Write the final event line (``finished``, ``stopped`` or ``failed``) and close the bar."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        self._write({"event": event, "time": time.time(), "elapsed_s": round(time.time() - self.start_time, 3),
-                     **fields})
+        self._write(
+            {"event": event, "time": time.time(), "elapsed_s": round(time.time() - self.start_time, 3), **fields}
+        )

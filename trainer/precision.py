@@ -34,8 +34,14 @@ BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 PROBE_MAX_RATIO = 0.8
 
 
-def choose_precision(device_type: str, *, capability: str | None = None, cpu_flags: frozenset[str] | None = None,
-                     probe_ratio: float | None = None, cuda_bf16: bool = False) -> tuple[str, str]:
+def choose_precision(
+    device_type: str,
+    *,
+    capability: str | None = None,
+    cpu_flags: frozenset[str] | None = None,
+    probe_ratio: float | None = None,
+    cuda_bf16: bool = False,
+) -> tuple[str, str]:
     """Returns ``(precision, reason)`` for ``--precision auto``.
 
     device_type: ``"cuda"`` or ``"cpu"``; capability: torch's CPU capability string; cpu_flags: the CPU's
@@ -91,8 +97,13 @@ def cpu_model(path: str | Path = "/proc/cpuinfo") -> str:
 def describe_machine() -> dict[str, Any]:
     """Returns where a figure was measured: CPU model and torch capability, torch threads, the GPU if any."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "threads": torch.get_num_threads(), "gpu": gpu, "torch": torch.__version__}
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+    }
 
 
 @functools.cache
@@ -135,6 +146,5 @@ def resolve_precision(requested: str, device: torch.device | str) -> tuple[str, 
         try:
             choice, why = choose_precision(device.type, capability=cap, cpu_flags=flags)
         except ValueError:
-            choice, why = choose_precision(device.type, capability=cap, cpu_flags=flags,
-                                           probe_ratio=bf16_probe_ratio())
+            choice, why = choose_precision(device.type, capability=cap, cpu_flags=flags, probe_ratio=bf16_probe_ratio())
     return choice, f"auto → {choice} ({why})"

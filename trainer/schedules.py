@@ -15,8 +15,14 @@ import math
 import numpy as np
 
 
-def lr_schedule(base_lr: float, total_steps: int, warmup_steps: int, final_lr: float = 1e-6,
-                warmup_multiplier: float = 100.0, include_end: bool = False) -> np.ndarray:
+def lr_schedule(
+    base_lr: float,
+    total_steps: int,
+    warmup_steps: int,
+    final_lr: float = 1e-6,
+    warmup_multiplier: float = 100.0,
+    include_end: bool = False,
+) -> np.ndarray:
     """Returns (total_steps,) float64 learning rates; with ``include_end`` (total_steps + 1,), whose last
     entry is where the schedule ends after the last step (``final_lr`` once there is a cosine part).
 
@@ -40,9 +46,16 @@ def teacher_momentum_schedule(base_momentum: float, total_steps: int, include_en
     return 1.0 - (1.0 - base_momentum) * (np.cos(math.pi * t / max(total_steps, 1)) + 1.0) / 2.0
 
 
-def run_schedules(base_lr: float, warmup_steps: int, final_lr: float, warmup_multiplier: float,
-                  base_momentum: float, total_steps: int, provisional_steps: int = 0,
-                  fixed_at: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def run_schedules(
+    base_lr: float,
+    warmup_steps: int,
+    final_lr: float,
+    warmup_multiplier: float,
+    base_momentum: float,
+    total_steps: int,
+    provisional_steps: int = 0,
+    fixed_at: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Returns the (total_steps + 1,) lr and teacher-momentum arrays of a run; entry t is step t's value and
     the last entry the schedules' end (``final_lr``, 1).
 

@@ -22,8 +22,12 @@ pages = [
     st.Page(PAGES_DIR / "concepts.py", title="Concepts", icon=":material/category:", default=True),
     st.Page(PAGES_DIR / "image_slots.py", title="Image slots", icon=":material/image_search:", url_path="image_slots"),
     st.Page(PAGES_DIR / "statistics.py", title="Slot statistics", icon=":material/bar_chart:", url_path="statistics"),
-    st.Page(PAGES_DIR / "segmentation.py", title="Unsupervised segmentation", icon=":material/layers:",
-            url_path="segmentation"),
+    st.Page(
+        PAGES_DIR / "segmentation.py",
+        title="Unsupervised segmentation",
+        icon=":material/layers:",
+        url_path="segmentation",
+    ),
     st.Page(PAGES_DIR / "compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
     st.Page(PAGES_DIR / "training.py", title="Training", icon=":material/model_training:", url_path="training"),
 ]

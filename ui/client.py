@@ -60,8 +60,10 @@ def _error_from_response(response: httpx.Response) -> ApiRequestError:
             message = str(err.get("message") or message)
         elif "detail" in body:  # FastAPI's default shape, should a route not use the typed errors
             detail = body["detail"]
-            message = detail if isinstance(detail, str) else "; ".join(
-                str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail
+            message = (
+                detail
+                if isinstance(detail, str)
+                else "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
             )
     elif response.text:
         message = response.text[:300]
@@ -190,18 +192,21 @@ class ApiClient:
         """``GET /api/images/{id}``: the JPEG (a thumbnail when ``size`` is given)."""
         return self._bytes(f"/images/{int(image_id)}", {"size": size})
 
-    def overlay(self, image_id: int, *, prototype: int | None = None, segment: int | None = None,
-                size: int | None = None) -> bytes:
+    def overlay(
+        self, image_id: int, *, prototype: int | None = None, segment: int | None = None, size: int | None = None
+    ) -> bytes:
         """``GET /api/images/{id}/overlay``: the image with one prototype's or segment's mask in red."""
-        return self._bytes(f"/images/{int(image_id)}/overlay",
-                           {"prototype": prototype, "segment": segment, "size": size})
+        return self._bytes(
+            f"/images/{int(image_id)}/overlay", {"prototype": prototype, "segment": segment, "size": size}
+        )
 
     def image_slots(self, image_id: int) -> bytes:
         """``GET /api/images/{id}/slots``: a PNG of the image with all its slots in distinct colours."""
         return self._bytes(f"/images/{int(image_id)}/slots")
 
-    def analyze(self, filename: str, data: bytes, content_type: str = "application/octet-stream",
-                crop: bool = False) -> dict:
+    def analyze(
+        self, filename: str, data: bytes, content_type: str = "application/octet-stream", crop: bool = False
+    ) -> dict:
         """``POST /api/slots``: runs the model on an uploaded image; its slots, overlay and neighbours.
         The whole image is segmented; ``crop=True``: the index's centre crop (the release's protocol)."""
         files = {"file": (filename, data, content_type)}
@@ -230,7 +235,7 @@ class ApiClient:
         path = path.split("?", 1)[0]
         query = httpx.URL(url).params if "?" in url else None
         if path.startswith("/api"):
-            path = path[len("/api"):]
+            path = path[len("/api") :]
         return self._request("GET", path, params=query).content
 
     def start_eval(self, body: dict) -> dict:
@@ -389,8 +394,9 @@ def fetch_image(base_url: str, image_id: int, size: int | None = None) -> bytes:
 
 
 @st.cache_data(ttl=600, show_spinner=False, max_entries=2000)
-def fetch_overlay(base_url: str, image_id: int, prototype: int | None = None, segment: int | None = None,
-                  size: int | None = None) -> bytes:
+def fetch_overlay(
+    base_url: str, image_id: int, prototype: int | None = None, segment: int | None = None, size: int | None = None
+) -> bytes:
     """Cached ``GET /api/images/{id}/overlay`` (10 min)."""
     return _for(base_url).overlay(image_id, prototype=prototype, segment=segment, size=size)
 
@@ -421,7 +427,18 @@ def fetch_checkpoints(base_url: str) -> list[dict]:
 
 def clear_index_caches() -> None:
     """Forgets every cached answer that depends on the active index (after a label or index change)."""
-    for fn in (fetch_health, fetch_prototypes, fetch_prototype_map, fetch_segments, fetch_segment,
-               fetch_neighbors, fetch_images, fetch_image, fetch_overlay, fetch_stats, fetch_eval_results,
-               fetch_eval_examples):
+    for fn in (
+        fetch_health,
+        fetch_prototypes,
+        fetch_prototype_map,
+        fetch_segments,
+        fetch_segment,
+        fetch_neighbors,
+        fetch_images,
+        fetch_image,
+        fetch_overlay,
+        fetch_stats,
+        fetch_eval_results,
+        fetch_eval_examples,
+    ):
         fn.clear()

@@ -112,5 +112,7 @@ def colour_swatch(colour: str, text: str) -> str:
     caller composed; any user-supplied part of it must be passed through :func:`plain` first. A
     ``colour`` that is not ``#rrggbb`` is drawn grey."""
     colour = colour if isinstance(colour, str) and _HEX_COLOUR.match(colour) else "#888888"
-    return (f"<span style='display:inline-block;width:0.9em;height:0.9em;background:{colour};"
-            f"border:1px solid #0003;margin-right:0.4em;vertical-align:middle'></span>{text}")
+    return (
+        f"<span style='display:inline-block;width:0.9em;height:0.9em;background:{colour};"
+        f"border:1px solid #0003;margin-right:0.4em;vertical-align:middle'></span>{text}"
+    )

@@ -37,21 +37,25 @@ class Param:
 
 def integer(low: int = 0, high: int | None = None) -> Callable[[str], int]:
     """A parser of integers in ``[low, high]``."""
+
     def parse(text: str) -> int:
         value = int(text)
         if value < low or (high is not None and value > high):
             raise ValueError(f"{value} is out of range")
         return value
+
     return parse
 
 
 def number(low: float, high: float) -> Callable[[str], float]:
     """A parser of floats in ``[low, high]``."""
+
     def parse(text: str) -> float:
         value = float(text)
         if not low <= value <= high:
             raise ValueError(f"{value} is out of range")
         return value
+
     return parse
 
 
@@ -63,6 +67,7 @@ def one_of(choices: Sequence[Any]) -> Callable[[str], Any]:
         if text not in by_text:
             raise ValueError(f"{text!r} is not one of {list(by_text)}")
         return by_text[text]
+
     return parse
 
 

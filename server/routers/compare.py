@@ -16,8 +16,10 @@ from server.services.compare import comparison, list_indexes, named_index
 
 router = APIRouter(tags=["compare"])
 ERRORS = {code: {"model": ErrorBody} for code in (404, 409, 422, 503)}
-IndexName = Annotated[str, Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="an index under the indexes directory",
-                                examples=["cpu-demo"])]
+IndexName = Annotated[
+    str,
+    Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="an index under the indexes directory", examples=["cpu-demo"]),
+]
 
 
 @router.get("/indexes", responses=ERRORS)
@@ -28,7 +30,8 @@ def get_indexes(runtime: RuntimeDep) -> IndexList:
 
 @router.get("/compare", responses=ERRORS)
 def get_compare(
-    loaded: IndexDep, runtime: RuntimeDep,
+    loaded: IndexDep,
+    runtime: RuntimeDep,
     a: Annotated[Name, Query(description="index A (the earlier checkpoint)", examples=["cpu-demo-epoch1"])],
     b: Annotated[Name | None, Query(description="index B (default: the active index)", examples=["cpu-demo"])] = None,
 ) -> CompareResult:
@@ -38,10 +41,15 @@ def get_compare(
     return comparison(runtime, named_index(runtime, a), index_b)
 
 
-@router.get("/indexes/{name}/prototypes/{k}/best.png", response_class=Response,
-            responses=ERRORS | {200: {"content": {"image/png": {}}}})
+@router.get(
+    "/indexes/{name}/prototypes/{k}/best.png",
+    response_class=Response,
+    responses=ERRORS | {200: {"content": {"image/png": {}}}},
+)
 def get_best_segment(
-    name: IndexName, k: Annotated[int, Path(ge=0, le=MAX_ID)], runtime: RuntimeDep,
+    name: IndexName,
+    k: Annotated[int, Path(ge=0, le=MAX_ID)],
+    runtime: RuntimeDep,
     rank: Annotated[int, Query(ge=0, le=49, description="0 = the best segment")] = 0,
     size: Annotated[int | None, Query(ge=16, le=1024)] = 160,
 ) -> Response:
@@ -58,18 +66,22 @@ def get_best_segment(
     return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=300"})
 
 
-
-
-
 FIGURE_TYPES = {"png": "image/png", "pdf": "application/pdf", "svg": "image/svg+xml"}
 
 
-@router.get("/figure", response_class=Response,
-            responses=ERRORS | {200: {"content": {t: {} for t in FIGURE_TYPES.values()}}})
+@router.get(
+    "/figure", response_class=Response, responses=ERRORS | {200: {"content": {t: {} for t in FIGURE_TYPES.values()}}}
+)
 def get_figure(
     loaded: IndexDep,
-    prototypes: Annotated[str, Query(max_length=200, description="ids and ranges, e.g. '3,17,42' or '3-5,9' "
-                                     "(at most 32 prototypes)", examples=["3,17,42"])],
+    prototypes: Annotated[
+        str,
+        Query(
+            max_length=200,
+            description="ids and ranges, e.g. '3,17,42' or '3-5,9' (at most 32 prototypes)",
+            examples=["3,17,42"],
+        ),
+    ],
     topk: Annotated[int, Query(ge=1, le=20, description="segments per row")] = 10,
     format: Annotated[str, Query(pattern="^(png|pdf|svg)$")] = "png",
     alpha: Annotated[float, Query(ge=0.0, le=1.0, description="opacity of the red masks")] = 0.5,
@@ -95,5 +107,6 @@ def get_figure(
             raise ApiError(422, "invalid_request", str(e)) from e
         data = out.read_bytes()
     name = "concepts-" + "-".join(map(str, ids[:8])) + f".{format}"
-    return Response(data, media_type=FIGURE_TYPES[format],
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return Response(
+        data, media_type=FIGURE_TYPES[format], headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )

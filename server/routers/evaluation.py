@@ -41,9 +41,16 @@ def _examples(loaded: IndexDep, eval_id: int) -> list[tuple[int, bytes, bytes]]:
 @router.get("/stats", responses=ERRORS)
 def get_stats(
     loaded: IndexDep,
-    duplicate_threshold: Annotated[float | None, Query(
-        ge=-1.0, le=1.0, description="cosine from which two prototypes are near-duplicates (default: the "
-        "threshold the statistics were stored with)", examples=[0.9])] = None,
+    duplicate_threshold: Annotated[
+        float | None,
+        Query(
+            ge=-1.0,
+            le=1.0,
+            description="cosine from which two prototypes are near-duplicates (default: the "
+            "threshold the statistics were stored with)",
+            examples=[0.9],
+        ),
+    ] = None,
 ) -> Stats:
     """The index's slot statistics: dead prototypes, active prototypes per image, activity, duplicates."""
     stats = loaded.index.stats(duplicate_threshold).to_dict()
@@ -60,18 +67,24 @@ def list_evals(
     items = []
     for stored in loaded.index.eval_results():
         examples = [
-            InlineExample(image_id=i, prediction=base64.b64encode(p).decode(),
-                          ground_truth=base64.b64encode(g).decode())
+            InlineExample(
+                image_id=i, prediction=base64.b64encode(p).decode(), ground_truth=base64.b64encode(g).decode()
+            )
             for i, p, g in _examples(loaded, stored.id)[:inline_examples]
         ]
-        items.append(EvalResult(**stored.result.to_dict(), id=stored.id, created_at=stored.created_at,
-                                examples=examples))
+        items.append(
+            EvalResult(**stored.result.to_dict(), id=stored.id, created_at=stored.created_at, examples=examples)
+        )
     return EvalList(items=items)
 
 
 @router.post("/eval", status_code=201, dependencies=[Authorized], responses=ERRORS | {401: {"model": ErrorBody}})
 def create_eval_job(
-    req: EvalRequest, loaded: IndexDep, model: ModelDep, runtime: RuntimeDep, settings: SettingsDep,
+    req: EvalRequest,
+    loaded: IndexDep,
+    model: ModelDep,
+    runtime: RuntimeDep,
+    settings: SettingsDep,
     jobs: SupervisorDep,
 ) -> Job:
     """Start an evaluation job of the active index's checkpoint; the result is stored in the index."""

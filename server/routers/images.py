@@ -17,9 +17,13 @@ ERRORS = {code: {"model": ErrorBody} for code in (404, 422, 503)}
 ImageId = Annotated[int, Path(ge=0, le=MAX_ID)]
 Size = Annotated[int | None, Query(ge=16, le=2048, description="longer side of a thumbnail, in pixels")]
 CACHE = {"Cache-Control": "private, max-age=300"}
-View = Annotated[Literal["crop", "full"], Query(
-    description="crop: the region the model saw when indexing (the release's centre crop, as in its figures); "
-                "full: the whole image with that region outlined")]
+View = Annotated[
+    Literal["crop", "full"],
+    Query(
+        description="crop: the region the model saw when indexing (the release's centre crop, as in its figures); "
+        "full: the whole image with that region outlined"
+    ),
+]
 
 
 def _png(data: bytes) -> Response:

@@ -62,15 +62,20 @@ def get_similarity(loaded: IndexDep, runtime: RuntimeDep) -> PrototypeSimilarity
     /api/prototypes/similarity.png draws them and the statistics list the near-duplicate pairs)."""
     k = loaded.index.num_prototypes
     if k > MAX_SIMILARITY_JSON:
-        raise ApiError(422, "too_many_prototypes", f"{k} prototypes: {k * k} cosines are served as an image "
-                       f"only (GET /api/prototypes/similarity.png); numbers up to K = {MAX_SIMILARITY_JSON}")
+        raise ApiError(
+            422,
+            "too_many_prototypes",
+            f"{k} prototypes: {k * k} cosines are served as an image "
+            f"only (GET /api/prototypes/similarity.png); numbers up to K = {MAX_SIMILARITY_JSON}",
+        )
     sim = prototype_similarity(runtime, loaded)
     return PrototypeSimilarity(num_prototypes=k, cosine=np.round(sim, 3).tolist())
 
 
 @router.get("/similarity.png", response_class=Response, responses=ERRORS | {200: {"content": {"image/png": {}}}})
 def get_similarity_png(
-    loaded: IndexDep, runtime: RuntimeDep,
+    loaded: IndexDep,
+    runtime: RuntimeDep,
     size: Annotated[int, Query(ge=16, le=2048, description="largest side in pixels (blocks max-pooled)")] = 512,
 ) -> Response:
     """The K×K cosines as a heatmap (blue -1, white 0, red 1); above ``size`` prototypes each pixel is

@@ -21,9 +21,15 @@ def post_slots(
     model: ModelDep,
     file: Annotated[UploadFile, File(description="an image (JPEG, PNG, WebP, ...); size-limited")],
     neighbors: Annotated[int, Query(ge=0, le=50, description="nearest dataset segments per slot")] = 5,
-    crop: Annotated[bool, Query(description=(
-        "segment the index's centre crop (the release's protocol: the segments of an indexed image then equal "
-        "its index entry) instead of the whole image"))] = False,
+    crop: Annotated[
+        bool,
+        Query(
+            description=(
+                "segment the index's centre crop (the release's protocol: the segments of an indexed image then equal "
+                "its index entry) instead of the whole image"
+            )
+        ),
+    ] = False,
 ) -> SlotsResult:
     """Run the model on an uploaded image: its assignment map and overlay (inline base64 PNGs), and per
     slot the prototype, label, area share, score, RLE mask and nearest dataset segments. The whole image

@@ -57,7 +57,11 @@ def _region(loaded: LoadedIndex, image_id: int, img: Image.Image) -> tuple[int, 
 
 
 def segment_overlay(
-    loaded: LoadedIndex, image_id: int, prototype: int | None, segment: int | None, size: int | None,
+    loaded: LoadedIndex,
+    image_id: int,
+    prototype: int | None,
+    segment: int | None,
+    size: int | None,
     view: str = "crop",
 ) -> bytes:
     """PNG of the image with one segment (by id, or the image's segment of ``prototype``) in Figure-3 red.

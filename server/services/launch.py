@@ -137,8 +137,16 @@ def start_index(settings: Settings, supervisor: Supervisor, req: IndexRequest) -
     if out.exists() and any(out.iterdir()):
         raise ApiError(409, "index_exists", f"index {name!r} already exists; pick another name")
     log, progress = _job_files(settings, "index", name)
-    argv = index_argv(ckpt, settings.data_root.resolve(), out, split=req.split, resize=req.resize, crop=req.crop,
-                      batch_size=req.batch_size or None, progress_file=progress)
+    argv = index_argv(
+        ckpt,
+        settings.data_root.resolve(),
+        out,
+        split=req.split,
+        resize=req.resize,
+        crop=req.crop,
+        batch_size=req.batch_size or None,
+        progress_file=progress,
+    )
     config = req.model_dump() | {"checkpoint": f"{run}/{ckpt.name}"}
     return supervisor.launch(
         kind="index",
@@ -163,9 +171,17 @@ def start_eval(
     log, progress = _job_files(settings, "eval", name)
     out_json = settings.state_dir.resolve() / "evals" / f"{name}.json"
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    argv = eval_argv(checkpoint, settings.data_root.resolve(), protocol=req.protocol, baseline=req.baseline,
-                     index=index_dir, out=out_json, split=req.split, resolution=req.resolution,
-                     progress_file=progress)
+    argv = eval_argv(
+        checkpoint,
+        settings.data_root.resolve(),
+        protocol=req.protocol,
+        baseline=req.baseline,
+        index=index_dir,
+        out=out_json,
+        split=req.split,
+        resolution=req.resolution,
+        progress_file=progress,
+    )
     return supervisor.launch(
         kind="eval",
         name=name,
@@ -177,4 +193,3 @@ def start_eval(
         output_dir=index_dir.resolve(),
         exclusive_output=True,
     )
-

@@ -28,8 +28,6 @@ BOX_COLOR = (255, 255, 255)
 VIEWS = ("crop", "full")
 
 
-
-
 def color_of(k: int) -> tuple[int, int, int]:
     """The palette colour of prototype ``k`` as an (r, g, b) tuple."""
     table = palette(k + 1)
@@ -60,8 +58,6 @@ def show_region(img: Image.Image, box: tuple[int, int, int, int] | list[int], vi
     if view == "crop":
         return img if (x, y, w, h) == (0, 0, img.width, img.height) else img.crop((x, y, x + w, y + h))
     return outline_box(img, (x, y, w, h))
-
-
 
 
 def overlay_labels(img: Image.Image, labels: np.ndarray, alpha: float = SLOTS_ALPHA) -> Image.Image:

@@ -37,7 +37,11 @@ def analysis_size(runtime: Runtime) -> tuple[int, int]:
 
 
 def analyze(
-    runtime: Runtime, model: LoadedModel, loaded: LoadedIndex | None, img: Image.Image, neighbors: int = 5,
+    runtime: Runtime,
+    model: LoadedModel,
+    loaded: LoadedIndex | None,
+    img: Image.Image,
+    neighbors: int = 5,
     crop: bool = False,
 ) -> SlotsResult:
     """Run the teacher on ``img`` and describe its slots (see :class:`server.schemas.SlotsResult`).

@@ -25,8 +25,14 @@ def _corrupt_keeping_stat(path: Path) -> None:
 
 def test_the_sidecar_answers_without_loading_the_checkpoint(tmp_path: Path, make_tiny_model) -> None:
     model = make_tiny_model(seed=0)
-    path = save_checkpoint(tmp_path / "ckpt_epoch_3.pth", model, epoch=3, step=30,
-                           train_config={"lr": 0.5, "output_dir": str(tmp_path)}, optimizer={"state": {}})
+    path = save_checkpoint(
+        tmp_path / "ckpt_epoch_3.pth",
+        model,
+        epoch=3,
+        step=30,
+        train_config={"lr": 0.5, "output_dir": str(tmp_path)},
+        optimizer={"state": {}},
+    )
     side = json.loads(sidecar_path(path).read_text())
     assert sidecar_path(path).name == "ckpt_epoch_3.pth.json"
     assert side["epoch"] == 3 and side["step"] == 30 and side["config"] == model.config.to_dict()

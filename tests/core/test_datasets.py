@@ -52,7 +52,11 @@ def test_imagenet_layout(tmp_path: Path) -> None:
     assert detect_layout(tmp_path, "train") == "imagenet"
     paths = find_images(tmp_path, "train")
     assert [p.relative_to(tmp_path).as_posix() for p in paths] == [
-        "train/n01/img0.JPEG", "train/n01/img1.JPEG", "train/n02/img0.JPEG", "train/n02/img1.JPEG"]
+        "train/n01/img0.JPEG",
+        "train/n01/img1.JPEG",
+        "train/n02/img0.JPEG",
+        "train/n02/img1.JPEG",
+    ]
 
 
 def test_folder_layout_recursive_skips_labels(tmp_path: Path) -> None:
@@ -91,8 +95,18 @@ def test_no_images(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- decoding
 
 
-@pytest.mark.parametrize("mode,color", [("RGB", (1, 2, 3)), ("L", 77), ("1", 1), ("CMYK", (0, 0, 0, 0)),
-                                        ("RGBA", (10, 20, 30, 255)), ("LA", (50, 255)), ("I;16", 65535)])
+@pytest.mark.parametrize(
+    "mode,color",
+    [
+        ("RGB", (1, 2, 3)),
+        ("L", 77),
+        ("1", 1),
+        ("CMYK", (0, 0, 0, 0)),
+        ("RGBA", (10, 20, 30, 255)),
+        ("LA", (50, 255)),
+        ("I;16", 65535),
+    ],
+)
 def test_load_rgb_modes(tmp_path: Path, mode: str, color) -> None:
     ext = ".tiff" if mode == "CMYK" else ".png"
     img = load_rgb(_save(tmp_path / f"img{ext}", mode, color=color))

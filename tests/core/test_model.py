@@ -160,6 +160,7 @@ def test_positive_pairs_count_the_slots_present_in_both_views(make_tiny_model) -
     crops, coords, flags = _batch(b=6)
     out = model(crops, coords, flags)
     with torch.no_grad():
+
         def present(dots: torch.Tensor) -> torch.Tensor:  # (B, K, h, w) → (B, K) bool
             return F.one_hot(dots.argmax(1).flatten(1), dots.shape[1]).amax(1).bool()
 

@@ -27,8 +27,11 @@ def test_the_form_values_are_the_resolved_config(name: str) -> None:
 
 def _plain(annotation: object) -> tuple[type, tuple]:
     """(the Python type, the Literal choices or ()) of an ``X | None`` field annotation."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)] if isinstance(
-        annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union else [annotation]
+    args = (
+        [a for a in typing.get_args(annotation) if a is not type(None)]
+        if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
+        else [annotation]
+    )
     (inner,) = args
     if typing.get_origin(inner) is typing.Literal:
         choices = typing.get_args(inner)
@@ -49,7 +52,8 @@ def test_train_overrides_mirror_the_train_config() -> None:
         if choices:
             assert getattr(defaults, name) in choices, name
     assert set(typing.get_args(TrainOverrides.model_fields["precision"].annotation)[0].__args__) == set(
-        recipes.PRECISIONS)
+        recipes.PRECISIONS
+    )
 
 
 def test_the_request_schemas_take_their_choices_from_the_recipes() -> None:

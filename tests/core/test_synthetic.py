@@ -24,8 +24,11 @@ from core.synthetic import CLASSES, IGNORE_LABEL, STUFF_IDS, THING_IDS, generate
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -189,8 +192,12 @@ def test_generation_is_deterministic(tmp_path: Path) -> None:
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli"
-    assert synthetic.main(["--out", str(out), "--num-train", "3", "--num-val", "2", "--size", "40",
-                           "--seed", "5", "--workers", "1"]) == 0
+    assert (
+        synthetic.main(
+            ["--out", str(out), "--num-train", "3", "--num-val", "2", "--size", "40", "--seed", "5", "--workers", "1"]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["train2017"]["images"] == 3 and summary["val2017"]["images"] == 2
     assert len(find_images(out, "val2017")) == 2
@@ -201,5 +208,8 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert option in helptext
     with pytest.raises(SystemExit):
         synthetic.main(["--version"])
-    assert capsys.readouterr().out.strip() == synthetic.GENERATOR_VERSION == json.loads(
-        (out / "synthetic.json").read_text())["version"]
+    assert (
+        capsys.readouterr().out.strip()
+        == synthetic.GENERATOR_VERSION
+        == json.loads((out / "synthetic.json").read_text())["version"]
+    )

@@ -55,8 +55,9 @@ def test_synthetic_protocol_matches_hand_pipeline(tiny_checkpoint, synthetic_roo
     assert r["counts"]["num_images"] == 5 and r["counts"]["labelled_pixels"] == 5 * RES * RES
     assert r["protocol"]["resolution"] == RES and r["protocol"]["curated_list"] is None
     assert r["checkpoint"]["sha256"] == file_sha256(tiny_checkpoint)
-    assert list(r["per_class_iou_named"]) == [c["name"] for c in json.loads(
-        (synthetic_root / "synthetic.json").read_text())["classes"]]
+    assert list(r["per_class_iou_named"]) == [
+        c["name"] for c in json.loads((synthetic_root / "synthetic.json").read_text())["classes"]
+    ]
     json.dumps(r, allow_nan=False)
 
 

@@ -35,8 +35,7 @@ def test_coco_loads_and_round_trips_masks(tiny_index: Path, tmp_path: Path) -> N
     counts = export_index(tiny_index, "coco", out)
     coco = COCO(str(out))
     with ConceptIndex.open(tiny_index) as idx:
-        assert counts == {"images": idx.num_images, "categories": idx.num_prototypes,
-                          "annotations": idx.num_segments}
+        assert counts == {"images": idx.num_images, "categories": idx.num_prototypes, "annotations": idx.num_segments}
         assert sorted(coco.getImgIds()) == list(range(idx.num_images))
         assert sorted(coco.getCatIds()) == list(range(idx.num_prototypes))
         assert len(coco.getAnnIds()) == idx.num_segments
@@ -96,8 +95,9 @@ def test_parquet_tables(labelled_index: Path, tmp_path: Path) -> None:
     assert np.issubdtype(seg["score"].dtype, np.floating) and protos["dead"].dtype == bool
 
 
-def test_parquet_without_pyarrow_or_pandas_names_the_package(tiny_index: Path, tmp_path: Path, monkeypatch,
-                                                            capsys) -> None:
+def test_parquet_without_pyarrow_or_pandas_names_the_package(
+    tiny_index: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     for name in ("pyarrow", "pyarrow.parquet", "pandas"):
         monkeypatch.setitem(sys.modules, name, None)  # as if not installed: import raises ImportError
     with pytest.raises(MissingPackageError, match="pyarrow"):

@@ -47,8 +47,7 @@ def layout_facts(tiny_index: Path) -> dict:
     assert len(boxes) == 1, "synthetic images share one size, so one crop box"
     (box,) = boxes
     assert box[2] == box[3]
-    return {"active": [p.id for p in protos if not p.dead], "dead": [p.id for p in protos if p.dead],
-            "side": box[2]}
+    return {"active": [p.id for p in protos if not p.dead], "dead": [p.id for p in protos if p.dead], "side": box[2]}
 
 
 def _array(path: Path) -> np.ndarray:
@@ -104,8 +103,9 @@ def test_grid_and_red_masks_where_the_masks_are(tiny_index: Path, layout_facts: 
 
 def test_resized_cells_and_title_column(tiny_index: Path, layout_facts: dict, tmp_path: Path) -> None:
     cell, topk = 50, 2
-    layout, rows = concept_figure(tiny_index, layout_facts["active"][:2], topk=topk, alpha=1.0, cell_px=cell,
-                                  labels=True, out=tmp_path / "t.png")
+    layout, rows = concept_figure(
+        tiny_index, layout_facts["active"][:2], topk=topk, alpha=1.0, cell_px=cell, labels=True, out=tmp_path / "t.png"
+    )
     img = _array(tmp_path / "t.png")
     label_px = max(cell, 72)
     assert img.shape[:2] == (GAP + 2 * (cell + GAP), GAP + label_px + GAP + topk * (cell + GAP))
@@ -164,8 +164,23 @@ def test_unknown_prototypes_and_bad_suffix_write_nothing(tiny_index: Path, tmp_p
 def test_cli(tiny_index: Path, layout_facts: dict, tmp_path: Path, capsys) -> None:
     a, b = layout_facts["active"][:2]
     out = tmp_path / "cli.png"
-    assert main(["--index", str(tiny_index), "--prototypes", f"{a},{b}", "--topk", "2", "--cell-px", "30",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--index",
+                str(tiny_index),
+                "--prototypes",
+                f"{a},{b}",
+                "--topk",
+                "2",
+                "--cell-px",
+                "30",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "2 rows x 2 cells" in capsys.readouterr().out
     assert Image.open(out).size == (GAP + 2 * 34, GAP + 2 * 34)
     assert main(["--index", str(tiny_index), "--prototypes", "0,99", "--out", str(tmp_path / "y.png")]) == 2
@@ -187,12 +202,19 @@ def test_bytes_identical_across_processes(tiny_index: Path, layout_facts: dict, 
     outs = {}
     for seed in ("1", "2"):
         outs[seed] = [tmp_path / f"p{seed}{s}" for s in (".png", ".pdf", ".svg")]
-        script = ("import sys; from indexer.figure import main; "
-                  "sys.exit(max(main(['--index', sys.argv[1], '--prototypes', sys.argv[2], '--topk', '2', "
-                  "'--cell-px', '32', '--labels', '--out', o]) for o in sys.argv[3:]))")
+        script = (
+            "import sys; from indexer.figure import main; "
+            "sys.exit(max(main(['--index', sys.argv[1], '--prototypes', sys.argv[2], '--topk', '2', "
+            "'--cell-px', '32', '--labels', '--out', o]) for o in sys.argv[3:]))"
+        )
         env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(root)}
-        proc = subprocess.run([sys.executable, "-c", script, str(tiny_index), ids, *map(str, outs[seed])],
-                              env=env, capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-c", script, str(tiny_index), ids, *map(str, outs[seed])],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr
     for a, b in zip(outs["1"], outs["2"], strict=True):
         assert a.read_bytes() == b.read_bytes(), a.suffix

@@ -87,7 +87,8 @@ def test_index_keeps_the_stored_frame(rotated_root: Path, tiny_checkpoint: Path,
             np.testing.assert_allclose([s.score for s in segs], want.scores, atol=1e-5)
             for s, v in zip(segs, want.vectors, strict=True):
                 np.testing.assert_allclose(index.segment_vector(s.id), v, atol=1e-5)
-            labelled += sum(int(mask_utils.area({"size": s.rle["size"], "counts": s.rle["counts"].encode()}))
-                            for s in segs)
+            labelled += sum(
+                int(mask_utils.area({"size": s.rle["size"], "counts": s.rle["counts"].encode()})) for s in segs
+            )
         counts = sum(sum(index.label_counts(k).values()) for k in range(index.num_prototypes))
         assert counts == labelled > 0  # every masked pixel had its label: none of the labels was refused

@@ -95,9 +95,16 @@ def test_shard_writer_files(tmp_path: Path) -> None:
     np.testing.assert_array_equal(raw, np.stack([_code(1, 0), _code(1, 2), _code(2, 0), _code(2, 1), _code(2, 3)]))
     conn = sqlite3.connect(shard / "raw.db")
     assert conn.execute("SELECT raw_row, image_id, prototype FROM raw_segments ORDER BY raw_row").fetchall() == [
-        (0, 1, 0), (1, 1, 2), (2, 2, 0), (3, 2, 1), (4, 2, 3)]
+        (0, 1, 0),
+        (1, 1, 2),
+        (2, 2, 0),
+        (3, 2, 1),
+        (4, 2, 3),
+    ]
     assert conn.execute("SELECT id, num_segments, width, height FROM raw_images ORDER BY id").fetchall() == [
-        (1, 2, 6, 4), (2, 3, 6, 4)]
+        (1, 2, 6, 4),
+        (2, 3, 6, 4),
+    ]
     assert conn.execute("SELECT * FROM skipped").fetchall() == [("bad.jpg", "cannot decode")]
     conn.close()
     counts = np.load(shard / "label_counts.npy")

@@ -39,8 +39,18 @@ class LiveServer:
         self.base = f"http://127.0.0.1:{self.port}"
         self.timeout = timeout
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-        self.cmd = [sys.executable, "-m", "server", "--port", str(self.port), "--device", "cpu",
-                    "--log-level", "warning", *args]
+        self.cmd = [
+            sys.executable,
+            "-m",
+            "server",
+            "--port",
+            str(self.port),
+            "--device",
+            "cpu",
+            "--log-level",
+            "warning",
+            *args,
+        ]
         self.service: Service | None = None
 
     def __enter__(self) -> LiveServer:
@@ -97,10 +107,18 @@ def make_settings(tmp_path: Path, synthetic_root: Path, server_index: Path) -> C
     """Settings in a fresh temp tree (state, runs, indexes); keyword arguments override fields."""
 
     def make(**overrides) -> Settings:
-        values = dict(index=server_index, data_root=synthetic_root, runs_dir=tmp_path / "runs",
-                      indexes_dir=tmp_path / "indexes", state_dir=tmp_path / "state", device="cpu",
-                      max_upload_bytes=2 * 1024 * 1024, max_upload_pixels=4_000_000, job_poll_s=0.1,
-                      trusted_hosts="testserver")
+        values = dict(
+            index=server_index,
+            data_root=synthetic_root,
+            runs_dir=tmp_path / "runs",
+            indexes_dir=tmp_path / "indexes",
+            state_dir=tmp_path / "state",
+            device="cpu",
+            max_upload_bytes=2 * 1024 * 1024,
+            max_upload_pixels=4_000_000,
+            job_poll_s=0.1,
+            trusted_hosts="testserver",
+        )
         values.update(overrides)
         return Settings(_env_file=None, **values)
 

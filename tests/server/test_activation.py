@@ -66,8 +66,9 @@ def broken(tmp_path_factory, server_index, synthetic_root, make_tiny_model) -> d
     (runs / "k8").mkdir(parents=True)
     save_checkpoint(runs / "k6" / "final.pth", make_tiny_model(3, num_prototypes=6))
     save_checkpoint(runs / "k8" / "final.pth", make_tiny_model(4))
-    k6 = build_index(runs / "k6" / "final.pth", synthetic_root, indexes / "other-k", split="val2017", resize=96,
-                     crop=96)
+    k6 = build_index(
+        runs / "k6" / "final.pth", synthetic_root, indexes / "other-k", split="val2017", resize=96, crop=96
+    )
     m = _manifest(k6)
     m["checkpoint"] = {"path": str(runs / "k8" / "final.pth"), "sha256": content_sha256(runs / "k8" / "final.pth")}
     _write_manifest(k6, m)
@@ -76,8 +77,9 @@ def broken(tmp_path_factory, server_index, synthetic_root, make_tiny_model) -> d
     # Indexed from runs/resumed/final.pth, which a resumed run then overwrote with other weights.
     (runs / "resumed").mkdir()
     save_checkpoint(runs / "resumed" / "final.pth", make_tiny_model(5))
-    stale = build_index(runs / "resumed" / "final.pth", synthetic_root, indexes / "overwritten", split="val2017",
-                        resize=96, crop=96)
+    stale = build_index(
+        runs / "resumed" / "final.pth", synthetic_root, indexes / "overwritten", split="val2017", resize=96, crop=96
+    )
     save_checkpoint(runs / "resumed" / "final.pth", make_tiny_model(6))
     cases["overwritten"] = (stale, 409, "index_mismatch", "resumed/final.pth now holds sha256")
     return cases
@@ -88,8 +90,16 @@ def live(live_server, broken, server_index, synthetic_root, tmp_path_factory):
     indexes = next(iter(broken.values()))[0].parent
     state = tmp_path_factory.mktemp("activation-state")
     index = shutil.copytree(server_index, state / "tiny")
-    with live_server("--index", str(index), "--indexes-dir", str(indexes), "--state-dir", str(state),
-                     "--data-root", str(synthetic_root)) as srv:
+    with live_server(
+        "--index",
+        str(index),
+        "--indexes-dir",
+        str(indexes),
+        "--state-dir",
+        str(state),
+        "--data-root",
+        str(synthetic_root),
+    ) as srv:
         yield srv
 
 
@@ -125,10 +135,27 @@ def test_the_overwritten_checkpoint_message_says_how_to_rebuild(live, broken):
 @pytest.mark.parametrize("name", CASES)
 def test_a_broken_index_at_start_up_is_one_line_and_exit_code_3(broken, tmp_path, name):
     index, _, _, words = broken[name]
-    out = subprocess.run([sys.executable, "-m", "server", "--index", str(index), "--port", "9", "--state-dir",
-                          str(tmp_path / "state"), "--device", "cpu", "--log-level", "warning"],
-                         capture_output=True, text=True, timeout=180,
-                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "--index",
+            str(index),
+            "--port",
+            "9",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--device",
+            "cpu",
+            "--log-level",
+            "warning",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)},
+    )
     assert out.returncode == 3, out.stdout + out.stderr
     lines = [line for line in (out.stdout + out.stderr).splitlines() if "slotcon serve:" in line]
     assert len(lines) == 1 and "cannot serve the configured index" in lines[0] and words in lines[0], lines

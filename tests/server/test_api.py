@@ -86,13 +86,20 @@ def test_images_thumbnails_and_overlays(client):
     assert slots.headers["content-type"] == "image/png" and Image.open(io.BytesIO(slots.content)).size == (64, 64)
 
 
-@pytest.mark.parametrize("url, code", [
-    ("/api/prototypes/99", "not_found"), ("/api/prototypes/99/segments", "not_found"),
-    ("/api/segments/100000", "not_found"), ("/api/segments/100000/neighbors", "not_found"),
-    ("/api/images/100000", "not_found"), ("/api/images/100000/slots", "not_found"),
-    ("/api/jobs/12345", "not_found"), ("/api/eval/777/examples", "not_found"),
-    ("/api/images/0/overlay?prototype=99", "not_found"),
-])
+@pytest.mark.parametrize(
+    "url, code",
+    [
+        ("/api/prototypes/99", "not_found"),
+        ("/api/prototypes/99/segments", "not_found"),
+        ("/api/segments/100000", "not_found"),
+        ("/api/segments/100000/neighbors", "not_found"),
+        ("/api/images/100000", "not_found"),
+        ("/api/images/100000/slots", "not_found"),
+        ("/api/jobs/12345", "not_found"),
+        ("/api/eval/777/examples", "not_found"),
+        ("/api/images/0/overlay?prototype=99", "not_found"),
+    ],
+)
 def test_unknown_ids_are_404(client, url, code):
     r = client.get(url)
     assert r.status_code == 404 and r.json()["error"]["code"] == code
@@ -100,12 +107,22 @@ def test_unknown_ids_are_404(client, url, code):
     assert client.get("/api/prototypes/0").status_code == 200
 
 
-@pytest.mark.parametrize("url", [
-    "/api/prototypes/0/segments?limit=0", "/api/prototypes/0/segments?limit=abc",
-    "/api/prototypes/0/segments?offset=-1", "/api/prototypes/-1", "/api/segments/0/neighbors?limit=1000",
-    "/api/segments/0/neighbors?prototype=-2", "/api/images/0?size=1", "/api/images/0/overlay",
-    "/api/images/0/overlay?prototype=1&segment=2", "/api/images?limit=0", "/api/jobs?kind=bogus",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/prototypes/0/segments?limit=0",
+        "/api/prototypes/0/segments?limit=abc",
+        "/api/prototypes/0/segments?offset=-1",
+        "/api/prototypes/-1",
+        "/api/segments/0/neighbors?limit=1000",
+        "/api/segments/0/neighbors?prototype=-2",
+        "/api/images/0?size=1",
+        "/api/images/0/overlay",
+        "/api/images/0/overlay?prototype=1&segment=2",
+        "/api/images?limit=0",
+        "/api/jobs?kind=bogus",
+    ],
+)
 def test_bad_parameters_are_422(client, url):
     r = client.get(url)
     assert r.status_code == 422, r.text
@@ -154,10 +171,23 @@ def test_map_stats_eval_checkpoints(client, make_settings):
 def test_openapi_documents_every_route(client):
     spec = client.get("/openapi.json").json()
     paths = set(spec["paths"])
-    for p in ("/api/health", "/api/prototypes", "/api/prototypes/map", "/api/prototypes/{k}/label",
-              "/api/prototypes/{k}/segments", "/api/segments/{segment_id}/neighbors", "/api/images/{image_id}/overlay",
-              "/api/slots", "/api/stats", "/api/eval", "/api/jobs/train", "/api/jobs/{job_id}/metrics",
-              "/api/checkpoints", "/api/index/activate", "/api/eval/{eval_id}/examples/{image_id}.png"):
+    for p in (
+        "/api/health",
+        "/api/prototypes",
+        "/api/prototypes/map",
+        "/api/prototypes/{k}/label",
+        "/api/prototypes/{k}/segments",
+        "/api/segments/{segment_id}/neighbors",
+        "/api/images/{image_id}/overlay",
+        "/api/slots",
+        "/api/stats",
+        "/api/eval",
+        "/api/jobs/train",
+        "/api/jobs/{job_id}/metrics",
+        "/api/checkpoints",
+        "/api/index/activate",
+        "/api/eval/{eval_id}/examples/{image_id}.png",
+    ):
         assert p in paths, p
     assert client.get("/docs").status_code == 200
     assert client.get("/api/nope").json()["error"]["code"] == "not_found"

@@ -51,8 +51,10 @@ def test_a_permuted_checkpoint_is_matched_back(indexes: Path, make_settings) -> 
         assert same["summary"]["same_id_matches"] == len(same["pairs"]) == len(same["active_a"])
 
         pair = body["pairs"][0]
-        tiles = [client.get(f"/api/indexes/{name}/prototypes/{k}/best.png")
-                 for name, k in (("perm", pair["a"]), ("base", pair["b"]))]
+        tiles = [
+            client.get(f"/api/indexes/{name}/prototypes/{k}/best.png")
+            for name, k in (("perm", pair["a"]), ("base", pair["b"]))
+        ]
         assert all(t.status_code == 200 and t.headers["content-type"] == "image/png" for t in tiles)
         assert tiles[0].content == tiles[1].content  # the same segment: the same prototype under two ids
         assert max(Image.open(io.BytesIO(tiles[0].content)).size) <= 160  # a thumbnail, never enlarged
@@ -78,7 +80,11 @@ def test_the_figure_route_draws_the_papers_layout(client) -> None:
     assert pdf.headers["content-type"] == "application/pdf" and pdf.content.startswith(b"%PDF")
     svg = client.get("/api/figure", params={"prototypes": spec, "format": "svg"})
     assert svg.content.lstrip().startswith(b"<")
-    bad_requests = ({"prototypes": "1,,2"}, {"prototypes": "999"}, {"prototypes": "0-40"},
-                    {"prototypes": "1", "format": "gif"})
+    bad_requests = (
+        {"prototypes": "1,,2"},
+        {"prototypes": "999"},
+        {"prototypes": "0-40"},
+        {"prototypes": "1", "format": "gif"},
+    )
     for bad in bad_requests:
         assert client.get("/api/figure", params=bad).status_code == 422, bad

@@ -43,9 +43,13 @@ def netns():
     if made.returncode != 0:
         pytest.skip(f"cannot create a network namespace here (`ip netns add`: {made.stderr.strip()})")
     try:
-        for cmd in (["link", "set", "lo", "up"], ["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
-                    ["addr", "add", f"{ADDRESS}/24", "dev", "v0"], ["link", "set", "v0", "up"],
-                    ["link", "set", "v1", "up"]):
+        for cmd in (
+            ["link", "set", "lo", "up"],
+            ["link", "add", "v0", "type", "veth", "peer", "name", "v1"],
+            ["addr", "add", f"{ADDRESS}/24", "dev", "v0"],
+            ["link", "set", "v0", "up"],
+            ["link", "set", "v1", "up"],
+        ):
             r = _ip("netns", "exec", name, "ip", *cmd)
             assert r.returncode == 0, r.stderr
         yield name
@@ -58,14 +62,22 @@ def _env(make_settings, **extra: str) -> dict[str, str]:
     s = make_settings()
     index = shutil.copytree(s.index, s.state_dir.parent / "index-copy", dirs_exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLOTCON_")}
-    env.update(PYTHONPATH=str(ROOT), SLOTCON_INDEX=str(index), SLOTCON_STATE_DIR=str(s.state_dir),
-               SLOTCON_DATA_ROOT=str(s.data_root), SLOTCON_RUNS_DIR=str(s.runs_dir), SLOTCON_DEVICE="cpu", **extra)
+    env.update(
+        PYTHONPATH=str(ROOT),
+        SLOTCON_INDEX=str(index),
+        SLOTCON_STATE_DIR=str(s.state_dir),
+        SLOTCON_DATA_ROOT=str(s.data_root),
+        SLOTCON_RUNS_DIR=str(s.runs_dir),
+        SLOTCON_DEVICE="cpu",
+        **extra,
+    )
     return env
 
 
 def _in_ns(ns: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(["ip", "netns", "exec", ns, *argv], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        ["ip", "netns", "exec", ns, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def _refuses(proc: subprocess.Popen) -> str:
@@ -103,8 +115,13 @@ def _wait_http(ns: str, url: str, proc: subprocess.Popen, env: dict[str, str], t
     deadline = time.time() + 180
     while time.time() < deadline:
         assert proc.poll() is None, proc.stdout.read()
-        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", _HTTP, url, "rebound.example", token],
-                           env=env, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-c", _HTTP, url, "rebound.example", token],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if r.returncode == 0:
             return json.loads(r.stdout.strip().splitlines()[-1])
         assert r.returncode == 7, r.stderr
@@ -127,16 +144,17 @@ def test_uvicorn_factory_on_all_addresses_without_token_refuses_to_start(netns, 
 
 
 def test_uvicorn_on_a_non_loopback_address_without_token_refuses_to_start(netns, make_settings):
-    line = _refuses(_in_ns(netns, [sys.executable, *FACTORY, "--host", ADDRESS, "--port", "8000"],
-                           _env(make_settings)))
+    line = _refuses(_in_ns(netns, [sys.executable, *FACTORY, "--host", ADDRESS, "--port", "8000"], _env(make_settings)))
     assert ADDRESS in line
 
 
 def test_a_socket_bound_before_start_up_is_seen(netns, make_settings):
     """A launcher that binds first and hands uvicorn the descriptor (as gunicorn or --fd do)."""
-    launcher = ("import os, socket, sys; s = socket.socket(); s.bind(('0.0.0.0', 8001)); s.listen(); "
-                "os.set_inheritable(s.fileno(), True); "
-                "os.execv(sys.executable, [sys.executable, *sys.argv[1:], '--fd', str(s.fileno())])")
+    launcher = (
+        "import os, socket, sys; s = socket.socket(); s.bind(('0.0.0.0', 8001)); s.listen(); "
+        "os.set_inheritable(s.fileno(), True); "
+        "os.execv(sys.executable, [sys.executable, *sys.argv[1:], '--fd', str(s.fileno())])"
+    )
     _refuses(_in_ns(netns, [sys.executable, "-c", launcher, *FACTORY], _env(make_settings)))
 
 
@@ -147,8 +165,13 @@ def test_with_a_token_it_serves_on_the_network_and_guards_writes(netns, make_set
         codes = _wait_http(netns, f"http://{ADDRESS}:8002", proc, env, "s3cret-token")
     finally:
         _stop(proc)
-    assert codes == {"health": 200, "label_no_token": 401, "label_token": 200, "checkpoints_no_token": 401,
-                     "other_host": 200}  # exposed with a token: any Host name, the token guards
+    assert codes == {
+        "health": 200,
+        "label_no_token": 401,
+        "label_token": 200,
+        "checkpoints_no_token": 401,
+        "other_host": 200,
+    }  # exposed with a token: any Host name, the token guards
 
 
 def test_loopback_mode_accepts_only_localhost_names(netns, make_settings):
@@ -174,10 +197,20 @@ def test_request_on_a_network_socket_without_token_is_refused(make_settings):
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-             "scheme": "http", "path": "/api/health", "raw_path": b"/api/health", "root_path": "",
-             "query_string": b"", "server": (ADDRESS, 8000), "client": ("192.0.2.9", 5000),
-             "headers": [(b"host", f"{ADDRESS}:8000".encode())]}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/api/health",
+        "raw_path": b"/api/health",
+        "root_path": "",
+        "query_string": b"",
+        "server": (ADDRESS, 8000),
+        "client": ("192.0.2.9", 5000),
+        "headers": [(b"host", f"{ADDRESS}:8000".encode())],
+    }
     with TestClient(app):  # lifespan ran: a loopback (test) server
         asyncio.run(app(scope, receive, send))
     start = next(m for m in sent if m["type"] == "http.response.start")

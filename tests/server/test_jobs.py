@@ -14,8 +14,19 @@ from fastapi.testclient import TestClient
 from server.app import create_app
 from server.services.jobstore import JobStore
 
-TINY = {"arch": "resnet18", "width": 0.25, "dim_hidden": 64, "dim_out": 32, "num_prototypes": 8,
-        "image_size": 64, "batch_size": 8, "workers": 0, "log_every": 1, "threads": 1, "budget_minutes": 0}
+TINY = {
+    "arch": "resnet18",
+    "width": 0.25,
+    "dim_hidden": 64,
+    "dim_out": 32,
+    "num_prototypes": 8,
+    "image_size": 64,
+    "batch_size": 8,
+    "workers": 0,
+    "log_every": 1,
+    "threads": 1,
+    "budget_minutes": 0,
+}
 
 
 def _wait(client, job_id: int, until, timeout: float = 90.0) -> dict:
@@ -25,13 +36,14 @@ def _wait(client, job_id: int, until, timeout: float = 90.0) -> dict:
         if until(job):
             return job
         time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not get there in {timeout} s: {job}\n"
-                         + client.get(f"/api/jobs/{job_id}/log").json()["log"][-3000:])
+    raise AssertionError(
+        f"job {job_id} did not get there in {timeout} s: {job}\n"
+        + client.get(f"/api/jobs/{job_id}/log").json()["log"][-3000:]
+    )
 
 
 def _train(client, name: str, **overrides):
-    return client.post("/api/jobs/train", json={"preset": "cpu-demo", "name": name,
-                                                 "overrides": {**TINY, **overrides}})
+    return client.post("/api/jobs/train", json={"preset": "cpu-demo", "name": name, "overrides": {**TINY, **overrides}})
 
 
 def test_train_progress_stop_and_restart(make_settings):
@@ -89,26 +101,34 @@ def test_vanished_job_is_marked_failed(make_settings):
     store = JobStore(settings.state_dir / "jobs.db")
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    job_id = store.insert(kind="train", name="ghost", config={}, argv=[sys.executable, "-m", "trainer"],
-                          output_dir=str(settings.runs_dir / "ghost"),
-                          progress_path=str(settings.runs_dir / "ghost" / "metrics.jsonl"),
-                          log_path=str(settings.state_dir / "ghost.log"))
+    job_id = store.insert(
+        kind="train",
+        name="ghost",
+        config={},
+        argv=[sys.executable, "-m", "trainer"],
+        output_dir=str(settings.runs_dir / "ghost"),
+        progress_path=str(settings.runs_dir / "ghost" / "metrics.jsonl"),
+        log_path=str(settings.state_dir / "ghost.log"),
+    )
     store.update(job_id, pid=gone.pid)
     with TestClient(create_app(settings)) as client:
         job = client.get(f"/api/jobs/{job_id}").json()
         assert job["status"] == "failed" and job["message"] == "process vanished after server restart"
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"preset": "cpu-demo", "overrides": {"data": "/etc"}}, "data"),
-    ({"preset": "cpu-demo", "overrides": {"output_dir": "/tmp/x"}}, "output_dir"),
-    ({"preset": "cpu-demo", "overrides": {"resume": "/tmp/x.pth"}}, "resume"),
-    ({"preset": "cpu-demo", "overrides": {"epochs": "many"}}, "epochs"),
-    ({"preset": "cpu-demo", "overrides": {"arch": "vit"}}, "arch"),
-    ({"preset": "nope"}, "preset"),
-    ({"preset": "cpu-demo", "name": "../escape"}, "name"),
-    ({"preset": "cpu-demo", "output_dir": "/tmp"}, "output_dir"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"preset": "cpu-demo", "overrides": {"data": "/etc"}}, "data"),
+        ({"preset": "cpu-demo", "overrides": {"output_dir": "/tmp/x"}}, "output_dir"),
+        ({"preset": "cpu-demo", "overrides": {"resume": "/tmp/x.pth"}}, "resume"),
+        ({"preset": "cpu-demo", "overrides": {"epochs": "many"}}, "epochs"),
+        ({"preset": "cpu-demo", "overrides": {"arch": "vit"}}, "arch"),
+        ({"preset": "nope"}, "preset"),
+        ({"preset": "cpu-demo", "name": "../escape"}, "name"),
+        ({"preset": "cpu-demo", "output_dir": "/tmp"}, "output_dir"),
+    ],
+)
 def test_train_request_allow_list(client, body, field):
     r = client.post("/api/jobs/train", json=body)
     assert r.status_code == 422, r.text
@@ -126,8 +146,10 @@ def test_index_job_then_activate_without_restart(make_settings, tiny_checkpoint,
         assert bad.status_code == 422
         missing = client.post("/api/jobs/index", json={"checkpoint": "nope/final.pth"})
         assert missing.status_code == 404
-        r = client.post("/api/jobs/index", json={"checkpoint": "r1/final.pth", "name": "fresh", "resize": 96,
-                                                  "crop": 96, "activate": True})
+        r = client.post(
+            "/api/jobs/index",
+            json={"checkpoint": "r1/final.pth", "name": "fresh", "resize": 96, "crop": 96, "activate": True},
+        )
         assert r.status_code == 201, r.text
         job = _wait(client, r.json()["id"], lambda j: j["status"] != "running", timeout=120)
         assert job["status"] == "succeeded" and job["progress"] == 1.0, job

@@ -16,9 +16,16 @@ from server.services.jobstore import ACTIVE, FINAL, JobStore
 
 
 def _add(store: JobStore, kind: str = "train", name: str = "run", **extra) -> int:
-    return store.insert(kind=kind, name=name, config={"epochs": 2, "nested": {"a": [1, 2]}},
-                        argv=["python", "-m", "trainer", "--name", name], output_dir=f"/runs/{name}",
-                        progress_path=f"/runs/{name}/metrics.jsonl", log_path=f"/runs/{name}/log.txt", **extra)
+    return store.insert(
+        kind=kind,
+        name=name,
+        config={"epochs": 2, "nested": {"a": [1, 2]}},
+        argv=["python", "-m", "trainer", "--name", name],
+        output_dir=f"/runs/{name}",
+        progress_path=f"/runs/{name}/metrics.jsonl",
+        log_path=f"/runs/{name}/log.txt",
+        **extra,
+    )
 
 
 def test_insert_then_get(tmp_path: Path) -> None:
@@ -31,7 +38,11 @@ def test_insert_then_get(tmp_path: Path) -> None:
     assert row.config == {"epochs": 2, "nested": {"a": [1, 2]}}  # decoded JSON
     assert row.argv == ["python", "-m", "trainer", "--name", "run"]
     assert (row.output_dir, row.progress_path, row.log_path, row.done_path) == (
-        "/runs/run", "/runs/run/metrics.jsonl", "/runs/run/log.txt", "/runs/run/done")
+        "/runs/run",
+        "/runs/run/metrics.jsonl",
+        "/runs/run/log.txt",
+        "/runs/run/done",
+    )
     assert before <= row.created_at <= time.time()
     assert row.started_at is row.finished_at is row.exit_code is row.message is None
     assert row.active
@@ -70,8 +81,14 @@ def test_update_of_an_unknown_job_does_nothing(tmp_path: Path) -> None:
 
 def test_list_filters_orders_and_pages(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs.db")
-    plan = [("train", "running"), ("index", "succeeded"), ("train", "failed"), ("eval", "stopping"),
-            ("index", "running"), ("train", "stopped")]
+    plan = [
+        ("train", "running"),
+        ("index", "succeeded"),
+        ("train", "failed"),
+        ("eval", "stopping"),
+        ("index", "running"),
+        ("train", "stopped"),
+    ]
     ids = []
     for i, (kind, status) in enumerate(plan):
         ids.append(_add(store, kind=kind, name=f"j{i}"))

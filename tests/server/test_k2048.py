@@ -32,8 +32,14 @@ def k2048_client(make_tiny_model, synthetic_root: Path, tmp_path_factory):
 def test_k2048_routes_stay_within_the_response_budget(k2048_client: Path, make_settings) -> None:
     with TestClient(create_app(make_settings(index=k2048_client))) as client:
         sizes = {}
-        for route in ("/api/prototypes", "/api/prototypes/map", "/api/stats", "/api/prototypes/similarity.png",
-                      "/api/prototypes/0", "/api/images?limit=50"):
+        for route in (
+            "/api/prototypes",
+            "/api/prototypes/map",
+            "/api/stats",
+            "/api/prototypes/similarity.png",
+            "/api/prototypes/0",
+            "/api/images?limit=50",
+        ):
             r = client.get(route)
             assert r.status_code == 200, (route, r.text[:200])
             sizes[route] = len(r.content)

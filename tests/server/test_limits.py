@@ -25,16 +25,44 @@ def _train(client, overrides=None, **body):
     return client.post("/api/jobs/train", json={"preset": "cpu-demo", "overrides": overrides or {}, **body})
 
 
-@pytest.mark.parametrize("field, value", [
-    ("dim_hidden", 65536), ("dim_out", 4096), ("num_prototypes", 65536), ("batch_size", 65536),
-    ("epochs", 10**6), ("total_steps", 10**9), ("max_steps", 10**9), ("budget_minutes", 10**7),
-    ("lr", 1000.0), ("lr", 0), ("weight_decay", 2.0), ("momentum", 1.0), ("warmup_epochs", 10**6),
-    ("final_lr", 1e6), ("teacher_momentum", 1.5), ("image_size", 8), ("image_size", 4096), ("min_scale", 0),
-    ("width", 16.0), ("teacher_temp", 0), ("teacher_temp", 1e9), ("student_temp", 100.0),
-    ("group_loss_weight", 2.0), ("workers", 1000), ("threads", 10**6), ("seed", 2**32), ("seed", 10**30),
-    ("seed", -1), ("log_every", 0), ("log_every", 10**9), ("save_every", 10**9), ("save_minutes", 10**9),
-    ("max_minutes", 10**9),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("dim_hidden", 65536),
+        ("dim_out", 4096),
+        ("num_prototypes", 65536),
+        ("batch_size", 65536),
+        ("epochs", 10**6),
+        ("total_steps", 10**9),
+        ("max_steps", 10**9),
+        ("budget_minutes", 10**7),
+        ("lr", 1000.0),
+        ("lr", 0),
+        ("weight_decay", 2.0),
+        ("momentum", 1.0),
+        ("warmup_epochs", 10**6),
+        ("final_lr", 1e6),
+        ("teacher_momentum", 1.5),
+        ("image_size", 8),
+        ("image_size", 4096),
+        ("min_scale", 0),
+        ("width", 16.0),
+        ("teacher_temp", 0),
+        ("teacher_temp", 1e9),
+        ("student_temp", 100.0),
+        ("group_loss_weight", 2.0),
+        ("workers", 1000),
+        ("threads", 10**6),
+        ("seed", 2**32),
+        ("seed", 10**30),
+        ("seed", -1),
+        ("log_every", 0),
+        ("log_every", 10**9),
+        ("save_every", 10**9),
+        ("save_minutes", 10**9),
+        ("max_minutes", 10**9),
+    ],
+)
 def test_numeric_training_fields_are_bounded(client, field, value):
     r = _train(client, {field: value})
     assert r.status_code == 422, (field, value, r.text)
@@ -51,11 +79,22 @@ def test_floats_are_finite(client, field, raw):
     assert client.get("/api/jobs").json()["items"] == []
 
 
-@pytest.mark.parametrize("overrides, body", [
-    ({"epochs": True}, {}), ({"epochs": 2.0}, {}), ({"epochs": "2"}, {}), ({"stride16": 1}, {}),
-    ({"stride16": "true"}, {}), ({"fast_augment": 0}, {}), ({"seed": 1.5}, {}), ({}, {"resume": 1}),
-    ({}, {"nproc_per_node": 2.0}), ({}, {"nproc_per_node": True}), ({}, {"resume": "yes"}),
-])
+@pytest.mark.parametrize(
+    "overrides, body",
+    [
+        ({"epochs": True}, {}),
+        ({"epochs": 2.0}, {}),
+        ({"epochs": "2"}, {}),
+        ({"stride16": 1}, {}),
+        ({"stride16": "true"}, {}),
+        ({"fast_augment": 0}, {}),
+        ({"seed": 1.5}, {}),
+        ({}, {"resume": 1}),
+        ({}, {"nproc_per_node": 2.0}),
+        ({}, {"nproc_per_node": True}),
+        ({}, {"resume": "yes"}),
+    ],
+)
 def test_booleans_and_integers_are_strict(client, overrides, body):
     r = _train(client, overrides, **body)
     assert r.status_code == 422, (overrides, body, r.text)
@@ -71,10 +110,17 @@ def test_nproc_per_node_is_within_the_machine(client):
     assert client.get("/api/jobs").json()["items"] == []
 
 
-@pytest.mark.parametrize("body", [
-    {"run": "r", "resize": 4096}, {"run": "r", "crop": 8}, {"run": "r", "batch_size": 10**6},
-    {"run": "r", "activate": 1}, {"run": "r", "resize": 256.0}, {"run": "r", "split": "test"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"run": "r", "resize": 4096},
+        {"run": "r", "crop": 8},
+        {"run": "r", "batch_size": 10**6},
+        {"run": "r", "activate": 1},
+        {"run": "r", "resize": 256.0},
+        {"run": "r", "split": "test"},
+    ],
+)
 def test_index_request_bounds(client, body):
     assert client.post("/api/jobs/index", json=body).status_code == 422
 
@@ -84,18 +130,31 @@ def test_eval_request_bounds(client, body):
     assert client.post("/api/eval", json=body).status_code == 422
 
 
-@pytest.mark.parametrize("method, url", [
-    ("GET", f"/api/jobs/{BIG}"), ("GET", f"/api/jobs/{BIG}/log"), ("GET", f"/api/jobs/{BIG}/metrics"),
-    ("DELETE", f"/api/jobs/{BIG}"), ("GET", f"/api/jobs/1/metrics?since={BIG}"),
-    ("GET", f"/api/images/{BIG}"), ("GET", f"/api/images?offset={BIG}"),
-    ("GET", f"/api/images/0/overlay?segment={BIG}"),
-    ("GET", f"/api/images/0/overlay?prototype={BIG}"), ("GET", f"/api/images/{BIG}/slots"),
-    ("GET", f"/api/segments/{BIG}"), ("GET", f"/api/segments/{BIG}/neighbors"),
-    ("GET", f"/api/segments/0/neighbors?prototype={BIG}"), ("GET", f"/api/prototypes/{BIG}"),
-    ("GET", f"/api/prototypes/0/segments?offset={BIG}"), ("GET", f"/api/prototypes/{BIG}/segments"),
-    ("GET", f"/api/eval/{BIG}/examples"), ("GET", f"/api/eval/0/examples/{BIG}.png"),
-    ("GET", "/api/jobs/-1"), ("GET", f"/api/prototypes/0/segments?offset={10**12}"),
-])
+@pytest.mark.parametrize(
+    "method, url",
+    [
+        ("GET", f"/api/jobs/{BIG}"),
+        ("GET", f"/api/jobs/{BIG}/log"),
+        ("GET", f"/api/jobs/{BIG}/metrics"),
+        ("DELETE", f"/api/jobs/{BIG}"),
+        ("GET", f"/api/jobs/1/metrics?since={BIG}"),
+        ("GET", f"/api/images/{BIG}"),
+        ("GET", f"/api/images?offset={BIG}"),
+        ("GET", f"/api/images/0/overlay?segment={BIG}"),
+        ("GET", f"/api/images/0/overlay?prototype={BIG}"),
+        ("GET", f"/api/images/{BIG}/slots"),
+        ("GET", f"/api/segments/{BIG}"),
+        ("GET", f"/api/segments/{BIG}/neighbors"),
+        ("GET", f"/api/segments/0/neighbors?prototype={BIG}"),
+        ("GET", f"/api/prototypes/{BIG}"),
+        ("GET", f"/api/prototypes/0/segments?offset={BIG}"),
+        ("GET", f"/api/prototypes/{BIG}/segments"),
+        ("GET", f"/api/eval/{BIG}/examples"),
+        ("GET", f"/api/eval/0/examples/{BIG}.png"),
+        ("GET", "/api/jobs/-1"),
+        ("GET", f"/api/prototypes/0/segments?offset={10**12}"),
+    ],
+)
 def test_ids_and_offsets_are_bounded(client, method, url):
     r = client.request(method, url)
     assert r.status_code == 422, (url, r.status_code, r.text)
@@ -109,16 +168,24 @@ def test_activate_job_id_is_bounded(client):
 
 def test_largest_ids_are_404_not_500(client):
     top = 2**63 - 1
-    for url in (f"/api/jobs/{top}", f"/api/images/{top}", f"/api/segments/{top}", f"/api/prototypes/{top}",
-                f"/api/eval/{top}/examples", f"/api/images/{top}/slots"):
+    for url in (
+        f"/api/jobs/{top}",
+        f"/api/images/{top}",
+        f"/api/segments/{top}",
+        f"/api/prototypes/{top}",
+        f"/api/eval/{top}/examples",
+        f"/api/images/{top}/slots",
+    ):
         assert client.get(url).status_code == 404, url
     assert client.get(f"/api/prototypes/0/segments?offset={2**31 - 1}").json()["items"] == []
 
 
 def test_ids_beyond_the_range_on_a_live_server(live_server, server_index, tmp_path):
     """Over real HTTP the answer is a 422 and the connection stays usable (it was a 500 and a reset)."""
-    with (live_server("--index", str(server_index), "--state-dir", str(tmp_path / "state")) as srv,
-          httpx.Client(base_url=srv.base, timeout=60) as c):
+    with (
+        live_server("--index", str(server_index), "--state-dir", str(tmp_path / "state")) as srv,
+        httpx.Client(base_url=srv.base, timeout=60) as c,
+    ):
         for url in (f"/api/jobs/{BIG}", f"/api/segments/{10**30}", f"/api/images?offset={BIG}"):
             assert c.get(url).status_code == 422, url
         assert c.get("/api/health").status_code == 200
@@ -180,8 +247,9 @@ def test_eval_jobs_are_exclusive_per_index(make_settings, server_index, tmp_path
         _settle(client, [third.json()["id"]])
 
 
-def test_an_eval_job_refuses_a_checkpoint_changed_since_it_was_loaded(make_settings, tmp_path, tiny_checkpoint,
-                                                                       make_tiny_model, synthetic_root):
+def test_an_eval_job_refuses_a_checkpoint_changed_since_it_was_loaded(
+    make_settings, tmp_path, tiny_checkpoint, make_tiny_model, synthetic_root
+):
     from core.checkpoint import save_checkpoint
     from indexer.build import build_index
 
@@ -205,10 +273,26 @@ def test_jobs_do_not_inherit_the_api_token(monkeypatch, make_settings):
     settings = make_settings(api_token="s3cret-token")
     auth = {"Authorization": "Bearer s3cret-token"}
     with TestClient(create_app(settings)) as client:
-        r = client.post("/api/jobs/train", headers=auth, json={
-            "preset": "cpu-demo", "name": "envcheck",
-            "overrides": {"arch": "resnet18", "width": 0.25, "dim_hidden": 64, "dim_out": 32, "num_prototypes": 8,
-                          "image_size": 64, "batch_size": 8, "workers": 0, "epochs": 50, "threads": 1}})
+        r = client.post(
+            "/api/jobs/train",
+            headers=auth,
+            json={
+                "preset": "cpu-demo",
+                "name": "envcheck",
+                "overrides": {
+                    "arch": "resnet18",
+                    "width": 0.25,
+                    "dim_hidden": 64,
+                    "dim_out": 32,
+                    "num_prototypes": 8,
+                    "image_size": 64,
+                    "batch_size": 8,
+                    "workers": 0,
+                    "epochs": 50,
+                    "threads": 1,
+                },
+            },
+        )
         assert r.status_code == 201, r.text
         pid = r.json()["pid"]
         try:

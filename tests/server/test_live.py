@@ -17,9 +17,25 @@ def test_uvicorn_subprocess_serves_http(make_settings, sample_jpeg):
     s = make_settings()
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT), SLOTCON_MAX_UPLOAD_BYTES="1000000")
-    cmd = [sys.executable, "-m", "server", "--index", str(s.index), "--port", str(port), "--state-dir",
-           str(s.state_dir), "--runs-dir", str(s.runs_dir), "--data-root", str(s.data_root), "--device", "cpu",
-           "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "server",
+        "--index",
+        str(s.index),
+        "--port",
+        str(port),
+        "--state-dir",
+        str(s.state_dir),
+        "--runs-dir",
+        str(s.runs_dir),
+        "--data-root",
+        str(s.data_root),
+        "--device",
+        "cpu",
+        "--log-level",
+        "warning",
+    ]
     service = Service.start("server", cmd, s.state_dir / "server.log", env=env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -43,12 +59,17 @@ def test_413_on_a_chunked_body_closes_the_connection(live_server, server_index, 
     that keeps streaming hits a closed socket long before it has sent its 32 MiB."""
     import socket
 
-    with live_server("--index", str(server_index), "--state-dir", str(tmp_path / "state"),
-                     env={"SLOTCON_MAX_UPLOAD_BYTES": "100000"}) as srv:
+    with live_server(
+        "--index", str(server_index), "--state-dir", str(tmp_path / "state"), env={"SLOTCON_MAX_UPLOAD_BYTES": "100000"}
+    ) as srv:
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
         boundary = "XbOuNdArY"
-        s.sendall((f"POST /api/slots HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
-                   f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n").encode())
+        s.sendall(
+            (
+                f"POST /api/slots HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n"
+            ).encode()
+        )
         head = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n\r\n'.encode()
         s.sendall(b"%x\r\n%s\r\n" % (len(head), head))
         chunk, sent, answer, closed = b"\0" * 65536, 0, b"", None

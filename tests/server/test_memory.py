@@ -33,10 +33,15 @@ def png(img: Image.Image) -> bytes:
 def live(live_server, server_index, synthetic_root, tmp_path_factory):
     """A live server over the tiny index (resize 128) with small, known upload limits."""
     state = tmp_path_factory.mktemp("mem-state")
-    env = {"SLOTCON_MAX_UPLOAD_BYTES": str(BODY_LIMIT), "SLOTCON_MAX_UPLOAD_PIXELS": str(40_000_000),
-           "SLOTCON_MAX_DECODE_BYTES": str(DECODE_BUDGET), "SLOTCON_UPLOAD_CONCURRENCY": str(CONCURRENCY)}
-    with live_server("--index", str(server_index), "--state-dir", str(state), "--data-root", str(synthetic_root),
-                    env=env) as srv:
+    env = {
+        "SLOTCON_MAX_UPLOAD_BYTES": str(BODY_LIMIT),
+        "SLOTCON_MAX_UPLOAD_PIXELS": str(40_000_000),
+        "SLOTCON_MAX_DECODE_BYTES": str(DECODE_BUDGET),
+        "SLOTCON_UPLOAD_CONCURRENCY": str(CONCURRENCY),
+    }
+    with live_server(
+        "--index", str(server_index), "--state-dir", str(state), "--data-root", str(synthetic_root), env=env
+    ) as srv:
         with httpx.Client(base_url=srv.base, timeout=120) as c:  # warm-up: first forward, allocator pools
             sample = sorted((synthetic_root / "val2017").glob("*.jpg"))[0].read_bytes()
             assert c.post("/api/slots", files={"file": ("a.jpg", sample)}).status_code == 200
@@ -129,8 +134,18 @@ for fmt, mode in json.loads(sys.argv[1]):
     out[f"{fmt} {mode}"] = {"predicted": predicted, "used": status("VmHWM") - idle, "size": decoded.size}
 print(json.dumps(out))
 """
-CASES = [("PNG", "RGBA"), ("PNG", "P"), ("PNG", "I;16"), ("PNG", "1"), ("GIF", "P"), ("TIFF", "RGB"),
-         ("BMP", "RGB"), ("WEBP", "RGB"), ("JPEG", "RGB"), ("JPEG", "CMYK")]
+CASES = [
+    ("PNG", "RGBA"),
+    ("PNG", "P"),
+    ("PNG", "I;16"),
+    ("PNG", "1"),
+    ("GIF", "P"),
+    ("TIFF", "RGB"),
+    ("BMP", "RGB"),
+    ("WEBP", "RGB"),
+    ("JPEG", "RGB"),
+    ("JPEG", "CMYK"),
+]
 
 
 def test_decode_cost_covers_what_each_format_takes():
@@ -142,12 +157,18 @@ def test_decode_cost_covers_what_each_format_takes():
     import sys
 
     root = Path(__file__).resolve().parents[2]
-    res = subprocess.run([sys.executable, "-c", _MEASURE, json.dumps(CASES)], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-c", _MEASURE, json.dumps(CASES)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
     for case, m in json.loads(res.stdout.strip().splitlines()[-1]).items():
         assert tuple(m["size"]) == (256, 256), case
-        assert m["used"] <= m["predicted"] + 4 * MIB, f"{case}: decoding took {m['used'] / MIB:.1f} MiB, " \
-                                                     f"predicted {m['predicted'] / MIB:.1f} MiB"
+        assert m["used"] <= m["predicted"] + 4 * MIB, (
+            f"{case}: decoding took {m['used'] / MIB:.1f} MiB, predicted {m['predicted'] / MIB:.1f} MiB"
+        )
         if case.split()[0] not in ("JPEG", "TIFF"):  # the prediction is not wildly loose either
             assert m["predicted"] < 3 * m["used"] + 8 * MIB, case

@@ -24,8 +24,9 @@ def test_every_offered_choice_validates(client) -> None:
     body = client.get("/api/options").json()
     for preset in body["presets"]:
         overrides = {k: v for k, v in preset.items() if k != "name"}
-        r = client.post("/api/jobs/train", json={"preset": preset["name"], "overrides": overrides,
-                                                 "name": "x", "resume": True})
+        r = client.post(
+            "/api/jobs/train", json={"preset": preset["name"], "overrides": overrides, "name": "x", "resume": True}
+        )
         assert r.status_code == 404, r.text  # the run 'x' does not exist: validation passed
     bad = client.post("/api/jobs/train", json={"preset": "no-such-preset"})
     assert bad.status_code == 422

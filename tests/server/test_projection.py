@@ -113,22 +113,24 @@ def test_the_map_is_cached_in_memory_then_on_disk(served) -> None:
     path.write_text(json.dumps({"method": METHOD, "xy": planted.tolist()}))
     # this runtime answers from memory: the file is not read again
     first = prototype_map(runtime, loaded)
-    np.testing.assert_allclose([[p.x, p.y] for p in first.points], pca_2d(loaded.index.prototype_vectors()),
-                               atol=1e-9)
+    np.testing.assert_allclose([[p.x, p.y] for p in first.points], pca_2d(loaded.index.prototype_vectors()), atol=1e-9)
     # a fresh runtime (a restart) reads the file
     fresh = Runtime(runtime.settings)
     again = prototype_map(fresh, loaded)
     np.testing.assert_allclose([[p.x, p.y] for p in again.points], planted)
 
 
-@pytest.mark.parametrize("content", [
-    "{not json",                      # truncated by a crash
-    '{"xy": [[0, 0]]}',               # the wrong number of prototypes
-    '{"coords": []}',                 # no "xy"
-    '{"xy": "abc"}',                  # not numbers
-    "[1, 2]",                         # bug (fixed): valid JSON but not an object raised TypeError
-    '{"xy": {"0": [0, 0]}}',          # bug (fixed): an object where a list belongs raised TypeError
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        "{not json",  # truncated by a crash
+        '{"xy": [[0, 0]]}',  # the wrong number of prototypes
+        '{"coords": []}',  # no "xy"
+        '{"xy": "abc"}',  # not numbers
+        "[1, 2]",  # bug (fixed): valid JSON but not an object raised TypeError
+        '{"xy": {"0": [0, 0]}}',  # bug (fixed): an object where a list belongs raised TypeError
+    ],
+)
 def test_an_unusable_cache_file_is_recomputed_and_replaced(served, content: str) -> None:
     runtime, loaded = served
     prototype_map(Runtime(runtime.settings), loaded)

@@ -94,8 +94,15 @@ def test_real_stats_and_evaluations_fit_the_models(make_settings, server_index, 
 
     copy = shutil.copytree(server_index, tmp_path / "with-eval")
     with ConceptIndex.open(copy) as ix:
-        config = EvalConfig(ix.manifest.checkpoint.path, ix.data_root, "synthetic", resolution=32, limit=2,
-                            index_dir=copy, num_examples=1)
+        config = EvalConfig(
+            ix.manifest.checkpoint.path,
+            ix.data_root,
+            "synthetic",
+            resolution=32,
+            limit=2,
+            index_dir=copy,
+            num_examples=1,
+        )
     run_eval(config)
     with TestClient(create_app(make_settings(index=copy))) as client:
         _check_stats_and_evals(client)

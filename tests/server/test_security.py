@@ -34,14 +34,17 @@ def test_refuses_to_start_exposed_without_token(make_settings, capsys):
     assert "refusing to listen" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("method, url, body", [
-    ("PUT", "/api/prototypes/1/label", {"label": "x"}),
-    ("POST", "/api/jobs/train", {"preset": "cpu-demo"}),
-    ("POST", "/api/jobs/index", {"run": "r"}),
-    ("DELETE", "/api/jobs/1", None),
-    ("POST", "/api/eval", {}),
-    ("POST", "/api/index/activate", {"name": "x"}),
-])
+@pytest.mark.parametrize(
+    "method, url, body",
+    [
+        ("PUT", "/api/prototypes/1/label", {"label": "x"}),
+        ("POST", "/api/jobs/train", {"preset": "cpu-demo"}),
+        ("POST", "/api/jobs/index", {"run": "r"}),
+        ("DELETE", "/api/jobs/1", None),
+        ("POST", "/api/eval", {}),
+        ("POST", "/api/index/activate", {"name": "x"}),
+    ],
+)
 def test_exposed_server_needs_the_token_on_mutating_routes(make_settings, method, url, body):
     with TestClient(create_app(make_settings(host="0.0.0.0", api_token="s3cret"))) as client:
         r = client.request(method, url, json=body)
@@ -68,8 +71,9 @@ def test_cors_only_for_the_ui_origin(make_settings):
         assert ok.headers.get("access-control-allow-origin") == "http://127.0.0.1:8501"
         evil = client.get("/api/health", headers={"Origin": "http://evil.example"})
         assert "access-control-allow-origin" not in evil.headers
-        pre = client.options("/api/prototypes/1/label", headers={
-            "Origin": "http://evil.example", "Access-Control-Request-Method": "PUT"})
+        pre = client.options(
+            "/api/prototypes/1/label", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "PUT"}
+        )
         assert pre.status_code == 400
 
 
@@ -84,7 +88,10 @@ def test_no_route_takes_a_filesystem_path(client):
 
 
 def test_json_bodies_are_size_limited(client):
-    r = client.put("/api/prototypes/1/label", content=b'{"label": "' + b"x" * (2 * 1024 * 1024) + b'"}',
-                   headers={"content-type": "application/json"})
+    r = client.put(
+        "/api/prototypes/1/label",
+        content=b'{"label": "' + b"x" * (2 * 1024 * 1024) + b'"}',
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 413 and r.json()["error"]["code"] == "upload_too_large"
     assert client.get("/api/health").status_code == 200

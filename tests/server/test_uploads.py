@@ -67,16 +67,22 @@ def _exif_rotated() -> bytes:
     return image_bytes(_rgb((60, 40)), "JPEG", exif=exif)
 
 
-@pytest.mark.parametrize("name, data, size", [
-    ("cmyk.jpg", image_bytes(_rgb().convert("CMYK"), "JPEG"), (60, 40)),
-    ("sixteen.png", image_bytes(Image.fromarray((np.arange(2400).reshape(40, 60) * 27).astype(np.uint16)), "PNG"),
-     (60, 40)),
-    ("palette.png", image_bytes(_rgb().convert("P", palette=Image.Palette.ADAPTIVE), "PNG"), (60, 40)),
-    ("alpha.png", image_bytes(_rgb().convert("RGBA"), "PNG"), (60, 40)),
-    ("gray.png", image_bytes(_rgb().convert("L"), "PNG"), (60, 40)),
-    ("exif.jpg", _exif_rotated(), (40, 60)),
-    ("webp.webp", image_bytes(_rgb(), "WEBP"), (60, 40)),
-])
+@pytest.mark.parametrize(
+    "name, data, size",
+    [
+        ("cmyk.jpg", image_bytes(_rgb().convert("CMYK"), "JPEG"), (60, 40)),
+        (
+            "sixteen.png",
+            image_bytes(Image.fromarray((np.arange(2400).reshape(40, 60) * 27).astype(np.uint16)), "PNG"),
+            (60, 40),
+        ),
+        ("palette.png", image_bytes(_rgb().convert("P", palette=Image.Palette.ADAPTIVE), "PNG"), (60, 40)),
+        ("alpha.png", image_bytes(_rgb().convert("RGBA"), "PNG"), (60, 40)),
+        ("gray.png", image_bytes(_rgb().convert("L"), "PNG"), (60, 40)),
+        ("exif.jpg", _exif_rotated(), (40, 60)),
+        ("webp.webp", image_bytes(_rgb(), "WEBP"), (60, 40)),
+    ],
+)
 def test_image_modes_are_handled(client, name, data, size):
     r = _post(client, data, name)
     assert r.status_code == 200, r.text
@@ -90,13 +96,16 @@ def _bomb() -> bytes:
     return image_bytes(Image.new("1", (15000, 15000)), "PNG", optimize=False)
 
 
-@pytest.mark.parametrize("name, data, status, code, words", [
-    ("empty.png", b"", 400, "empty_file", "empty"),
-    ("truncated.jpg", None, 400, "bad_image", "truncated"),
-    ("notes.txt", b"this is not an image, just text\n" * 20, 415, "unsupported_media_type", "not an image"),
-    ("big.png", image_bytes(Image.new("RGB", (2500, 2000)), "PNG"), 413, "image_too_large", "pixels"),
-    ("bomb.png", _bomb(), 413, "image_too_large", "pixels"),
-])
+@pytest.mark.parametrize(
+    "name, data, status, code, words",
+    [
+        ("empty.png", b"", 400, "empty_file", "empty"),
+        ("truncated.jpg", None, 400, "bad_image", "truncated"),
+        ("notes.txt", b"this is not an image, just text\n" * 20, 415, "unsupported_media_type", "not an image"),
+        ("big.png", image_bytes(Image.new("RGB", (2500, 2000)), "PNG"), 413, "image_too_large", "pixels"),
+        ("bomb.png", _bomb(), 413, "image_too_large", "pixels"),
+    ],
+)
 def test_bad_uploads(client, sample_jpeg, name, data, status, code, words):
     if data is None:
         full = image_bytes(_rgb((200, 150)), "JPEG", quality=95)
@@ -122,26 +131,39 @@ def test_oversized_body_rejected_while_streaming(client, sample_jpeg):
     Driven at the ASGI level (TestClient buffers request bodies) so we can count what the app pulled.
     """
     boundary = "XbOuNdArY"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"s.jpg\"\r\n"
-            "Content-Type: image/jpeg\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="s.jpg"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    ).encode()
     chunks = [head] + [b"\0" * (128 * 1024)] * 64  # 8 MiB, limit is 2 MiB
     pulled, sent = [], []
 
     async def receive():
         pulled.append(1)
         i = len(pulled) - 1
-        return {"type": "http.request", "body": chunks[i] if i < len(chunks) else b"",
-                "more_body": i + 1 < len(chunks)}
+        return {"type": "http.request", "body": chunks[i] if i < len(chunks) else b"", "more_body": i + 1 < len(chunks)}
 
     async def send(message):
         sent.append(message)
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-             "scheme": "http", "path": "/api/slots", "raw_path": b"/api/slots", "root_path": "",
-             "query_string": b"", "server": ("test", 80), "client": ("test", 1),
-             "headers": [(b"host", b"testserver"),
-                         (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
-                         (b"transfer-encoding", b"chunked")]}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/slots",
+        "raw_path": b"/api/slots",
+        "root_path": "",
+        "query_string": b"",
+        "server": ("test", 80),
+        "client": ("test", 1),
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+            (b"transfer-encoding", b"chunked"),
+        ],
+    }
     asyncio.run(client.app(scope, receive, send))
     start = next(m for m in sent if m["type"] == "http.response.start")
     body = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))

@@ -16,8 +16,12 @@ from slotcon.processes import Service, ServiceError
 
 def test_a_service_comes_up_healthy_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = processes.free_port()
-    service = Service.start("web", [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
-                            tmp_path / "web.log", cwd=tmp_path)
+    service = Service.start(
+        "web",
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        tmp_path / "web.log",
+        cwd=tmp_path,
+    )
     try:
         service.wait_healthy(f"http://127.0.0.1:{port}/", timeout_s=30)
         assert not processes.port_free("127.0.0.1", port)
@@ -49,11 +53,13 @@ def test_a_service_that_never_answers_times_out(tmp_path: Path) -> None:
 
 def test_sigterm_ignored_means_sigkill_of_the_group(tmp_path: Path) -> None:
     """The child ignores SIGTERM and has a grandchild: after the grace period both are killed."""
-    script = ("import signal, subprocess, sys, time\n"
-              "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-              "print(child.pid, flush=True)\n"
-              "time.sleep(60)\n")
+    script = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
     service = Service.start("stubborn", [sys.executable, "-c", script], tmp_path / "stubborn.log")
     deadline = time.monotonic() + 30
     while not service.tail().strip() and time.monotonic() < deadline:

@@ -7,18 +7,57 @@ from pathlib import Path
 
 import pytest
 
-TINY_MODEL_ARGS = ["--arch", "resnet18", "--width", "0.25", "--stride16", "--dim-hidden", "64", "--dim-out", "32",
-                   "--num-prototypes", "8"]
+TINY_MODEL_ARGS = [
+    "--arch",
+    "resnet18",
+    "--width",
+    "0.25",
+    "--stride16",
+    "--dim-hidden",
+    "64",
+    "--dim-out",
+    "32",
+    "--num-prototypes",
+    "8",
+]
 
 
 @pytest.fixture
 def tiny_train_args(synthetic_root: Path, tmp_path: Path) -> list[str]:
     """``python -m trainer`` flags: 24 images, 64 px crops, batch 8 (3 steps/epoch), fp32 CPU, log every step; no
     time budget (the budget tests add theirs), so the run's length is its epochs."""
-    return ["--preset", "cpu-demo", "--data", str(synthetic_root), "--output-dir", str(tmp_path / "run"),
-            *TINY_MODEL_ARGS, "--image-size", "64", "--batch-size", "8", "--epochs", "2", "--workers", "0",
-            "--threads", "2", "--log-every", "1", "--save-every", "1", "--progress", "log", "--seed", "3",
-            "--precision", "fp32", "--no-channels-last", "--budget-minutes", "0"]
+    return [
+        "--preset",
+        "cpu-demo",
+        "--data",
+        str(synthetic_root),
+        "--output-dir",
+        str(tmp_path / "run"),
+        *TINY_MODEL_ARGS,
+        "--image-size",
+        "64",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--workers",
+        "0",
+        "--threads",
+        "2",
+        "--log-every",
+        "1",
+        "--save-every",
+        "1",
+        "--progress",
+        "log",
+        "--seed",
+        "3",
+        "--precision",
+        "fp32",
+        "--no-channels-last",
+        "--budget-minutes",
+        "0",
+    ]
 
 
 def _read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:

@@ -49,13 +49,46 @@ def main() -> None:
     data, out_dir = sys.argv[1], sys.argv[2]
     dist.init_process_group("gloo", timeout=timedelta(seconds=60))  # a hang fails within a minute
     rank = dist.get_rank()
-    args = get_args_parser().parse_args([
-        "--preset", "cpu-demo", "--data", data, "--output-dir", f"{out_dir}/run", "--arch", "resnet18",
-        "--width", "0.25", "--stride16", "--dim-hidden", "64", "--dim-out", "32", "--num-prototypes", "64",
-        "--image-size", str(SIZE), "--batch-size", str(2 * B), "--workers", "0", "--threads", "1",
-        "--precision", "fp32", "--no-channels-last", "--teacher-momentum", "1.0", "--device", "cpu",
-        "--progress", "log", "--budget-minutes", "0",
-    ])
+    args = get_args_parser().parse_args(
+        [
+            "--preset",
+            "cpu-demo",
+            "--data",
+            data,
+            "--output-dir",
+            f"{out_dir}/run",
+            "--arch",
+            "resnet18",
+            "--width",
+            "0.25",
+            "--stride16",
+            "--dim-hidden",
+            "64",
+            "--dim-out",
+            "32",
+            "--num-prototypes",
+            "64",
+            "--image-size",
+            str(SIZE),
+            "--batch-size",
+            str(2 * B),
+            "--workers",
+            "0",
+            "--threads",
+            "1",
+            "--precision",
+            "fp32",
+            "--no-channels-last",
+            "--teacher-momentum",
+            "1.0",
+            "--device",
+            "cpu",
+            "--progress",
+            "log",
+            "--budget-minutes",
+            "0",
+        ]
+    )
     trainer = Trainer(resolve_config(args))
     model = trainer.model
     with torch.no_grad():

@@ -23,8 +23,9 @@ def main() -> None:
     data = torch.load(inputs_path, weights_only=True)
     predictor = nn.Linear(data["ss"].shape[-1], data["ss"].shape[-1])
     predictor.load_state_dict(data["predictor"])
-    loss = slot_contrastive_loss(data["ss"][rank], data["ts"][rank], data["sd"][rank], data["td"][rank],
-                                 predictor, tau=0.2)
+    loss = slot_contrastive_loss(
+        data["ss"][rank], data["ts"][rank], data["sd"][rank], data["td"][rank], predictor, tau=0.2
+    )
     loss.backward()
     center = batch_center(data["td"][rank], data["td2"][rank])
     torch.save({"loss": loss.detach(), "center": center, "grad": predictor.weight.grad}, f"{out_dir}/rank{rank}.pt")

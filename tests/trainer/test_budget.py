@@ -50,8 +50,9 @@ def test_run_schedules_complete_and_keep_the_provisional_head() -> None:
 
 
 @pytest.mark.slow
-def test_budget_fixes_the_total_from_the_step_time(quick_budget, one_second_steps, tiny_train_args: list[str],
-                                                   tmp_path: Path, read_metrics) -> None:
+def test_budget_fixes_the_total_from_the_step_time(
+    quick_budget, one_second_steps, tiny_train_args: list[str], tmp_path: Path, read_metrics
+) -> None:
     assert main([*tiny_train_args, "--epochs", "400", "--budget-minutes", "0.5", "--save-every", "1000"]) == 0
     run = tmp_path / "run"
     note = _budget_note(run)
@@ -66,18 +67,30 @@ def test_budget_fixes_the_total_from_the_step_time(quick_budget, one_second_step
     assert ckpt["step"] == total and ckpt["train_config"]["total_steps"] == total
     steps, events = read_metrics(run)
     assert events[-1]["event"] == "finished" and steps[-1]["step"] == total and steps[-1]["total_steps"] == total
-    lrs, moms = run_schedules(cfg["lr"], round(cfg["warmup_epochs"] * 3), cfg["final_lr"], cfg["warmup_multiplier"],
-                              cfg["teacher_momentum"], total, 1200, note["step"])
+    lrs, moms = run_schedules(
+        cfg["lr"],
+        round(cfg["warmup_epochs"] * 3),
+        cfg["final_lr"],
+        cfg["warmup_multiplier"],
+        cfg["teacher_momentum"],
+        total,
+        1200,
+        note["step"],
+    )
     assert lrs[total] == pytest.approx(cfg["final_lr"], abs=1e-12) and moms[total] == 1.0
     assert steps[-1]["lr"] == pytest.approx(lrs[total - 1]) and steps[-1]["momentum"] == pytest.approx(moms[total - 1])
 
 
 @pytest.mark.slow
 def test_budget_takes_the_median_step_so_one_slow_step_does_not_shrink_the_run(
-        quick_budget, monkeypatch: pytest.MonkeyPatch, tiny_train_args: list[str], tmp_path: Path) -> None:
+    quick_budget, monkeypatch: pytest.MonkeyPatch, tiny_train_args: list[str], tmp_path: Path
+) -> None:
     # steps take 1 s each, except the third, which takes 30 s (another process's burst of load)
-    monkeypatch.setattr(engine.Trainer, "clock",
-                        lambda self: float(getattr(self, "step", 0)) + (29.0 if getattr(self, "step", 0) >= 3 else 0.0))
+    monkeypatch.setattr(
+        engine.Trainer,
+        "clock",
+        lambda self: float(getattr(self, "step", 0)) + (29.0 if getattr(self, "step", 0) >= 3 else 0.0),
+    )
     assert main([*tiny_train_args, "--epochs", "400", "--budget-minutes", "1", "--save-every", "1000"]) == 0
     note = _budget_note(tmp_path / "run")
     assert note["step"] == 4 and note["step_seconds"] == 1.0  # the median of 1, 30, 1 (the mean would be 10.7)
@@ -96,8 +109,9 @@ def test_budget_capped_by_the_epochs(quick_budget, tiny_train_args: list[str], t
 
 
 @pytest.mark.slow
-def test_budgeted_run_resumes_exactly(quick_budget, one_second_steps, tiny_train_args: list[str], tmp_path: Path,
-                                      read_metrics) -> None:
+def test_budgeted_run_resumes_exactly(
+    quick_budget, one_second_steps, tiny_train_args: list[str], tmp_path: Path, read_metrics
+) -> None:
     """Stop a budgeted run after its total was fixed, resume it; compare with one straight run of that total."""
     args = [*tiny_train_args, "--epochs", "400", "--budget-minutes", "0.25", "--save-every", "1000"]
     split = tmp_path / "split"
@@ -108,8 +122,22 @@ def test_budgeted_run_resumes_exactly(quick_budget, one_second_steps, tiny_train
     assert main([*args, "--output-dir", str(split), "--auto-resume"]) == 0  # adopts the checkpoint's total
     assert yaml.safe_load((split / "config.yaml").read_text())["total_steps"] == fixed["total_steps"]
     straight = tmp_path / "straight"  # the fixed total and head from the first config.yaml: no timing at all
-    assert main([*args, "--config", str(split / "config.yaml"), "--output-dir", str(straight), "--max-steps", "0",
-                 "--resume", ""]) == 0
+    assert (
+        main(
+            [
+                *args,
+                "--config",
+                str(split / "config.yaml"),
+                "--output-dir",
+                str(straight),
+                "--max-steps",
+                "0",
+                "--resume",
+                "",
+            ]
+        )
+        == 0
+    )
     a, _ = read_metrics(straight)
     b, _ = read_metrics(split)
     assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, fixed["total_steps"] + 1))
@@ -136,6 +164,7 @@ def test_an_explicit_length_replaces_the_presets(tmp_path: Path) -> None:
     default = resolve_config(parser.parse_args(["--preset", "cpu-demo"]))
     assert (default.total_steps, default.budget_minutes) == (0, 9.0)
     (tmp_path / "steps.yaml").write_text("total_steps: 40\n")
-    budget = resolve_config(parser.parse_args(["--preset", "cpu-demo", "--config", str(tmp_path / "steps.yaml"),
-                                               "--budget-minutes", "3"]))
+    budget = resolve_config(
+        parser.parse_args(["--preset", "cpu-demo", "--config", str(tmp_path / "steps.yaml"), "--budget-minutes", "3"])
+    )
     assert (budget.total_steps, budget.budget_minutes) == (0, 3.0)

@@ -30,9 +30,12 @@ def _inputs() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     return {
-        "ss": torch.randn(WORLD, B, K, D, generator=g), "ts": torch.randn(WORLD, B, K, D, generator=g),
-        "sd": torch.randn(WORLD, B, K, H, H, generator=g), "td": torch.randn(WORLD, B, K, H, H, generator=g),
-        "td2": torch.randn(WORLD, B, K, H, H, generator=g), "predictor": nn.Linear(D, D).state_dict(),
+        "ss": torch.randn(WORLD, B, K, D, generator=g),
+        "ts": torch.randn(WORLD, B, K, D, generator=g),
+        "sd": torch.randn(WORLD, B, K, H, H, generator=g),
+        "td": torch.randn(WORLD, B, K, H, H, generator=g),
+        "td2": torch.randn(WORLD, B, K, H, H, generator=g),
+        "predictor": nn.Linear(D, D).state_dict(),
     }
 
 
@@ -61,11 +64,22 @@ def _by_hand_rank_loss(data: dict, predictor: nn.Module, rank: int, tau: float =
 def test_two_rank_slot_loss_and_center_equal_single_process(tmp_path: Path) -> None:
     data = _inputs()
     torch.save(data, tmp_path / "inputs.pt")
-    env = {**os.environ, "WORLD_SIZE": str(WORLD), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
-           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, str(Path(__file__).parent / "dist_worker.py"),
-                               str(tmp_path / "inputs.pt"), str(tmp_path)], env={**env, "RANK": str(r)}, cwd=REPO)
-             for r in range(WORLD)]
+    env = {
+        **os.environ,
+        "WORLD_SIZE": str(WORLD),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO),
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "dist_worker.py"), str(tmp_path / "inputs.pt"), str(tmp_path)],
+            env={**env, "RANK": str(r)},
+            cwd=REPO,
+        )
+        for r in range(WORLD)
+    ]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
@@ -91,18 +105,27 @@ def test_two_rank_slot_loss_and_center_equal_single_process(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_torchrun_two_process_training_checkpoints_and_resumes(tiny_train_args: list[str], tmp_path: Path,
-                                                               read_metrics) -> None:
+def test_torchrun_two_process_training_checkpoints_and_resumes(
+    tiny_train_args: list[str], tmp_path: Path, read_metrics
+) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    base = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "trainer",
-            *tiny_train_args, "--threads", "1"]
-    first = subprocess.run([*base, "--max-steps", "2"], cwd=REPO, env=env, capture_output=True, text=True,
-                           timeout=240)
+    base = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "trainer",
+        *tiny_train_args,
+        "--threads",
+        "1",
+    ]
+    first = subprocess.run([*base, "--max-steps", "2"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert first.returncode == 0, first.stderr[-3000:]
     run = tmp_path / "run"
     assert read_checkpoint(run / "current.pth")["step"] == 2
-    second = subprocess.run([*base, "--auto-resume"], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=240)
+    second = subprocess.run([*base, "--auto-resume"], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert second.returncode == 0, second.stderr[-3000:]
     steps, events = read_metrics(run)
     assert [r["step"] for r in steps] == list(range(1, 7))  # 24 images / (2 ranks × 4) = 3 steps per epoch
@@ -126,10 +149,21 @@ def test_a_rank_without_shared_prototypes_does_not_hang_ddp(synthetic_root: Path
 
 def _run_workers(args: list[str], tmp_path: Path, timeout: float = 240) -> list[dict]:
     """Runs ``args`` as WORLD gloo ranks; asserts each exits 0 within ``timeout`` s; returns their saved results."""
-    env = {**os.environ, "WORLD_SIZE": str(WORLD), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
-           "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "LOCAL_RANK": "0"}
-    procs = [subprocess.Popen([sys.executable, *args], env={**env, "RANK": str(r)}, cwd=REPO,
-                              stderr=subprocess.PIPE, text=True) for r in range(WORLD)]
+    env = {
+        **os.environ,
+        "WORLD_SIZE": str(WORLD),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(REPO),
+        "LOCAL_RANK": "0",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, *args], env={**env, "RANK": str(r)}, cwd=REPO, stderr=subprocess.PIPE, text=True
+        )
+        for r in range(WORLD)
+    ]
     try:
         codes = [p.wait(timeout=timeout) for p in procs]
     finally:

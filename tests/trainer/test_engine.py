@@ -42,9 +42,26 @@ def test_run_writes_config_metrics_checkpoints(read_metrics, tiny_train_args: li
     assert cfg["batch_size"] == 8 and cfg["image_size"] == 64
     steps, events = read_metrics(run)
     assert [r["step"] for r in steps] == list(range(1, 7))
-    want = {"step", "total_steps", "epoch", "epochs", "lr", "momentum", "loss", "loss_group", "loss_slot",
-            "images_per_sec", "data_wait", "active_slots", "batch_dead", "positive_pairs", "skipped_steps",
-            "elapsed_s", "eta_s", "time"}
+    want = {
+        "step",
+        "total_steps",
+        "epoch",
+        "epochs",
+        "lr",
+        "momentum",
+        "loss",
+        "loss_group",
+        "loss_slot",
+        "images_per_sec",
+        "data_wait",
+        "active_slots",
+        "batch_dead",
+        "positive_pairs",
+        "skipped_steps",
+        "elapsed_s",
+        "eta_s",
+        "time",
+    }
     assert want <= set(steps[0]) and steps[0]["total_steps"] == 6
     assert all(0 <= r["positive_pairs"] <= 8 and r["skipped_steps"] == 0 for r in steps)
     assert events[-1]["event"] == "finished"
@@ -82,8 +99,7 @@ def test_resume_equals_uninterrupted(read_metrics, tiny_train_args: list[str], t
 def test_resume_from_explicit_path_continues(read_metrics, tiny_train_args: list[str], tmp_path: Path) -> None:
     assert main([*tiny_train_args, "--max-steps", "3"]) == 0
     ckpt = tmp_path / "run" / "ckpt_epoch_1.pth"
-    assert main([*tiny_train_args, "--output-dir", str(tmp_path / "c"), "--resume", str(ckpt),
-                 "--max-steps", "5"]) == 0
+    assert main([*tiny_train_args, "--output-dir", str(tmp_path / "c"), "--resume", str(ckpt), "--max-steps", "5"]) == 0
     steps, _ = read_metrics(tmp_path / "c")
     assert [r["step"] for r in steps] == [4, 5]
 
@@ -108,8 +124,9 @@ def test_dataset_smaller_than_batch(tiny_train_args: list[str], caplog) -> None:
     assert "fewer than one batch" in caplog.text
 
 
-def test_unreadable_image_names_the_file(tiny_train_args: list[str], tmp_path: Path, synthetic_root: Path,
-                                         caplog) -> None:
+def test_unreadable_image_names_the_file(
+    tiny_train_args: list[str], tmp_path: Path, synthetic_root: Path, caplog
+) -> None:
     data = tmp_path / "imgs"
     data.mkdir()
     for p in find_images(synthetic_root, "train2017")[:8]:
@@ -126,24 +143,36 @@ def test_cli_help_lists_presets_and_options(capsys) -> None:
         main(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for s in ("cpu-demo", "coco-r50-800ep", "cocoplus-r50-800ep", "imagenet-r50-100ep", "--auto-resume",
-              "--max-steps", "--precision", "torchrun --nnodes=2"):
+    for s in (
+        "cpu-demo",
+        "coco-r50-800ep",
+        "cocoplus-r50-800ep",
+        "imagenet-r50-100ep",
+        "--auto-resume",
+        "--max-steps",
+        "--precision",
+        "torchrun --nnodes=2",
+    ):
         assert s in text
 
 
 @pytest.mark.slow
-def test_release_checkpoint_initialises_and_continues(tiny_train_args: list[str], tmp_path: Path,
-                                                      make_tiny_model, read_metrics) -> None:
+def test_release_checkpoint_initialises_and_continues(
+    tiny_train_args: list[str], tmp_path: Path, make_tiny_model, read_metrics
+) -> None:
     from core.checkpoint import to_release_state
 
     release = to_release_state(make_tiny_model(seed=5))
     release["epoch"] = 1
     path = tmp_path / "release.pth"
     torch.save(release, path)
-    assert main([*tiny_train_args, "--output-dir", str(tmp_path / "init"), "--init-from", str(path),
-                 "--max-steps", "1"]) == 0
-    assert main([*tiny_train_args, "--output-dir", str(tmp_path / "cont"), "--resume", str(path),
-                 "--max-steps", "4"]) == 0
+    assert (
+        main([*tiny_train_args, "--output-dir", str(tmp_path / "init"), "--init-from", str(path), "--max-steps", "1"])
+        == 0
+    )
+    assert (
+        main([*tiny_train_args, "--output-dir", str(tmp_path / "cont"), "--resume", str(path), "--max-steps", "4"]) == 0
+    )
     steps, _ = read_metrics(tmp_path / "cont")
     assert [r["step"] for r in steps] == [4]  # epoch 1 done = 3 steps of 3 per epoch
 
@@ -162,8 +191,7 @@ def test_config_resolution_order(tmp_path: Path) -> None:
     yml.write_text("batch_size: 16\nlr: 0.5\nnum-prototypes: 4\n")
     args = get_args_parser().parse_args(["--preset", "coco-r50-800ep", "--config", str(yml), "--lr", "0.25"])
     cfg = resolve_config(args)
-    assert (cfg.arch, cfg.batch_size, cfg.lr, cfg.num_prototypes, cfg.precision) == \
-        ("resnet50", 16, 0.25, 4, "auto")
+    assert (cfg.arch, cfg.batch_size, cfg.lr, cfg.num_prototypes, cfg.precision) == ("resnet50", 16, 0.25, 4, "auto")
     assert cfg.scaled_lr() == pytest.approx(0.25 * 16 / 256)
     imagenet = resolve_config(get_args_parser().parse_args(["--preset", "imagenet-r50-100ep"]))
     assert imagenet.num_prototypes == 2048 and imagenet.epochs == 100

@@ -58,9 +58,17 @@ def test_detectron2_export_names_and_arrays(r18_checkpoint: Path, tmp_path: Path
         obj = pickle.load(f)
     assert obj["matching_heuristics"] is True
     weights = obj["model"]
-    expected = {"stem.conv1.weight", "stem.conv1.norm.weight", "stem.conv1.norm.running_mean",
-                "res2.0.conv1.weight", "res2.0.conv1.norm.bias", "res2.0.conv2.norm.weight",
-                "res3.0.shortcut.weight", "res3.0.shortcut.norm.running_var", "res5.1.conv2.norm.weight"}
+    expected = {
+        "stem.conv1.weight",
+        "stem.conv1.norm.weight",
+        "stem.conv1.norm.running_mean",
+        "res2.0.conv1.weight",
+        "res2.0.conv1.norm.bias",
+        "res2.0.conv2.norm.weight",
+        "res3.0.shortcut.weight",
+        "res3.0.shortcut.norm.running_var",
+        "res5.1.conv2.norm.weight",
+    }
     assert expected <= set(weights)
     assert not any(k.startswith(("layer", "conv1", "bn1", "fc")) or "downsample" in k for k in weights)
     assert all(type(v).__module__ == "numpy" for v in weights.values())

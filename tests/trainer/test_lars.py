@@ -10,8 +10,9 @@ from torch import nn
 from trainer.lars import LARS
 
 
-def reference_lars_step(params: list[torch.Tensor], bufs: list[torch.Tensor], lr: float, wd: float,
-                        momentum: float, eta: float) -> None:
+def reference_lars_step(
+    params: list[torch.Tensor], bufs: list[torch.Tensor], lr: float, wd: float, momentum: float, eta: float
+) -> None:
     """The release's update, written out per parameter."""
     for p, mu in zip(params, bufs, strict=True):
         dp = p.grad.clone()

@@ -53,13 +53,32 @@ def test_fp16_skips_non_finite_steps_and_recovers(tiny_train_args: list[str]) ->
     assert not _same(before[0], _state(trainer)[0])
 
 
-def test_fp16_run_stops_after_consecutive_skipped_steps(tiny_train_args: list[str], read_metrics,
-                                                        tmp_path: Path) -> None:
+def test_fp16_run_stops_after_consecutive_skipped_steps(
+    tiny_train_args: list[str], read_metrics, tmp_path: Path
+) -> None:
     """A diverged run (lr 1e30: every step after the first overflows) in fp16: each step is skipped and logged;
     the run stops after 20 in a row, naming the step, without a final checkpoint."""
-    code = main([*tiny_train_args, "--precision", "fp16", "--lr", "1e30", "--optimizer", "sgd",
-                 "--warmup-epochs", "0", "--epochs", "6", "--save-every", "100", "--image-size", "32",
-                 "--batch-size", "4"])
+    code = main(
+        [
+            *tiny_train_args,
+            "--precision",
+            "fp16",
+            "--lr",
+            "1e30",
+            "--optimizer",
+            "sgd",
+            "--warmup-epochs",
+            "0",
+            "--epochs",
+            "6",
+            "--save-every",
+            "100",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "4",
+        ]
+    )
     assert code == 3
     steps, events = read_metrics(tmp_path / "run")
     skipped = [e for e in events if e["event"] == "skipped_step"]
@@ -79,10 +98,12 @@ def test_fp16_run_stops_after_consecutive_skipped_steps(tiny_train_args: list[st
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_without_a_scaler_a_non_finite_step_stops_at_once(precision: str, tiny_train_args: list[str],
-                                                           read_metrics, tmp_path: Path) -> None:
-    code = main([*tiny_train_args, "--precision", precision, "--lr", "1e30", "--optimizer", "sgd",
-                 "--warmup-epochs", "0"])
+def test_without_a_scaler_a_non_finite_step_stops_at_once(
+    precision: str, tiny_train_args: list[str], read_metrics, tmp_path: Path
+) -> None:
+    code = main(
+        [*tiny_train_args, "--precision", precision, "--lr", "1e30", "--optimizer", "sgd", "--warmup-epochs", "0"]
+    )
     assert code == 3
     steps, events = read_metrics(tmp_path / "run")
     assert not [e for e in events if e["event"] == "skipped_step"]

@@ -28,8 +28,9 @@ RELEASE_COMMON = dict(
 #: Per script: the dataset it globs, K, epochs and --save-freq.
 RELEASE = {
     "coco-r50-800ep": dict(RELEASE_COMMON, split=["train2017"], num_prototypes=256, epochs=800, save_every=50),
-    "cocoplus-r50-800ep": dict(RELEASE_COMMON, split=["train2017", "unlabeled2017"], num_prototypes=256,
-                               epochs=800, save_every=50),
+    "cocoplus-r50-800ep": dict(
+        RELEASE_COMMON, split=["train2017", "unlabeled2017"], num_prototypes=256, epochs=800, save_every=50
+    ),
     "imagenet-r50-100ep": dict(RELEASE_COMMON, split=["train"], num_prototypes=2048, epochs=100, save_every=5),
     "imagenet-r50-200ep": dict(RELEASE_COMMON, split=["train"], num_prototypes=2048, epochs=200, save_every=5),
 }
@@ -76,10 +77,13 @@ def imagenet_root(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("name, want", [
-    ("coco-r50-800ep", {"train2017": 3}),
-    ("cocoplus-r50-800ep", {"train2017": 3, "unlabeled2017": 2}),
-])
+@pytest.mark.parametrize(
+    "name, want",
+    [
+        ("coco-r50-800ep", {"train2017": 3}),
+        ("cocoplus-r50-800ep", {"train2017": 3, "unlabeled2017": 2}),
+    ],
+)
 def test_coco_presets_read_only_their_splits(coco_root: Path, name: str, want: dict[str, int]) -> None:
     paths = training_images(_config(name, data=str(coco_root)))
     folders = [p.parent.name for p in paths]
@@ -132,8 +136,24 @@ def test_the_release_recipe_trains_a_step_and_resumes(synthetic_root: Path, tmp_
     from trainer.__main__ import main
 
     run = tmp_path / "r50"
-    args = ["--preset", "coco-r50-800ep", "--data", str(synthetic_root), "--output-dir", str(run),
-            "--image-size", "64", "--batch-size", "8", "--workers", "0", "--threads", "2", "--progress", "log"]
+    args = [
+        "--preset",
+        "coco-r50-800ep",
+        "--data",
+        str(synthetic_root),
+        "--output-dir",
+        str(run),
+        "--image-size",
+        "64",
+        "--batch-size",
+        "8",
+        "--workers",
+        "0",
+        "--threads",
+        "2",
+        "--progress",
+        "log",
+    ]
     try:
         assert main([*args, "--max-steps", "1"]) == 0
         assert read_checkpoint(run / "current.pth")["step"] == 1

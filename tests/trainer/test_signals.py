@@ -28,8 +28,9 @@ def _wait_for(predicate, timeout: float = 90.0) -> None:  # noqa: ANN001
 def test_sigterm_saves_loadable_checkpoint(tiny_train_args: list[str], tmp_path: Path, read_metrics) -> None:
     run = tmp_path / "run"
     args = [*tiny_train_args, "--epochs", "500", "--save-minutes", "100"]
-    proc = subprocess.Popen([sys.executable, "-m", "trainer", *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer", *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         metrics = run / "metrics.jsonl"
         _wait_for(lambda: metrics.is_file() and metrics.read_text().count("\n") >= 2)

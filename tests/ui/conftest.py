@@ -46,8 +46,9 @@ def ui_index(synthetic_root: Path, tiny_checkpoint: Path, tmp_path_factory: pyte
     from indexer.build import build_index
 
     indexes = tmp_path_factory.mktemp("indexes")
-    index_dir = build_index(tiny_checkpoint, synthetic_root, indexes / "tiny", split="val2017",
-                            resize=96, crop=96, batch_size=12)
+    index_dir = build_index(
+        tiny_checkpoint, synthetic_root, indexes / "tiny", split="val2017", resize=96, crop=96, batch_size=12
+    )
     store_segmentation_eval(Path(index_dir), synthetic_root, tiny_checkpoint)
     return Path(index_dir)
 
@@ -57,18 +58,25 @@ def live_api(ui_index: Path, synthetic_root: Path, tmp_path_factory: pytest.Temp
     """``python -m server`` on ``ui_index`` (a free port, tmp runs/state dirs); yields its base URL."""
     port = free_port()
     state = tmp_path_factory.mktemp("api-state")
-    env = {**os.environ,
-           "SLOTCON_INDEX": str(ui_index),
-           "SLOTCON_DATA_ROOT": str(synthetic_root),
-           "SLOTCON_RUNS_DIR": str(state / "runs"),
-           "SLOTCON_INDEXES_DIR": str(ui_index.parent),
-           "SLOTCON_STATE_DIR": str(state / "state"),
-           "SLOTCON_DEVICE": "cpu",
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "SLOTCON_INDEX": str(ui_index),
+        "SLOTCON_DATA_ROOT": str(synthetic_root),
+        "SLOTCON_RUNS_DIR": str(state / "runs"),
+        "SLOTCON_INDEXES_DIR": str(ui_index.parent),
+        "SLOTCON_STATE_DIR": str(state / "state"),
+        "SLOTCON_DEVICE": "cpu",
+        "OMP_NUM_THREADS": "1",
+    }
     env.pop("SLOTCON_API_TOKEN", None)
     url = f"http://127.0.0.1:{port}"
-    service = serve("API", [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port),
-                            "--log-level", "warning"], f"{url}/api/health", state / "api.log", env)
+    service = serve(
+        "API",
+        [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        f"{url}/api/health",
+        state / "api.log",
+        env,
+    )
     try:
         yield url
     finally:
@@ -80,9 +88,14 @@ def ui_url(live_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """``slotcon ui`` against the live API on a free port; yields the UI's URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    service = serve("UI", [sys.executable, "-m", "slotcon", "ui", "--api", live_api, "--port", str(port)],
-                    f"{url}/_stcore/health", tmp_path_factory.mktemp("ui") / "ui.log",
-                    {**os.environ, "SLOTCON_API_URL": live_api}, timeout_s=60)
+    service = serve(
+        "UI",
+        [sys.executable, "-m", "slotcon", "ui", "--api", live_api, "--port", str(port)],
+        f"{url}/_stcore/health",
+        tmp_path_factory.mktemp("ui") / "ui.log",
+        {**os.environ, "SLOTCON_API_URL": live_api},
+        timeout_s=60,
+    )
     try:
         yield url
     finally:

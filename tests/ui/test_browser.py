@@ -17,13 +17,24 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium "
-                       "(scripts/ensure_browser.sh installs it; `make test` runs that first)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian's chromium is not installed at /usr/bin/chromium "
+        "(scripts/ensure_browser.sh installs it; `make test` runs that first)",
+    ),
 ]
 
 
@@ -59,8 +70,9 @@ def _settle(page) -> None:
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
 
 
-def test_concepts_and_image_slots_in_chromium(ui_url: str, live_api: str, browser, shots: Path,
-                                              synthetic_root: Path) -> None:
+def test_concepts_and_image_slots_in_chromium(
+    ui_url: str, live_api: str, browser, shots: Path, synthetic_root: Path
+) -> None:
     import httpx
     from playwright.sync_api import expect
 
@@ -86,7 +98,8 @@ def test_concepts_and_image_slots_in_chromium(ui_url: str, live_api: str, browse
     _settle(page)
     expect(page.get_by_text("Prototype #").first).to_be_visible(timeout=60_000)
     expect(page.get_by_role("button", name="Similar segments")).to_have_count(
-        min(12, best["num_segments"]), timeout=60_000)
+        min(12, best["num_segments"]), timeout=60_000
+    )
     page.screenshot(path=str(shots / "concept_topk.png"), full_page=True)
     assert best["num_segments"] > 0
 

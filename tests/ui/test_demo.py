@@ -22,13 +22,25 @@ ROOT = Path(__file__).resolve().parents[2]
 def demo_args(synthetic_root: Path, tiny_checkpoint: Path, ui_index: Path, tmp_path: Path) -> list[str]:
     # --checkpoint X explores <indexes-dir>/<X's stem>: the fixture's index (tiny.pth → indexes/tiny)
     assert ui_index.name == tiny_checkpoint.stem
-    return ["--data-dir", str(synthetic_root), "--runs-dir", str(tmp_path / "runs"),
-            "--indexes-dir", str(ui_index.parent), "--state-dir", str(tmp_path / "state"),
-            "--checkpoint", str(tiny_checkpoint), "--skip-eval", "--no-browser"]
+    return [
+        "--data-dir",
+        str(synthetic_root),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--indexes-dir",
+        str(ui_index.parent),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--skip-eval",
+        "--no-browser",
+    ]
 
 
-def test_warm_demo_skips_every_step(synthetic_root: Path, tiny_checkpoint: Path, ui_index: Path,
-                                    tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_warm_demo_skips_every_step(
+    synthetic_root: Path, tiny_checkpoint: Path, ui_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (synthetic_root / "synthetic.json").touch()
     start = time.monotonic()
     assert demo.main([*demo_args(synthetic_root, tiny_checkpoint, ui_index, tmp_path), "--no-serve"]) == 0
@@ -45,16 +57,27 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
         demo.main(["--data-dir", str(tmp_path / "data"), "--checkpoint", str(tmp_path / "nope.pth")])
 
 
-def test_demo_serves_and_ctrl_c_stops_both(synthetic_root: Path, tiny_checkpoint: Path, ui_index: Path,
-                                           tmp_path: Path) -> None:
+def test_demo_serves_and_ctrl_c_stops_both(
+    synthetic_root: Path, tiny_checkpoint: Path, ui_index: Path, tmp_path: Path
+) -> None:
     (synthetic_root / "synthetic.json").touch()
     api_port, ui_port = free_port(), free_port()
-    cmd = [sys.executable, "-m", "slotcon", "demo", *demo_args(synthetic_root, tiny_checkpoint, ui_index, tmp_path),
-           "--port", str(api_port), "--ui-port", str(ui_port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "slotcon",
+        "demo",
+        *demo_args(synthetic_root, tiny_checkpoint, ui_index, tmp_path),
+        "--port",
+        str(api_port),
+        "--ui-port",
+        str(ui_port),
+    ]
     env = {k: v for k, v in os.environ.items() if k != "SLOTCON_API_TOKEN"}
     # Its own process group, as a terminal's foreground job: Ctrl-C is SIGINT to the group.
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     lines: list[str] = []
     try:
         for line in proc.stdout:
@@ -116,8 +139,9 @@ def test_stale_scenes_and_runs_are_detected(tmp_path: Path) -> None:
     assert (run_dir / "final.pth").read_bytes() == b"y"
 
 
-def test_demo_regenerates_scenes_of_an_older_generator(tiny_checkpoint: Path, ui_index: Path, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_regenerates_scenes_of_an_older_generator(
+    tiny_checkpoint: Path, ui_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import json
 
     from core.synthetic import GENERATOR_VERSION
@@ -125,9 +149,21 @@ def test_demo_regenerates_scenes_of_an_older_generator(tiny_checkpoint: Path, ui
     data = tmp_path / "data"
     data.mkdir()
     (data / "synthetic.json").write_text(json.dumps({"version": "0"}))
-    args = ["--data-dir", str(data), "--runs-dir", str(tmp_path / "runs"), "--indexes-dir", str(ui_index.parent),
-            "--state-dir", str(tmp_path / "state"), "--checkpoint", str(tiny_checkpoint), "--skip-eval",
-            "--no-browser", "--no-serve"]
+    args = [
+        "--data-dir",
+        str(data),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--indexes-dir",
+        str(ui_index.parent),
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--skip-eval",
+        "--no-browser",
+        "--no-serve",
+    ]
     assert demo.main(args) == 0
     assert "holds scenes of generator version 0: generating the current ones" in capsys.readouterr().out
     assert json.loads((data / "synthetic.json").read_text())["version"] == GENERATOR_VERSION

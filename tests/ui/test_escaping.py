@@ -33,10 +33,29 @@ def _slots_page(label: str) -> None:
     png = io.BytesIO()
     Image.new("RGB", (8, 8), (255, 0, 0)).save(png, format="PNG")
     png = base64.b64encode(png.getvalue()).decode()
-    slot = {"prototype": 3, "label": label, "area_share": 0.5, "area": 10, "score": 0.9, "bbox": [0, 0, 4, 4],
-            "bbox_size": [8, 8], "rle": {"size": [8, 8], "counts": "08"}, "color": [255, 0, 0], "neighbors": []}
-    answer = SlotsResult.model_validate({"width": 8, "height": 8, "box": [0, 0, 8, 8], "assignment_png": png,
-                                         "overlay_png": png, "slots": [slot], "elapsed_ms": 1.0})
+    slot = {
+        "prototype": 3,
+        "label": label,
+        "area_share": 0.5,
+        "area": 10,
+        "score": 0.9,
+        "bbox": [0, 0, 4, 4],
+        "bbox_size": [8, 8],
+        "rle": {"size": [8, 8], "counts": "08"},
+        "color": [255, 0, 0],
+        "neighbors": [],
+    }
+    answer = SlotsResult.model_validate(
+        {
+            "width": 8,
+            "height": 8,
+            "box": [0, 0, 8, 8],
+            "assignment_png": png,
+            "overlay_png": png,
+            "slots": [slot],
+            "elapsed_ms": 1.0,
+        }
+    )
     show_slots(answer.model_dump(), None)  # exactly the fields the API sends
 
 
@@ -46,5 +65,5 @@ def test_slot_view_renders_a_hostile_label_as_text():
     html_blocks = [m.value for m in at.markdown if "<span" in m.value]
     assert len(html_blocks) == 2  # the legend and the slot's title: the two unsafe_allow_html calls
     for value in html_blocks:
-        assert "<img" not in value and "onerror=\"" not in value and "&lt;img" in value
+        assert "<img" not in value and 'onerror="' not in value and "&lt;img" in value
         assert "](javascript" not in value and value.count("</span>") == 1  # only the swatch's own

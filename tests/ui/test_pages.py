@@ -127,8 +127,11 @@ def test_image_slots_upload_flow(api_env: str, sample_image_bytes: bytes) -> Non
     no_exceptions(at)
     at.file_uploader(key="slots_upload").set_value(("scene.jpg", sample_image_bytes, "image/jpeg")).run()
     no_exceptions(at)
-    answer = httpx.post(f"{api_env}/api/slots", files={"file": ("scene.jpg", sample_image_bytes, "image/jpeg")},
-                        timeout=60).raise_for_status().json()
+    answer = (
+        httpx.post(f"{api_env}/api/slots", files={"file": ("scene.jpg", sample_image_bytes, "image/jpeg")}, timeout=60)
+        .raise_for_status()
+        .json()
+    )
     n = len(answer["slots"])
     assert n >= 1 and f"**{n} slots** on this image" in texts(at)
     table = at.dataframe[0].value

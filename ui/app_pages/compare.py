@@ -28,13 +28,24 @@ def _relation_chart(rels: list[dict], a: str, b: str) -> alt.Chart:
     for r in rels:
         src_side, part_side = (a, b) if r["kind"] == "split" else (b, a)
         for part, share in zip(r["parts"], r["part_coverage"], strict=True):
-            rows.append({"relation": f"{r['kind']}: {src_side} #{r['source']}", "part": f"{part_side} #{part}",
-                         "share of the source": share})
-    return alt.Chart(pd.DataFrame(rows)).mark_bar().encode(
-        x=alt.X("share of the source:Q", stack="zero", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
-        y=alt.Y("relation:N", title=None), color=alt.Color("part:N", legend=None),
-        tooltip=["relation", "part", alt.Tooltip("share of the source:Q", format=".1%")],
-    ).properties(height=max(60, 28 * len(rels)))
+            rows.append(
+                {
+                    "relation": f"{r['kind']}: {src_side} #{r['source']}",
+                    "part": f"{part_side} #{part}",
+                    "share of the source": share,
+                }
+            )
+    return (
+        alt.Chart(pd.DataFrame(rows))
+        .mark_bar()
+        .encode(
+            x=alt.X("share of the source:Q", stack="zero", axis=alt.Axis(format="%"), scale=alt.Scale(domain=[0, 1])),
+            y=alt.Y("relation:N", title=None),
+            color=alt.Color("part:N", legend=None),
+            tooltip=["relation", "part", alt.Tooltip("share of the source:Q", format=".1%")],
+        )
+        .properties(height=max(60, 28 * len(rels)))
+    )
 
 
 def render() -> None:
@@ -42,12 +53,16 @@ def render() -> None:
     indexes = fetch_indexes(api_url())
     names = [i["name"] for i in indexes]
     if len(names) < 2:
-        st.info("Comparing needs two indexes of the same images under the server's indexes directory: index "
-                "two checkpoints of a run (the Training page, or `slotcon index --out indexes/NAME`).")
+        st.info(
+            "Comparing needs two indexes of the same images under the server's indexes directory: index "
+            "two checkpoints of a run (the Training page, or `slotcon index --out indexes/NAME`)."
+        )
         return
     active = next((i["name"] for i in indexes if i["active"]), names[-1])
-    url = [Param("compare_b", "b", one_of(names), active),
-           Param("compare_a", "a", one_of(names), next(n for n in names if n != active))]
+    url = [
+        Param("compare_b", "b", one_of(names), active),
+        Param("compare_a", "a", one_of(names), next(n for n in names if n != active)),
+    ]
     restore(url)
     c1, c2 = st.columns(2)
     a = c1.selectbox("Index A (earlier)", names, key="compare_a")
@@ -62,16 +77,24 @@ def render() -> None:
     m[3].metric("Merges", s["merges"])
     m[4].metric("Born", s["born"])
     m[5].metric("Died", s["died"])
-    st.caption(f"{body['num_images']} shared images, {body['num_pixels']:,} pixels; active prototypes: "
-               f"{s['active_a']} in {a}, {s['active_b']} in {b}; {s['same_id_matches']} pairs keep their id; "
-               f"computed in {body['seconds']:.2f} s.")
+    st.caption(
+        f"{body['num_images']} shared images, {body['num_pixels']:,} pixels; active prototypes: "
+        f"{s['active_a']} in {a}, {s['active_b']} in {b}; {s['same_id_matches']} pairs keep their id; "
+        f"computed in {body['seconds']:.2f} s."
+    )
 
     st.subheader("Matched prototypes")
     pairs = sorted(body["pairs"], key=lambda p: -p["iou"])
-    st.dataframe(pd.DataFrame([{"A": p["a"], "B": p["b"], "IoU": p["iou"], "pixels A": p["area_a"],
-                                "pixels B": p["area_b"]} for p in pairs]), hide_index=True,
-                 column_config={"IoU": st.column_config.ProgressColumn("IoU", min_value=0.0, max_value=1.0,
-                                                                      format="%.3f")})
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {"A": p["a"], "B": p["b"], "IoU": p["iou"], "pixels A": p["area_a"], "pixels B": p["area_b"]}
+                for p in pairs
+            ]
+        ),
+        hide_index=True,
+        column_config={"IoU": st.column_config.ProgressColumn("IoU", min_value=0.0, max_value=1.0, format="%.3f")},
+    )
     for p in pairs[:PAIRS_SHOWN]:
         cols = st.columns([1, 1, 2])
         _tile(cols[0], a, p["a"], f"{a} #{p['a']}")
@@ -91,8 +114,10 @@ def render() -> None:
     else:
         st.caption("No prototype split or merged.")
     if body["born"] or body["died"]:
-        st.markdown(f"**Born** in {b}: {', '.join(f'#{k}' for k in body['born']) or '–'} · "
-                    f"**died** from {a}: {', '.join(f'#{k}' for k in body['died']) or '–'}")
+        st.markdown(
+            f"**Born** in {b}: {', '.join(f'#{k}' for k in body['born']) or '–'} · "
+            f"**died** from {a}: {', '.join(f'#{k}' for k in body['died']) or '–'}"
+        )
 
 
 run_page("Compare", render)

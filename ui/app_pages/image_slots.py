@@ -45,8 +45,9 @@ def pick_from_dataset() -> tuple[str, bytes, str] | None:
     restore(url)
     if st.session_state["slots_pick"] not in ids:
         st.session_state["slots_pick"] = ids[0]
-    image_id = st.selectbox(f"Dataset image ({total} indexed)", ids,
-                            format_func=lambda i: f"{i} · {names[i]}", key="slots_pick")
+    image_id = st.selectbox(
+        f"Dataset image ({total} indexed)", ids, format_func=lambda i: f"{i} · {names[i]}", key="slots_pick"
+    )
     publish(url)
     strip = st.columns(8)
     for col, i in zip(strip, ids[:8], strict=False):
@@ -72,9 +73,12 @@ def render() -> None:
         chosen = pick_from_dataset()
     if chosen is None:
         return
-    crop = st.toggle("Centre crop only (the release's protocol, as the index)", key="slots_crop",
-                     help="off: the whole image is segmented, every pixel assigned; on: the model sees the "
-                          "index's centre crop (outlined), and a dataset image gets exactly its indexed slots")
+    crop = st.toggle(
+        "Centre crop only (the release's protocol, as the index)",
+        key="slots_crop",
+        help="off: the whole image is segmented, every pixel assigned; on: the model sees the "
+        "index's centre crop (outlined), and a dataset image gets exactly its indexed slots",
+    )
     publish(url[1:])
     answer = analyze(*chosen, crop=crop)
     if answer is not None:

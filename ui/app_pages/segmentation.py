@@ -28,8 +28,11 @@ def run_form() -> None:
         baseline = c2.selectbox("Baseline", options["baselines"])
         resolution = c3.number_input("Resolution", 64, 1024, options["eval_resolution"], step=32)
         if st.form_submit_button("Start evaluation"):
-            job = call("Starting the evaluation", get_client().start_eval,
-                       {"protocol": protocol, "baseline": baseline, "resolution": int(resolution)})
+            job = call(
+                "Starting the evaluation",
+                get_client().start_eval,
+                {"protocol": protocol, "baseline": baseline, "resolution": int(resolution)},
+            )
             if job is not None:
                 st.session_state["eval_job"] = job.get("id")
     job_id = st.session_state.get("eval_job")
@@ -51,8 +54,9 @@ def render() -> None:
     restore(url)
     if st.session_state["eval_pick"] not in by_id:  # an evaluation of another index (the index changed)
         st.session_state["eval_pick"] = next(iter(by_id))
-    chosen = by_id[st.selectbox("Evaluation", list(by_id), format_func=lambda i: result_name(by_id[i]),
-                                key="eval_pick")]
+    chosen = by_id[
+        st.selectbox("Evaluation", list(by_id), format_func=lambda i: result_name(by_id[i]), key="eval_pick")
+    ]
     publish(url)
     m = st.columns(4)
     m[0].metric("mIoU", fmt_pct(chosen["miou"], 2))
@@ -62,12 +66,19 @@ def render() -> None:
 
     st.subheader("Against the baselines and the paper")
     frame = scores_frame(results, chosen)
-    st.dataframe(frame, hide_index=True, column_config={
-        "mIoU": st.column_config.NumberColumn(format="percent"),
-        "pixel accuracy": st.column_config.NumberColumn(format="percent")})
-    st.caption(f"Paper: SlotCon on COCO-Stuff-27, {PAPER_REFERENCE['miou']:.2%} mIoU, "
-               f"{PAPER_REFERENCE['pixel_accuracy']:.2%} pixel accuracy. Numbers on the synthetic scenes "
-               "are not comparable with it; the baselines are.")
+    st.dataframe(
+        frame,
+        hide_index=True,
+        column_config={
+            "mIoU": st.column_config.NumberColumn(format="percent"),
+            "pixel accuracy": st.column_config.NumberColumn(format="percent"),
+        },
+    )
+    st.caption(
+        f"Paper: SlotCon on COCO-Stuff-27, {PAPER_REFERENCE['miou']:.2%} mIoU, "
+        f"{PAPER_REFERENCE['pixel_accuracy']:.2%} pixel accuracy. Numbers on the synthetic scenes "
+        "are not comparable with it; the baselines are."
+    )
     long = frame.melt("method", var_name="score", value_name="value")
     st.bar_chart(long, x="score", y="value", color="method", stack=False, horizontal=True)
 

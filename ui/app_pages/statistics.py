@@ -23,8 +23,11 @@ from ui.views.stats_charts import (
 def render() -> None:
     """The page body."""
     protos = fetch_prototypes(api_url())
-    url = [Param("dup_threshold", "duplicates", number(0.5, 1.0),
-                 float(fetch_options(api_url())["near_duplicate_threshold"]))]
+    url = [
+        Param(
+            "dup_threshold", "duplicates", number(0.5, 1.0), float(fetch_options(api_url())["near_duplicate_threshold"])
+        )
+    ]
     restore(url)
     threshold = float(st.session_state["dup_threshold"])
     stats = fetch_stats(api_url(), threshold)
@@ -36,11 +39,13 @@ def render() -> None:
     m[1].metric("Dead prototypes", stats["num_dead"])
     m[2].metric("Images", stats["num_images"])
     m[3].metric("Active prototypes per image", fmt_num(mean_active, 2))
-    st.caption("A prototype is *active* on an image when it is the argmax at one pixel or more, and "
-               "*dead* when it is active on no image. The paper: 40 of 256 dead on COCO val2017 (App. D); its "
-               "\"about 7 active slots per image\" (Fig. 4) is measured on training crops during pretraining, "
-               "not on val2017, so compare it with the training page's active slots per view, not with this "
-               "number (counted on the centre crops of the indexed images).")
+    st.caption(
+        "A prototype is *active* on an image when it is the argmax at one pixel or more, and "
+        "*dead* when it is active on no image. The paper: 40 of 256 dead on COCO val2017 (App. D); its "
+        '"about 7 active slots per image" (Fig. 4) is measured on training crops during pretraining, '
+        "not on val2017, so compare it with the training page's active slots per view, not with this "
+        "number (counted on the centre crops of the indexed images)."
+    )
 
     st.subheader("Dead prototypes")
     if dead:
@@ -64,16 +69,18 @@ def render() -> None:
         labels = {int(p["id"]): p.get("label") or "" for p in protos}
         st.altair_chart(heatmap_chart(similarity_matrix(fetch_similarity(api_url())), labels), width="content")
     else:
-        st.image(fetch_similarity_png(api_url()), width=720,
-                 caption=f"{stats['num_prototypes']} × {stats['num_prototypes']} cosines (blue −1, white 0, red 1; "
-                 "each pixel is the largest cosine of its block of pairs)")
+        st.image(
+            fetch_similarity_png(api_url()),
+            width=720,
+            caption=f"{stats['num_prototypes']} × {stats['num_prototypes']} cosines (blue −1, white 0, red 1; "
+            "each pixel is the largest cosine of its block of pairs)",
+        )
     st.slider("Near-duplicate threshold (cosine)", 0.5, 1.0, step=0.01, key="dup_threshold")
     publish(url)
     dups = near_duplicates(stats)
     st.markdown(f"**{len(dups)} near-duplicate pairs** (cosine ≥ {threshold:.2f})")
     if not dups.empty:
-        st.dataframe(dups, hide_index=True, column_config={
-            "cosine": st.column_config.NumberColumn(format="%.3f")})
+        st.dataframe(dups, hide_index=True, column_config={"cosine": st.column_config.NumberColumn(format="%.3f")})
 
 
 run_page("Slot statistics", render)

@@ -29,17 +29,33 @@ def start_form() -> None:
         lr = c[2].number_input("Base LR", 0.0, 100.0, float(d["lr"]), format="%.4f")
         k = c[3].number_input("Prototypes (K)", 2, 65536, d["num_prototypes"])
         c = st.columns(3)
-        precision = c[0].selectbox("Precision", precisions, index=precisions.index(d["precision"]),
-                                   help="auto: bf16 where the hardware computes it natively (CUDA, AVX-512 BF16 or "
-                                        "AMX CPUs), fp16 on older GPUs, fp32 elsewhere")
-        budget = c[1].number_input("Time budget, minutes (0 = none)", 0.0, 100000.0, float(d["budget_minutes"]),
-                                   help="the trainer times its first steps and fits the whole schedule (warm-up, "
-                                        "cosine lr, teacher momentum) into this many minutes, at most the epochs")
-        minutes = c[2].number_input("Stop after minutes (0 = never)", 0, 100000, 0,
-                                    help="a hard stop that saves current.pth, mid-schedule")
+        precision = c[0].selectbox(
+            "Precision",
+            precisions,
+            index=precisions.index(d["precision"]),
+            help="auto: bf16 where the hardware computes it natively (CUDA, AVX-512 BF16 or "
+            "AMX CPUs), fp16 on older GPUs, fp32 elsewhere",
+        )
+        budget = c[1].number_input(
+            "Time budget, minutes (0 = none)",
+            0.0,
+            100000.0,
+            float(d["budget_minutes"]),
+            help="the trainer times its first steps and fits the whole schedule (warm-up, "
+            "cosine lr, teacher momentum) into this many minutes, at most the epochs",
+        )
+        minutes = c[2].number_input(
+            "Stop after minutes (0 = never)", 0, 100000, 0, help="a hard stop that saves current.pth, mid-schedule"
+        )
         if st.form_submit_button("Start training", type="primary"):
-            overrides = {"epochs": int(epochs), "batch_size": int(batch), "lr": float(lr),
-                         "num_prototypes": int(k), "precision": precision, "budget_minutes": float(budget)}
+            overrides = {
+                "epochs": int(epochs),
+                "batch_size": int(batch),
+                "lr": float(lr),
+                "num_prototypes": int(k),
+                "precision": precision,
+                "budget_minutes": float(budget),
+            }
             if minutes:
                 overrides["max_minutes"] = int(minutes)
             body = {"preset": preset, "overrides": overrides}
@@ -63,9 +79,14 @@ def render() -> None:
         current = st.session_state.get("train_job")
         index = ids.index(current) if current in ids else 0
         st.session_state["train_job"] = st.selectbox(
-            "Watch run", ids, index=index, key="train_watch",
-            format_func=lambda i: next(f"job {i} · {j.get('name', '')} · {j.get('status')}"
-                                       for j in jobs if int(j["id"]) == i))
+            "Watch run",
+            ids,
+            index=index,
+            key="train_watch",
+            format_func=lambda i: next(
+                f"job {i} · {j.get('name', '')} · {j.get('status')}" for j in jobs if int(j["id"]) == i
+            ),
+        )
     job_id = st.session_state.get("train_job")
     if job_id is not None:
         st.subheader("Live")

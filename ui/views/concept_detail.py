@@ -33,8 +33,12 @@ def label_form(p: dict) -> None:
     k = int(p["id"])
     with st.form(f"label_form_{k}", border=False):
         c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
-        name = c1.text_input("Concept name", value=p.get("label") or "", key=f"label_{k}",
-                             placeholder="e.g. sky, wheel, bullseye texture")
+        name = c1.text_input(
+            "Concept name",
+            value=p.get("label") or "",
+            key=f"label_{k}",
+            placeholder="e.g. sky, wheel, bullseye texture",
+        )
         if c2.form_submit_button("Save name", width="stretch"):
             updated = call("Saving the name", get_client().set_label, k, name.strip() or None)
             if updated is not None:
@@ -57,8 +61,9 @@ def figure_export(k: int) -> None:
         made = st.session_state.get(f"fig_{k}")
         if made is not None:
             spec_made, fmt_made, data = made
-            st.download_button(f"Download concepts-{spec_made}.{fmt_made}", data, f"concepts-{spec_made}.{fmt_made}",
-                               key=f"fig_dl_{k}")
+            st.download_button(
+                f"Download concepts-{spec_made}.{fmt_made}", data, f"concepts-{spec_made}.{fmt_made}", key=f"fig_dl_{k}"
+            )
             if fmt_made == "png":
                 st.image(data, width="stretch")
 
@@ -99,5 +104,6 @@ def concept_detail(p: dict, on_back) -> None:
         st.divider()
         st.markdown(f"#### Segments similar to segment {source['id']} (image {source['image_id']})")
         items = [(n["segment"], n["similarity"]) for n in fetch_neighbors(api_url(), int(source["id"]), 12)]
-        segment_tiles([s for s, _ in items], key="neighbors", similarities=[d for _, d in items],
-                      on_similar=_similar_to)
+        segment_tiles(
+            [s for s, _ in items], key="neighbors", similarities=[d for _, d in items], on_similar=_similar_to
+        )

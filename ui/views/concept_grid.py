@@ -26,9 +26,14 @@ def filter_prototypes(protos: list[dict], *, hide_dead: bool, query: str, sort: 
     q = query.strip().lower()
     out = [p for p in protos if not (hide_dead and p.get("dead"))]
     if q:
-        out = [p for p in out if q in (p.get("label") or "").lower()
-               or q in str(p["majority_class_name"] or "").lower()
-               or q == f"#{p.get('id')}" or q == str(p.get("id"))]
+        out = [
+            p
+            for p in out
+            if q in (p.get("label") or "").lower()
+            or q in str(p["majority_class_name"] or "").lower()
+            or q == f"#{p.get('id')}"
+            or q == str(p.get("id"))
+        ]
     key, reverse = SORTS[sort]
     return sorted(out, key=key, reverse=reverse)
 
@@ -75,17 +80,16 @@ def concept_grid(protos: list[dict], on_open: Callable[[int], None]) -> None:
         st.info("No prototype matches these filters.")
         return
     columns = 6
-    chunk = shown[(page - 1) * per_page: page * per_page]
+    chunk = shown[(page - 1) * per_page : page * per_page]
     for row in range(0, len(chunk), columns):
         cols = st.columns(columns)
-        for col, p in zip(cols, chunk[row: row + columns], strict=False):
+        for col, p in zip(cols, chunk[row : row + columns], strict=False):
             with col.container(border=True):
                 image = best_segment_image(p)
                 if image is not None:
                     st.image(image, width="stretch")
                 st.markdown(f"**{prototype_title(p)}**")
                 st.caption(card_caption(p))
-                st.button("Open", key=f"open_{p['id']}", on_click=on_open, args=(int(p["id"]),),
-                          width="stretch")
+                st.button("Open", key=f"open_{p['id']}", on_click=on_open, args=(int(p["id"]),), width="stretch")
     if pages > 1:
         st.number_input("Page", min_value=1, max_value=pages, step=1, key="concepts_page")

@@ -21,8 +21,17 @@ def map_frame(answer: dict, protos: list[dict]) -> pd.DataFrame:
     for pt in answer["points"]:
         k, p = pt["id"], by_id.get(pt["id"], {})
         label = pt["label"] or ""
-        rows.append({"id": k, "x": pt["x"], "y": pt["y"], "label": label, "name": f"#{k} {label}".strip(),
-                     "state": "dead" if pt["dead"] else "active", "images": int(p.get("num_images") or 0)})
+        rows.append(
+            {
+                "id": k,
+                "x": pt["x"],
+                "y": pt["y"],
+                "label": label,
+                "name": f"#{k} {label}".strip(),
+                "state": "dead" if pt["dead"] else "active",
+                "images": int(p.get("num_images") or 0),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -39,8 +48,10 @@ def concept_map(protos: list[dict], on_open: Callable[[int], None]) -> None:
         st.info("The map is empty: the index has no prototypes.")
         return
     method = answer["method"]
-    st.caption(f"Prototype vectors in 2-D ({str(method).upper()}, computed by the server). "
-               "Hover a point for its best segment, click it to open the concept.")
+    st.caption(
+        f"Prototype vectors in 2-D ({str(method).upper()}, computed by the server). "
+        "Hover a point for its best segment, click it to open the concept."
+    )
     by_id = {int(p["id"]): p for p in protos}
     frame["image"] = [_thumbnail_uri(by_id.get(k, {})) for k in frame["id"]]
     pick = alt.selection_point(fields=["id"], name="pick", on="click")
@@ -51,18 +62,18 @@ def concept_map(protos: list[dict], on_open: Callable[[int], None]) -> None:
             x=alt.X("x:Q", title=None, axis=alt.Axis(labels=False, ticks=False)),
             y=alt.Y("y:Q", title=None, axis=alt.Axis(labels=False, ticks=False)),
             size=alt.Size("images:Q", title="images active", scale=alt.Scale(range=[40, 400])),
-            color=alt.Color("state:N", scale=alt.Scale(domain=["active", "dead"],
-                                                       range=["#d62728", "#aaaaaa"])),
-            tooltip=[alt.Tooltip("name:N", title="prototype"), alt.Tooltip("images:Q"),
-                     alt.Tooltip("image:N", title="image")],
+            color=alt.Color("state:N", scale=alt.Scale(domain=["active", "dead"], range=["#d62728", "#aaaaaa"])),
+            tooltip=[
+                alt.Tooltip("name:N", title="prototype"),
+                alt.Tooltip("images:Q"),
+                alt.Tooltip("image:N", title="image"),
+            ],
         )
         .add_params(pick)
         .properties(height=520)
     )
-    text = alt.Chart(frame).mark_text(dy=-10, fontSize=10, color="#444").encode(
-        x="x:Q", y="y:Q", text="label:N")
-    event = st.altair_chart(chart + text, key="concept_map", on_select="rerun", selection_mode="pick",
-                            width="stretch")
+    text = alt.Chart(frame).mark_text(dy=-10, fontSize=10, color="#444").encode(x="x:Q", y="y:Q", text="label:N")
+    event = st.altair_chart(chart + text, key="concept_map", on_select="rerun", selection_mode="pick", width="stretch")
     selected = (event.get("selection", {}) or {}).get("pick") if isinstance(event, dict) else None
     if selected:
         k = selected[0].get("id")

@@ -35,15 +35,21 @@ def scores_frame(results: list[dict], chosen: dict) -> pd.DataFrame:
         if same:
             r = max(same, key=lambda r: r["id"])
             rows.append({"method": f"baseline: {baseline}", "mIoU": r["miou"], "pixel accuracy": r["pixel_accuracy"]})
-    rows.append({"method": "paper (COCO-Stuff-27)", "mIoU": PAPER_REFERENCE["miou"],
-                 "pixel accuracy": PAPER_REFERENCE["pixel_accuracy"]})
+    rows.append(
+        {
+            "method": "paper (COCO-Stuff-27)",
+            "mIoU": PAPER_REFERENCE["miou"],
+            "pixel accuracy": PAPER_REFERENCE["pixel_accuracy"],
+        }
+    )
     return pd.DataFrame(rows)
 
 
 def per_class_frame(r: dict) -> pd.DataFrame:
     """Per-class IoU as a frame (``class``, ``IoU``, ``pixels``), from the indexer's ``per_class`` table."""
-    return pd.DataFrame([(c["name"], c["iou"], c["pixels"]) for c in r["per_class"]],
-                        columns=["class", "IoU", "pixels"])
+    return pd.DataFrame(
+        [(c["name"], c["iou"], c["pixels"]) for c in r["per_class"]], columns=["class", "IoU", "pixels"]
+    )
 
 
 def class_confusion(r: dict) -> tuple[np.ndarray, list[str], list[str]] | None:
@@ -53,7 +59,7 @@ def class_confusion(r: dict) -> tuple[np.ndarray, list[str], list[str]] | None:
     if conf.size == 0:
         return None
     names = list(r["class_names"])
-    if conf.shape[1] > len(names) and conf[:, len(names):].sum() > 0:
+    if conf.shape[1] > len(names) and conf[:, len(names) :].sum() > 0:
         return conf, names, names + ["unmatched"]
     return conf[:, : len(names)], names, names
 
@@ -66,34 +72,52 @@ def confusion_chart(r: dict) -> alt.Chart | None:
     conf, names, cols = folded
     conf = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1.0)
     ii, jj = np.meshgrid(np.arange(conf.shape[0]), np.arange(conf.shape[1]), indexing="ij")
-    frame = pd.DataFrame({"ground truth": [names[i] for i in ii.ravel()],
-                          "prediction": [cols[j] for j in jj.ravel()], "share": conf.ravel()})
-    return alt.Chart(frame).mark_rect().encode(
-        x=alt.X("prediction:N", sort=cols), y=alt.Y("ground truth:N", sort=names),
-        color=alt.Color("share:Q", scale=alt.Scale(scheme="reds")),
-        tooltip=["ground truth", "prediction", alt.Tooltip("share:Q", format=".1%")],
-    ).properties(height=max(240, 22 * len(names)))
+    frame = pd.DataFrame(
+        {
+            "ground truth": [names[i] for i in ii.ravel()],
+            "prediction": [cols[j] for j in jj.ravel()],
+            "share": conf.ravel(),
+        }
+    )
+    return (
+        alt.Chart(frame)
+        .mark_rect()
+        .encode(
+            x=alt.X("prediction:N", sort=cols),
+            y=alt.Y("ground truth:N", sort=names),
+            color=alt.Color("share:Q", scale=alt.Scale(scheme="reds")),
+            tooltip=["ground truth", "prediction", alt.Tooltip("share:Q", format=".1%")],
+        )
+        .properties(height=max(240, 22 * len(names)))
+    )
 
 
 def show_examples(r: dict, limit: int = 6) -> None:
     """Example images: the image, the prediction (matched to classes) and the ground truth. The first
     examples come inline with the result; more are fetched by URL."""
     inline = r["examples"][:limit]
-    fetched = [] if len(inline) >= limit else fetch_eval_examples(api_url(), int(r["id"]))[len(inline):limit]
+    fetched = [] if len(inline) >= limit else fetch_eval_examples(api_url(), int(r["id"]))[len(inline) : limit]
     if not inline and not fetched:
         st.caption("This evaluation stored no example images.")
         return
     client = get_client()
-    rows = [(ex["image_id"], lambda ex=ex: (decode_image(ex["prediction"]), decode_image(ex["ground_truth"])))
-            for ex in inline]
-    rows += [(ex["image_id"], lambda ex=ex: (client.fetch_url(ex["pred_url"]), client.fetch_url(ex["gt_url"])))
-             for ex in fetched]
+    rows = [
+        (ex["image_id"], lambda ex=ex: (decode_image(ex["prediction"]), decode_image(ex["ground_truth"])))
+        for ex in inline
+    ]
+    rows += [
+        (ex["image_id"], lambda ex=ex: (client.fetch_url(ex["pred_url"]), client.fetch_url(ex["gt_url"])))
+        for ex in fetched
+    ]
     for image_id, maps in rows:
         cols = st.columns(3)
         try:
             pred, gt = maps()
-            panels = ((fetch_image(api_url(), int(image_id), 256), f"image {image_id}"),
-                      (pred, "prediction (matched)"), (gt, "ground truth"))
+            panels = (
+                (fetch_image(api_url(), int(image_id), 256), f"image {image_id}"),
+                (pred, "prediction (matched)"),
+                (gt, "ground truth"),
+            )
         except ApiRequestError as exc:
             st.caption(f"example {image_id}: {exc.message}")
             continue

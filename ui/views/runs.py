@@ -13,8 +13,9 @@ from ui.views.job_progress import job_progress
 
 def jobs_frame(jobs: list[dict]) -> pd.DataFrame:
     """A table of jobs: id, kind, name, status, started, finished."""
-    return pd.DataFrame([{k: j.get(k) for k in ("id", "kind", "name", "status", "started_at",
-                                                   "finished_at", "message")} for j in jobs])
+    return pd.DataFrame(
+        [{k: j.get(k) for k in ("id", "kind", "name", "status", "started_at", "finished_at", "message")} for j in jobs]
+    )
 
 
 def _activated(job_id: int) -> None:

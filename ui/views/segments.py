@@ -53,5 +53,10 @@ def segment_tiles(
                 parts.append(f"#{seg.get('prototype')}")
             st.caption(" · ".join(parts))
             if on_similar is not None:
-                st.button("Similar segments", key=f"{key}_sim_{seg.get('id')}", on_click=on_similar,
-                          args=(seg,), width="stretch")
+                st.button(
+                    "Similar segments",
+                    key=f"{key}_sim_{seg.get('id')}",
+                    on_click=on_similar,
+                    args=(seg,),
+                    width="stretch",
+                )

@@ -52,12 +52,17 @@ def slot_crop(slot: dict, original: bytes | None) -> bytes | None:
 
 def slots_table(slots: list[dict]) -> pd.DataFrame:
     """One row per slot: prototype, label, area share, score."""
-    return pd.DataFrame([{
-        "prototype": s["prototype"],
-        "label": s["label"] or "",
-        "area share": s["area_share"],
-        "score": s["score"],
-    } for s in slots])
+    return pd.DataFrame(
+        [
+            {
+                "prototype": s["prototype"],
+                "label": s["label"] or "",
+                "area share": s["area_share"],
+                "score": s["score"],
+            }
+            for s in slots
+        ]
+    )
 
 
 def show_slots(answer: dict, original: bytes | None, overlay: bytes | None = None) -> None:
@@ -73,21 +78,29 @@ def show_slots(answer: dict, original: bytes | None, overlay: bytes | None = Non
             c2.image(overlay, caption="slots", width="stretch")
     with right:
         st.markdown(f"**{len(slots)} slots** on this image")
-        legend = [colour_swatch(slot_colour(s), f"#{plain(s['prototype'])} {plain(s['label'] or '')} "
-                                f"· {fmt_pct(s['area_share'])}")
-                  for s in slots]
+        legend = [
+            colour_swatch(
+                slot_colour(s), f"#{plain(s['prototype'])} {plain(s['label'] or '')} · {fmt_pct(s['area_share'])}"
+            )
+            for s in slots
+        ]
         st.markdown("<br>".join(legend), unsafe_allow_html=True)
     if not slots:
         return
-    st.dataframe(slots_table(slots), hide_index=True, column_config={
-        "area share": st.column_config.ProgressColumn("area share", min_value=0.0, max_value=1.0,
-                                                      format="percent"),
-        "score": st.column_config.NumberColumn("score", format="%.3f"),
-    })
+    st.dataframe(
+        slots_table(slots),
+        hide_index=True,
+        column_config={
+            "area share": st.column_config.ProgressColumn("area share", min_value=0.0, max_value=1.0, format="percent"),
+            "score": st.column_config.NumberColumn("score", format="%.3f"),
+        },
+    )
     st.markdown("#### Slots and their nearest dataset segments")
     for i, s in enumerate(slots):
-        title = (f"Slot #{plain(s['prototype'])} {plain(s['label'] or '')} · {fmt_pct(s['area_share'])} of the "
-                 f"image · score {fmt_num(s['score'])}")
+        title = (
+            f"Slot #{plain(s['prototype'])} {plain(s['label'] or '')} · {fmt_pct(s['area_share'])} of the "
+            f"image · score {fmt_num(s['score'])}"
+        )
         with st.container(border=True):
             st.markdown(colour_swatch(slot_colour(s), f"**{title}**"), unsafe_allow_html=True)
             crop_col, nn_col = st.columns([1, 4])
@@ -97,7 +110,12 @@ def show_slots(answer: dict, original: bytes | None, overlay: bytes | None = Non
             items = [(n["segment"], n["similarity"]) for n in s["neighbors"]]
             with nn_col:
                 if items:
-                    segment_tiles([seg for seg, _ in items], key=f"slot_{i}_nn", columns=5, size=160,
-                                  similarities=[d for _, d in items])
+                    segment_tiles(
+                        [seg for seg, _ in items],
+                        key=f"slot_{i}_nn",
+                        columns=5,
+                        size=160,
+                        similarities=[d for _, d in items],
+                    )
                 else:
                     st.caption("No similar dataset segments.")

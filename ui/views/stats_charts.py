@@ -10,9 +10,17 @@ import pandas as pd
 
 def activity_frame(protos: list[dict]) -> pd.DataFrame:
     """Prototypes ranked by activity (images on which each is active), most active first."""
-    frame = pd.DataFrame([{"prototype": int(p["id"]), "label": p.get("label") or "",
-                           "images": int(p.get("num_images") or 0),
-                           "pixel share": float(p.get("pixel_share") or 0.0)} for p in protos])
+    frame = pd.DataFrame(
+        [
+            {
+                "prototype": int(p["id"]),
+                "label": p.get("label") or "",
+                "images": int(p.get("num_images") or 0),
+                "pixel share": float(p.get("pixel_share") or 0.0),
+            }
+            for p in protos
+        ]
+    )
     if frame.empty:
         return frame
     frame = frame.sort_values(["images", "pixel share"], ascending=False).reset_index(drop=True)
@@ -22,11 +30,16 @@ def activity_frame(protos: list[dict]) -> pd.DataFrame:
 
 def long_tail_chart(frame: pd.DataFrame) -> alt.Chart:
     """The long-tail bar chart: one bar per prototype, sorted by activity."""
-    return alt.Chart(frame).mark_bar(color="#d62728").encode(
-        x=alt.X("rank:O", title="prototypes ranked by activity", axis=alt.Axis(labels=len(frame) <= 64)),
-        y=alt.Y("images:Q", title="images where active"),
-        tooltip=["prototype:Q", "label:N", "images:Q", alt.Tooltip("pixel share:Q", format=".2%")],
-    ).properties(height=300)
+    return (
+        alt.Chart(frame)
+        .mark_bar(color="#d62728")
+        .encode(
+            x=alt.X("rank:O", title="prototypes ranked by activity", axis=alt.Axis(labels=len(frame) <= 64)),
+            y=alt.Y("images:Q", title="images where active"),
+            tooltip=["prototype:Q", "label:N", "images:Q", alt.Tooltip("pixel share:Q", format=".2%")],
+        )
+        .properties(height=300)
+    )
 
 
 def active_histogram(stats: dict) -> pd.DataFrame:
@@ -40,9 +53,16 @@ def active_histogram(stats: dict) -> pd.DataFrame:
 
 def histogram_chart(frame: pd.DataFrame) -> alt.Chart:
     """Bars: how many images have n active prototypes."""
-    return alt.Chart(frame).mark_bar(color="#1f77b4").encode(
-        x=alt.X("active prototypes:O"), y=alt.Y("images:Q"), tooltip=["active prototypes", "images"],
-    ).properties(height=300)
+    return (
+        alt.Chart(frame)
+        .mark_bar(color="#1f77b4")
+        .encode(
+            x=alt.X("active prototypes:O"),
+            y=alt.Y("images:Q"),
+            tooltip=["active prototypes", "images"],
+        )
+        .properties(height=300)
+    )
 
 
 #: Up to this many prototypes the heatmap is an interactive chart (hover for the pair); above, the
@@ -63,15 +83,19 @@ def heatmap_chart(sim: np.ndarray, labels: dict[int, str] | None = None) -> alt.
     if labels:
         frame["label a"] = [labels.get(int(a), "") for a in frame["a"]]
         frame["label b"] = [labels.get(int(b), "") for b in frame["b"]]
-    tooltip = ["a:O", "b:O", alt.Tooltip("cosine:Q", format=".3f")] + (
-        ["label a:N", "label b:N"] if labels else [])
+    tooltip = ["a:O", "b:O", alt.Tooltip("cosine:Q", format=".3f")] + (["label a:N", "label b:N"] if labels else [])
     side = min(720, max(280, 10 * k))
-    return alt.Chart(frame).mark_rect().encode(
-        x=alt.X("a:O", title="prototype", axis=alt.Axis(labels=k <= 64)),
-        y=alt.Y("b:O", title="prototype", axis=alt.Axis(labels=k <= 64)),
-        color=alt.Color("cosine:Q", scale=alt.Scale(scheme="redblue", domain=[-1, 1], reverse=True)),
-        tooltip=tooltip,
-    ).properties(width=side, height=side)
+    return (
+        alt.Chart(frame)
+        .mark_rect()
+        .encode(
+            x=alt.X("a:O", title="prototype", axis=alt.Axis(labels=k <= 64)),
+            y=alt.Y("b:O", title="prototype", axis=alt.Axis(labels=k <= 64)),
+            color=alt.Color("cosine:Q", scale=alt.Scale(scheme="redblue", domain=[-1, 1], reverse=True)),
+            tooltip=tooltip,
+        )
+        .properties(width=side, height=side)
+    )
 
 
 def near_duplicates(stats: dict) -> pd.DataFrame:

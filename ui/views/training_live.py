@@ -13,10 +13,12 @@ from ui.views.job_progress import ACTIVE, job_status_line
 
 REFRESH_S = 2.0
 #: What the two per-image statistics are, and the paper's values for them (both measured on training crops).
-STATS_CAPTION = ("Per training crop: *active slots* are the prototypes that win at least one pixel of a teacher "
-                 "view; *positive pairs* (Eq. 6) are the slots present in a student view and in the teacher's "
-                 "other view. The paper, on COCO: about 7 active slots per image (Fig. 4, during pretraining) and "
-                 "about 3.6 positive pairs per image (App. D, a converged model).")
+STATS_CAPTION = (
+    "Per training crop: *active slots* are the prototypes that win at least one pixel of a teacher "
+    "view; *positive pairs* (Eq. 6) are the slots present in a student view and in the teacher's "
+    "other view. The paper, on COCO: about 7 active slots per image (Fig. 4, during pretraining) and "
+    "about 3.6 positive pairs per image (App. D, a converged model)."
+)
 
 
 def _num(value: object, spec: str) -> str:
@@ -83,8 +85,11 @@ def training_live(job_id: int) -> None:
         status = job.get("status", "")
         head, stop = st.columns([5, 1], vertical_alignment="center")
         head.markdown(job_status_line(job))
-        if (status in ACTIVE and stop.button("Stop", key=f"stop_{job_id}", type="primary")
-                and call("Stopping the job", get_client().stop_job, job_id) is not None):
+        if (
+            status in ACTIVE
+            and stop.button("Stop", key=f"stop_{job_id}", type="primary")
+            and call("Stopping the job", get_client().stop_job, job_id) is not None
+        ):
             st.toast(f"Stopping job {job_id}: the trainer saves a checkpoint and exits.")
         frame = metrics_frame(records)
         last = st.session_state.get(f"event_{job_id}", {})
@@ -93,8 +98,10 @@ def training_live(job_id: int) -> None:
             cur = steps[-1]
             total = cur.get("total_steps") or 0
             frac = min(1.0, cur["step"] / total) if total else 0.0
-            text = (f"step {cur['step']}/{total} · epoch {cur.get('epoch', '?')}/{cur.get('epochs', '?')} · "
-                    f"ETA {fmt_duration(cur.get('eta_s'))} · elapsed {fmt_duration(cur.get('elapsed_s'))}")
+            text = (
+                f"step {cur['step']}/{total} · epoch {cur.get('epoch', '?')}/{cur.get('epochs', '?')} · "
+                f"ETA {fmt_duration(cur.get('eta_s'))} · elapsed {fmt_duration(cur.get('elapsed_s'))}"
+            )
             st.progress(1.0 if status == "succeeded" else frac, text=text)
             m = st.columns(5)
             m[0].metric("Loss", _num(cur.get("loss"), ".4f"))
@@ -103,8 +110,10 @@ def training_live(job_id: int) -> None:
             m[3].metric("Positive pairs / image", _num(cur.get("positive_pairs"), ".2f"))
             m[4].metric("LR", _num(cur.get("lr"), ".2e"))
             if cur.get("skipped_steps"):
-                st.caption(f"fp16: {cur['skipped_steps']} steps skipped so far (non-finite loss or gradients; the "
-                           "grad scaler lowered its scale)")
+                st.caption(
+                    f"fp16: {cur['skipped_steps']} steps skipped so far (non-finite loss or gradients; the "
+                    "grad scaler lowered its scale)"
+                )
             _charts(frame)
         elif status in ACTIVE:
             st.progress(0.0, text="starting… (the first metrics appear after the first logged step)")
