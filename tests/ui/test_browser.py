@@ -94,7 +94,7 @@ def test_concepts_and_image_slots_in_chromium(
     # Open the most active prototype: its top-k segments with the mask overlaid.
     best = max(alive, key=lambda p: p["num_segments"])
     open_buttons(page).first.click()
-    page.get_by_text("Top ").first.wait_for(timeout=60_000)
+    page.get_by_text(re.compile(r"^Top \d+ segments")).first.wait_for(timeout=60_000)
     _settle(page)
     expect(page.get_by_text("Prototype #").first).to_be_visible(timeout=60_000)
     expect(page.get_by_role("button", name="Similar segments")).to_have_count(
@@ -134,7 +134,7 @@ def test_a_shared_link_reopens_the_view_in_chromium(ui_url: str, live_api: str, 
     page.goto(f"{ui_url}/?prototype={k}")
     page.get_by_text(f"Prototype #{k}").first.wait_for(timeout=60_000)
     _settle(page)
-    expect(page.get_by_text("Top ").first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text(re.compile(r"^Top \d+ segments")).first).to_be_visible(timeout=60_000)
     page.screenshot(path=str(shots / "link_prototype.png"), full_page=True)
 
     page.goto(f"{ui_url}/statistics?duplicates=0.62")
