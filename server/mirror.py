@@ -39,7 +39,7 @@ def _annotation(tp: Any) -> Any:
     return tp
 
 
-def _first_line(doc: str | None) -> str | None:
+def _one_line(doc: str | None) -> str | None:
     return " ".join(doc.split()) if doc else None
 
 
@@ -68,7 +68,7 @@ def mirror(
     model = create_model(
         name or cls.__name__,
         __base__=StrictModel,
-        __doc__=doc or _first_line(cls.__doc__),
+        __doc__=doc or _one_line(cls.__doc__),
         __module__=__name__,
         **fields,
     )

@@ -50,6 +50,9 @@ def named_index(runtime: Runtime, name: str) -> LoadedIndex:
         if key not in runtime.cache:
             from indexer.validate import IndexInvalidError, open_validated
 
+            for stale in [k for k in runtime.cache if k.startswith(f"named-index:{name}:")]:
+                runtime.cache.pop(stale).index.close()  # an earlier build of this name
+
             try:
                 runtime.cache[key] = LoadedIndex(index=open_validated(path), path=path)
             except IndexInvalidError as e:

@@ -4,6 +4,7 @@ matched back to the originals, side-by-side tiles, and clear errors (real indexe
 from __future__ import annotations
 
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -47,6 +48,10 @@ def test_a_permuted_checkpoint_is_matched_back(indexes: Path, make_settings) -> 
         assert sorted(p["a"] for p in body["pairs"]) == body["active_a"]
         assert body["splits"] == [] and body["merges"] == [] and body["born"] == [] and body["died"] == []
         assert body["summary"]["matched"] == len(body["pairs"])
+        manifest = indexes / "perm" / "manifest.json"
+        os.utime(manifest, ns=(manifest.stat().st_atime_ns, manifest.stat().st_mtime_ns + 10**9))  # "rebuilt"
+        again = client.get("/api/compare", params={"a": "perm"})  # reopened; the earlier handle is closed
+        assert again.status_code == 200 and again.json()["pairs"] == body["pairs"]
         same = client.get("/api/compare", params={"a": "base", "b": "base"}).json()
         assert same["summary"]["same_id_matches"] == len(same["pairs"]) == len(same["active_a"])
 

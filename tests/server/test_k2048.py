@@ -21,7 +21,7 @@ BUDGET = 1_000_000  # bytes per response
 
 
 @pytest.fixture(scope="module")
-def k2048_client(make_tiny_model, synthetic_root: Path, tmp_path_factory):
+def k2048_index(make_tiny_model, synthetic_root: Path, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("k2048")
     model = make_tiny_model(0, num_prototypes=K)
     ckpt = save_checkpoint(tmp / "k2048.pth", model, epoch=0, step=0)
@@ -29,8 +29,8 @@ def k2048_client(make_tiny_model, synthetic_root: Path, tmp_path_factory):
     return index
 
 
-def test_k2048_routes_stay_within_the_response_budget(k2048_client: Path, make_settings) -> None:
-    with TestClient(create_app(make_settings(index=k2048_client))) as client:
+def test_k2048_routes_stay_within_the_response_budget(k2048_index: Path, make_settings) -> None:
+    with TestClient(create_app(make_settings(index=k2048_index))) as client:
         sizes = {}
         for route in (
             "/api/prototypes",
