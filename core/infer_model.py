@@ -199,6 +199,8 @@ class InferenceModel(nn.Module):
         self.options = opts
         net = nn.Sequential(self.encoder_k, self.projector_k)
         self._net = torch.compile(net) if opts.compile else net
+        # the same two modules run one after the other, for callers that also want the encoder's features
+        self._parts = tuple(torch.compile(m) if opts.compile else m for m in (self.encoder_k, self.projector_k))
         self.eval()
         return self
 
@@ -208,22 +210,44 @@ class InferenceModel(nn.Module):
             return torch.autocast(device.type, enabled=False)
         return torch.autocast(device.type, dtype=dtype)
 
-    def teacher_project(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) → teacher projections z (B, D, h, w), unnormalised, fp32."""
+    def _input(self, images: torch.Tensor) -> torch.Tensor:
         if self._net is None:
             self.prepare()
-        dev = self.device
-        x = to_device(images, dev)
+        x = to_device(images, self.device)
         if self.options.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), self._autocast(dev):
+        return x
+
+    def teacher_project(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) → teacher projections z (B, D, h, w), unnormalised, fp32."""
+        x = self._input(images)
+        with torch.inference_mode(), self._autocast(self.device):
             z = self._net(x)
         return z.float()
 
-    def infer_outputs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """As :func:`core.inference.teacher_outputs`: ``(z_norm (B, D, h, w), scores (B, K, h, w))``, fp32."""
+    def encode_project(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 3, H, W) → (encoder features (B, C, h, w), projections z (B, D, h, w)), both fp32."""
+        x = self._input(images)
+        encode, project = self._parts
+        with torch.inference_mode(), self._autocast(self.device):
+            feats = encode(x)
+            z = project(feats)
+        return feats.float(), z.float()
+
+    def infer_outputs(
+        self, images: torch.Tensor, features: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """As :func:`core.inference.teacher_outputs`: ``(z_norm (B, D, h, w), scores (B, K, h, w))``, fp32;
+        with ``features`` (the signature of :func:`core.inference.teacher_outputs_with_features`), a third
+        element: the encoder's feature map (B, C, h, w), fp32."""
+        feats = None
         with torch.inference_mode():
-            z = F.normalize(self.teacher_project(images), dim=1)  # (B, D, h, w)
+            if features:
+                feats, z = self.encode_project(images)
+                feats = feats.contiguous()
+            else:
+                z = self.teacher_project(images)
+            z = F.normalize(z, dim=1)  # (B, D, h, w)
             protos = F.normalize(self.grouping_k.slot_embed.weight.float(), dim=1)  # (K, D)
             # one GEMM over pixels: (B·h·w, D) @ (D, K), in the layout z already has
             zt = z.permute(0, 2, 3, 1)  # (B, h, w, D), contiguous when z is channels_last
@@ -231,6 +255,8 @@ class InferenceModel(nn.Module):
             z_out = z.contiguous()
             scores = scores.contiguous()
         # plain (non-inference) tensors, so callers may use them anywhere (autograd-free copies)
+        if features:
+            return z_out.clone(), scores.clone(), feats.clone()
         return z_out.clone(), scores.clone()
 
 

@@ -67,6 +67,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--jpeg-draft", action="store_true", help="decode JPEGs at 1/2-1/8 size when the shorter side stays >= --resize"
     )
+    p.add_argument(
+        "--no-encoder-vectors",
+        action="store_true",
+        help="store only the projector vectors, not the segments' pooled encoder features (the pre-projector "
+        "space for neighbour search; 4·C bytes per segment, C = 2048 for ResNet-50)",
+    )
     return p
 
 
@@ -88,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers, device=args.device, index_type=args.faiss, nlist=args.nlist,
             pq_m=args.pq_m, duplicate_threshold=args.duplicate_threshold, use_labels=not args.no_labels,
             limit=args.limit, fused=not args.plain_inference, jpeg_draft=args.jpeg_draft,
+            encoder_vectors=not args.no_encoder_vectors,
         )  # fmt: skip
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"slotcon index: error: {e}", file=sys.stderr)

@@ -44,7 +44,7 @@ from indexer.progress import Progress, write_json_atomic
 from indexer.segments import ModelView, crop_box, model_input, segment_batch
 from indexer.shards import ShardWriter, merge_shards, merged_label_counts
 from indexer.stats import compute_stats, fill_prototypes, store_stats
-from indexer.types import CheckpointRef, DataRef, FaissInfo, IndexCounts, LabelInfo, Manifest
+from indexer.types import CheckpointRef, DataRef, EncoderVectors, FaissInfo, IndexCounts, LabelInfo, Manifest
 from indexer.vectors import faiss_spec
 
 logger = logging.getLogger(__name__)
@@ -152,11 +152,14 @@ def index_shard(
     protocol: LabelProtocol | None,
     progress: Progress | None,
     jpeg_draft: bool = False,
+    encoder_vectors: bool = False,
 ) -> dict[str, int]:
-    """Index ``items`` ((image id, path) pairs) into one shard directory. Returns counts."""
+    """Index ``items`` ((image id, path) pairs) into one shard directory (with ``encoder_vectors``, also the
+    segments' pooled encoder features). Returns counts."""
     k, d = model.grouping_k.slot_embed.weight.shape
     num_classes = protocol.num_classes if protocol else 0
-    writer = ShardWriter(shard_dir, d, k, num_classes)
+    enc_dim = encoder_dim(model) if encoder_vectors else None
+    writer = ShardWriter(shard_dir, d, k, num_classes, enc_dim)
     loader = DataLoader(
         _ImageSet(items, root, resize, crop, protocol, jpeg_draft),
         batch_size=batch_size,
@@ -180,6 +183,7 @@ def index_shard(
                     [it.get("label") for it in ok],
                     num_classes,
                     device,
+                    encoder_vectors=encoder_vectors,
                 )
                 for it, seg in zip(ok, segs, strict=True):
                     if "label_error" in it and it["label_error"] != "no label":
@@ -193,6 +197,12 @@ def index_shard(
         writer.close()
         write_json_atomic(shard_dir / "counts.json", counts)
     return counts
+
+
+def encoder_dim(model: torch.nn.Module) -> int:
+    """C, the channels of the teacher encoder's feature map (the pre-projector embedding's dimension)."""
+    model = getattr(model, "module", model)
+    return int(model.encoder_k.num_channels)
 
 
 def _previous_labels(out: Path, sha: str) -> dict[int, str]:
@@ -237,7 +247,9 @@ class IndexConfig:
     ``limit``: the first N images only; ``progress_file`` gets the JSON of :class:`indexer.progress.Progress`;
     ``fused``: the inference model (teacher only, BN folded, :mod:`core.infer_model`), False for the plain full
     model (A/B runs: same assignments); ``jpeg_draft``: decode JPEGs at reduced size where the resize target
-    allows it (:mod:`indexer.decode`).
+    allows it (:mod:`indexer.decode`); ``encoder_vectors``: also store each segment's pooled encoder features
+    (pre-projector, C = 512 for ResNet-18, 2048 for ResNet-50) in ``segments_encoder.faiss``, the second
+    space for neighbour search (:meth:`indexer.store.ConceptIndex.neighbors` ``space="encoder"``).
     """
 
     checkpoint: str | os.PathLike
@@ -259,6 +271,7 @@ class IndexConfig:
     limit: int | None = None
     fused: bool = True
     jpeg_draft: bool = False
+    encoder_vectors: bool = True
 
 
 def build_index(
@@ -332,6 +345,7 @@ def build(config: IndexConfig, progress: ProgressCallback | None = None) -> Path
             protocol=protocol,
             progress=bar,
             jpeg_draft=config.jpeg_draft,
+            encoder_vectors=config.encoder_vectors,
         )
         if is_distributed():
             dist.barrier()
@@ -344,7 +358,13 @@ def build(config: IndexConfig, progress: ProgressCallback | None = None) -> Path
         k, d = prototypes.shape
         total_segments = sum((s / "raw.f32").stat().st_size // (4 * d) for s in shards)
         spec = faiss_spec(index_type, d, total_segments, nlist, pq_m)
-        counts = merge_shards(shards, tmp, d, spec)
+        encoder = None
+        if config.encoder_vectors:
+            enc_dim = encoder_dim(model)
+            encoder = EncoderVectors(
+                enc_dim, FaissInfo(index_type, faiss_spec(index_type, enc_dim, total_segments, nlist))
+            )
+        counts = merge_shards(shards, tmp, d, spec, encoder=(encoder.dim, encoder.faiss.spec) if encoder else None)
         if counts["images"] == 0:
             raise ValueError(f"no image of {root} (split {split}) could be decoded ({counts['skipped']} failed)")
         label_counts = merged_label_counts(shards)
@@ -378,6 +398,7 @@ def build(config: IndexConfig, progress: ProgressCallback | None = None) -> Path
             built_at=datetime.now(UTC).isoformat(timespec="seconds"),
             build_seconds=round(time.time() - started, 3),
             host=socket.gethostname(),
+            encoder=encoder,
         )
         manifest.save(tmp)
         _swap_into_place(tmp, out)

@@ -31,7 +31,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from core.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
-from core.inference import image_segments, teacher_outputs
+from core.inference import image_segments, segment_features, teacher_outputs_with_features
 from core.recipes import INDEX_CROP, INDEX_RESIZE
 
 
@@ -102,7 +102,9 @@ class ImageSegmentation:
     feature_areas (S,) feature pixels; areas (S,) mask pixels at image resolution; bboxes (S, 4)
     [x, y, w, h]; rles: S COCO RLE count strings of size (height, width); label_counts (S, C) labelled
     pixels per class inside each mask (None without labels); view: what the model saw; box_labels
-    (box h, box w) int64 prototype id of every pixel of ``view.box``.
+    (box h, box w) int64 prototype id of every pixel of ``view.box``; encoder_vectors (S, C) float32
+    L2-normalised means of the teacher encoder's features over each segment (the pre-projector embedding,
+    :func:`core.inference.segment_features`; None unless asked for).
     """
 
     prototypes: np.ndarray
@@ -115,6 +117,7 @@ class ImageSegmentation:
     label_counts: np.ndarray | None = None
     view: ModelView | None = None
     box_labels: np.ndarray | None = None
+    encoder_vectors: np.ndarray | None = None
 
 
 def _argmax_channels(x: np.ndarray) -> np.ndarray:
@@ -164,14 +167,17 @@ def segment_outputs(
     view: ModelView,
     label: np.ndarray | None = None,
     num_classes: int = 0,
+    features: torch.Tensor | None = None,
 ) -> ImageSegmentation:
     """Segments of one image from its teacher outputs.
 
     z_norm: (D, h, w) normalised projections; scores: (K, h, w) cosines; prototypes: (K, D);
     view: what the model saw (:func:`model_input`); label: optional (height, width) class map in the
-    image's frame (255 = ignore) for per-segment class counts. Returns an :class:`ImageSegmentation`.
+    image's frame (255 = ignore) for per-segment class counts; features: optional (C, h, w) encoder
+    features, pooled into ``encoder_vectors``. Returns an :class:`ImageSegmentation`.
     """
-    seg = image_segments(z_norm, scores.argmax(0), prototypes)  # argmax at feature resolution
+    assignment = scores.argmax(0)  # argmax at feature resolution
+    seg = image_segments(z_norm, assignment, prototypes)
     present = seg.prototypes
     width, height = view.image_size
     x0, y0, bw, bh = view.box
@@ -201,6 +207,7 @@ def segment_outputs(
         label_counts=label_counts,
         view=view,
         box_labels=protos[local],
+        encoder_vectors=None if features is None else segment_features(features, assignment).numpy().astype(np.float32),
     )
 
 
@@ -211,10 +218,12 @@ def segment_batch(
     labels: Sequence[np.ndarray | None] | None = None,
     num_classes: int = 0,
     device: torch.device | str | None = None,
+    encoder_vectors: bool = False,
 ) -> list[ImageSegmentation]:
     """Segments of several prepared images (:func:`model_input` outputs), one teacher pass per input size.
 
-    tensors: (3, h_i, w_i) each; views: their :class:`ModelView`; labels: optional class maps. Returns one
+    tensors: (3, h_i, w_i) each; views: their :class:`ModelView`; labels: optional class maps;
+    ``encoder_vectors``: also pool the encoder's features per segment. Returns one
     :class:`ImageSegmentation` per image, in order.
     """
     dev = torch.device(device) if device is not None else next(model.parameters()).device
@@ -225,10 +234,13 @@ def segment_batch(
     for i, t in enumerate(tensors):
         by_size.setdefault(tuple(t.shape), []).append(i)
     for group in by_size.values():
-        z, scores = teacher_outputs(model, torch.stack([tensors[i] for i in group]).to(dev))
+        batch = torch.stack([tensors[i] for i in group]).to(dev)
+        z, scores, feats = teacher_outputs_with_features(model, batch, features=encoder_vectors)
         z, scores = z.cpu(), scores.cpu()  # (B, D, h, w), (B, K, h, w)
+        feats = feats.cpu() if feats is not None else None  # (B, C, h, w)
         for j, i in enumerate(group):
-            out[i] = segment_outputs(z[j], scores[j], prototypes, views[i], labels[i], num_classes)
+            f = feats[j] if feats is not None else None
+            out[i] = segment_outputs(z[j], scores[j], prototypes, views[i], labels[i], num_classes, f)
     return out  # type: ignore[return-value]
 
 

@@ -1,7 +1,8 @@
 """Per-rank shards written while indexing, and their merge into the final index.
 
 A shard is ``raw.db`` (images, segments in production order, skipped files), ``raw.f32`` (segment
-vectors, row ``raw_row``) and ``label_counts.npy`` (K×C pixels per prototype and class). The merge
+vectors, row ``raw_row``), optionally ``raw_encoder.f32`` (the segments' pooled encoder features, same
+rows) and ``label_counts.npy`` (K×C pixels per prototype and class). The merge
 orders all segments by (prototype, score desc, image id) and numbers them 0..N-1 in that order, so
 the result does not depend on how images were split between ranks.
 """
@@ -29,11 +30,14 @@ _IMAGE_COLS = "id, file_name, width, height, crop_x, crop_y, crop_w, crop_h, num
 class ShardWriter:
     """Appends one rank's images and segments to ``directory`` (see the module docstring)."""
 
-    def __init__(self, directory: Path, dim: int, num_prototypes: int, num_classes: int = 0) -> None:
+    def __init__(
+        self, directory: Path, dim: int, num_prototypes: int, num_classes: int = 0, encoder_dim: int | None = None
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.directory, self.dim = directory, dim
+        self.directory, self.dim, self.encoder_dim = directory, dim, encoder_dim
         self.conn = schema.create(directory / "raw.db", schema.SHARD_SCHEMA)
         self.vectors = open(directory / "raw.f32", "wb")  # noqa: SIM115 - closed in close()
+        self.encoder_vectors = open(directory / ENCODER_RAW, "wb") if encoder_dim else None  # noqa: SIM115
         self.rows = 0
         self.num_images = 0
         self.label_counts = np.zeros((num_prototypes, max(num_classes, 0)), dtype=np.int64)
@@ -69,6 +73,12 @@ class ShardWriter:
             f"INSERT INTO raw_segments (raw_row, {_SEGMENT_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows
         )
         self.vectors.write(np.ascontiguousarray(seg.vectors, dtype=np.float32).tobytes())
+        if self.encoder_vectors is not None:
+            enc = seg.encoder_vectors
+            if enc is None or enc.shape != (n, self.encoder_dim):
+                got = None if enc is None else enc.shape
+                raise ValueError(f"expected ({n}, {self.encoder_dim}) encoder vectors for image {image_id}, got {got}")
+            self.encoder_vectors.write(np.ascontiguousarray(enc, dtype=np.float32).tobytes())
         self.rows += n
         self.num_images += 1
         if seg.label_counts is not None and self.label_counts.shape[1]:
@@ -83,22 +93,35 @@ class ShardWriter:
         self.conn.commit()
         self.conn.close()
         self.vectors.close()
+        if self.encoder_vectors is not None:
+            self.encoder_vectors.close()
         np.save(self.directory / "label_counts.npy", self.label_counts)
 
 
-def _shard_vectors(shard: Path, dim: int) -> np.ndarray:
-    path = shard / "raw.f32"
+ENCODER_RAW = "raw_encoder.f32"
+
+
+def _shard_vectors(shard: Path, dim: int, name: str = "raw.f32") -> np.ndarray:
+    path = shard / name
     n = path.stat().st_size // (4 * dim)
     if n == 0:
         return np.zeros((0, dim), np.float32)
     return np.memmap(path, dtype=np.float32, mode="r", shape=(n, dim))
 
 
-def merge_shards(shards: list[Path], out: Path, dim: int, faiss_spec: str, chunk: int = 65536) -> dict[str, int]:
+def merge_shards(
+    shards: list[Path],
+    out: Path,
+    dim: int,
+    faiss_spec: str,
+    chunk: int = 65536,
+    encoder: tuple[int, str] | None = None,
+) -> dict[str, int]:
     """Merge shard directories into ``out/index.db`` and ``out/segments.faiss``.
 
     Creates the ``images``, ``segments`` and ``skipped`` tables (the caller fills ``prototypes``);
-    returns counts {images, segments, skipped}.
+    ``encoder`` = (dimension, FAISS spec) also writes the shards' encoder vectors, in the same id order, to
+    ``out/segments_encoder.faiss``. Returns counts {images, segments, skipped}.
     """
     conn = schema.create(out / schema.DB_NAME, schema.INDEX_SCHEMA)
     work_path = out / ".merge.db"
@@ -121,7 +144,25 @@ def merge_shards(shards: list[Path], out: Path, dim: int, faiss_spec: str, chunk
     perm = perm.reshape(-1, 2)
     conn.execute("DETACH DATABASE work")
     work_path.unlink(missing_ok=True)
-    vectors = [_shard_vectors(s, dim) for s in shards]
+    _write_faiss(out / schema.FAISS_NAME, [_shard_vectors(s, dim) for s in shards], perm, dim, faiss_spec, chunk)
+    if encoder is not None:
+        enc_dim, enc_spec = encoder
+        enc_vectors = [_shard_vectors(s, enc_dim, ENCODER_RAW) for s in shards]
+        _write_faiss(out / schema.ENCODER_FAISS_NAME, enc_vectors, perm, enc_dim, enc_spec, chunk)
+    counts = {
+        "images": _count(conn, "images"),
+        "segments": _count(conn, "segments"),
+        "skipped": _count(conn, "skipped"),
+    }
+    conn.close()
+    return counts
+
+
+def _write_faiss(
+    path: Path, vectors: list[np.ndarray], perm: np.ndarray, dim: int, faiss_spec: str, chunk: int
+) -> None:
+    """Build the FAISS index of the shards' ``vectors`` taken in the merged order ``perm`` ((N, 2) [shard,
+    raw row] per segment id), in chunks of ``chunk`` rows, and write it to ``path``."""
 
     def gather(rows: np.ndarray) -> np.ndarray:
         out_vecs = np.empty((len(rows), dim), np.float32)
@@ -140,15 +181,7 @@ def merge_shards(shards: list[Path], out: Path, dim: int, faiss_spec: str, chunk
         pick = np.sort(rng.choice(len(perm), size=min(n, len(perm)), replace=False))
         return gather(perm[pick])
 
-    index = build_faiss(faiss_spec, dim, chunks, sample)
-    faiss.write_index(index, str(out / schema.FAISS_NAME))
-    counts = {
-        "images": _count(conn, "images"),
-        "segments": _count(conn, "segments"),
-        "skipped": _count(conn, "skipped"),
-    }
-    conn.close()
-    return counts
+    faiss.write_index(build_faiss(faiss_spec, dim, chunks, sample), str(path))
 
 
 def _count(conn: sqlite3.Connection, table: str) -> int:

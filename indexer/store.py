@@ -24,7 +24,7 @@ import numpy as np
 from core.recipes import NEAR_DUPLICATE_THRESHOLD
 from indexer import schema
 from indexer.stats import compute_stats, load_stats, near_duplicates, store_stats
-from indexer.types import DuplicatePair, EvalResult, Manifest, Stats, StoredEval
+from indexer.types import SPACES, DuplicatePair, EvalResult, Manifest, Stats, StoredEval
 from indexer.vectors import search
 
 
@@ -38,6 +38,11 @@ class IndexNotFoundError(FileNotFoundError):
 
 class IndexVersionError(ValueError):
     """An index in another format version than this code reads; the message says to rebuild it."""
+
+
+class SpaceUnavailableError(ValueError):
+    """A neighbour search in an embedding space the index does not store (e.g. ``encoder`` in an index
+    built with ``--no-encoder-vectors``); the message says which spaces it has."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,7 @@ class ConceptIndex:
         self._conn = schema.connect(index_dir / schema.DB_NAME)
         self._lock = threading.RLock()
         self._faiss = faiss.read_index(str(index_dir / schema.FAISS_NAME))
+        self._encoder_faiss: faiss.Index | None = None  # read on first use (servers that never ask pay nothing)
         self._prototypes = np.load(index_dir / schema.PROTOTYPES_NAME).astype(np.float32)
         self._ranges = self._load_ranges()
 
@@ -320,24 +326,59 @@ class ConceptIndex:
             return []
         return self._segments_where("s.id >= ? AND s.id < ? ORDER BY s.id", (start, stop))
 
-    def segment_vector(self, segment_id: int) -> np.ndarray:
-        """(D,) pooled vector of a segment (KeyError if unknown)."""
-        if not 0 <= int(segment_id) < self._faiss.ntotal:
+    @property
+    def spaces(self) -> tuple[str, ...]:
+        """The embeddings this index can search: ``("projector",)``, plus ``"encoder"`` when it stores the
+        segments' pooled encoder features (:class:`indexer.types.EncoderVectors`)."""
+        has_encoder = self.manifest.encoder is not None and (self.index_dir / schema.ENCODER_FAISS_NAME).is_file()
+        return SPACES if has_encoder else SPACES[:1]
+
+    def space_dim(self, space: str = "projector") -> int:
+        """The vector dimension of ``space`` (D for the projector, C for the encoder)."""
+        return int(self._space_index(space).d)
+
+    def _space_index(self, space: str) -> faiss.Index:
+        if space == "projector":
+            return self._faiss
+        if space not in SPACES:
+            raise SpaceUnavailableError(f"unknown embedding space {space!r}; choose one of: {', '.join(SPACES)}")
+        if space not in self.spaces:
+            raise SpaceUnavailableError(
+                f"index {self.index_dir.name} stores no {space} vectors (built with --no-encoder-vectors or "
+                f"before they existed); it has: {', '.join(self.spaces)}. Rebuild it with `slotcon index` to add them"
+            )
+        with self._lock:
+            if self._encoder_faiss is None:
+                self._encoder_faiss = faiss.read_index(str(self.index_dir / schema.ENCODER_FAISS_NAME))
+            return self._encoder_faiss
+
+    def segment_vector(self, segment_id: int, space: str = "projector") -> np.ndarray:
+        """Pooled vector of a segment in ``space``: (D,) projector or (C,) encoder (KeyError if unknown,
+        :class:`SpaceUnavailableError` for a space the index does not store)."""
+        index = self._space_index(space)
+        if not 0 <= int(segment_id) < index.ntotal:
             raise KeyError(f"no segment {segment_id}")
-        return self._faiss.reconstruct(int(segment_id))
+        return index.reconstruct(int(segment_id))
 
     def search(
-        self, vector: np.ndarray, limit: int = 10, prototype: int | None = None, exclude: int | None = None
+        self,
+        vector: np.ndarray,
+        limit: int = 10,
+        prototype: int | None = None,
+        exclude: int | None = None,
+        space: str = "projector",
     ) -> list[tuple[SegmentRecord, float]]:
-        """Segments nearest to ``vector`` (D,) by cosine (it is normalised here), optionally only those
-        of ``prototype``; returns (segment, similarity) pairs, most similar first."""
+        """Segments nearest to ``vector`` by cosine (it is normalised here) in the embedding ``space``
+        (``projector``: (D,), ``encoder``: (C,)), optionally only those of ``prototype``; returns
+        (segment, similarity) pairs, most similar first."""
+        index = self._space_index(space)
         v = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        if v.shape[1] != self.dim:
-            raise ValueError(f"vector has dimension {v.shape[1]}, index has {self.dim}")
+        if v.shape[1] != index.d:
+            raise ValueError(f"vector has dimension {v.shape[1]}, the index's {space} space has {index.d}")
         v = v / max(float(np.linalg.norm(v)), 1e-12)
         id_range = self.prototype_range(prototype) if prototype is not None else None
         want = int(limit) + (1 if exclude is not None else 0)
-        sims, ids = search(self._faiss, v, max(1, want), id_range)
+        sims, ids = search(index, v, max(1, want), id_range)
         pairs = [(int(i), float(s)) for i, s in zip(ids[0], sims[0], strict=True) if i >= 0 and int(i) != exclude][
             : int(limit)
         ]
@@ -345,10 +386,15 @@ class ConceptIndex:
         return [(records[i], s) for i, s in pairs if i in records]
 
     def neighbors(
-        self, segment_id: int, limit: int = 10, prototype: int | None = None
+        self, segment_id: int, limit: int = 10, prototype: int | None = None, space: str = "projector"
     ) -> list[tuple[SegmentRecord, float]]:
-        """Segments nearest to segment ``segment_id`` (itself excluded); see :meth:`search`."""
-        return self.search(self.segment_vector(segment_id), limit, prototype, exclude=int(segment_id))
+        """Segments nearest to segment ``segment_id`` (itself excluded) in ``space``; see :meth:`search`.
+
+        ``projector``: the teacher's projections, the space the prototypes score (after training, one
+        prototype's segments are nearly identical there); ``encoder``: the backbone's pooled features,
+        where segments of one concept still differ (:attr:`spaces` says which the index has)."""
+        vector = self.segment_vector(segment_id, space)
+        return self.search(vector, limit, prototype, exclude=int(segment_id), space=space)
 
     # ------------------------------------------------------------------ statistics, evaluations
     def stats(self, duplicate_threshold: float | None = None) -> Stats:

@@ -121,6 +121,20 @@ class IndexCounts(_Document):
 
 
 @dataclass(frozen=True)
+class EncoderVectors(_Document):
+    """The index's second embedding of its segments: the teacher encoder's features pooled over each segment
+    (pre-projector, dimension ``dim``), stored in ``segments_encoder.faiss`` with the segments' ids."""
+
+    dim: int
+    faiss: FaissInfo
+
+
+#: The embeddings a neighbour search can use: the projector's (what the prototypes score, always there)
+#: and the encoder's pooled features (when the index stores them, :class:`EncoderVectors`).
+SPACES = ("projector", "encoder")
+
+
+@dataclass(frozen=True)
 class Manifest(_Document):
     """``manifest.json`` of an index directory (written by :func:`indexer.build.build_index`)."""
 
@@ -139,6 +153,7 @@ class Manifest(_Document):
     built_at: str = ""
     build_seconds: float = 0.0
     host: str = ""
+    encoder: EncoderVectors | None = None
 
     @classmethod
     def load(cls, index_dir: str | os.PathLike) -> Manifest:
