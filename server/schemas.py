@@ -35,6 +35,10 @@ JsonField = JsonScalar | list[JsonScalar] | dict[str, JsonScalar | list[JsonScal
 Record = dict[str, JsonField]
 
 
+#: A neighbour-search embedding: the teacher's projections, or the encoder's features pooled per segment.
+Space = Literal[indexer_types.SPACES]  # type: ignore[valid-type]  # ("projector", "encoder"): one list
+
+
 class ValidationIssue(BaseModel):
     """One problem with a request (a 422's ``details``)."""
 
@@ -81,6 +85,11 @@ class IndexInfo(BaseModel):
     resize: int | None = None
     crop: int | None = None
     built_at: str | None = None
+    spaces: list[Space] = Field(
+        default_factory=lambda: ["projector"],
+        description="embeddings its neighbour search can use: 'projector' (what the prototypes score) and, "
+        "when stored, 'encoder' (the backbone's features pooled per segment)",
+    )
 
 
 class Health(BaseModel):
@@ -189,6 +198,7 @@ class Neighbor(BaseModel):
 class NeighborList(BaseModel):
     items: list[Neighbor]
     segment_id: int
+    space: Space = Field("projector", description="the embedding the similarities were computed in")
 
 
 class ImageInfo(BaseModel):
