@@ -179,9 +179,12 @@ class ApiClient:
         """``GET /api/segments/{id}``: one segment (image, prototype, score, area, bbox)."""
         return self._json("GET", f"/segments/{int(segment_id)}")
 
-    def neighbors(self, segment_id: int, limit: int = 10, prototype: int | None = None) -> list[dict]:
-        """``GET /api/segments/{id}/neighbors``: the most similar segments, with their similarity."""
-        params = _clean({"limit": limit, "prototype": prototype})
+    def neighbors(
+        self, segment_id: int, limit: int = 10, prototype: int | None = None, space: str | None = None
+    ) -> list[dict]:
+        """``GET /api/segments/{id}/neighbors``: the most similar segments, with their similarity, in the
+        embedding ``space`` (``projector`` or ``encoder``; None: the server's default, the projector)."""
+        params = _clean({"limit": limit, "prototype": prototype, "space": space})
         return _items(self._json("GET", f"/segments/{int(segment_id)}/neighbors", params=params))
 
     def images(self, offset: int = 0, limit: int = 50) -> dict:
@@ -376,9 +379,9 @@ def fetch_segment(base_url: str, segment_id: int) -> dict:
 
 
 @st.cache_data(ttl=300, show_spinner=False)
-def fetch_neighbors(base_url: str, segment_id: int, limit: int) -> list[dict]:
-    """Cached ``GET /api/segments/{id}/neighbors`` (5 min)."""
-    return _for(base_url).neighbors(segment_id, limit)
+def fetch_neighbors(base_url: str, segment_id: int, limit: int, space: str | None = None) -> list[dict]:
+    """Cached ``GET /api/segments/{id}/neighbors`` in ``space`` (5 min)."""
+    return _for(base_url).neighbors(segment_id, limit, space=space)
 
 
 @st.cache_data(ttl=60, show_spinner=False)

@@ -35,6 +35,35 @@ def test_a_link_reopens_a_prototype_and_its_similar_segments(api_env: str) -> No
     assert _param(at, "prototype") == str(k) and _param(at, "segment") == str(seg)
 
 
+def _sims(at: AppTest) -> list[str]:
+    """The similarities the tiles show, sorted (AppTest lists the grid's captions column by column)."""
+    return sorted((p for c in at.caption for p in c.value.split(" · ") if p.startswith("sim ")), reverse=True)
+
+
+def test_similar_segments_are_searched_in_the_chosen_space(api_env: str) -> None:
+    protos = _get(api_env, "/prototypes")["items"]
+    k = max(protos, key=lambda p: p["num_segments"])["id"]
+    seg = _get(api_env, f"/prototypes/{k}/segments?limit=1")["items"][0]["id"]
+    at = _open("concepts", prototype=str(k), segment=str(seg))  # no ?space=: the encoder's, the default
+    radio = at.radio(key="neighbour_space")
+    assert radio.value == "encoder" and radio.options == [
+        "Encoder features (pre-projector)",
+        "Projector (what the prototypes score)",
+    ]
+    assert any(c.value.startswith("Similarity: cosine of the segments' backbone features") for c in at.caption)
+    for space in ("encoder", "projector"):
+        want = _get(api_env, f"/segments/{seg}/neighbors?limit=12&space={space}")["items"]
+        if space == "projector":
+            radio.set_value("projector").run()
+            assert _param(at, "space") == "projector"  # not the default: it goes into the link
+        else:
+            assert "space" not in at.query_params
+        assert _sims(at) == [f"sim {n['similarity']:.3f}" for n in want], space
+    again = _open("concepts", prototype=str(k), segment=str(seg), space="projector")  # the link reopens it
+    assert again.radio(key="neighbour_space").value == "projector"
+    assert _sims(again) == _sims(at)
+
+
 def test_grid_filters_round_trip_through_the_url(api_env: str) -> None:
     at = _open("concepts", sort="id", per_page="12", hide_dead="0", q="#1")
     assert at.selectbox(key="concepts_sort").value == "id"

@@ -7,7 +7,7 @@ import streamlit as st
 from ui.client import api_url, fetch_prototypes
 from ui.components import run_page
 from ui.url_state import Param, flag, integer, one_of, publish, restore
-from ui.views.concept_detail import concept_detail
+from ui.views.concept_detail import DEFAULT_SPACE, SPACE_LABELS, concept_detail
 from ui.views.concept_grid import PER_PAGE, SORTS, concept_grid
 from ui.views.concept_map import concept_map
 
@@ -15,6 +15,7 @@ from ui.views.concept_map import concept_map
 URL = [
     Param("concept", "prototype", integer()),
     Param("similar_to", "segment", integer()),
+    Param("neighbour_space", "space", one_of(list(SPACE_LABELS)), DEFAULT_SPACE),
     Param("concepts_view", "view", one_of(["Grid", "Map"]), "Grid"),
     Param("concepts_query", "q", str, ""),
     Param("concepts_sort", "sort", one_of(list(SORTS)), next(iter(SORTS))),

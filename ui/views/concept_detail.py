@@ -9,6 +9,7 @@ from ui.client import (
     ApiRequestError,
     api_url,
     clear_index_caches,
+    fetch_health,
     fetch_neighbors,
     fetch_segment,
     fetch_segments,
@@ -18,6 +19,19 @@ from ui.components import call, fmt_pct, prototype_title
 from ui.views.segments import segment_tiles
 
 PAGE = 12
+#: The embeddings "similar segments" can be searched in (the API's ``space``), as the selector names them.
+SPACE_LABELS = {
+    "encoder": "Encoder features (pre-projector)",
+    "projector": "Projector (what the prototypes score)",
+}
+SPACE_HELP = {
+    "encoder": "cosine of the segments' backbone features, averaged over each segment: segments of one concept "
+    "still differ here, so the ranking shows which are alike",
+    "projector": "cosine of the segments' pooled projections, the space the prototypes score: after training a "
+    "prototype's segments are nearly identical here (similarities of 0.99+)",
+}
+#: The space a link without ``?space=`` opens: the encoder's, where neighbours differ (when the index has it).
+DEFAULT_SPACE = "encoder"
 
 
 def _similar_to(segment: dict) -> None:
@@ -68,6 +82,36 @@ def figure_export(k: int) -> None:
                 st.image(data, width="stretch")
 
 
+def index_spaces() -> list[str]:
+    """The embeddings the served index can search (``/api/health``), the encoder's first."""
+    try:
+        index = fetch_health(api_url()).get("index") or {}
+    except ApiRequestError:
+        index = {}
+    have = index.get("spaces") or ["projector"]
+    return [s for s in SPACE_LABELS if s in have]
+
+
+def neighbour_space() -> str:
+    """The selector of the embedding similar segments are searched in; returns the chosen space."""
+    spaces = index_spaces()
+    if st.session_state.get("neighbour_space") not in spaces:
+        st.session_state["neighbour_space"] = spaces[0]  # e.g. a link's ?space=encoder on an index without it
+    space = st.radio(
+        "Similarity in",
+        spaces,
+        key="neighbour_space",
+        format_func=SPACE_LABELS.get,
+        horizontal=True,
+        help="Which embedding of the segments the neighbours are searched in.",
+    )
+    note = SPACE_HELP[space]
+    if len(spaces) == 1:
+        note += " (this index stores no encoder features: rebuild it without --no-encoder-vectors to add them)"
+    st.caption(f"Similarity: {note}.")
+    return space
+
+
 def concept_detail(p: dict, on_back) -> None:
     """Renders an opened prototype ``p`` (a record from ``/api/prototypes``)."""
     k = int(p["id"])
@@ -103,7 +147,8 @@ def concept_detail(p: dict, on_back) -> None:
             return
         st.divider()
         st.markdown(f"#### Segments similar to segment {source['id']} (image {source['image_id']})")
-        items = [(n["segment"], n["similarity"]) for n in fetch_neighbors(api_url(), int(source["id"]), 12)]
+        space = neighbour_space()
+        items = [(n["segment"], n["similarity"]) for n in fetch_neighbors(api_url(), int(source["id"]), 12, space)]
         segment_tiles(
             [s for s, _ in items], key="neighbors", similarities=[d for _, d in items], on_similar=_similar_to
         )
