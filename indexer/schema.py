@@ -18,6 +18,8 @@ VERSION_CHANGES = {
 DB_NAME, FAISS_NAME, PROTOTYPES_NAME, MANIFEST_NAME = "index.db", "segments.faiss", "prototypes.npy", "manifest.json"
 #: Optional: the segments' pooled encoder (pre-projector) features, same ids as ``segments.faiss``.
 ENCODER_FAISS_NAME = "segments_encoder.faiss"
+#: The mean those vectors were centred on before being re-normalised (``indexer.shards.centre_vectors``).
+ENCODER_MEAN_NAME = "segments_encoder_mean.npy"
 
 # Segment ids are laid out by prototype: prototype k owns ids first_segment .. first_segment+num_segments-1,
 # ranked by score (the release's concept score, SPEC §7) descending, so top-k of a prototype is one id range.

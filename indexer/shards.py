@@ -148,7 +148,9 @@ def merge_shards(
     if encoder is not None:
         enc_dim, enc_spec = encoder
         enc_vectors = [_shard_vectors(s, enc_dim, ENCODER_RAW) for s in shards]
-        _write_faiss(out / schema.ENCODER_FAISS_NAME, enc_vectors, perm, enc_dim, enc_spec, chunk)
+        mean = _mean_vector(enc_vectors, enc_dim, chunk)
+        np.save(out / schema.ENCODER_MEAN_NAME, mean)
+        _write_faiss(out / schema.ENCODER_FAISS_NAME, enc_vectors, perm, enc_dim, enc_spec, chunk, centre=mean)
     counts = {
         "images": _count(conn, "images"),
         "segments": _count(conn, "segments"),
@@ -158,11 +160,37 @@ def merge_shards(
     return counts
 
 
+def _mean_vector(vectors: list[np.ndarray], dim: int, chunk: int) -> np.ndarray:
+    """(dim,) float32 mean of every row of the shards' ``vectors``, read in chunks (float64 sums)."""
+    total, count = np.zeros(dim, np.float64), 0
+    for vecs in vectors:
+        for start in range(0, len(vecs), chunk):
+            total += np.asarray(vecs[start : start + chunk], dtype=np.float64).sum(0)
+        count += len(vecs)
+    return (total / max(count, 1)).astype(np.float32)
+
+
+def centre_vectors(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """(n, C) unit vectors → the encoder space's stored form: minus the index's ``mean``, re-normalised.
+
+    Pooled backbone features are non-negative (after a ReLU), so their raw cosines crowd near 1; centring
+    on the mean of all the index's segments spreads them (the demo: neighbours above 0.99 from 63% to 25%)."""
+    centred = np.asarray(vectors, np.float32) - mean
+    return (centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 def _write_faiss(
-    path: Path, vectors: list[np.ndarray], perm: np.ndarray, dim: int, faiss_spec: str, chunk: int
+    path: Path,
+    vectors: list[np.ndarray],
+    perm: np.ndarray,
+    dim: int,
+    faiss_spec: str,
+    chunk: int,
+    centre: np.ndarray | None = None,
 ) -> None:
     """Build the FAISS index of the shards' ``vectors`` taken in the merged order ``perm`` ((N, 2) [shard,
-    raw row] per segment id), in chunks of ``chunk`` rows, and write it to ``path``."""
+    raw row] per segment id), in chunks of ``chunk`` rows, and write it to ``path``; with ``centre``, the
+    vectors are stored as :func:`centre_vectors` makes them."""
 
     def gather(rows: np.ndarray) -> np.ndarray:
         out_vecs = np.empty((len(rows), dim), np.float32)
@@ -170,7 +198,7 @@ def _write_faiss(
             sel = rows[:, 0] == i
             if sel.any():
                 out_vecs[sel] = vecs[rows[sel, 1]]
-        return out_vecs
+        return out_vecs if centre is None else centre_vectors(out_vecs, centre)
 
     def chunks() -> Iterator[np.ndarray]:
         for start in range(0, len(perm), chunk):

@@ -23,6 +23,7 @@ import numpy as np
 
 from core.recipes import NEAR_DUPLICATE_THRESHOLD
 from indexer import schema
+from indexer.shards import centre_vectors
 from indexer.stats import compute_stats, load_stats, near_duplicates, store_stats
 from indexer.types import SPACES, DuplicatePair, EvalResult, Manifest, Stats, StoredEval
 from indexer.vectors import search
@@ -136,6 +137,7 @@ class ConceptIndex:
         self._lock = threading.RLock()
         self._faiss = faiss.read_index(str(index_dir / schema.FAISS_NAME))
         self._encoder_faiss: faiss.Index | None = None  # read on first use (servers that never ask pay nothing)
+        self._encoder_mean: np.ndarray | None = None
         self._prototypes = np.load(index_dir / schema.PROTOTYPES_NAME).astype(np.float32)
         self._ranges = self._load_ranges()
 
@@ -353,8 +355,9 @@ class ConceptIndex:
             return self._encoder_faiss
 
     def segment_vector(self, segment_id: int, space: str = "projector") -> np.ndarray:
-        """Pooled vector of a segment in ``space``: (D,) projector or (C,) encoder (KeyError if unknown,
-        :class:`SpaceUnavailableError` for a space the index does not store)."""
+        """Pooled vector of a segment in ``space``: (D,) projector or (C,) encoder, as stored (the encoder's
+        centred on the index's mean and re-normalised). KeyError if unknown, :class:`SpaceUnavailableError`
+        for a space the index does not store."""
         index = self._space_index(space)
         if not 0 <= int(segment_id) < index.ntotal:
             raise KeyError(f"no segment {segment_id}")
@@ -367,15 +370,20 @@ class ConceptIndex:
         prototype: int | None = None,
         exclude: int | None = None,
         space: str = "projector",
+        stored: bool = False,
     ) -> list[tuple[SegmentRecord, float]]:
         """Segments nearest to ``vector`` by cosine (it is normalised here) in the embedding ``space``
-        (``projector``: (D,), ``encoder``: (C,)), optionally only those of ``prototype``; returns
-        (segment, similarity) pairs, most similar first."""
+        (``projector``: (D,), ``encoder``: (C,), a pooled feature as :func:`core.inference.segment_features`
+        gives, centred here as the index's vectors are; ``stored=True``: already in the stored form, as
+        :meth:`segment_vector` returns it), optionally only those of ``prototype``; returns (segment,
+        similarity) pairs, most similar first."""
         index = self._space_index(space)
         v = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         if v.shape[1] != index.d:
             raise ValueError(f"vector has dimension {v.shape[1]}, the index's {space} space has {index.d}")
         v = v / max(float(np.linalg.norm(v)), 1e-12)
+        if space == "encoder" and not stored:  # a pooled feature from outside: into the stored (centred) form
+            v = self._encoder_transform(v)
         id_range = self.prototype_range(prototype) if prototype is not None else None
         want = int(limit) + (1 if exclude is not None else 0)
         sims, ids = search(index, v, max(1, want), id_range)
@@ -394,7 +402,15 @@ class ConceptIndex:
         prototype's segments are nearly identical there); ``encoder``: the backbone's pooled features,
         where segments of one concept still differ (:attr:`spaces` says which the index has)."""
         vector = self.segment_vector(segment_id, space)
-        return self.search(vector, limit, prototype, exclude=int(segment_id), space=space)
+        return self.search(vector, limit, prototype, exclude=int(segment_id), space=space, stored=True)
+
+    def _encoder_transform(self, v: np.ndarray) -> np.ndarray:
+        enc = self.manifest.encoder
+        if enc is None or not enc.centred:
+            return v
+        if self._encoder_mean is None:
+            self._encoder_mean = np.load(self.index_dir / schema.ENCODER_MEAN_NAME).astype(np.float32)
+        return centre_vectors(v, self._encoder_mean)
 
     # ------------------------------------------------------------------ statistics, evaluations
     def stats(self, duplicate_threshold: float | None = None) -> Stats:

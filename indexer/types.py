@@ -123,10 +123,12 @@ class IndexCounts(_Document):
 @dataclass(frozen=True)
 class EncoderVectors(_Document):
     """The index's second embedding of its segments: the teacher encoder's features pooled over each segment
-    (pre-projector, dimension ``dim``), stored in ``segments_encoder.faiss`` with the segments' ids."""
+    (pre-projector, dimension ``dim``), stored in ``segments_encoder.faiss`` with the segments' ids, centred
+    on their mean (``segments_encoder_mean.npy``) and re-normalised when ``centred``."""
 
     dim: int
     faiss: FaissInfo
+    centred: bool = True
 
 
 #: The embeddings a neighbour search can use: the projector's (what the prototypes score, always there)

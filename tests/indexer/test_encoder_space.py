@@ -19,6 +19,7 @@ from core.datasets import load_rgb
 from indexer import schema
 from indexer.build import build_index
 from indexer.segments import model_input
+from indexer.shards import centre_vectors
 from indexer.store import ConceptIndex, SpaceUnavailableError
 from indexer.types import Manifest
 
@@ -44,6 +45,7 @@ def _all_vectors(index: ConceptIndex, space: str) -> np.ndarray:
 def test_manifest_records_the_encoder_space(index: ConceptIndex, tiny_index: Path) -> None:
     m = Manifest.load(tiny_index)
     assert m.encoder is not None and m.encoder.dim == ENCODER_CHANNELS and m.encoder.faiss.spec == "Flat"
+    assert m.encoder.centred
     assert (tiny_index / schema.ENCODER_FAISS_NAME).is_file()
     assert index.spaces == ("projector", "encoder")
     assert index.space_dim("encoder") == ENCODER_CHANNELS and index.space_dim("projector") == index.dim == 32
@@ -56,6 +58,8 @@ def test_encoder_vectors_equal_an_independent_recomputation(
     index: ConceptIndex, tiny_checkpoint: Path, synthetic_root: Path
 ) -> None:
     model = load_model(tiny_checkpoint, "cpu").eval()  # the plain full model, BN unfolded
+    mean = np.load(Path(index.index_dir) / schema.ENCODER_MEAN_NAME)
+    assert mean.shape == (ENCODER_CHANNELS,) and np.linalg.norm(mean) > 0.5  # pooled ReLU features share a mean
     protos = F.normalize(model.grouping_k.slot_embed.weight.detach(), dim=1)
     for image in index.images(0, 4):
         x, _ = model_input(load_rgb(image.path, upright=False), index.manifest.resize, index.manifest.crop)
@@ -66,9 +70,12 @@ def test_encoder_vectors_equal_an_independent_recomputation(
         segments = index.image_segments(image.id)
         assert sorted(s.prototype for s in segments) == sorted(torch.unique(labels).tolist())
         for s in segments:
-            pooled = feats[:, labels == s.prototype].mean(1)
-            expected = F.normalize(pooled, dim=0).numpy()
+            pooled = F.normalize(feats[:, labels == s.prototype].mean(1), dim=0).numpy()
+            expected = centre_vectors(pooled[None], mean)[0]  # centred on the index's mean, re-normalised
             np.testing.assert_allclose(index.segment_vector(s.id, "encoder"), expected, atol=1e-4)
+            # a pooled feature from outside the index is centred by search() as the stored ones were
+            (best, sim), *_ = index.search(pooled, 1, space="encoder")
+            assert best.id == s.id and sim == pytest.approx(1.0, abs=1e-4)
 
 
 @pytest.mark.parametrize("space", ["projector", "encoder"])
