@@ -199,6 +199,16 @@ def index_shard(
     return counts
 
 
+def describe_inference(model: torch.nn.Module) -> str:
+    """How ``model`` runs inference, for the manifest: ``plain`` (the full model, BN unfolded) or ``fused``
+    and the resolved :class:`core.infer_model.InferOptions` (``fused fold_bn channels_last fp32``)."""
+    opts = getattr(model, "options", None)
+    if opts is None:
+        return "plain"
+    flags = [name for name in ("fold_bn", "channels_last", "compile") if getattr(opts, name)]
+    return " ".join(["fused", *flags, opts.precision])
+
+
 def encoder_dim(model: torch.nn.Module) -> int:
     """C, the channels of the teacher encoder's feature map (the pre-projector embedding's dimension)."""
     model = getattr(model, "module", model)
@@ -399,6 +409,7 @@ def build(config: IndexConfig, progress: ProgressCallback | None = None) -> Path
             build_seconds=round(time.time() - started, 3),
             host=socket.gethostname(),
             encoder=encoder,
+            inference=describe_inference(model),
         )
         manifest.save(tmp)
         _swap_into_place(tmp, out)

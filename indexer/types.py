@@ -156,6 +156,9 @@ class Manifest(_Document):
     build_seconds: float = 0.0
     host: str = ""
     encoder: EncoderVectors | None = None
+    #: how the model ran: "plain" (the full model) or "fused" with its options, e.g.
+    #: "fused fold_bn channels_last fp32" (core.infer_model); "" in manifests written before it was recorded
+    inference: str = ""
 
     @classmethod
     def load(cls, index_dir: str | os.PathLike) -> Manifest:

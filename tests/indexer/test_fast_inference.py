@@ -37,6 +37,11 @@ def test_fused_and_plain_builds_give_identical_assignments(trained_checkpoint, s
     assert keys_f == keys_p and images_f == images_p  # same prototypes, masks, areas, boxes
     np.testing.assert_allclose(scores_f, scores_p, atol=1e-4, rtol=0)
     np.testing.assert_allclose(vec_f, vec_p, atol=1e-4, rtol=0)
+    with ConceptIndex.open(fused) as f, ConceptIndex.open(plain) as p:  # the encoder space agrees too
+        enc_f = np.stack([f.segment_vector(i, "encoder") for i in range(f.num_segments)])
+        enc_p = np.stack([p.segment_vector(i, "encoder") for i in range(p.num_segments)])
+        assert (f.manifest.inference, p.manifest.inference) == ("fused fold_bn channels_last fp32", "plain")
+    np.testing.assert_allclose(enc_f, enc_p, atol=1e-4, rtol=0)
 
 
 def test_fused_and_plain_evaluations_agree(trained_checkpoint, synthetic_root) -> None:
