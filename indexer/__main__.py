@@ -84,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``slotcon index``; returns the exit code (2 for bad input)."""
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # on an AVX2 CPU faiss logs at INFO that it "could not load" an AVX2 build (this wheel ships one generic
+    # build) with a ModuleNotFoundError, then loads the generic one: harmless, but alarming in a demo's output
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, _terminate)
     from indexer.build import build_index  # heavy imports after argument parsing
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +134,17 @@ def test_cocostuff27_layout(tmp_path, tiny_checkpoint):
     assert r["counts"]["ignored_pixels"] > 0
     assert r["protocol"]["subset"].startswith("all val2017")
     assert r["per_class_iou_named"]["sky-stuff"] is not None and r["per_class_iou_named"]["wall-stuff"] is None
+
+
+def test_cli_output_has_no_faiss_loader_lines(tiny_checkpoint, synthetic_root, tmp_path):
+    """``slotcon eval`` configures logging before faiss is imported; faiss's INFO lines (on an AVX2 CPU:
+    "Could not load library with AVX2 support due to: ModuleNotFoundError ...") must not reach the user."""
+    repo = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "indexer.eval_cli", "--checkpoint", str(tiny_checkpoint), "--data",
+           str(synthetic_root), "--protocol", "synthetic", "--resolution", "64", "--out", str(tmp_path / "e.json"),
+           "--no-progress"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "core.datasets" in proc.stderr  # the project's own INFO lines still show
+    assert "faiss.loader" not in proc.stderr
