@@ -9,6 +9,14 @@ Prints one JSON object. Examples (CPU, 2 cores)::
 
 ``--baseline`` times the release-style step instead: the same model and loss, but LARS and the teacher
 EMA as per-parameter Python loops (how the public release implements them), for a side-by-side figure.
+``--against-release`` times, alternately in one process (same data, threads and load), the release's step
+on this machine (fp32, NCHW, the PIL augmentation, per-parameter loops), the trainer's default step and
+its ``--fast`` mode (``trainer.config.fast_mode``: the precision ``auto`` resolves to, channels_last, the
+tensor augmentation), and prints each one's median with the ratio to the release::
+
+    python bench/train_throughput.py --against-release --rounds 3 --steps 6 --threads 2 --workers 1
+    python bench/train_throughput.py --against-release --arch resnet50 --width 1 --image-size 224 \\
+        --batch-size 8 --dim-hidden 4096 --rounds 3 --steps 4
 Data: ``--data ROOT`` (default: synthetic scenes generated into a temporary folder at ``--synth-size``).
 """
 
@@ -65,9 +73,116 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=10, help="timed steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--baseline", action="store_true", help="release-style per-parameter LARS and EMA loops")
+    p.add_argument(
+        "--against-release",
+        action="store_true",
+        help="alternate the release's step, the default step and the --fast step; print each and the ratios",
+    )
+    p.add_argument("--rounds", type=int, default=3, help="with --against-release: rounds of --steps per variant")
     p.add_argument("--data", default=None)
     p.add_argument("--synth-size", type=int, default=128)
     return p.parse_args(argv)
+
+
+def _make_trainer(values: dict, *, baseline: bool) -> Trainer:
+    """A Trainer for ``values``; ``baseline``: LARS and the teacher EMA as the release's per-parameter loops."""
+    cfg = TrainConfig.from_dict(values)
+    trainer = Trainer(cfg)
+    if baseline:
+        if cfg.optimizer == "lars":
+            trainer.optimizer = LARS(
+                trainer.optimizer.param_groups[0]["params"],
+                lr=cfg.scaled_lr(),
+                weight_decay=cfg.weight_decay,
+                foreach=False,
+            )
+        trainer.model.momentum_update = lambda m: _loop_momentum_update(trainer.model, m)  # type: ignore[method-assign]
+    trainer.sampler.set_epoch(0)
+    trainer._bench_iter = iter(trainer.loader)  # type: ignore[attr-defined]
+    return trainer
+
+
+def _time_steps(trainer: Trainer, n: int) -> tuple[list[float], list[float]]:
+    """Runs ``n`` training steps; returns each step's seconds (data included) and its data-wait seconds."""
+    cuda = trainer.device.type == "cuda"
+    times, waits = [], []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        try:
+            batch = next(trainer._bench_iter)  # type: ignore[attr-defined]
+        except StopIteration:
+            trainer._bench_iter = iter(trainer.loader)  # type: ignore[attr-defined]
+            batch = next(trainer._bench_iter)  # type: ignore[attr-defined]
+        t1 = time.perf_counter()
+        trainer.train_step(batch)
+        trainer.step += 1
+        if cuda:
+            torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        times.append(t2 - t0)
+        waits.append(t1 - t0)
+    return times, waits
+
+
+def _against_release(a: argparse.Namespace, values: dict) -> dict:
+    """The release's step, the default step and the fast mode's, alternated round by round."""
+    from trainer.config import fast_mode
+
+    device_type = "cuda" if (a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available())) else "cpu"
+    fast = fast_mode(device_type)
+    variants = {
+        "release": (
+            {
+                **values,
+                "precision": "fp32" if device_type == "cpu" else "fp16",
+                "channels_last": False,
+                "fast_augment": False,
+            },
+            True,
+        ),  # fmt: skip
+        "default": ({**values}, False),
+        "fast": ({**values, **fast}, False),
+    }
+    trainers = {name: _make_trainer(v, baseline=b) for name, (v, b) in variants.items()}
+    for t in trainers.values():
+        _time_steps(t, a.warmup)
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    per_round: dict[str, list[float]] = {name: [] for name in trainers}
+    for _ in range(a.rounds):
+        for name, t in trainers.items():
+            ts, _ = _time_steps(t, a.steps)
+            times[name] += ts
+            per_round[name].append(round(statistics.median(ts), 4))
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    batch = values["batch_size"]
+    return {
+        "mode": "against-release",
+        "arch": values["arch"],
+        "width": values["width"],
+        "image_size": values["image_size"],
+        "batch_size": batch,
+        "threads": torch.get_num_threads(),
+        "workers": values["workers"],
+        "variants": {
+            name: {
+                "precision": t.cfg.precision,
+                "channels_last": t.cfg.channels_last,
+                "fast_augment": t.cfg.fast_augment,
+                "per_parameter_loops": variants[name][1],
+                "step_s_median": round(med[name], 4),
+                "step_s_per_round": per_round[name],
+                "images_per_sec": round(batch / med[name], 2),
+            }
+            for name, t in trainers.items()
+        },
+        "fast_mode": fast,
+        "speedup_default_vs_release": round(med["release"] / med["default"], 3),
+        "speedup_fast_vs_release": round(med["release"] / med["fast"], 3),
+        "rounds": a.rounds,
+        "steps_per_round": a.steps,
+        "warmup": a.warmup,
+        "machine": describe_machine(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,42 +215,18 @@ def main(argv: list[str] | None = None) -> int:
         save_minutes=1e9,
         progress="log",
     )
-    cfg = TrainConfig.from_dict(values)
-    trainer = Trainer(cfg)
-    if a.baseline:
-        trainer.optimizer = (
-            LARS(
-                trainer.optimizer.param_groups[0]["params"],
-                lr=cfg.scaled_lr(),
-                weight_decay=cfg.weight_decay,
-                foreach=False,
-            )
-            if cfg.optimizer == "lars"
-            else trainer.optimizer
-        )
-        trainer.model.momentum_update = lambda m: _loop_momentum_update(trainer.model, m)  # type: ignore[method-assign]
+    if a.against_release:
+        print(json.dumps(_against_release(a, values)))
+        if tmp is not None:
+            tmp.cleanup()
+        return 0
+    trainer = _make_trainer(values, baseline=a.baseline)
+    cfg = trainer.cfg
     cuda = trainer.device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    times, waits = [], []
-    it = iter(trainer.loader)
-    trainer.sampler.set_epoch(0)
-    for i in range(a.warmup + a.steps):
-        t0 = time.perf_counter()
-        try:
-            batch = next(it)
-        except StopIteration:
-            it = iter(trainer.loader)
-            batch = next(it)
-        t1 = time.perf_counter()
-        trainer.train_step(batch)
-        trainer.step += 1
-        if cuda:
-            torch.cuda.synchronize()
-        t2 = time.perf_counter()
-        if i >= a.warmup:
-            times.append(t2 - t0)
-            waits.append(t1 - t0)
+    _time_steps(trainer, a.warmup)
+    times, waits = _time_steps(trainer, a.steps)
     med = statistics.median(times)
     if cuda:
         peak = torch.cuda.max_memory_allocated() / 2**20

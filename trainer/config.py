@@ -22,7 +22,28 @@ from core.recipes import DEFAULT_PRESET, PRECISIONS, PRESETS
 DERIVED = {"derived": True}
 OPTIMIZERS = ("lars", "sgd")
 LR_SCALINGS = ("linear", "none")
-__all__ = ["PRESETS", "TrainConfig", "get_args_parser", "resolve_config", "save_config_yaml", "parse_splits"]
+__all__ = [
+    "PRESETS",
+    "TrainConfig",
+    "fast_mode",
+    "get_args_parser",
+    "resolve_config",
+    "save_config_yaml",
+    "parse_splits",
+]
+
+
+def fast_mode(device_type: str) -> dict[str, Any]:
+    """The fields ``--fast`` sets: the fastest step measured on this kind of device that keeps the method.
+
+    ``precision`` ``auto`` (bf16 only where the hardware computes it natively: on a CPU without native bf16
+    that is fp32, where bf16 autocast is emulated about 100× slower), the tensor augmentation pipeline
+    (``core.augment.FastTwoViewAugment``: the same transforms, not bit-exact with the PIL one) and
+    channels_last. Measured with ``bench/train_throughput.py --against-release`` (README, "Speed").
+    """
+    if device_type not in ("cpu", "cuda"):
+        raise ValueError(f"device type must be cpu or cuda, got {device_type!r}")
+    return {"precision": "auto", "channels_last": True, "fast_augment": True}
 
 
 @dataclass
@@ -157,6 +178,12 @@ def get_args_parser(prog: str = "slotcon train") -> argparse.ArgumentParser:
         help=f"starting values (default {DEFAULT_PRESET}; core.recipes): " + "; ".join(sorted(PRESETS)),
     )
     p.add_argument("--config", type=Path, default=None, help="YAML file of field overrides (applied after the preset)")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="fast mode (trainer.config.fast_mode): precision auto, channels_last, the tensor augmentation; "
+        "applied after the preset and --config, before explicit flags",
+    )
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument(
         "--print-plan",
@@ -218,6 +245,13 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         if not isinstance(loaded, dict):
             raise ValueError(f"{args.config}: expected a mapping of config fields")
         _update_length(values, {k.replace("-", "_"): v for k, v in loaded.items()})
+    if getattr(args, "fast", False):
+        device = str(values["device"])
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        values.update(fast_mode(device))
     names = {f.name for f in fields(TrainConfig)}
     _update_length(values, {k: v for k, v in vars(args).items() if k in names})
     cfg = TrainConfig.from_dict(values)
