@@ -250,14 +250,18 @@ def segment_images(
     resize: int = INDEX_RESIZE,
     crop: int | None = INDEX_CROP,
     device: torch.device | str | None = None,
+    encoder_vectors: bool = False,
 ) -> list[ImageSegmentation]:
     """Segments of PIL images: :func:`model_input` → teacher → :func:`segment_outputs` (see the module doc).
 
     ``crop``: the release's centre crop (the index's protocol); None segments each whole image.
+    ``encoder_vectors``: also pool the encoder's features per segment (as the index stores them).
     Returns one :class:`ImageSegmentation` per image.
     """
     prepared = [model_input(img, resize, crop) for img in images]
-    return segment_batch(model, [t for t, _ in prepared], [v for _, v in prepared], device=device)
+    return segment_batch(
+        model, [t for t, _ in prepared], [v for _, v in prepared], device=device, encoder_vectors=encoder_vectors
+    )
 
 
 def decode_rle(rle: dict) -> np.ndarray:

@@ -260,6 +260,9 @@ class SlotsResult(BaseModel):
         description=("the analysed image with every slot in its colour (with ?crop=true the crop is outlined)")
     )
     slots: list[Slot]
+    space: Space = Field(
+        "projector", description="the embedding the slots' nearest dataset segments were searched in (?space=)"
+    )
     elapsed_ms: float
 
 

@@ -208,12 +208,18 @@ class ApiClient:
         return self._bytes(f"/images/{int(image_id)}/slots")
 
     def analyze(
-        self, filename: str, data: bytes, content_type: str = "application/octet-stream", crop: bool = False
+        self,
+        filename: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        crop: bool = False,
+        space: str | None = None,
     ) -> dict:
         """``POST /api/slots``: runs the model on an uploaded image; its slots, overlay and neighbours.
-        The whole image is segmented; ``crop=True``: the index's centre crop (the release's protocol)."""
+        The whole image is segmented; ``crop=True``: the index's centre crop (the release's protocol);
+        ``space``: the embedding the neighbours are searched in (None: the server's default, the projector)."""
         files = {"file": (filename, data, content_type)}
-        params = {"crop": "true"} if crop else None
+        params = _clean({"crop": "true" if crop else None, "space": space}) or None
         return self._json("POST", "/slots", files=files, params=params, timeout=120.0)
 
     # -- statistics and evaluation ------------------------------------------------------------------

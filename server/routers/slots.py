@@ -6,13 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, UploadFile
 
+from indexer.store import SpaceUnavailableError
 from server.deps import ModelDep, RuntimeDep
-from server.schemas import ErrorBody, SlotsResult
+from server.errors import ApiError
+from server.schemas import ErrorBody, SlotsResult, Space
 from server.services.slots import analysis_size, analyze
 from server.services.uploads import decode_upload
 
 router = APIRouter(tags=["slots"])
-ERRORS = {code: {"model": ErrorBody} for code in (400, 413, 415, 422, 503)}
+ERRORS = {code: {"model": ErrorBody} for code in (400, 409, 413, 415, 422, 503)}
 
 
 @router.post("/slots", responses=ERRORS)
@@ -30,13 +32,22 @@ def post_slots(
             )
         ),
     ] = False,
+    space: Annotated[
+        Space,
+        Query(
+            description="the embedding each slot's nearest dataset segments are searched in: 'projector' (what the "
+            "prototypes score) or 'encoder' (the backbone's features pooled per slot, as the index stores them)",
+            examples=["encoder"],
+        ),
+    ] = "projector",
 ) -> SlotsResult:
     """Run the model on an uploaded image: its assignment map and overlay (inline base64 PNGs), and per
     slot the prototype, label, area share, score, RLE mask and nearest dataset segments. The whole image
     is segmented (shorter side resized, no crop: every pixel assigned) unless ``?crop=true``.
 
-    Errors: 413 body or pixel count over the limit, 422 sides further apart than 20:1, 415 not an
-    image, 400 empty/truncated/corrupt, 503 ``busy`` when every upload slot stayed taken for
+    Errors: 409 ``space_unavailable`` when the index stores no vectors of ``space``, 413 body or pixel
+    count over the limit, 422 sides further apart than 20:1, 415 not an image, 400
+    empty/truncated/corrupt, 503 ``busy`` when every upload slot stayed taken for
     ``upload_queue_s``. At most ``upload_concurrency`` uploads are decoded and analysed at once;
     the others wait with their bodies spooled (at most 1 MiB each in memory).
     """
@@ -46,4 +57,7 @@ def post_slots(
         limits = runtime.settings
         img = decode_upload(data, limits.max_upload_pixels, resize, file.filename or "upload", limits.max_decode_bytes)
         del data
-        return analyze(runtime, model, runtime.index, img, neighbors, crop)
+        try:
+            return analyze(runtime, model, runtime.index, img, neighbors, crop, space)
+        except SpaceUnavailableError as e:
+            raise ApiError(409, "space_unavailable", str(e)) from None

@@ -15,6 +15,7 @@ from PIL import Image
 
 from core.recipes import INDEX_CROP, INDEX_RESIZE
 from indexer.segments import segment_images
+from indexer.store import SpaceUnavailableError
 from server.runtime import LoadedIndex, LoadedModel, Runtime
 from server.schemas import Rle, Slot, SlotsResult
 from server.services import render
@@ -43,17 +44,29 @@ def analyze(
     img: Image.Image,
     neighbors: int = 5,
     crop: bool = False,
+    space: str = "projector",
 ) -> SlotsResult:
     """Run the teacher on ``img`` and describe its slots (see :class:`server.schemas.SlotsResult`).
 
     ``crop=False``: the whole image, every pixel assigned; ``crop=True``: the index's centre crop (the
-    release's protocol; the overlay outlines the crop).
+    release's protocol; the overlay outlines the crop). ``space``: the embedding the nearest dataset segments
+    are searched in (``encoder``: the slots' pooled encoder features, as the index stores its segments');
+    raises :class:`indexer.store.SpaceUnavailableError` when the active index does not store it.
     """
     started = time.perf_counter()
+    search_near = loaded is not None and neighbors > 0
+    if search_near and space not in loaded.index.spaces:
+        raise SpaceUnavailableError(
+            f"the index stores no {space} vectors (its spaces: {', '.join(loaded.index.spaces)})"
+        )
+    encoder = search_near and space == "encoder"
     resize, crop_size = analysis_size(runtime)
     img = bounded(img, resize)
     with runtime.model_lock:
-        seg = segment_images(model.model, [img], resize, crop_size if crop else None, device=runtime.device)[0]
+        seg = segment_images(
+            model.model, [img], resize, crop_size if crop else None, device=runtime.device, encoder_vectors=encoder
+        )[0]
+    vectors = seg.encoder_vectors if encoder else seg.vectors
     x0, y0, bw, bh = seg.view.box
     assignment = seg.box_labels  # (bh, bw) prototype ids
     labels = np.full((img.height, img.width), -1, dtype=np.int64)
@@ -64,8 +77,8 @@ def analyze(
     slots = []
     for i, k in enumerate(seg.prototypes.tolist()):
         near = []
-        if loaded is not None and neighbors > 0 and loaded.index.dim == seg.vectors.shape[1]:
-            near = neighbors_out(loaded.index.search(seg.vectors[i], neighbors))
+        if search_near and vectors is not None and loaded.index.space_dim(space) == vectors.shape[1]:
+            near = neighbors_out(loaded.index.search(vectors[i], neighbors, space=space))
         slots.append(Slot(
             prototype=k, label=names.get(k), area_share=float(seg.areas[i]) / float(bw * bh),
             area=int(seg.areas[i]), score=float(seg.scores[i]), bbox=[int(v) for v in seg.bboxes[i]],
@@ -77,5 +90,5 @@ def analyze(
         width=img.width, height=img.height, box=[x0, y0, bw, bh], cropped=crop,
         assignment_png=_b64(render.to_png(render.labels_image(assignment))),
         overlay_png=_b64(render.to_png(render.outline_box(render.overlay_labels(img, labels), seg.view.box))),
-        slots=slots, elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
+        slots=slots, space=space, elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
     )  # fmt: skip

@@ -62,3 +62,47 @@ def test_an_index_without_encoder_vectors_answers_409(
         err = r.json()["error"]
         assert err["code"] == "space_unavailable" and "--no-encoder-vectors" in err["message"]
         assert str(tmp_path) not in err["message"]  # names the index, never its path
+
+
+@pytest.mark.parametrize("space", ["projector", "encoder"])
+def test_an_uploaded_slot_finds_its_own_index_entry_in_either_space(client, server_index: Path, space: str):
+    """An indexed image uploaded with ``?crop=true``: in either space each slot's nearest dataset segment is its
+    own index entry at similarity 1 (the slot's pooled encoder feature is centred as the index's are), and the
+    rest rank as the index's own search from that entry does."""
+    with ConceptIndex.open(server_index) as ix:
+        rec = ix.image(5)
+        entry = {s.prototype: s for s in ix.image_segments(5)}
+        expected = {k: [(s.id, sim) for s, sim in ix.search(ix.segment_vector(seg.id, space), 4, space=space,
+                                                               stored=True)]
+                    for k, seg in entry.items()}  # fmt: skip
+    r = client.post(
+        "/api/slots",
+        params={"crop": "true", "neighbors": 4, "space": space},
+        files={"file": (rec.path.name, rec.path.read_bytes(), "image/jpeg")},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["space"] == space and sorted(s["prototype"] for s in body["slots"]) == sorted(entry)
+    for slot in body["slots"]:
+        got = [(n["segment"]["id"], n["similarity"]) for n in slot["neighbors"]]
+        assert got[0][0] == entry[slot["prototype"]].id and got[0][1] == pytest.approx(1.0, abs=1e-4)
+        assert [i for i, _ in got] == [i for i, _ in expected[slot["prototype"]]]
+        np.testing.assert_allclose([s for _, s in got], [s for _, s in expected[slot["prototype"]]], atol=1e-4)
+
+
+def test_upload_neighbours_default_to_the_projector_and_409_without_encoder_vectors(
+    client, make_settings, tiny_checkpoint: Path, synthetic_root: Path, tmp_path: Path, sample_jpeg: bytes
+):
+    files = {"file": ("a.jpg", sample_jpeg, "image/jpeg")}
+    default = client.post("/api/slots", files=files).json()
+    encoder = client.post("/api/slots", params={"space": "encoder"}, files=files).json()
+    assert default["space"] == "projector" and encoder["space"] == "encoder"
+    sims = lambda body: [n["similarity"] for s in body["slots"] for n in s["neighbors"]]  # noqa: E731
+    assert sims(default) and sims(default) != sims(encoder)
+    op = client.get("/openapi.json").json()["paths"]["/api/slots"]["post"]
+    assert any(p["name"] == "space" for p in op["parameters"]) and "409" in op["responses"]
+    ix = build_index(tiny_checkpoint, synthetic_root, tmp_path / "plain", split="val2017", encoder_vectors=False)
+    with TestClient(create_app(make_settings(index=ix))) as c:
+        r = c.post("/api/slots", params={"space": "encoder"}, files=files)
+        assert r.status_code == 409 and r.json()["error"]["code"] == "space_unavailable"
+        assert c.post("/api/slots", params={"space": "encoder", "neighbors": 0}, files=files).status_code == 200

@@ -95,6 +95,24 @@ def test_statistics_and_image_slots_state_in_the_url(api_env: str) -> None:
     assert at.selectbox(key="slots_pick").value == images[2]["id"]
 
 
+def test_image_slots_neighbours_are_searched_in_the_chosen_space(api_env: str) -> None:
+    image_id = _get(api_env, "/images?limit=5")["items"][1]["id"]
+    jpeg = httpx.get(f"{api_env}/api/images/{image_id}", timeout=30).raise_for_status().content
+    at = _open("image_slots", source="Dataset", image=str(image_id))  # no ?space=: the encoder's
+    assert at.radio(key="neighbour_space").value == "encoder"
+    assert any("similarity in the encoder features space" in m.value for m in at.markdown)
+    for space in ("encoder", "projector"):
+        if space == "projector":
+            at.radio(key="neighbour_space").set_value("projector").run()
+            assert _param(at, "space") == "projector"
+        answer = httpx.post(
+            f"{api_env}/api/slots", params={"space": space}, files={"file": ("i.jpg", jpeg, "image/jpeg")}, timeout=60
+        ).raise_for_status()
+        sims = [n["similarity"] for s in answer.json()["slots"] for n in s["neighbors"]]
+        want = sorted((f"sim {v:.3f}" for v in sims), reverse=True)
+        assert want and _sims(at) == want, space
+
+
 def _param(at: AppTest, name: str) -> str:
     value = at.query_params[name]
     return value[0] if isinstance(value, list) else value

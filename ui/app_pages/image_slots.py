@@ -10,20 +10,21 @@ import streamlit as st
 from ui.client import api_url, fetch_image, fetch_images, get_client
 from ui.components import call, run_page
 from ui.url_state import Param, flag, one_of, publish, restore
+from ui.views.concept_detail import DEFAULT_SPACE, SPACE_LABELS, neighbour_space
 from ui.views.slot_view import show_slots
 
 ACCEPTED = ["jpg", "jpeg", "png", "webp", "bmp"]
 SOURCES = ["Upload", "Dataset"]
 
 
-def analyze(name: str, data: bytes, content_type: str, crop: bool = False) -> dict | None:
-    """Asks the API for the slots of an image (whole, or the index's centre crop); memoised per content and
-    choice in the session."""
-    digest = hashlib.sha256(data).hexdigest() + (":crop" if crop else ":whole")
+def analyze(name: str, data: bytes, content_type: str, crop: bool = False, space: str | None = None) -> dict | None:
+    """Asks the API for the slots of an image (whole, or the index's centre crop) and their neighbours in
+    ``space``; memoised per content and choices in the session."""
+    digest = hashlib.sha256(data).hexdigest() + (":crop" if crop else ":whole") + f":{space}"
     cache = st.session_state.setdefault("slot_answers", {})
     if digest not in cache:
         with st.spinner("Running the model on the image…"):
-            answer = call("Analysing the image", get_client().analyze, name, data, content_type, crop)
+            answer = call("Analysing the image", get_client().analyze, name, data, content_type, crop, space)
         if answer is None:
             return None
         cache.clear()  # keep one answer: uploads can be large
@@ -58,7 +59,11 @@ def pick_from_dataset() -> tuple[str, bytes, str] | None:
 
 def render() -> None:
     """The page body."""
-    url = [Param("slots_source", "source", one_of(SOURCES), SOURCES[0]), Param("slots_crop", "crop", flag, False)]
+    url = [
+        Param("slots_source", "source", one_of(SOURCES), SOURCES[0]),
+        Param("slots_crop", "crop", flag, False),
+        Param("neighbour_space", "space", one_of(list(SPACE_LABELS)), DEFAULT_SPACE),
+    ]
     restore(url)
     source = st.segmented_control("Image source", SOURCES, key="slots_source", required=True)
     publish(url[:1])
@@ -79,8 +84,9 @@ def render() -> None:
         help="off: the whole image is segmented, every pixel assigned; on: the model sees the "
         "index's centre crop (outlined), and a dataset image gets exactly its indexed slots",
     )
+    space = neighbour_space()
     publish(url[1:])
-    answer = analyze(*chosen, crop=crop)
+    answer = analyze(*chosen, crop=crop, space=space)
     if answer is not None:
         show_slots(answer, chosen[1])
 

@@ -95,7 +95,8 @@ def show_slots(answer: dict, original: bytes | None, overlay: bytes | None = Non
             "score": st.column_config.NumberColumn("score", format="%.3f"),
         },
     )
-    st.markdown("#### Slots and their nearest dataset segments")
+    space = {"encoder": "encoder features", "projector": "projector"}[answer["space"]]
+    st.markdown(f"#### Slots and their nearest dataset segments (similarity in the {space} space)")
     for i, s in enumerate(slots):
         title = (
             f"Slot #{plain(s['prototype'])} {plain(s['label'] or '')} · {fmt_pct(s['area_share'])} of the "
