@@ -23,8 +23,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 #: page → the routes it calls on first paint
 PAGES = {
-    "Concepts (grid)": ["/api/health", "/api/prototypes"],
-    "Concepts (map)": ["/api/prototypes/map"],
+    "Concepts (grid)": ["/api/health", "/api/prototypes?sort=most_active&hide_dead=true&offset=0&limit=24"],
+    "Concepts (map)": ["/api/prototypes/map", "/api/prototypes"],
     "Concept detail": ["/api/prototypes/{k}", "/api/prototypes/{k}/segments?limit=20"],
     "Image slots (pick)": ["/api/images?limit=60"],
     "Slot statistics": ["/api/stats", "/api/prototypes/similarity.png", "/api/options"],

@@ -14,6 +14,7 @@ from core import recipes
 from indexer import compare as indexer_compare
 from indexer import types as indexer_types
 from server.mirror import StrictModel, mirror
+from server.services.prototype_list import SORTS as PROTOTYPE_SORTS
 
 #: The largest id or offset a route accepts: SQLite's INTEGER range (larger numbers are a 422, not a 500).
 MAX_ID = 2**63 - 1
@@ -119,10 +120,17 @@ class Prototype(BaseModel):
     color: list[int] = Field(description="[r, g, b] of the prototype in the all-slots overlays")
 
 
+PrototypeSort = Literal[tuple(PROTOTYPE_SORTS)]  # type: ignore[valid-type]
+
+
 class PrototypeList(BaseModel):
+    """One page of the prototypes the filters keep, in the requested order."""
+
     items: list[Prototype]
-    total: int
-    num_dead: int
+    total: int = Field(description="prototypes the filters keep (all K without filters): the pager's length")
+    offset: int = 0
+    num_prototypes: int = Field(description="K, the index's prototype count")
+    num_dead: int = Field(description="dead prototypes among all K")
     has_ground_truth: bool = Field(description="purity and majority classes are available")
 
 

@@ -157,6 +157,14 @@ class ApiClient:
         """``GET /api/prototypes/similarity.png``: the K×K cosines as a heatmap (any K)."""
         return self._bytes("/prototypes/similarity.png", {"size": size})
 
+    def prototype_page(
+        self, *, sort: str = "id", query: str = "", hide_dead: bool = False, offset: int = 0, limit: int = 24
+    ) -> dict:
+        """``GET /api/prototypes`` filtered, ordered and paged by the server: ``items`` (one page), ``total``
+        (what the filters keep), ``num_prototypes`` (K) and ``num_dead``."""
+        params = {"sort": sort, "q": query or None, "hide_dead": "true" if hide_dead else None}
+        return self._json("GET", "/prototypes", params=_clean({**params, "offset": offset, "limit": limit}))
+
     def prototype(self, k: int) -> dict:
         """``GET /api/prototypes/{k}``: one prototype's record."""
         return self._json("GET", f"/prototypes/{int(k)}")
@@ -336,6 +344,19 @@ def fetch_prototypes(base_url: str) -> list[dict]:
     return _for(base_url).prototypes()
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def fetch_prototype_page(base_url: str, sort: str, query: str, hide_dead: bool, offset: int, limit: int) -> dict:
+    """Cached one page of ``GET /api/prototypes?sort=&q=&hide_dead=&offset=&limit=`` (30 s; cleared when a
+    label changes)."""
+    return _for(base_url).prototype_page(sort=sort, query=query, hide_dead=hide_dead, offset=offset, limit=limit)
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def fetch_prototype(base_url: str, k: int) -> dict:
+    """Cached ``GET /api/prototypes/{k}`` (30 s; cleared when a label changes)."""
+    return _for(base_url).prototype(k)
+
+
 @st.cache_data(ttl=15, show_spinner=False)
 def fetch_indexes(base_url: str) -> list[dict]:
     """Cached ``GET /api/indexes`` (15 s)."""
@@ -439,6 +460,8 @@ def clear_index_caches() -> None:
     for fn in (
         fetch_health,
         fetch_prototypes,
+        fetch_prototype_page,
+        fetch_prototype,
         fetch_prototype_map,
         fetch_segments,
         fetch_segment,

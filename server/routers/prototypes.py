@@ -19,14 +19,17 @@ from server.schemas import (
     PrototypeList,
     PrototypeMap,
     PrototypeSimilarity,
+    PrototypeSort,
     SegmentPage,
 )
 from server.services.projection import MAX_SIMILARITY_JSON, prototype_map, prototype_similarity, similarity_image
+from server.services.prototype_list import select
 from server.services.records import best_images, prototype_out, segment_out
 
 router = APIRouter(prefix="/prototypes", tags=["prototypes"])
 ERRORS = {code: {"model": ErrorBody} for code in (404, 422, 503)}
 ProtoId = Annotated[int, Path(ge=0, le=MAX_ID, description="prototype id k")]
+MAX_PROTOTYPE_PAGE = 4096
 
 
 def _record(loaded: IndexDep, k: int):
@@ -37,15 +40,34 @@ def _record(loaded: IndexDep, k: int):
 
 
 @router.get("", responses=ERRORS)
-def list_prototypes(loaded: IndexDep) -> PrototypeList:
-    """All K prototypes with activity statistics, dead flag, user label and (with ground truth) purity."""
+def list_prototypes(
+    loaded: IndexDep,
+    sort: Annotated[
+        PrototypeSort,
+        Query(description="order: id, most_active / least_active (images, then pixel share), purity, label"),
+    ] = "id",
+    q: Annotated[
+        str, Query(max_length=200, description="keep labels or majority classes containing this, or the id (#12)")
+    ] = "",
+    hide_dead: Annotated[bool, Query(description="leave out dead prototypes")] = False,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[
+        int | None, Query(ge=1, le=MAX_PROTOTYPE_PAGE, description="page size (default: all that remain)")
+    ] = None,
+) -> PrototypeList:
+    """The prototypes with activity statistics, dead flag, user label and (with ground truth) purity:
+    filtered, ordered and paged here, so a K = 2048 grid loads one page (``total`` counts what the filters
+    keep). Without parameters: all K in id order."""
     records = loaded.index.prototypes()
-    best = best_images(loaded, records)
-    items = [prototype_out(r, best) for r in records]
+    kept = select(records, sort=sort, query=q, hide_dead=hide_dead)
+    page = kept[offset : None if limit is None else offset + limit]
+    best = best_images(loaded, page)
     return PrototypeList(
-        items=items,
-        total=len(items),
-        num_dead=sum(p.dead for p in items),
+        items=[prototype_out(r, best) for r in page],
+        total=len(kept),
+        offset=offset,
+        num_prototypes=len(records),
+        num_dead=sum(r.dead for r in records),
         has_ground_truth=loaded.index.class_names is not None,
     )
 

@@ -45,6 +45,9 @@ def test_k2048_routes_stay_within_the_response_budget(k2048_index: Path, make_se
             sizes[route] = len(r.content)
         assert max(sizes.values()) < BUDGET, sizes
         assert client.get("/api/prototypes").json()["total"] == K
+        grid = client.get("/api/prototypes", params={"sort": "most_active", "offset": 48, "limit": 24})
+        assert grid.status_code == 200 and len(grid.json()["items"]) == 24 and grid.json()["total"] == K
+        assert len(grid.content) < sizes["/api/prototypes"] / 50  # the grid's page, not the whole list
         numbers = client.get("/api/prototypes/similarity")
         assert numbers.status_code == 422 and numbers.json()["error"]["code"] == "too_many_prototypes"
         img = Image.open(io.BytesIO(client.get("/api/prototypes/similarity.png").content))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.client import api_url, fetch_prototypes
-from ui.components import run_page
+from ui.client import ApiRequestError, api_url, fetch_prototype, fetch_prototypes
+from ui.components import run_page, show_api_error
 from ui.url_state import Param, flag, integer, one_of, publish, restore
 from ui.views.concept_detail import DEFAULT_SPACE, SPACE_LABELS, concept_detail
 from ui.views.concept_grid import PER_PAGE, SORTS, concept_grid
@@ -47,19 +47,24 @@ def render() -> None:
 
 
 def _body() -> None:
-    protos = fetch_prototypes(api_url())
     k = st.session_state.get("concept")
     if k is not None:
-        match = [p for p in protos if int(p["id"]) == int(k)]
-        if match:
-            concept_detail(match[0], close_prototype)
+        try:
+            record = fetch_prototype(api_url(), int(k))
+        except ApiRequestError as exc:
+            if exc.status != 404:
+                show_api_error(exc, "Loading the prototype")
+                return
+            record = None
+        if record is not None:
+            concept_detail(record, close_prototype)
             return
         st.warning(f"Prototype #{k} does not exist in this index.")
     view = st.segmented_control("View", ["Grid", "Map"], key="concepts_view", required=True)
     if view == "Map":
-        concept_map(protos, open_prototype)
+        concept_map(fetch_prototypes(api_url()), open_prototype)  # the map draws every prototype
     else:
-        concept_grid(protos, open_prototype)
+        concept_grid(open_prototype)  # one page, from the server
 
 
 run_page("Concepts", render)

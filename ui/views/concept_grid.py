@@ -1,5 +1,6 @@
 """The Concepts grid: one card per prototype (best segment, activity, label, purity), sortable,
-filterable (hide dead, search labels) and paginated."""
+filterable (hide dead, search labels) and paginated: the server filters, orders and pages
+(``GET /api/prototypes?sort=&q=&hide_dead=&offset=&limit=``), so a K = 2048 index ships one page."""
 
 from __future__ import annotations
 
@@ -8,34 +9,18 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from ui.client import ApiRequestError, api_url, fetch_overlay, fetch_segment
-from ui.components import fmt_pct, prototype_title
+from ui.client import ApiRequestError, api_url, fetch_overlay, fetch_prototype_page, fetch_segment
+from ui.components import call, fmt_pct, prototype_title
 
 PER_PAGE = (12, 24, 48, 96)
-SORTS: dict[str, tuple[Callable[[dict], object], bool]] = {
-    "most active": (lambda p: (p.get("num_images") or 0, p.get("pixel_share") or 0.0), True),
-    "least active": (lambda p: (p.get("num_images") or 0, p.get("pixel_share") or 0.0), False),
-    "purity": (lambda p: -1.0 if p.get("purity") is None else float(p["purity"]), True),
-    "label": (lambda p: (p.get("label") is None, (p.get("label") or "").lower(), p.get("id")), False),
-    "id": (lambda p: p.get("id"), False),
+#: The grid's orders as the selector names them → the API's ``?sort=`` (server.services.prototype_list).
+SORTS = {
+    "most active": "most_active",
+    "least active": "least_active",
+    "purity": "purity",
+    "label": "label",
+    "id": "id",
 }
-
-
-def filter_prototypes(protos: list[dict], *, hide_dead: bool, query: str, sort: str) -> list[dict]:
-    """Applies the grid's filters: drops dead ones, keeps labels/classes matching ``query``, sorts."""
-    q = query.strip().lower()
-    out = [p for p in protos if not (hide_dead and p.get("dead"))]
-    if q:
-        out = [
-            p
-            for p in out
-            if q in (p.get("label") or "").lower()
-            or q in str(p["majority_class_name"] or "").lower()
-            or q == f"#{p.get('id')}"
-            or q == str(p.get("id"))
-        ]
-    key, reverse = SORTS[sort]
-    return sorted(out, key=key, reverse=reverse)
 
 
 def best_segment_image(p: dict, size: int = 192) -> bytes | None:
@@ -63,24 +48,34 @@ def card_caption(p: dict) -> str:
     return " · ".join(parts)
 
 
-def concept_grid(protos: list[dict], on_open: Callable[[int], None]) -> None:
-    """Renders the filter bar, the cards of the current page and the pager."""
+def concept_grid(on_open: Callable[[int], None]) -> None:
+    """Renders the filter bar, the cards of the current page (one request for the page) and the pager."""
     c1, c2, c3, c4 = st.columns([3, 2, 2, 1.4], vertical_alignment="bottom")
     query = c1.text_input("Search labels", key="concepts_query", placeholder="label, class or #id")
     sort = c2.selectbox("Sort by", list(SORTS), key="concepts_sort")
     per_page = c3.selectbox("Per page", PER_PAGE, key="concepts_per_page")  # defaults: ui/app_pages/concepts.py URL
     hide_dead = c4.checkbox("Hide dead", key="concepts_hide_dead")
-    shown = filter_prototypes(protos, hide_dead=hide_dead, query=query, sort=sort)
-    dead = sum(1 for p in protos if p.get("dead"))
-    pages = max(1, math.ceil(len(shown) / per_page))
-    page = min(int(st.session_state.get("concepts_page", 1)), pages)
-    st.session_state["concepts_page"] = page  # a link's page beyond the last opens the last
-    st.caption(f"{len(protos)} prototypes · {dead} dead · {len(shown)} shown · page {page} of {pages}")
-    if not shown:
+    page = max(1, int(st.session_state.get("concepts_page", 1)))
+    args = (api_url(), SORTS[sort], query.strip(), bool(hide_dead))
+    answer = call("Loading the prototypes", fetch_prototype_page, *args, (page - 1) * per_page, per_page)
+    if answer is None:
+        return
+    pages = max(1, math.ceil(answer["total"] / per_page))
+    if page > pages:  # a link's page beyond the last opens the last
+        page = pages
+        answer = call("Loading the prototypes", fetch_prototype_page, *args, (page - 1) * per_page, per_page)
+        if answer is None:
+            return
+    st.session_state["concepts_page"] = page
+    st.caption(
+        f"{answer['num_prototypes']} prototypes · {answer['num_dead']} dead · {answer['total']} shown · "
+        f"page {page} of {pages}"
+    )
+    if not answer["total"]:
         st.info("No prototype matches these filters.")
         return
     columns = 6
-    chunk = shown[(page - 1) * per_page : page * per_page]
+    chunk = answer["items"]
     for row in range(0, len(chunk), columns):
         cols = st.columns(columns)
         for col, p in zip(cols, chunk[row : row + columns], strict=False):
