@@ -83,7 +83,7 @@ FLAT_MAX_VECTORS = 200_000
 #: A prototype-restricted search over at most this many vectors is exact (read from ``vectors.f32``).
 EXACT_SUBSET_MAX = 50_000
 #: IVF-PQ searches fetch this many candidates per wanted result, re-ranked with the exact vectors.
-RERANK_FACTOR = 4
+RERANK_FACTOR = 10
 INDEX_TYPE_CHOICES = ("auto", *INDEX_TYPES)
 
 _SCHEMA = """
@@ -247,12 +247,16 @@ def vector_spec(
     flat_max: int = FLAT_MAX_VECTORS,
 ) -> str:
     """The FAISS factory string for ``count`` vectors: ``auto`` is ``flat`` up to ``flat_max`` vectors and
-    ``ivfpq`` above; the rest (and the fallbacks for too few vectors) as :func:`indexer.vectors.faiss_spec`."""
+    ``ivfpq`` above; the rest (and the fallbacks for too few vectors) as :func:`indexer.vectors.faiss_spec`, PQ
+    without polysemous training (``PQ8np``)."""
     if index_type not in INDEX_TYPE_CHOICES:
         raise ValueError(f"unknown FAISS index type {index_type!r}; choose one of: {', '.join(INDEX_TYPE_CHOICES)}")
     if index_type == "auto":
         index_type = "flat" if count <= flat_max else "ivfpq"
-    return faiss_spec(index_type, dim, count, nlist, pq_m)
+    spec = faiss_spec(index_type, dim, count, nlist, pq_m)
+    # "np": no polysemous training (codes reordered for Hamming pre-filtering, which these searches never use);
+    # it costs ~20 s per index whatever the sample size
+    return f"{spec}np" if ",PQ" in spec else spec
 
 
 def faiss_from_raw(raw: Path, dim: int, spec: str, chunk: int = 65536, seed: int = 0) -> faiss.Index:
@@ -699,7 +703,7 @@ class ImageIndex:
         if prototype is not None:
             self._check_prototype(prototype)
             subset = self._subset(int(prototype))
-        hits = _search(self._faiss, self._raw, q, int(k), exclude, subset)
+        hits = search_vectors(self._faiss, self._raw, q, int(k), exclude, subset)
         records = self.vectors([i for i, _ in hits])
         images = self._images_by_id({r.image_id for r in records.values()})
         return [Neighbor(s, images[records[i].image_id], records[i]) for i, s in hits if i in records]
@@ -712,7 +716,7 @@ class ImageIndex:
         if exclude is not None:
             rows = self._query("SELECT global_row FROM images WHERE id = ?", (int(exclude),))
             ex_row = rows[0][0] if rows else None
-        hits = _search(self._global_faiss, self._global_raw, q, int(k), ex_row, None)
+        hits = search_vectors(self._global_faiss, self._global_raw, q, int(k), ex_row)
         by_row = {r[5]: self._image(r) for r in self._images_where("global_row", [r for r, _ in hits])}
         return [Neighbor(s, by_row[r]) for r, s in hits if r in by_row]
 
@@ -755,16 +759,24 @@ class ImageIndex:
             return ids
 
 
-def _search(
-    index: faiss.Index, raw: np.ndarray, q: np.ndarray, k: int, exclude: int | None, subset: np.ndarray | None
+def search_vectors(
+    index: faiss.Index,
+    raw: np.ndarray,
+    q: np.ndarray,
+    k: int,
+    exclude: int | None = None,
+    subset: np.ndarray | None = None,
+    exact_subset_max: int = EXACT_SUBSET_MAX,
 ) -> list[tuple[int, float]]:
-    """Top-``k`` (id, cosine) of unit query ``q`` among unit vectors ``raw`` (indexed by ``index``), only ids in
-    ``subset`` if given, ``exclude`` left out. Exact for a flat index and for subsets of at most
-    :data:`EXACT_SUBSET_MAX`; for IVF, FAISS's candidates (``RERANK_FACTOR`` × k) are re-ranked exactly."""
+    """Top-``k`` (id, cosine) of the unit query ``q`` (D,) among the unit vectors ``raw`` (N, D) that ``index``
+    holds (FAISS id = row), only the ids in ``subset`` (sorted) if given, ``exclude`` left out; most similar
+    first, ties by id. Exact for a flat index and for subsets of at most ``exact_subset_max`` ids (scored from
+    ``raw``); for IVF, FAISS's ``RERANK_FACTOR`` × k candidates are re-scored exactly from ``raw``, so the
+    similarities are exact and only the recall is approximate."""
     if k <= 0 or len(raw) == 0:
         return []
     want = k + (1 if exclude is not None else 0)
-    if subset is not None and len(subset) <= EXACT_SUBSET_MAX:
+    if subset is not None and len(subset) <= exact_subset_max:
         cand = subset
     else:
         exact = isinstance(index, faiss.IndexFlat)
@@ -780,18 +792,27 @@ def _search(
             else:
                 params = faiss.SearchParametersIVF(sel=sel, nprobe=faiss.extract_index_ivf(index).nprobe)
             sims, ids = index.search(q2, fetch, params=params)
-        ids = ids[0][ids[0] >= 0]
+        found = ids[0] >= 0
         if exact:
-            return _top([(int(i), float(s)) for i, s in zip(ids, sims[0], strict=False)], k, exclude)
-        cand = np.sort(ids)
+            return _top(ids[0][found], sims[0][found], k, exclude)
+        cand = np.sort(ids[0][found])
     sims = np.asarray(raw[cand], dtype=np.float32) @ q  # exact cosines of the candidates
-    return _top(list(zip(cand.tolist(), sims.tolist(), strict=True)), k, exclude)
+    return _top(cand, sims, k, exclude)
 
 
-def _top(pairs: list[tuple[int, float]], k: int, exclude: int | None) -> list[tuple[int, float]]:
-    pairs = [(i, s) for i, s in pairs if i != exclude]
-    pairs.sort(key=lambda p: (-p[1], p[0]))
-    return pairs[:k]
+def _top(ids: np.ndarray, sims: np.ndarray, k: int, exclude: int | None) -> list[tuple[int, float]]:
+    """The ``k`` best (id, similarity) pairs, ``exclude`` left out, most similar first, ties by id."""
+    ids, sims = np.asarray(ids, np.int64), np.asarray(sims, np.float32)
+    if exclude is not None:
+        keep = ids != exclude
+        ids, sims = ids[keep], sims[keep]
+    if len(ids) > k:
+        part = np.argpartition(-sims, k - 1)[:k]
+        # every id scoring as the k-th best competes for the last places, so ties break by id
+        part = np.union1d(part, np.flatnonzero(sims == sims[part].min()))
+        ids, sims = ids[part], sims[part]
+    order = np.lexsort((ids, -sims))[:k]
+    return [(int(ids[i]), float(sims[i])) for i in order]
 
 
 # ---------------------------------------------------------------------------------------------- CLI
