@@ -259,18 +259,32 @@ def vector_spec(
     return f"{spec}np" if ",PQ" in spec else spec
 
 
+def _chunks_of(raw: Path, dim: int, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, (n, dim) float32 rows) of the raw vector file, ``chunk`` rows at a time, read with plain
+    reads (not a memory map, whose touched pages would count in the process's resident memory)."""
+    n = raw.stat().st_size // (4 * dim)
+    for start in range(0, n, chunk):
+        count = min(chunk, n - start) * dim
+        yield start, np.fromfile(raw, dtype=np.float32, count=count, offset=4 * dim * start).reshape(-1, dim)
+
+
 def faiss_from_raw(raw: Path, dim: int, spec: str, chunk: int = 65536, seed: int = 0) -> faiss.Index:
     """The FAISS inner-product index of the raw vector file ``raw`` (FAISS id = row), built from chunks of
-    ``chunk`` rows; IVF is trained on a bounded random sample of rows (:func:`indexer.vectors.build_faiss`)."""
-    vectors = _raw_vectors(raw, dim)
+    ``chunk`` rows; IVF is trained on a bounded random sample of rows (:func:`indexer.vectors.build_faiss`),
+    gathered in one pass over the file. Only one chunk, the sample and the index itself are ever in memory."""
+    total = raw.stat().st_size // (4 * dim)
 
     def chunks() -> Iterator[np.ndarray]:
-        for start in range(0, len(vectors), chunk):
-            yield np.asarray(vectors[start : start + chunk], dtype=np.float32)
+        for _, rows in _chunks_of(raw, dim, chunk):
+            yield rows
 
     def sample(n: int) -> np.ndarray:
-        rows = np.sort(np.random.default_rng(seed).choice(len(vectors), size=min(n, len(vectors)), replace=False))
-        return np.asarray(vectors[rows], dtype=np.float32)
+        pick = np.sort(np.random.default_rng(seed).choice(total, size=min(n, total), replace=False))
+        parts = []
+        for start, rows in _chunks_of(raw, dim, chunk):
+            lo, hi = np.searchsorted(pick, [start, start + len(rows)])
+            parts.append(rows[pick[lo:hi] - start])
+        return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
 
     return build_faiss(spec, dim, chunks, sample)
 
