@@ -416,7 +416,10 @@ def build_image_index(config: ImageIndexConfig) -> Path:
         raise ValueError(f"crop ({config.crop}) must not exceed resize ({config.resize})")
     if config.batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {config.batch_size}")
-    vector_spec(config.index_type, 1, 0)  # refuses an unknown index type before any work
+    if config.index_type not in INDEX_TYPE_CHOICES:
+        raise ValueError(
+            f"unknown FAISS index type {config.index_type!r}; choose one of: {', '.join(INDEX_TYPE_CHOICES)}"
+        )
     started = time.time()
     out = Path(config.out_dir).expanduser().resolve()
     if not Path(config.checkpoint).is_file():

@@ -277,6 +277,32 @@ def test_cli_ivf_build_and_bad_input(
     assert "no images found" in capsys.readouterr().err
 
 
+def test_undecodable_images_are_skipped(tmp_path: Path, tiny_checkpoint: Path, synthetic_root: Path) -> None:
+    """A file that does not decode is recorded in ``skipped`` and left out; a folder of nothing else is an error."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for p in find_images(synthetic_root, "val2017")[:3]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    out = build_image_index(ImageIndexConfig(tiny_checkpoint, folder, tmp_path / "ix", split=None))
+    with ImageIndex.open(out) as ix:
+        assert ix.manifest.counts["images"] == 3 and ix.manifest.counts["skipped"] == 1
+        assert {ix.image(i).file_name for i in range(3)} == {p.name for p in find_images(synthetic_root, "val2017")[:3]}
+        with pytest.raises(KeyError):
+            ix.image(3)  # the broken file's id
+    conn = sqlite3.connect(out / DB_NAME)
+    assert conn.execute("SELECT file_name FROM skipped").fetchall() == [("broken.jpg",)]
+    conn.close()
+    only = tmp_path / "only-broken"
+    only.mkdir()
+    (only / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match="could be decoded"):
+        build_image_index(ImageIndexConfig(tiny_checkpoint, only, tmp_path / "none", split=None))
+    assert not (tmp_path / "none").exists()
+    with pytest.raises(ValueError, match="unknown FAISS index type"):
+        build_image_index(ImageIndexConfig(tiny_checkpoint, folder, tmp_path / "none", split=None, index_type="hnsw"))
+
+
 def test_open_refuses_other_directories(image_index: Path, tiny_index: Path, tmp_path: Path) -> None:
     with pytest.raises(ImageIndexError, match="not an image index"):
         ImageIndex.open(tiny_index)  # an ordinary concept index
