@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -84,6 +85,9 @@ FLAT_MAX_VECTORS = 200_000
 EXACT_SUBSET_MAX = 50_000
 #: IVF-PQ searches fetch this many candidates per wanted result, re-ranked with the exact vectors.
 RERANK_FACTOR = 10
+#: Most IVF lists chosen by default: the build trains on 64 vectors per list, so its training memory is at most
+#: 64 · 1024 · D floats (and k-means' temporaries) whatever the count; ``--nlist`` overrides it.
+MAX_AUTO_NLIST = 1024
 INDEX_TYPE_CHOICES = ("auto", *INDEX_TYPES)
 
 _SCHEMA = """
@@ -248,11 +252,14 @@ def vector_spec(
 ) -> str:
     """The FAISS factory string for ``count`` vectors: ``auto`` is ``flat`` up to ``flat_max`` vectors and
     ``ivfpq`` above; the rest (and the fallbacks for too few vectors) as :func:`indexer.vectors.faiss_spec`, PQ
-    without polysemous training (``PQ8np``)."""
+    without polysemous training (``PQ8np``). The default IVF list count is ``4·sqrt(count)`` as there, but at
+    most :data:`MAX_AUTO_NLIST`, so the training sample (64 vectors per list) stays bounded whatever the count."""
     if index_type not in INDEX_TYPE_CHOICES:
         raise ValueError(f"unknown FAISS index type {index_type!r}; choose one of: {', '.join(INDEX_TYPE_CHOICES)}")
     if index_type == "auto":
         index_type = "flat" if count <= flat_max else "ivfpq"
+    if nlist is None:
+        nlist = min(MAX_AUTO_NLIST, max(1, int(4 * math.sqrt(max(count, 1)))))
     spec = faiss_spec(index_type, dim, count, nlist, pq_m)
     # "np": no polysemous training (codes reordered for Hamming pre-filtering, which these searches never use);
     # it costs ~20 s per index whatever the sample size
@@ -286,7 +293,10 @@ def faiss_from_raw(raw: Path, dim: int, spec: str, chunk: int = 65536, seed: int
             parts.append(rows[pick[lo:hi] - start])
         return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
 
-    return build_faiss(spec, dim, chunks, sample)
+    index = build_faiss(spec, dim, chunks, sample)
+    if spec != "Flat":  # build_faiss maps ids for reconstruct(); the exact vectors are in ``raw``: 8 bytes saved
+        faiss.extract_index_ivf(index).set_direct_map_type(faiss.DirectMap.NoMap)
+    return index
 
 
 # ---------------------------------------------------------------------------------------------- build
