@@ -69,7 +69,7 @@ def child(args: argparse.Namespace) -> int:
         ImageIndexConfig(
             args.checkpoint, args.data, args.out, split="val2017", resize=args.resize, crop=args.crop,
             batch_size=args.batch_size, workers=args.workers, device="cpu", global_vectors=args.global_vectors,
-            index_type=args.faiss, flat_max=args.flat_max,
+            index_type=args.faiss, flat_max=args.flat_max, nlist=args.nlist,
         )
     )  # fmt: skip
     seconds = time.perf_counter() - start
@@ -90,6 +90,49 @@ def child(args: argparse.Namespace) -> int:
                 "peak_rss_mib_build_increment": round((hwm_build - hwm_imports) / 1024, 1),
                 "ru_maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                 "index_bytes": size,
+            }
+        )  # fmt: skip
+    )
+    return 0
+
+
+def child_vectors(args: argparse.Namespace) -> int:
+    """The FAISS stage of the build alone (``indexer.image_index.faiss_from_raw``, as ``build_image_index`` runs
+    it) on ``--child-vectors`` synthetic unit vectors of ``--dim-out`` dimensions, written to a float32 file in
+    chunks first; prints its time, spec and peak RSS (run in a process of its own)."""
+    import faiss
+    import numpy as np
+
+    faiss.omp_set_num_threads(args.threads)
+    from indexer.image_index import faiss_from_raw, vector_spec
+
+    n, d = args.child_vectors, args.dim_out
+    raw = Path(args.out)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(args.prototypes, d)).astype(np.float32)
+    with open(raw, "wb") as f:
+        for start in range(0, n, 4096):  # small chunks: the generation must not set the peak measured below
+            m = min(4096, n - start)
+            x = centres[rng.integers(0, len(centres), m)] + rng.normal(scale=0.5, size=(m, d)).astype(np.float32)
+            f.write((x / np.linalg.norm(x, axis=1, keepdims=True)).tobytes())
+    del x
+    hwm_before = _status_kib("VmHWM")
+    spec = vector_spec(args.faiss, d, n, args.nlist, None, args.flat_max)
+    start = time.perf_counter()
+    index = faiss_from_raw(raw, d, spec)
+    seconds = time.perf_counter() - start
+    hwm = _status_kib("VmHWM")
+    faiss.write_index(index, str(raw.with_suffix(".faiss")))
+    print(
+        json.dumps(
+            {
+                "vectors": n,
+                "faiss": spec,
+                "faiss_build_s": round(seconds, 2),
+                "peak_rss_mib_before_faiss": round(hwm_before / 1024, 1),
+                "peak_rss_mib": round(hwm / 1024, 1),
+                "peak_rss_mib_faiss_increment": round((hwm - hwm_before) / 1024, 1),
+                "faiss_file_bytes": raw.with_suffix(".faiss").stat().st_size,
             }
         )  # fmt: skip
     )
@@ -137,14 +180,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--faiss", default="auto", help="index type (auto: flat up to --flat-max vectors, IVF-PQ above)")
     p.add_argument("--flat-max", type=int, default=50_000)
+    p.add_argument("--nlist", type=int, default=None, help="IVF lists (default: the image index's, at most 1024)")
+    p.add_argument(
+        "--vector-sizes",
+        default="",
+        help="also time the FAISS stage alone on this many synthetic D-dim vectors each (comma-separated), "
+        "to see the build's memory beyond the image counts that fit in a benchmark",
+    )
     p.add_argument("--global-vectors", action="store_true")
     p.add_argument("--work", default=None, help="working directory (default: a temporary one, removed)")
     # --child: one build, in its own process
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--child-vectors", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.child_vectors:
+        return child_vectors(args)
     if args.child:
         return child(args)
 
@@ -169,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                 "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--threads", str(args.threads),
                 "--faiss", args.faiss, "--flat-max", str(args.flat_max),
                 *(["--global-vectors"] if args.global_vectors else []),
+                *(["--nlist", str(args.nlist)] if args.nlist else []),
             ]  # fmt: skip
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
             if proc.returncode != 0:
@@ -177,6 +231,21 @@ def main(argv: list[str] | None = None) -> int:
             results.append({"size": n, **json.loads(proc.stdout.strip().splitlines()[-1])})
             shutil.rmtree(data)
             shutil.rmtree(work / f"index-{n}")
+        vector_results = []
+        for n in [int(v) for v in args.vector_sizes.split(",") if v.strip()]:
+            cmd = [
+                sys.executable, __file__, "--child-vectors", str(n), "--out", str(work / f"vectors-{n}.f32"),
+                "--dim-out", str(args.dim_out), "--prototypes", str(args.prototypes), "--threads", str(args.threads),
+                "--faiss", args.faiss, "--flat-max", str(args.flat_max),
+                *(["--nlist", str(args.nlist)] if args.nlist else []),
+            ]  # fmt: skip
+            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+            if proc.returncode != 0:
+                print(proc.stderr[-4000:], file=sys.stderr)
+                return proc.returncode
+            vector_results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            for f in work.glob(f"vectors-{n}.*"):
+                f.unlink()
         out = {
             "benchmark": "image_index_scale",
             "machine": machine(args.threads),
@@ -191,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
                 "setup_s": round(setup_s, 1),
             },
             "results": results,
+            "faiss_stage_alone": vector_results,
         }
         if len(results) >= 2:
             first, last = results[0], results[-1]
