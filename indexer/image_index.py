@@ -12,7 +12,9 @@ Build (:func:`build_image_index`): images stream through the inference model in 
 to float32 files and metadata is written to SQLite in bounded batches, so nothing grows in memory with the
 image count but the list of image paths. The FAISS indexes are then built from the float32 files read in
 chunks (:func:`indexer.vectors.build_faiss`): an exact flat inner-product index up to ``flat_max`` vectors,
-IVF-PQ above (trained on a bounded random sample, then filled chunk by chunk). The build happens in a
+IVF-PQ above (at most :data:`MAX_AUTO_NLIST` lists by default, trained on a bounded random sample of 64
+vectors per list, then filled chunk by chunk). What still grows with the count is the IVF-PQ index itself
+(m bytes of PQ code + an 8-byte id per vector) and the list of image paths. The build happens in a
 temporary directory renamed over ``out`` only when complete.
 
 Layout of an image-index directory::
@@ -388,7 +390,7 @@ class ImageIndexConfig:
 
     ``resize``/``crop``: the model input, as the ordinary index; ``global_vectors``: also one vector per image;
     ``index_type``: ``auto`` (flat up to ``flat_max`` vectors, IVF-PQ above), ``flat``, ``ivf`` or ``ivfpq``;
-    ``nlist``/``pq_m``: IVF lists and PQ sub-quantisers (default: :func:`indexer.vectors.faiss_spec`'s);
+    ``nlist``/``pq_m``: IVF lists and PQ sub-quantisers (default: :func:`vector_spec`'s, at most 1024 lists);
     ``flush_rows``: SQLite rows buffered before a write; ``chunk``: vectors per FAISS add; ``limit``: the first
     N images only; ``fused``/``jpeg_draft``: as :class:`indexer.build.IndexConfig`.
     """
