@@ -2,14 +2,16 @@
 
     nice -n 10 .venv/bin/python bench/image_index_scale.py --sizes 200,2000        # a quick check
     nice -n 10 .venv/bin/python bench/image_index_scale.py --sizes 2000,20000      # the issue's goal
+    nice -n 10 .venv/bin/python bench/image_index_scale.py --sizes 2000,20000 --vector-sizes 80000,800000,3200000
 
 Everything is made here: a random-init ResNet-18 checkpoint (``--width``, ``--dim-out``, ``--prototypes``) and
 ``--unique`` synthetic scenes (``core.synthetic.generate`` at ``--image-size`` px), hard-linked over and over
 into one folder per size, so 20,000 images cost one small generation. Each size is built by
 ``indexer.image_index.build_image_index`` in a child process of its own (``--child``), which reports its peak
-resident memory (``VmHWM`` of ``/proc/self/status``) both after its imports and after the build, so the
-figures of different sizes do not share a process. DataLoader workers are 0 by default, so the whole build
-(decoding included) is in the measured process. Prints one JSON object with the machine.
+resident memory (``VmHWM`` of ``/proc/self/status``) both after its imports and after the build (so the
+figures of different sizes do not share a process), then times ``--queries`` queries of each kind on the index
+(``top_k``, ``neighbors``, ``neighbors`` within a prototype: p50 / p99 ms). DataLoader workers are 0 by
+default, so the whole build (decoding included) is in the measured process. Prints one JSON object with the machine.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ def child(args: argparse.Namespace) -> int:
     hwm_build = _status_kib("VmHWM")
     with ImageIndex.open(out) as ix:
         manifest = ix.manifest
+        queries = _query_latency(ix, args.queries)
     size = sum(f.stat().st_size for f in Path(out).iterdir())
     print(
         json.dumps(
@@ -90,10 +93,38 @@ def child(args: argparse.Namespace) -> int:
                 "peak_rss_mib_build_increment": round((hwm_build - hwm_imports) / 1024, 1),
                 "ru_maxrss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                 "index_bytes": size,
+                "query_ms": queries,
             }
         )  # fmt: skip
     )
     return 0
+
+
+def _query_latency(ix, n: int) -> dict:  # noqa: ANN001 - an indexer.image_index.ImageIndex
+    """p50 / p99 milliseconds of ``n`` queries each: top-k (k = 10) of a random prototype, neighbours of a
+    random vector, and neighbours within the vector's prototype (after one warm-up query of each)."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    active = [p for p in range(ix.num_prototypes) if ix.prototype_count(p) > 0]
+    vids = rng.integers(0, ix.num_vectors, n)
+    kinds = {
+        "top_k": lambda i: ix.top_k(active[i % len(active)], 10),
+        "neighbors": lambda i: ix.neighbors(vector_id=int(vids[i]), k=10),
+        "neighbors_in_prototype": lambda i: ix.neighbors(
+            vector_id=int(vids[i]), k=10, prototype=ix.vector(int(vids[i])).prototype
+        ),
+    }
+    out = {}
+    for name, fn in kinds.items():
+        fn(0)
+        times = []
+        for i in range(n):
+            t = time.perf_counter()
+            fn(i)
+            times.append((time.perf_counter() - t) * 1000)
+        out[name] = {"p50": round(float(np.percentile(times, 50)), 3), "p99": round(float(np.percentile(times, 99)), 3)}
+    return out
 
 
 def child_vectors(args: argparse.Namespace) -> int:
@@ -188,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         "to see the build's memory beyond the image counts that fit in a benchmark",
     )
     p.add_argument("--global-vectors", action="store_true")
+    p.add_argument("--queries", type=int, default=200, help="queries of each kind timed on each built index")
     p.add_argument("--work", default=None, help="working directory (default: a temporary one, removed)")
     # --child: one build, in its own process
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -220,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 sys.executable, __file__, "--child", "--checkpoint", str(ckpt), "--data", str(data),
                 "--out", str(work / f"index-{n}"), "--resize", str(args.resize), "--crop", str(args.crop),
                 "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--threads", str(args.threads),
-                "--faiss", args.faiss, "--flat-max", str(args.flat_max),
+                "--faiss", args.faiss, "--flat-max", str(args.flat_max), "--queries", str(args.queries),
                 *(["--global-vectors"] if args.global_vectors else []),
                 *(["--nlist", str(args.nlist)] if args.nlist else []),
             ]  # fmt: skip

@@ -90,6 +90,8 @@ RERANK_FACTOR = 10
 #: Most IVF lists chosen by default: the build trains on 64 vectors per list, so its training memory is at most
 #: 64 · 1024 · D floats (and k-means' temporaries) whatever the count; ``--nlist`` overrides it.
 MAX_AUTO_NLIST = 1024
+#: Vectors read and added to FAISS at a time (with FAISS's temporaries, ~3 × 4·D bytes each at the peak).
+ADD_CHUNK = 16384
 INDEX_TYPE_CHOICES = ("auto", *INDEX_TYPES)
 
 _SCHEMA = """
@@ -277,10 +279,12 @@ def _chunks_of(raw: Path, dim: int, chunk: int) -> Iterator[tuple[int, np.ndarra
         yield start, np.fromfile(raw, dtype=np.float32, count=count, offset=4 * dim * start).reshape(-1, dim)
 
 
-def faiss_from_raw(raw: Path, dim: int, spec: str, chunk: int = 65536, seed: int = 0) -> faiss.Index:
+def faiss_from_raw(raw: Path, dim: int, spec: str, chunk: int | None = None, seed: int = 0) -> faiss.Index:
     """The FAISS inner-product index of the raw vector file ``raw`` (FAISS id = row), built from chunks of
     ``chunk`` rows; IVF is trained on a bounded random sample of rows (:func:`indexer.vectors.build_faiss`),
-    gathered in one pass over the file. Only one chunk, the sample and the index itself are ever in memory."""
+    gathered in one pass over the file. Only one chunk (:data:`ADD_CHUNK` rows by default), the sample and the
+    index itself are ever in memory."""
+    chunk = chunk or ADD_CHUNK
     total = raw.stat().st_size // (4 * dim)
 
     def chunks() -> Iterator[np.ndarray]:
@@ -410,7 +414,7 @@ class ImageIndexConfig:
     pq_m: int | None = None
     flat_max: int = FLAT_MAX_VECTORS
     flush_rows: int = 4096
-    chunk: int = 65536
+    chunk: int = 0  # 0: ADD_CHUNK
     limit: int | None = None
     fused: bool = True
     jpeg_draft: bool = False
