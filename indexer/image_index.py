@@ -855,8 +855,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``slotcon index-images``."""
     p = argparse.ArgumentParser(
         prog="slotcon index-images",
-        description="build an image index: one vector per image and active prototype (no masks), memory flat "
-        "in the image count",
+        description="build an image index: one vector per image and active prototype (no masks), streamed to "
+        "disk in batches",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint (this project's or the public release's)")
