@@ -83,8 +83,11 @@ VECTORS_RAW, VECTORS_FAISS = "vectors.f32", "vectors.faiss"
 GLOBAL_RAW, GLOBAL_FAISS = "global.f32", "global.faiss"
 #: ``index_type="auto"``: an exact flat index up to this many vectors (4·D bytes each in memory), IVF-PQ above.
 FLAT_MAX_VECTORS = 200_000
-#: A prototype-restricted search over at most this many vectors is exact (read from ``vectors.f32``).
-EXACT_SUBSET_MAX = 50_000
+#: A prototype-restricted search over at most this many vectors is exact (scored from ``vectors.f32``, ~0.5 µs a
+#: vector); larger ones go through FAISS with a bitmap of the prototype's ids.
+EXACT_SUBSET_MAX = 8192
+#: Prototype subsets (ids, bitmaps) kept by an open :class:`ImageIndex`: at most this many, and this many ids.
+SUBSET_CACHE_ENTRIES, SUBSET_CACHE_IDS = 64, 4_000_000
 #: IVF-PQ searches fetch this many candidates per wanted result, re-ranked with the exact vectors.
 RERANK_FACTOR = 10
 #: Most IVF lists chosen by default: the build trains on 64 vectors per list, so its training memory is at most
@@ -552,7 +555,8 @@ class ImageIndex:
             self._global_faiss = faiss.read_index(str(index_dir / GLOBAL_FAISS))
             self._global_raw = _raw_vectors(index_dir / GLOBAL_RAW, manifest.dim)
         self._prototypes = np.load(index_dir / PROTOTYPES_NAME).astype(np.float32)
-        self._subsets: OrderedDict[int, np.ndarray] = OrderedDict()  # prototype → its vector ids (LRU)
+        # prototype → (its sorted vector ids, their FAISS selector bitmap or None), least recently used first
+        self._subsets: OrderedDict[int, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()
         if self._faiss.ntotal != len(self._raw) or len(self._raw) != manifest.counts["vectors"]:
             raise ImageIndexError(
                 f"{index_dir}: {self._faiss.ntotal} FAISS vectors, {len(self._raw)} raw vectors, "
@@ -732,11 +736,11 @@ class ImageIndex:
         """The (image, prototype) vectors nearest to ``vector`` (D,) by cosine (it is normalised here), only
         ``prototype``'s if given, ``exclude`` left out; most similar first."""
         q = self._unit(vector)
-        subset = None
+        subset = bitmap = None
         if prototype is not None:
             self._check_prototype(prototype)
-            subset = self._subset(int(prototype))
-        hits = search_vectors(self._faiss, self._raw, q, int(k), exclude, subset)
+            subset, bitmap = self._subset(int(prototype))
+        hits = search_vectors(self._faiss, self._raw, q, int(k), exclude, subset, bitmap=bitmap)
         records = self.vectors([i for i, _ in hits])
         images = self._images_by_id({r.image_id for r in records.values()})
         return [Neighbor(s, images[records[i].image_id], records[i]) for i, s in hits if i in records]
@@ -778,18 +782,24 @@ class ImageIndex:
                 f"image index {self.index_dir} has no global image vectors; rebuild it with --global-vectors"
             )
 
-    def _subset(self, prototype: int) -> np.ndarray:
-        """The (sorted) vector ids of ``prototype``, cached for the last 16 prototypes asked for."""
+    def _subset(self, prototype: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the sorted vector ids of ``prototype``, their FAISS selector bitmap, or None where the subset is small
+        enough to be searched exactly), cached for the last :data:`SUBSET_CACHE_ENTRIES` prototypes asked for
+        and at most :data:`SUBSET_CACHE_IDS` ids in all."""
         with self._lock:
-            ids = self._subsets.get(prototype)
-            if ids is None:
+            hit = self._subsets.get(prototype)
+            if hit is None:
                 rows = self._conn.execute("SELECT id FROM vectors WHERE prototype = ?", (prototype,)).fetchall()
                 ids = np.sort(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
-                self._subsets[prototype] = ids
-                while len(self._subsets) > 16:
+                hit = (ids, _bitmap(ids, len(self._raw)) if len(ids) > EXACT_SUBSET_MAX else None)
+                self._subsets[prototype] = hit
+                while len(self._subsets) > 1 and (
+                    len(self._subsets) > SUBSET_CACHE_ENTRIES
+                    or sum(len(v[0]) for v in self._subsets.values()) > SUBSET_CACHE_IDS
+                ):
                     self._subsets.popitem(last=False)
             self._subsets.move_to_end(prototype)
-            return ids
+            return hit
 
 
 def search_vectors(
@@ -799,16 +809,19 @@ def search_vectors(
     k: int,
     exclude: int | None = None,
     subset: np.ndarray | None = None,
-    exact_subset_max: int = EXACT_SUBSET_MAX,
+    exact_subset_max: int | None = None,
+    bitmap: np.ndarray | None = None,
 ) -> list[tuple[int, float]]:
     """Top-``k`` (id, cosine) of the unit query ``q`` (D,) among the unit vectors ``raw`` (N, D) that ``index``
     holds (FAISS id = row), only the ids in ``subset`` (sorted) if given, ``exclude`` left out; most similar
-    first, ties by id. Exact for a flat index and for subsets of at most ``exact_subset_max`` ids (scored from
-    ``raw``); for IVF, FAISS's ``RERANK_FACTOR`` × k candidates are re-scored exactly from ``raw``, so the
-    similarities are exact and only the recall is approximate."""
+    first, ties by id. Exact for a flat index and for subsets of at most ``exact_subset_max`` ids (default
+    :data:`EXACT_SUBSET_MAX`; scored from ``raw``); for IVF, FAISS's ``RERANK_FACTOR`` × k candidates are
+    re-scored exactly from ``raw``, so the similarities are exact and only the recall is approximate. ``bitmap``:
+    the subset's selector bitmap when the caller has it (else it is made here)."""
     if k <= 0 or len(raw) == 0:
         return []
     want = k + (1 if exclude is not None else 0)
+    exact_subset_max = EXACT_SUBSET_MAX if exact_subset_max is None else exact_subset_max
     if subset is not None and len(subset) <= exact_subset_max:
         cand = subset
     else:
@@ -818,7 +831,8 @@ def search_vectors(
         if subset is None:
             sims, ids = index.search(q2, fetch)
         else:
-            bitmap = _bitmap(subset, len(raw))
+            if bitmap is None:  # callers that search one subset often pass it (ImageIndex caches them)
+                bitmap = _bitmap(subset, len(raw))
             sel = faiss.IDSelectorBitmap(len(raw), faiss.swig_ptr(bitmap))
             if exact:
                 params = faiss.SearchParameters(sel=sel)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import indexer.image_index as image_index_module
 from core.augment import eval_transform
 from core.checkpoint import CheckpointError, file_sha256
 from core.datasets import find_images, load_rgb
@@ -231,7 +232,7 @@ def test_ivfpq_recall_on_synthetic_vectors(tmp_path: Path) -> None:
 
 
 def test_cli_ivf_build_and_bad_input(
-    tmp_path: Path, tiny_checkpoint: Path, synthetic_root: Path, brute: dict, capsys
+    tmp_path: Path, tiny_checkpoint: Path, synthetic_root: Path, brute: dict, capsys, monkeypatch
 ) -> None:
     """``slotcon index-images`` through the dispatcher with an IVF index (the re-ranked path): neighbours still
     equal brute force; no global vectors means no image search; bad input is a clear error (exit code 2)."""
@@ -256,6 +257,20 @@ def test_cli_ivf_build_and_bad_input(
             _assert_same_ranking([to_brute[n.vector.id] for n in got], [n.similarity for n in got], want_ids, want_sims)
         with pytest.raises(GlobalVectorsUnavailableError, match="--global-vectors"):
             ix.neighbors(image_id=0)
+    # prototype subsets above EXACT_SUBSET_MAX go through FAISS with a bitmap selector (here: every subset)
+    monkeypatch.setattr(image_index_module, "EXACT_SUBSET_MAX", 0)
+    protos = np.array([r[1] for r in brute["rows"]])
+    with ImageIndex.open(out) as ix:
+        for vid in (0, 7, 20):
+            record = ix.vector(vid)
+            allowed = np.flatnonzero(protos == record.prototype)
+            q = brute["vectors"][to_brute[vid]]
+            want_ids, want_sims = _brute_top(brute["vectors"], q, 3, allowed, exclude=to_brute[vid])
+            for _ in range(2):  # the second time from the cached ids and bitmap
+                got = ix.neighbors(vector_id=vid, k=3, prototype=record.prototype)
+                assert ix._subsets[record.prototype][1] is not None
+                _assert_same_ranking([to_brute[n.vector.id] for n in got], [n.similarity for n in got], want_ids,
+                                     want_sims)  # fmt: skip
     with pytest.raises(IndexMismatchError):
         ImageIndex.open(out, expected_checkpoint_sha="0" * 64)
 
