@@ -267,10 +267,7 @@ def vector_spec(
         index_type = "flat" if count <= flat_max else "ivfpq"
     if nlist is None:
         nlist = min(MAX_AUTO_NLIST, max(1, int(4 * math.sqrt(max(count, 1)))))
-    spec = faiss_spec(index_type, dim, count, nlist, pq_m)
-    # "np": no polysemous training (codes reordered for Hamming pre-filtering, which these searches never use);
-    # it costs ~20 s per index whatever the sample size
-    return f"{spec}np" if ",PQ" in spec else spec
+    return faiss_spec(index_type, dim, count, nlist, pq_m)  # PQ specs end in "np": no polysemous training
 
 
 def _chunks_of(raw: Path, dim: int, chunk: int) -> Iterator[tuple[int, np.ndarray]]:

@@ -26,6 +26,9 @@ def faiss_spec(index_type: str, dim: int, count: int, nlist: int | None = None, 
 
     IVF needs ~39 training vectors per list; with too few vectors it falls back to ``Flat`` (exact).
     IVF-PQ also needs :data:`PQ_MIN_TRAIN` vectors for its codebooks; with fewer it falls back to IVF-Flat.
+    Its spec ends in ``np``: no polysemous training, which only serves Hamming-filtered search (never used
+    here) and cost a fixed ~20-70 s per build on a 2-core CPU (IVF64,PQ16 on 20k vectors: 71.5 s with it,
+    2.1 s without, the same neighbours and distances).
     """
     if index_type not in INDEX_TYPES:
         raise ValueError(f"unknown FAISS index type {index_type!r}; choose one of: {', '.join(INDEX_TYPES)}")
@@ -40,7 +43,7 @@ def faiss_spec(index_type: str, dim: int, count: int, nlist: int | None = None, 
     if index_type == "ivf" or count < PQ_MIN_TRAIN:
         return f"IVF{nlist},Flat"
     m = pq_m or max(m for m in (1, 2, 4, 8, 16, 32, 64) if dim % m == 0 and m <= max(1, dim // 4))
-    return f"IVF{nlist},PQ{m}"
+    return f"IVF{nlist},PQ{m}np"
 
 
 def build_faiss(

@@ -193,7 +193,7 @@ def test_ivf_index_range_search_and_reconstruct(tmp_path):
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     spec = faiss_spec("ivf", 16, len(x), nlist=8)
     assert spec == "IVF8,Flat" and faiss_spec("ivf", 16, 100, nlist=8) == "Flat"
-    assert faiss_spec("ivfpq", 16, len(x), nlist=8) == "IVF8,PQ4"
+    assert faiss_spec("ivfpq", 16, len(x), nlist=8) == "IVF8,PQ4np"
     index = build_faiss(spec, 16, lambda: iter([x[:1000], x[1000:]]), lambda n: x[:n])
     faiss.write_index(index, str(tmp_path / "i.faiss"))
     index = faiss.read_index(str(tmp_path / "i.faiss"))

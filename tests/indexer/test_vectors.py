@@ -72,8 +72,8 @@ def test_ivfpq_sub_quantizers_divide_dim_and_stay_at_most_a_quarter_of_it() -> N
     count = 10**6
     nlist = int(4 * math.sqrt(count))
     for dim, m in [(256, 64), (128, 32), (32, 8), (48, 8), (6, 1), (3, 1)]:
-        assert faiss_spec("ivfpq", dim, count) == f"IVF{nlist},PQ{m}", dim
-    assert faiss_spec("ivfpq", 256, count, pq_m=16) == f"IVF{nlist},PQ16"
+        assert faiss_spec("ivfpq", dim, count) == f"IVF{nlist},PQ{m}np", dim
+    assert faiss_spec("ivfpq", 256, count, pq_m=16) == f"IVF{nlist},PQ16np"
 
 
 # ---------------------------------------------------------------- build_faiss + search
@@ -166,7 +166,7 @@ def test_ivfpq_with_few_lists_trains_its_codebooks_on_enough_vectors() -> None:
     dim, n = 16, 400
     x = _unit(n, dim, seed=6)
     spec = faiss_spec("ivfpq", dim, n, nlist=2)
-    assert spec == "IVF2,PQ4"
+    assert spec == "IVF2,PQ4np"
     index = build_faiss(spec, dim, _chunked(x, 100), lambda m: x[:m])
     assert index.ntotal == n
     # PQ is lossy: a stored vector is still its own nearest neighbour for most queries
