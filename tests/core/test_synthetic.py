@@ -150,14 +150,19 @@ def test_class_textures() -> None:
             region = lum[:-1, 1:-1][m]
             light = (region > region.mean()).mean()  # the two tones come in random order: take the rarer one
             diag = sorted((rise[m].mean(), fall[m].mean()))
-            stats[c.name].append((dx[m].mean(), dy[m].mean(), min(light, 1 - light), diag[0] / max(diag[1], 1e-9)))
+            # the largest one-pixel step against the texture's range: ~1 at a hard edge, ~0.3 on a sinusoid
+            step = max(np.quantile(dx[m], 0.99), np.quantile(dy[m], 0.99))
+            hard = step / max(np.quantile(region, 0.98) - np.quantile(region, 0.02), 1e-9)
+            stats[c.name].append(
+                (dx[m].mean(), dy[m].mean(), min(light, 1 - light), diag[0] / max(diag[1], 1e-9), hard)
+            )
     med = {k: np.median(np.array(v), axis=0) for k, v in stats.items() if v}
     assert set(med) == {c.name for c in CLASSES}
     assert med["cross"][0] < 6 and med["cross"][1] < 6  # plain: pixel noise and shading only
     assert med["stripes"][1] > 4 * med["stripes"][0]  # horizontal stripes: edges between rows
     assert med["box"][0] > 4 * med["box"][1]  # vertical stripes
     for name in ("disk", "triangle", "hatch"):  # rings, dots, diagonals: edges along both axes
-        gx, gy, _, _ = med[name]
+        gx, gy, _, _, _ = med[name]
         assert gx > 10 and gy > 10 and 0.7 < gx / gy < 1.4, (name, gx, gy)
     assert med["hatch"][3] < 0.3  # flat along one diagonal: straight diagonal stripes
     assert med["triangle"][3] > 0.5 and med["disk"][3] > 0.5  # dots and rings turn: no flat diagonal
@@ -165,6 +170,7 @@ def test_class_textures() -> None:
         assert med[name][2] > 0.35, name  # two tones, about half each
     dots = np.pi * 0.32**2 / (np.sqrt(3) / 2)  # a dot of radius 0.32 × spacing per hexagonal lattice cell
     assert abs(med["triangle"][2] - dots) < 0.05, med["triangle"]
+    assert med["disk"][4] < 0.5 < med["box"][4] and med["stripes"][4] > 0.5  # soft rings: no hard edge
 
 
 def test_hatch_draws_both_diagonals() -> None:
