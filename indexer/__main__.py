@@ -15,13 +15,13 @@ must be on a filesystem every node shares.
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 from collections.abc import Sequence
 
 from core.checkpoint import CheckpointError
 from core.recipes import INDEX_CROP, INDEX_RESIZE, NEAR_DUPLICATE_THRESHOLD
+from indexer.progress import configure_logging
 from indexer.vectors import INDEX_TYPES
 
 
@@ -83,10 +83,7 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``slotcon index``; returns the exit code (2 for bad input)."""
     args = get_args_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # on an AVX2 CPU faiss logs at INFO that it "could not load" an AVX2 build (this wheel ships one generic
-    # build) with a ModuleNotFoundError, then loads the generic one: harmless, but alarming in a demo's output
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    configure_logging()
     signal.signal(signal.SIGTERM, _terminate)
     from indexer.build import build_index  # heavy imports after argument parsing
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from collections.abc import Sequence
 from core.checkpoint import CheckpointError
 from core.recipes import BASELINES, EVAL_RESOLUTION
 from indexer.labels import PROTOCOLS
+from indexer.progress import configure_logging
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -85,10 +85,7 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``slotcon eval``; prints JSON and returns the exit code (2 for bad input)."""
     args = get_args_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # on an AVX2 CPU faiss logs at INFO that it "could not load" an AVX2 build (this wheel ships one generic
-    # build) with a ModuleNotFoundError, then loads the generic one: harmless, but alarming in a demo's output
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    configure_logging()
     signal.signal(signal.SIGTERM, _terminate)
     from indexer.evaluate import EvalConfig, run_eval
     from indexer.store import IndexMismatchError, IndexNotFoundError

@@ -68,7 +68,7 @@ from core.inference import image_segments, teacher_outputs
 from core.recipes import INDEX_CROP, INDEX_RESIZE
 from indexer.build import _default_device, _swap_into_place, describe_inference, resolve_images
 from indexer.decode import load_rgb_reduced
-from indexer.progress import Progress
+from indexer.progress import Progress, configure_logging
 from indexer.segments import model_input
 from indexer.store import IndexMismatchError
 from indexer.vectors import INDEX_TYPES, build_faiss, faiss_spec
@@ -904,7 +904,7 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``slotcon index-images``; returns the exit code (2 for bad input)."""
     args = get_args_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     signal.signal(signal.SIGTERM, _terminate)
     config = ImageIndexConfig(
         args.checkpoint, args.data, args.out, split=args.split or None, resize=args.resize, crop=args.crop,

@@ -1,4 +1,5 @@
-"""Progress of a long job: a tqdm bar (images/s, ETA) and an optional JSON file rewritten atomically.
+"""Progress of a long job: a tqdm bar (images/s, ETA) and an optional JSON file rewritten atomically;
+and :func:`configure_logging`, the log format of the indexer's and the server's commands.
 
 The file holds ``{"done": n, "total": N, "rate": x, "eta_s": s, "stage": "..."}`` (INTERFACES.md);
 the server polls it while the job runs.
@@ -7,6 +8,7 @@ the server polls it while the job runs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -15,6 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+
+def configure_logging(level: int | str = logging.INFO) -> None:
+    """The commands' log lines (time, level, logger, message) at ``level``. faiss's loader stays at WARNING:
+    on an AVX2 CPU it logs at INFO that it "could not load" an AVX2 build (this wheel ships one generic build)
+    with a ModuleNotFoundError, then loads the generic one: harmless, but alarming in a demo's output."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:

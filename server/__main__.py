@@ -9,7 +9,6 @@ Every option also comes from ``SLOTCON_<NAME>`` environment variables (flags win
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,10 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = get_args_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     overrides = {k: v for k, v in vars(args).items() if v is not None and k != "log_level"}
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # on an AVX2 CPU faiss logs at INFO that it "could not load" an AVX2 build (this wheel ships one generic
-    # build) with a ModuleNotFoundError, then loads the generic one: harmless, but alarming in a demo's output
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    from indexer.progress import configure_logging
+
+    configure_logging(args.log_level.upper())
     settings = Settings(**overrides)
     try:
         app = create_app(settings)
