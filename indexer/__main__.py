@@ -15,13 +15,12 @@ must be on a filesystem every node shares.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Sequence
 
 from core.checkpoint import CheckpointError
 from core.recipes import INDEX_CROP, INDEX_RESIZE, NEAR_DUPLICATE_THRESHOLD
-from indexer.progress import configure_logging
+from indexer.progress import configure_logging, exit_on_sigterm
 from indexer.vectors import INDEX_TYPES
 
 
@@ -76,15 +75,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds, so the temporary build directory is removed
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``slotcon index``; returns the exit code (2 for bad input)."""
     args = get_args_parser().parse_args(argv)
     configure_logging()
-    signal.signal(signal.SIGTERM, _terminate)
+    exit_on_sigterm()
     from indexer.build import build_index  # heavy imports after argument parsing
 
     try:

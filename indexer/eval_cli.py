@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from collections.abc import Sequence
 
 from core.checkpoint import CheckpointError
 from core.recipes import BASELINES, EVAL_RESOLUTION
 from indexer.labels import PROTOCOLS
-from indexer.progress import configure_logging
+from indexer.progress import configure_logging, exit_on_sigterm
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -78,15 +77,11 @@ def summary(result: dict) -> dict:
     }
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``slotcon eval``; prints JSON and returns the exit code (2 for bad input)."""
     args = get_args_parser().parse_args(argv)
     configure_logging()
-    signal.signal(signal.SIGTERM, _terminate)
+    exit_on_sigterm()
     from indexer.evaluate import EvalConfig, run_eval
     from indexer.store import IndexMismatchError, IndexNotFoundError
 

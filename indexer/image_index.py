@@ -42,7 +42,6 @@ import logging
 import math
 import os
 import shutil
-import signal
 import sqlite3
 import sys
 import threading
@@ -59,17 +58,14 @@ import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from core.checkpoint import CheckpointError, file_sha256
-from core.datasets import load_rgb
 from core.infer_model import inference_model_for
 from core.inference import image_segments, teacher_outputs
 from core.recipes import INDEX_CROP, INDEX_RESIZE
-from indexer.build import _default_device, _swap_into_place, describe_inference, resolve_images
-from indexer.decode import load_rgb_reduced
-from indexer.progress import Progress, configure_logging
-from indexer.segments import model_input
+from indexer.build import _collate, _default_device, _ImageSet, _swap_into_place, describe_inference, resolve_images
+from indexer.progress import Progress, configure_logging, exit_on_sigterm
 from indexer.store import IndexMismatchError
 from indexer.vectors import INDEX_TYPES, build_faiss, faiss_spec
 
@@ -308,36 +304,6 @@ def faiss_from_raw(raw: Path, dim: int, spec: str, chunk: int | None = None, see
 # ---------------------------------------------------------------------------------------------- build
 
 
-class _Images(Dataset):
-    """Decodes images in their stored pixel frame (as the ordinary index does) and prepares the model input;
-    failures are returned, not raised."""
-
-    def __init__(self, items: list[tuple[int, Path]], root: Path, resize: int, crop: int, jpeg_draft: bool) -> None:
-        self.items, self.root, self.resize, self.crop, self.jpeg_draft = items, root, resize, crop, jpeg_draft
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        image_id, path = self.items[i]
-        item: dict = {"id": image_id, "file_name": path.relative_to(self.root).as_posix()}
-        try:
-            if self.jpeg_draft:
-                img, size = load_rgb_reduced(path, self.resize)
-            else:
-                img = load_rgb(path, upright=False)
-                size = img.size
-            item["tensor"], _ = model_input(img, self.resize, self.crop)
-            item["size"] = size
-        except Exception as e:  # noqa: BLE001 - any decoding failure skips the image
-            item["error"] = f"decode failed: {e}"
-        return item
-
-
-def _collate(batch: list[dict]) -> list[dict]:
-    return batch
-
-
 class _Writer:
     """Appends vectors to the raw float32 files and rows to SQLite, flushing every ``flush_rows`` rows."""
 
@@ -454,7 +420,7 @@ def build_image_index(config: ImageIndexConfig) -> Path:
     try:
         writer = _Writer(tmp, d, config.global_vectors, config.flush_rows)
         loader = DataLoader(
-            _Images(list(enumerate(paths)), root, config.resize, config.crop, config.jpeg_draft),
+            _ImageSet(list(enumerate(paths)), root, config.resize, config.crop, None, config.jpeg_draft),
             batch_size=config.batch_size,
             num_workers=config.workers,
             collate_fn=_collate,
@@ -897,15 +863,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds, so the temporary build directory is removed
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``slotcon index-images``; returns the exit code (2 for bad input)."""
     args = get_args_parser().parse_args(argv)
     configure_logging()
-    signal.signal(signal.SIGTERM, _terminate)
+    exit_on_sigterm()
     config = ImageIndexConfig(
         args.checkpoint, args.data, args.out, split=args.split or None, resize=args.resize, crop=args.crop,
         batch_size=args.batch_size, workers=args.workers, device=args.device, global_vectors=args.global_vectors,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +26,15 @@ def configure_logging(level: int | str = logging.INFO) -> None:
     with a ModuleNotFoundError, then loads the generic one: harmless, but alarming in a demo's output."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM raises ``SystemExit(128 + 15)``, which unwinds: a command's temporary build directory is removed."""
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _terminate)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
