@@ -129,7 +129,7 @@ def _against_release(a: argparse.Namespace, values: dict) -> dict:
     from trainer.config import fast_mode
 
     device_type = "cuda" if (a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available())) else "cpu"
-    fast = fast_mode(device_type)
+    fast = fast_mode()
     variants = {
         "release": (
             {
