@@ -15,7 +15,11 @@ prototypes, argmax masks and the per-prototype mean score; model load included) 
 (:func:`indexer.build.build`, which does more: RLE masks at image resolution, SQLite, FAISS), alternately on
 the same JPEGs (640×480, generated) with the same torch threads, loader workers and batch size::
 
-    nice -n 10 .venv/bin/python bench/index_throughput.py --against-release --images 96 --rounds 2
+    .venv/bin/python bench/index_throughput.py --against-release --images 200 --rounds 2 --workers 0 [--compile on]
+
+It reports the whole job (``ratio``: model load, a compilation and the project's masks, SQLite and FAISS
+included) and the steady state (``steady_ratio``: images/s after the first two batches, which is what
+decides a long job such as COCO val2017's 5,000 images).
 """
 
 from __future__ import annotations
@@ -139,9 +143,10 @@ class _Folder:
             return self.transform(img.convert("RGB"))
 
 
-def release_features(model, paths: list[Path], batch_size: int, workers: int) -> list:
+def release_features(model, paths: list[Path], batch_size: int, workers: int, stamps: list | None = None) -> list:
     """``prepare_knn`` streamed per batch (the release keeps the whole bank): per image the (h, w) argmax
-    prototype and the (K,) per-prototype mean scores. Returns the argmax maps."""
+    prototype and the (K,) per-prototype mean scores. Returns the argmax maps; appends (images done, time)
+    to ``stamps`` after every batch."""
     import torch
     import torch.nn.functional as F
 
@@ -157,7 +162,18 @@ def release_features(model, paths: list[Path], batch_size: int, workers: int) ->
             adder = masks + 1.0e-6
             _scores = (dots * adder).sum(-1).sum(-1) / adder.sum(-1).sum(-1)  # N x K
             maps.append(dots.argmax(1))
+            if stamps is not None:
+                stamps.append((sum(len(m) for m in maps), time.perf_counter()))
     return maps
+
+
+def steady_rate(stamps: list[tuple[int, float]], skip: int = 2) -> float | None:
+    """Images/s after the first ``skip`` batches (model load, first-call set-up and a compilation excluded),
+    from (images done, time) stamps; None with too few batches."""
+    if len(stamps) <= skip + 1:
+        return None
+    (n0, t0), (n1, t1) = stamps[skip - 1], stamps[-1]
+    return (n1 - n0) / (t1 - t0)
 
 
 def _jpegs(out: Path, n: int, width: int = 640, height: int = 480) -> list[Path]:
@@ -217,22 +233,41 @@ def against_release(args: argparse.Namespace) -> dict:
         agree = (teacher_outputs(fast, x)[1].argmax(1) == ref).float().mean().item()
         del fast, release
         times: dict[str, list[float]] = {"release": [], "project": []}
+        steady: dict[str, list[float]] = {"release": [], "project": []}
+        compiled: list[bool] = []
+        compile_flag = {"auto": None, "on": True, "off": False}[args.compile]
         for r in range(args.rounds):
+            stamps: list[tuple[int, float]] = []
             t = time.perf_counter()  # both timed end to end: model load included, as a build includes it
-            release_features(release_load(ckpt, args.arch), paths, args.batch_size, args.workers)
+            release_features(release_load(ckpt, args.arch), paths, args.batch_size, args.workers, stamps)
             times["release"].append(time.perf_counter() - t)
+            steady["release"].append(steady_rate(stamps))
+            stamps = []
+
+            def stamp(done: int, total: int, stage: str, stamps: list = stamps) -> None:
+                if stage == "index" and (not stamps or done > stamps[-1][0]):
+                    stamps.append((done, time.perf_counter()))
+
             t = time.perf_counter()
-            build(IndexConfig(ckpt, root, Path(tmp) / f"ix{r}", split="val2017", batch_size=args.batch_size,
-                              workers=args.workers, device="cpu", use_labels=False,
-                              jpeg_draft=args.jpeg_draft))  # fmt: skip
+            out = build(IndexConfig(ckpt, root, Path(tmp) / f"ix{r}", split="val2017", batch_size=args.batch_size,
+                                    workers=args.workers, device="cpu", use_labels=False, jpeg_draft=args.jpeg_draft,
+                                    compile=compile_flag), stamp)  # fmt: skip
             times["project"].append(time.perf_counter() - t)
+            steady["project"].append(steady_rate(stamps))
+            compiled.append("compile" in json.loads((out / "manifest.json").read_text())["inference"])
     rel, proj = statistics.median(times["release"]), statistics.median(times["project"])
+    rel_s = statistics.median([v for v in steady["release"] if v] or [float("nan")])
+    proj_s = statistics.median([v for v in steady["project"] if v] or [float("nan")])
     return {
         "mode": "against-release", "arch": args.arch, "resolution": 224, "precision": "fp32",
         "images": args.images, "image_size": [640, 480], "rounds": args.rounds, "batch_size": args.batch_size,
         "loader_workers": args.workers, "jpeg_draft": args.jpeg_draft,
         "release_img_s": round(args.images / rel, 2), "project_index_img_s": round(args.images / proj, 2),
         "ratio": round(rel / proj, 2), "seconds": {k: [round(v, 2) for v in vs] for k, vs in times.items()},
+        "steady_img_s": {"release": round(rel_s, 2), "project": round(proj_s, 2)},
+        "steady_ratio": round(proj_s / rel_s, 2),
+        "steady_img_s_per_round": {k: [round(v, 2) if v else None for v in vs] for k, vs in steady.items()},
+        "compile": args.compile, "compiled": compiled,
         "load_seconds": {"release_full_model": round(release_load_s, 2), "project_teacher_only": round(fast_load_s, 2)},
         "argmax_agreement_first_batch": round(agree, 5),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -255,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=96, help="640x480 JPEGs, with --against-release")
     p.add_argument("--rounds", type=int, default=2, help="alternations, with --against-release")
     p.add_argument("--jpeg-draft", action="store_true", help="the project's path decodes JPEGs at reduced size")
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                   help="the project's torch.compile setting (its index build's default: auto)")  # fmt: skip
     args = p.parse_args(argv)
     if args.against_release:
         print(json.dumps(against_release(args)), flush=True)

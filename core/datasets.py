@@ -280,3 +280,25 @@ def load_semantic_label(path: str | os.PathLike) -> np.ndarray:
         if img.mode not in ("L", "P"):
             raise ValueError(f"label map {str(path)!r} has mode {img.mode!r}; expected 8-bit 'L' or 'P'")
         return np.array(img, dtype=np.uint8)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def loader_workers(requested: int | None, device: str | torch.device) -> int:
+    """DataLoader worker processes for an inference job (index, evaluation): ``requested`` when given, else
+    the cores left over beside the model. On a CPU the model's ``torch.get_num_threads()`` threads already
+    fill that many cores, and a decoding process beside them takes its cycles from the convolutions (on two
+    cores, workers made the index build slower, not faster), so only spare cores get workers (at most 4);
+    on a GPU, up to 8 workers keep the device fed."""
+    if requested is not None:
+        return max(0, int(requested))
+    cores = available_cores()
+    if torch.device(device).type == "cpu":
+        return max(0, min(4, cores - torch.get_num_threads()))
+    return max(0, min(8, cores - 1))

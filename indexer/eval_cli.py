@@ -45,7 +45,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write the result JSON here")
     p.add_argument("--progress-file", default=None, help="JSON progress file rewritten as work goes")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: spare cores only)")
     p.add_argument("--device", default=None)
     p.add_argument("--examples", type=int, default=6, help="prediction/ground-truth pairs stored in the index")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")

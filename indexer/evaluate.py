@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from core.augment import IMAGENET_MEAN, IMAGENET_STD
 from core.checkpoint import file_sha256
-from core.datasets import load_rgb
+from core.datasets import load_rgb, loader_workers
 from core.infer_model import inference_model_for, inference_model_of
 from core.inference import assign, prototype_scores
 from core.model import SlotCon
@@ -159,7 +159,7 @@ class EvalConfig:
     out: str | os.PathLike | None = None
     progress_file: str | os.PathLike | None = None
     batch_size: int = 16
-    workers: int = 0  # DataLoader workers (the CLIs' --workers, as TrainConfig.workers)
+    workers: int | None = None  # DataLoader workers; None: core.datasets.loader_workers (spare cores only)
     device: str | None = None
     num_examples: int = 6
     clusters: int | None = None
@@ -233,7 +233,9 @@ def predict(config: EvalConfig, inputs: EvalInputs, bar: Progress) -> Prediction
     res = config.resolution
 
     def loader() -> DataLoader:
-        return _loader(inputs.items, inputs.root, inputs.labels, res, config.batch_size, config.workers)
+        device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        workers = loader_workers(config.workers, device)
+        return _loader(inputs.items, inputs.root, inputs.labels, res, config.batch_size, workers)
 
     kmeans = None
     if config.baseline == "kmeans-rgb":

@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from core.checkpoint import CheckpointError, file_sha256
+from core.datasets import loader_workers
 from core.infer_model import inference_model_for
 from core.inference import image_segments, teacher_outputs
 from core.recipes import INDEX_CROP, INDEX_RESIZE
@@ -372,7 +373,7 @@ class ImageIndexConfig:
     resize: int = INDEX_RESIZE
     crop: int = INDEX_CROP
     batch_size: int = 32
-    workers: int = 0
+    workers: int | None = None  # None: core.datasets.loader_workers (spare cores only)
     device: str | torch.device | None = None
     global_vectors: bool = False
     index_type: str = "auto"
@@ -422,7 +423,7 @@ def build_image_index(config: ImageIndexConfig) -> Path:
         loader = DataLoader(
             _ImageSet(list(enumerate(paths)), root, config.resize, config.crop, None, config.jpeg_draft),
             batch_size=config.batch_size,
-            num_workers=config.workers,
+            num_workers=loader_workers(config.workers, dev),
             collate_fn=_collate,
         )
         bar = Progress(len(paths), "index-images", config.progress_file, bar=config.show_progress)
@@ -844,7 +845,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--global-vectors", action="store_true", help="also store one vector per image (all pixels)")
     p.add_argument("--resize", type=int, default=INDEX_RESIZE, help="shorter side before the centre crop")
     p.add_argument("--crop", type=int, default=INDEX_CROP, help="centre-crop size (the model's input)")
-    p.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: spare cores only)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument(
         "--faiss",

@@ -23,9 +23,12 @@ from tqdm import tqdm
 def configure_logging(level: int | str = logging.INFO) -> None:
     """The commands' log lines (time, level, logger, message) at ``level``. faiss's loader stays at WARNING:
     on an AVX2 CPU it logs at INFO that it "could not load" an AVX2 build (this wheel ships one generic build)
-    with a ModuleNotFoundError, then loads the generic one: harmless, but alarming in a demo's output."""
+    with a ModuleNotFoundError, then loads the generic one: harmless, but alarming in a demo's output. Likewise
+    torch's C++ builder warns "No CUDA runtime is found" on every CPU-only machine when ``torch.compile``
+    builds its kernels (``slotcon index --compile``): it stays at ERROR."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 def exit_on_sigterm() -> None:

@@ -218,3 +218,20 @@ def test_semantic_label_paths_and_values(tmp_path: Path) -> None:
     label = load_semantic_label(tmp_path / "pal.png")
     assert label.dtype == np.uint8 and label.shape == (4, 5) and (label == 7).all()
     assert (load_semantic_label(stuffthing) == 181).all()
+
+
+def test_loader_workers_only_take_spare_cores() -> None:
+    """Inference jobs decode in the main process when the model's threads already fill the cores (a worker
+    beside them only takes the convolutions' cycles); an explicit count always wins."""
+    from core.datasets import available_cores, loader_workers
+
+    threads, cores = torch.get_num_threads(), available_cores()
+    try:
+        torch.set_num_threads(cores)
+        assert loader_workers(None, "cpu") == 0
+        torch.set_num_threads(1)
+        assert loader_workers(None, "cpu") == min(4, cores - 1)
+        assert loader_workers(None, "cuda") == min(8, cores - 1)
+        assert loader_workers(3, "cpu") == 3 and loader_workers(0, "cuda") == 0
+    finally:
+        torch.set_num_threads(threads)

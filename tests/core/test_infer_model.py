@@ -6,6 +6,7 @@ and affine weights are far from their init and folding them is exercised), saved
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,50 @@ def test_missing_and_backbone_only_files_are_refused(tmp_path: Path, trained) ->
     torch.save(backbone, tmp_path / "backbone.pth")
     with pytest.raises(CheckpointError):
         load_inference_model(tmp_path / "backbone.pth")
+
+
+# -- torch.compile (Inductor with frozen weights) -------------------------------------------------------
+
+
+needs_cxx = pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="torch.compile needs a C++ compiler"
+)
+
+
+@pytest.fixture(scope="module")
+def resnet18_checkpoint(tmp_path_factory, make_trained_model) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "r18.pth", make_trained_model(), epoch=1, step=3)
+
+
+@needs_cxx
+def test_compiled_equals_eager_and_pads_a_short_batch_without_recompiling(resnet18_checkpoint) -> None:
+    """The compiled path gives the eager path's outputs; the last, shorter batch of a job is padded to the
+    compiled size (one compilation per part), and its outputs equal an eager run on it alone."""
+    from torch._dynamo.utils import counters
+
+    eager = load_inference_model(resnet18_checkpoint, options=InferOptions())
+    fast = load_inference_model(resnet18_checkpoint, options=InferOptions(compile=True))
+    x = _images(b=4)
+    out = fast.infer_outputs(x, features=True)
+    assert fast.compiled and [p.batch for p in fast._parts] == [4, 4]
+    ref = eager.infer_outputs(x, features=True)
+    assert_same_outputs(ref[:2], out[:2])
+    torch.testing.assert_close(out[2], ref[2], atol=1e-4, rtol=0)  # the encoder features too
+    graphs = counters["stats"]["unique_graphs"]
+    short = _images(seed=8, b=3)
+    got = fast.infer_outputs(short, features=True)
+    assert counters["stats"]["unique_graphs"] == graphs  # padded, not compiled again
+    assert got[0].shape[0] == 3 and [p.batch for p in fast._parts] == [4, 4]
+    assert_same_outputs(eager.infer_outputs(short), got[:2])
+
+
+def test_a_failing_compiler_falls_back_to_eager(resnet18_checkpoint, caplog) -> None:
+    """A machine without a working C++ compiler (here: one that does not exist) still indexes, eagerly."""
+    import torch._inductor.config as inductor_config
+
+    fast = load_inference_model(resnet18_checkpoint, options=InferOptions()).compile_now()
+    x = _images(seed=9, b=2)
+    with inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",), "fx_graph_cache": False}):
+        out = fast.infer_outputs(x)
+    assert not fast.compiled and "torch.compile failed" in caplog.text
+    assert_same_outputs(load_inference_model(resnet18_checkpoint).infer_outputs(x), out)

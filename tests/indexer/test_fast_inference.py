@@ -3,6 +3,7 @@ JPEG decoding keeps the index in file pixels."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +100,24 @@ def test_draft_index_stays_in_file_pixels(trained_checkpoint, tmp_path) -> None:
         assert sum(p.num_segments for p in b.prototypes()) == b.num_segments
         assert b.stats().to_dict()["per_prototype"]  # label purity computed from full-size label maps
     assert np.mean(agree) > 0.8, agree
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="torch.compile needs a C++ compiler"
+)
+def test_auto_compile_follows_the_time_left(trained_checkpoint, synthetic_root, tmp_path, monkeypatch) -> None:
+    """``compile=None`` compiles after the first batch only when the rest would take longer than the payback
+    time; the compiled build stores the eager build's segments."""
+    import indexer.build as build_module
+
+    eager = build_index(trained_checkpoint, synthetic_root, tmp_path / "eager", batch_size=4)  # 12 images: fast
+    monkeypatch.setattr(build_module, "COMPILE_PAYBACK_S", 0.0)
+    compiled = build_index(trained_checkpoint, synthetic_root, tmp_path / "compiled", batch_size=5)  # 5, 5, 2
+    with ConceptIndex.open(eager) as e, ConceptIndex.open(compiled) as c:
+        assert (e.manifest.inference, c.manifest.inference) == (
+            "fused fold_bn channels_last fp32", "fused fold_bn channels_last compile fp32")  # fmt: skip
+    keys_e, scores_e, vec_e, images_e = _segments(eager)
+    keys_c, scores_c, vec_c, images_c = _segments(compiled)
+    assert keys_c == keys_e and images_c == images_e
+    np.testing.assert_allclose(scores_c, scores_e, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(vec_c, vec_e, atol=1e-4, rtol=0)
