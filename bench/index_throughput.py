@@ -18,8 +18,9 @@ the same JPEGs (640×480, generated) with the same torch threads, loader workers
     .venv/bin/python bench/index_throughput.py --against-release --images 200 --rounds 2 --workers 0 [--compile on]
 
 It reports the whole job (``ratio``: model load, a compilation and the project's masks, SQLite and FAISS
-included) and the steady state (``steady_ratio``: images/s after the first two batches, which is what
-decides a long job such as COCO val2017's 5,000 images).
+included), the steady state (``steady_ratio``: images/s after the first two batches, which is what
+decides a long job such as COCO val2017's 5,000 images) and the networks alone (``network_img_s``: one
+batch, alternated in this process, the project's eager and compiled paths against the release's).
 """
 
 from __future__ import annotations
@@ -194,6 +195,38 @@ def _jpegs(out: Path, n: int, width: int = 640, height: int = 480) -> list[Path]
     return paths
 
 
+def network_ab(ckpt: Path, args: argparse.Namespace, x) -> dict:  # noqa: ANN001
+    """The networks alone on one batch (no data, masks or storage), alternated ``--network-rounds`` times in
+    this process: the release's full model in fp32 NCHW (encoder_k + projector_k, as it runs them) against the
+    project's inference model, eager and (unless ``--compile off``) compiled. Medians in images/s."""
+    import statistics
+
+    import torch
+
+    from core.infer_model import InferOptions, load_inference_model
+
+    release = release_load(ckpt, args.arch)
+    runs = {"release": lambda: release.projector_k(release.encoder_k(x))}
+    eager = load_inference_model(ckpt, options=InferOptions())
+    runs["project_eager"] = lambda: eager.infer_outputs(x, features=True)
+    if args.compile != "off":
+        compiled = load_inference_model(ckpt, options=InferOptions(compile=True))
+        compiled.infer_outputs(x, features=True)  # compiles
+        runs["project_compiled"] = lambda: compiled.infer_outputs(x, features=True)
+    rates: dict[str, list[float]] = {k: [] for k in runs}
+    with torch.no_grad():
+        for f in runs.values():
+            f()  # first calls (oneDNN primitives) untimed
+        for _ in range(args.network_rounds):
+            for name, f in runs.items():
+                t = time.perf_counter()
+                f()
+                rates[name].append(len(x) / (time.perf_counter() - t))
+    out = {k: round(statistics.median(v), 2) for k, v in rates.items()}
+    out["ratios"] = {k: round(out[k] / out["release"], 2) for k in runs if k != "release"}
+    return out
+
+
 def against_release(args: argparse.Namespace) -> dict:
     """Alternate the release's feature path and this project's index build; returns the measurements."""
     import statistics
@@ -255,9 +288,11 @@ def against_release(args: argparse.Namespace) -> dict:
             times["project"].append(time.perf_counter() - t)
             steady["project"].append(steady_rate(stamps))
             compiled.append("compile" in json.loads((out / "manifest.json").read_text())["inference"])
+        first = torch.stack([_Folder(paths)[i] for i in range(min(args.batch_size, len(paths)))])
+        network = network_ab(ckpt, args, first)
     rel, proj = statistics.median(times["release"]), statistics.median(times["project"])
-    rel_s = statistics.median([v for v in steady["release"] if v] or [float("nan")])
-    proj_s = statistics.median([v for v in steady["project"] if v] or [float("nan")])
+    rel_s = statistics.median([v for v in steady["release"] if v] or [0.0])  # 0: too few batches to tell
+    proj_s = statistics.median([v for v in steady["project"] if v] or [0.0])
     return {
         "mode": "against-release", "arch": args.arch, "resolution": 224, "precision": "fp32",
         "images": args.images, "image_size": [640, 480], "rounds": args.rounds, "batch_size": args.batch_size,
@@ -265,9 +300,9 @@ def against_release(args: argparse.Namespace) -> dict:
         "release_img_s": round(args.images / rel, 2), "project_index_img_s": round(args.images / proj, 2),
         "ratio": round(rel / proj, 2), "seconds": {k: [round(v, 2) for v in vs] for k, vs in times.items()},
         "steady_img_s": {"release": round(rel_s, 2), "project": round(proj_s, 2)},
-        "steady_ratio": round(proj_s / rel_s, 2),
+        "steady_ratio": round(proj_s / rel_s, 2) if rel_s else None,
         "steady_img_s_per_round": {k: [round(v, 2) if v else None for v in vs] for k, vs in steady.items()},
-        "compile": args.compile, "compiled": compiled,
+        "compile": args.compile, "compiled": compiled, "network_img_s": network,
         "load_seconds": {"release_full_model": round(release_load_s, 2), "project_teacher_only": round(fast_load_s, 2)},
         "argmax_agreement_first_batch": round(agree, 5),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
@@ -290,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=96, help="640x480 JPEGs, with --against-release")
     p.add_argument("--rounds", type=int, default=2, help="alternations, with --against-release")
     p.add_argument("--jpeg-draft", action="store_true", help="the project's path decodes JPEGs at reduced size")
+    p.add_argument("--network-rounds", type=int, default=6, help="alternations of the network-only A/B")
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                    help="the project's torch.compile setting (its index build's default: auto)")  # fmt: skip
     args = p.parse_args(argv)

@@ -160,6 +160,45 @@ def box_assignment(
     return local
 
 
+def encode_label_map(local: np.ndarray, origin: tuple[int, int], size: tuple[int, int], n: int) -> list[dict]:
+    """COCO RLEs (compressed, as ``pycocotools.mask.encode`` gives them) of the masks ``local == j`` for
+    j < ``n``, with ``local`` (bh, bw) placed at ``origin`` (x0, y0) in an image of ``size`` (height, width)
+    and nothing outside it.
+
+    Equal to encoding the (height, width, n) stack of masks, without making it: the runs are read off the
+    label map once, in the column-major order of COCO's RLE, and each segment's runs become its counts
+    (issue 16: 3-4× faster than the stack for a 640×480 image, which was a tenth of an index build's time).
+    """
+    height, width = size
+    x0, y0 = origin
+    bh, bw = local.shape
+    labels = np.full((width, height), -1, dtype=np.int32)  # transposed: row-major ravel = column-major order
+    labels[x0 : x0 + bw, y0 : y0 + bh] = local.T
+    flat = labels.ravel()
+    total = flat.size
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    starts = np.concatenate(([0], change))
+    ends = np.concatenate((change, [total]))
+    run_label = flat[starts]
+    order = np.argsort(run_label, kind="stable")  # runs grouped by label, each group in pixel order
+    bounds = np.searchsorted(run_label[order], np.arange(n + 1))
+    out = []
+    for j in range(n):
+        idx = order[bounds[j] : bounds[j + 1]]
+        st, en = starts[idx], ends[idx]
+        if len(st) == 0:  # an empty mask: one run of zeros
+            counts = np.array([total], dtype=np.int64)
+        else:
+            counts = np.empty(2 * len(st) + 1, dtype=np.int64)
+            counts[0] = st[0]  # zeros first (0 when the mask starts at the first pixel)
+            counts[1::2] = en - st  # ones
+            counts[2:-1:2] = st[1:] - en[:-1]  # zeros between them
+            counts[-1] = total - en[-1]
+            counts = counts if counts[-1] else counts[:-1]  # no empty trailing run, as pycocotools writes none
+        out.append(mask_utils.frPyObjects({"size": [height, width], "counts": counts.tolist()}, height, width))
+    return out
+
+
 def segment_outputs(
     z_norm: torch.Tensor,
     scores: torch.Tensor,
@@ -183,9 +222,7 @@ def segment_outputs(
     x0, y0, bw, bh = view.box
     local = box_assignment(scores, present, (bh, bw), view.input_size)
     s = len(present)
-    masks = np.zeros((height, width, s), dtype=np.uint8, order="F")
-    masks[y0 : y0 + bh, x0 : x0 + bw] = local[..., None] == np.arange(s)
-    encoded = mask_utils.encode(masks)
+    encoded = encode_label_map(local, (x0, y0), (height, width), s)
     areas = mask_utils.area(encoded).astype(np.int64)
     bboxes = mask_utils.toBbox(encoded).round().astype(np.int64)
     rles = [e["counts"].decode("ascii") for e in encoded]

@@ -142,3 +142,29 @@ def test_segment_image_label_counts():
     decoded = [mask_utils.decode({"size": [12, 12], "counts": r}) for r in seg.rles]
     for m, counts in zip(decoded, seg.label_counts, strict=True):
         assert counts.tolist() == [int(m[:, :6].sum()), int(m[:, 6:].sum())]
+
+
+def test_label_map_rles_equal_pycocotools_on_the_mask_stack() -> None:
+    """encode_label_map (runs read off the label map) writes byte for byte the RLEs pycocotools writes for the
+    (height, width, n) stack of masks: random and blocky maps, boxes anywhere (touching every edge, the whole
+    image, one pixel), labels absent from the map (empty masks)."""
+    from pycocotools import mask as mask_utils
+
+    from indexer.segments import encode_label_map
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        h, w = (int(v) for v in rng.integers(1, 50, 2))
+        bh, bw = int(rng.integers(1, h + 1)), int(rng.integers(1, w + 1))
+        y0, x0 = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+        n = int(rng.integers(1, 6))
+        if trial % 3 == 0:
+            local = rng.integers(0, n, (bh, bw))
+        else:  # blocks of 7 px, as nearest-resized feature cells are
+            cells = rng.integers(0, n, (bh // 7 + 1, bw // 7 + 1))
+            local = np.repeat(np.repeat(cells, 7, 0), 7, 1)[:bh, :bw]
+        stack = np.zeros((h, w, n), dtype=np.uint8, order="F")
+        stack[y0 : y0 + bh, x0 : x0 + bw] = local[..., None] == np.arange(n)
+        want = mask_utils.encode(stack)
+        got = encode_label_map(local, (x0, y0), (h, w), n)
+        assert [(g["counts"], list(g["size"])) for g in got] == [(e["counts"], list(e["size"])) for e in want]
