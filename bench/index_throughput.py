@@ -170,7 +170,10 @@ def release_features(model, paths: list[Path], batch_size: int, workers: int, st
 
 def steady_rate(stamps: list[tuple[int, float]], skip: int = 2) -> float | None:
     """Images/s after the first ``skip`` batches (model load, first-call set-up and a compilation excluded),
-    from (images done, time) stamps; None with too few batches."""
+    from (images done, time) stamps, over full batches only (a short last batch costs a compiled model a full
+    one: it is padded); None with too few batches."""
+    if len(stamps) > 2 and stamps[-1][0] - stamps[-2][0] < stamps[1][0] - stamps[0][0]:
+        stamps = stamps[:-1]
     if len(stamps) <= skip + 1:
         return None
     (n0, t0), (n1, t1) = stamps[skip - 1], stamps[-1]

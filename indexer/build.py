@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from core.checkpoint import file_sha256
 from core.datasets import find_images, load_rgb, loader_workers
 from core.distributed import get_rank, get_world_size, is_distributed
-from core.infer_model import inference_model_for
+from core.infer_model import CompilePlan, inference_model_for
 from core.recipes import INDEX_CROP, INDEX_RESIZE, NEAR_DUPLICATE_THRESHOLD
 from indexer import schema
 from indexer.decode import load_rgb_reduced
@@ -50,12 +50,6 @@ from indexer.vectors import faiss_spec
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int, str], None]
-
-# ``compile=None`` (auto) compiles the model (core.infer_model, Inductor with freezing: 20-30 % faster on a
-# CPU, 10-30 s to compile a ResNet-50 on two cores) when, after the first batch, the rest of the job would
-# still take longer than this eagerly: the time is measured on the machine that runs the job, so the rule
-# holds on a fast and a slow one alike.
-COMPILE_PAYBACK_S = 240.0
 
 
 def resolve_images(data_root: str | os.PathLike, split: str | None) -> tuple[Path, str | None, list[Path]]:
@@ -162,13 +156,9 @@ def index_shard(
     compile: bool | None = False,
 ) -> dict[str, int]:
     """Index ``items`` ((image id, path) pairs) into one shard directory (with ``encoder_vectors``, also the
-    segments' pooled encoder features). ``compile``: True compiles the inference model before the first
-    batch, None (auto) after it when the rest would take over :data:`COMPILE_PAYBACK_S` (CPU only; the plain
-    model is never compiled). Returns counts."""
-    can_compile = hasattr(model, "compile_now")
-    if compile and can_compile:
-        model.compile_now()
-    decide = compile is None and can_compile and device.type == "cpu" and not getattr(model, "compiled", False)
+    segments' pooled encoder features). ``compile``: see :class:`core.infer_model.CompilePlan`. Returns
+    counts."""
+    plan = CompilePlan(model, compile, len(items), device)
     k, d = model.grouping_k.slot_embed.weight.shape
     num_classes = protocol.num_classes if protocol else 0
     enc_dim = encoder_dim(model) if encoder_vectors else None
@@ -205,13 +195,7 @@ def index_shard(
                         counts["label_problems"] += 1
                     writer.add_image(it["id"], it["file_name"], it["size"], it["view"].box, seg)
                     counts["images"] += 1
-                if decide:
-                    decide = False
-                    todo = len(items) - counts["images"] - counts["skipped"]
-                    left = (time.perf_counter() - started) / len(ok) * todo
-                    if left > COMPILE_PAYBACK_S:
-                        logger.info("compiling the model: about %.0f s of images left at the eager speed", left)
-                        model.compile_now()
+                plan.after_first_batch(len(ok), time.perf_counter() - started, counts["images"] + counts["skipped"])
             if progress is not None:
                 progress.update(len(batch))
     finally:
@@ -285,7 +269,7 @@ class IndexConfig:
     space for neighbour search (:meth:`indexer.store.ConceptIndex.neighbors` ``space="encoder"``);
     ``workers``: DataLoader processes (None: only the cores the model leaves spare,
     :func:`core.datasets.loader_workers`); ``compile``: ``torch.compile`` the inference model (None: when the
-    job is long enough to pay the compilation back, see :data:`COMPILE_PAYBACK_S`).
+    job is long enough to pay the compilation back, :class:`core.infer_model.CompilePlan`).
     """
 
     checkpoint: str | os.PathLike

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from core.augment import IMAGENET_MEAN, IMAGENET_STD
 from core.checkpoint import file_sha256
 from core.datasets import load_rgb, loader_workers
-from core.infer_model import inference_model_for, inference_model_of
+from core.infer_model import CompilePlan, inference_model_for, inference_model_of
 from core.inference import assign, prototype_scores
 from core.model import SlotCon
 from core.recipes import BASELINES, EVAL_RESOLUTION, IGNORE_LABEL
@@ -167,6 +167,7 @@ class EvalConfig:
     limit: int | None = None
     show_progress: bool = False
     fused: bool = True
+    compile: bool | None = None  # torch.compile the model; None: when the job pays it back (CompilePlan)
 
 
 @dataclass
@@ -245,7 +246,13 @@ def predict(config: EvalConfig, inputs: EvalInputs, bar: Progress) -> Prediction
     acc = ConfusionAccumulator(inputs.labels.num_classes, num_clusters=inputs.num_clusters)
     skipped: list[tuple[str, str]] = []
     examples: list[tuple[int, str, np.ndarray, np.ndarray]] = []
+    plan = None
+    if inputs.model is not None:
+        device = next(inputs.model.parameters()).device
+        plan = CompilePlan(inputs.model, config.compile, len(inputs.items), device)
+    done = 0
     for batch in loader():
+        started = time.perf_counter()
         ok = [it for it in batch if "error" not in it]
         skipped += [(it["file_name"], it["error"]) for it in batch if "error" in it]
         if ok:
@@ -263,6 +270,9 @@ def predict(config: EvalConfig, inputs: EvalInputs, bar: Progress) -> Prediction
                 acc.update(p, it["label"])
                 if len(examples) < config.num_examples:
                     examples.append((it["id"], it["file_name"], p.astype(np.int64), it["label"]))
+        done += len(batch)
+        if plan is not None:
+            plan.after_first_batch(len(ok), time.perf_counter() - started, done)
         bar.update(len(batch))
     for name, why in skipped:
         logger.warning("skipped %s: %s", name, why)

@@ -108,10 +108,10 @@ def test_draft_index_stays_in_file_pixels(trained_checkpoint, tmp_path) -> None:
 def test_auto_compile_follows_the_time_left(trained_checkpoint, synthetic_root, tmp_path, monkeypatch) -> None:
     """``compile=None`` compiles after the first batch only when the rest would take longer than the payback
     time; the compiled build stores the eager build's segments."""
-    import indexer.build as build_module
+    import core.infer_model
 
     eager = build_index(trained_checkpoint, synthetic_root, tmp_path / "eager", batch_size=4)  # 12 images: fast
-    monkeypatch.setattr(build_module, "COMPILE_PAYBACK_S", 0.0)
+    monkeypatch.setattr(core.infer_model, "COMPILE_PAYBACK_S", 0.0)
     compiled = build_index(trained_checkpoint, synthetic_root, tmp_path / "compiled", batch_size=5)  # 5, 5, 2
     with ConceptIndex.open(eager) as e, ConceptIndex.open(compiled) as c:
         assert (e.manifest.inference, c.manifest.inference) == (
@@ -121,3 +121,23 @@ def test_auto_compile_follows_the_time_left(trained_checkpoint, synthetic_root, 
     assert keys_c == keys_e and images_c == images_e
     np.testing.assert_allclose(scores_c, scores_e, atol=1e-4, rtol=0)
     np.testing.assert_allclose(vec_c, vec_e, atol=1e-4, rtol=0)
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="torch.compile needs a C++ compiler"
+)
+def test_compiled_evaluation_equals_eager(trained_checkpoint, synthetic_root, monkeypatch, caplog) -> None:
+    """The evaluation's auto rule compiles after the first batch (payback time 0 here) and scores the same."""
+    import logging
+
+    import core.infer_model
+
+    cfg = dict(checkpoint=trained_checkpoint, data_root=synthetic_root, protocol="synthetic", resolution=64,
+               limit=7, batch_size=3)  # fmt: skip
+    eager = run_eval(EvalConfig(**cfg, compile=False))
+    monkeypatch.setattr(core.infer_model, "COMPILE_PAYBACK_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="core.infer_model"):
+        compiled = run_eval(EvalConfig(**cfg))  # 3 eager, then 3 and a padded 1 compiled
+    assert "compiling the model" in caplog.text and "torch.compile failed" not in caplog.text
+    assert compiled.to_dict()["confusion"] == eager.to_dict()["confusion"]
+    assert compiled.miou == eager.miou
