@@ -62,7 +62,7 @@ from torch.utils.data import DataLoader
 
 from core.checkpoint import CheckpointError, file_sha256
 from core.datasets import loader_workers
-from core.infer_model import inference_model_for
+from core.infer_model import CompilePlan, inference_model_for
 from core.inference import image_segments, teacher_outputs
 from core.recipes import INDEX_CROP, INDEX_RESIZE
 from indexer.build import _collate, _default_device, _ImageSet, _swap_into_place, describe_inference, resolve_images
@@ -363,7 +363,8 @@ class ImageIndexConfig:
     ``index_type``: ``auto`` (flat up to ``flat_max`` vectors, IVF-PQ above), ``flat``, ``ivf`` or ``ivfpq``;
     ``nlist``/``pq_m``: IVF lists and PQ sub-quantisers (default: :func:`vector_spec`'s, at most 1024 lists);
     ``flush_rows``: SQLite rows buffered before a write; ``chunk``: vectors per FAISS add; ``limit``: the first
-    N images only; ``fused``/``jpeg_draft``: as :class:`indexer.build.IndexConfig`.
+    N images only; ``fused``/``jpeg_draft``/``compile``: as :class:`indexer.build.IndexConfig` (an ImageNet-size
+    job on a CPU compiles the model after its first batch, :class:`core.infer_model.CompilePlan`).
     """
 
     checkpoint: str | os.PathLike
@@ -387,6 +388,7 @@ class ImageIndexConfig:
     jpeg_draft: bool = False
     show_progress: bool = False
     progress_file: str | os.PathLike | None = None
+    compile: bool | None = None
 
 
 def build_image_index(config: ImageIndexConfig) -> Path:
@@ -427,8 +429,11 @@ def build_image_index(config: ImageIndexConfig) -> Path:
             collate_fn=_collate,
         )
         bar = Progress(len(paths), "index-images", config.progress_file, bar=config.show_progress)
+        plan = CompilePlan(model, config.compile, len(paths), dev)
+        done = 0
         try:
             for batch in loader:
+                started = time.perf_counter()
                 ok = [it for it in batch if "error" not in it]
                 for it in batch:
                     if "error" in it:
@@ -439,6 +444,8 @@ def build_image_index(config: ImageIndexConfig) -> Path:
                     z, scores = z.cpu(), scores.cpu()
                     for j, it in enumerate(ok):
                         writer.add(it["id"], it["file_name"], it["size"], image_vectors(z[j], scores[j], prototypes))
+                done += len(batch)
+                plan.after_first_batch(len(ok), time.perf_counter() - started, done)
                 bar.update(len(batch))
         finally:
             writer.close()
@@ -861,6 +868,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--plain-inference", action="store_true", help="the full model, BN unfolded (reference path)")
     p.add_argument("--progress-file", default=None, help="JSON progress file rewritten as work goes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="torch.compile the model; auto: on a CPU, when the rest of the job would take over 4 min eagerly",
+    )
     return p
 
 
@@ -874,7 +887,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size, workers=args.workers, device=args.device, global_vectors=args.global_vectors,
         index_type=args.faiss, nlist=args.nlist, pq_m=args.pq_m, flat_max=args.flat_max, limit=args.limit,
         fused=not args.plain_inference, jpeg_draft=args.jpeg_draft, show_progress=not args.no_progress,
-        progress_file=args.progress_file,
+        progress_file=args.progress_file, compile={"auto": None, "on": True, "off": False}[args.compile],
     )  # fmt: skip
     try:
         out = build_image_index(config)

@@ -9,6 +9,7 @@ the ordinary index's segments; IVF-PQ recall on a synthetic vector set; bad inpu
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -329,3 +330,22 @@ def test_open_refuses_other_directories(image_index: Path, tiny_index: Path, tmp
     (copy / "manifest.json").write_text(json.dumps({**manifest, "version": VERSION + 1}))
     with pytest.raises(ImageIndexError, match="rebuild it"):
         ImageIndex.open(copy)
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="torch.compile needs a C++ compiler"
+)
+def test_compiled_build_stores_the_eager_vectors(image_index: Path, tiny_checkpoint: Path, synthetic_root: Path,
+                                                 tmp_path: Path) -> None:  # fmt: skip
+    """``compile=True`` (an ImageNet-size job's auto choice): the same records and vectors as the eager build."""
+    out = build_image_index(ImageIndexConfig(tiny_checkpoint, synthetic_root, tmp_path / "c", batch_size=5,
+                                             compile=True))  # fmt: skip
+    with ImageIndex.open(image_index) as eager, ImageIndex.open(out) as compiled:
+        assert compiled.manifest.inference.split() == [*eager.manifest.inference.split()[:-1], "compile", "fp32"]
+        assert compiled.num_vectors == eager.num_vectors
+        for image_id in range(eager.num_images):
+            want = {r.prototype: r for r in eager.image_vectors(image_id)}
+            got = {r.prototype: r for r in compiled.image_vectors(image_id)}
+            assert got.keys() == want.keys()
+            for k, r in want.items():
+                np.testing.assert_allclose(compiled.vector_array(got[k].id), eager.vector_array(r.id), atol=1e-5)
