@@ -295,10 +295,12 @@ def loader_workers(requested: int | None, device: str | torch.device) -> int:
     the cores left over beside the model. On a CPU the model's ``torch.get_num_threads()`` threads already
     fill that many cores, and a decoding process beside them takes its cycles from the convolutions (on two
     cores, workers made the index build slower, not faster), so only spare cores get workers (at most 4);
-    on a GPU, up to 8 workers keep the device fed."""
+    on a GPU, up to 8 workers keep the device fed. Under torchrun the processes of a node share its cores
+    (``LOCAL_WORLD_SIZE``), so each gets its share of what is spare."""
     if requested is not None:
         return max(0, int(requested))
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
     cores = available_cores()
     if torch.device(device).type == "cpu":
-        return max(0, min(4, cores - torch.get_num_threads()))
-    return max(0, min(8, cores - 1))
+        return max(0, min(4, (cores - local * torch.get_num_threads()) // local))
+    return max(0, min(8, (cores - local) // local))
