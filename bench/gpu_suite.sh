@@ -16,6 +16,12 @@ for args in "--precision fp32" "--precision fp16" "--precision bf16" "--precisio
     --batch-size 64 --device cuda --data data/gpu-synth --workers 12 --steps 10 --warmup 3 $args \
     | tail -1 | tee -a "$out"
 done
+# the index's inference network (teacher + projector + prototype scores) at batch 256 in fp16 and bf16
+# against the release's fp32 model (a whole index build needs pycocotools, which this machine lacks)
+for prec in fp16 bf16; do
+  timeout 90 python3 bench/index_throughput.py --network-only --device cuda --arch resnet50 --batch-size 256 \
+    --precision $prec --network-rounds 5 | tail -1 | tee -a "$out"
+done
 # DDP + SyncBN + NCCL + fp16 scaler through torchrun (one process on the one GPU), then resume
 run=/tmp/gpu-run
 rm -rf $run

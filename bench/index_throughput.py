@@ -8,6 +8,10 @@ Each (arch, count) runs in its own process (so peak RSS is that build's alone) o
 is the same as a trained one. Peak RSS must not grow with the image count beyond the stored results.
 Prints one JSON object per run.
 
+``--network-only --device cuda --batch-size 256 --precision fp16|bf16`` times the inference network alone
+against the release's fp32 model on the same device (what ``bench/gpu_suite.sh`` runs: its machine has no
+pycocotools for a whole build).
+
 ``--against-release`` (issue 16) times the release's feature path, reimplemented below from its published
 algorithm (``viz_slots.py``: the full SlotCon built, student and teacher, the checkpoint loaded into it; then
 per batch the teacher encoder + projector in fp32 eval mode, no BN folding, NCHW, normalised, cosines to the
@@ -313,6 +317,54 @@ def against_release(args: argparse.Namespace) -> dict:
     }  # fmt: skip
 
 
+def network_only(args: argparse.Namespace) -> dict:
+    """``--network-only``: the inference network (teacher encoder + projector + prototype scores, what an index
+    build, an evaluation and an upload run per batch) on random input at ``--batch-size``, on ``--device`` at
+    ``--precision`` (``core.infer_model``'s autocast on CUDA), against the release's fp32 NCHW full model on
+    the same device. No data, masks, pycocotools or storage: the part of indexing a GPU speeds up, measurable
+    where the rest is not installed (``bench/gpu_suite.sh``)."""
+    import statistics
+
+    import torch
+
+    from core.checkpoint import to_release_state
+    from core.infer_model import InferOptions, load_inference_model
+    from core.model import SlotCon, SlotConConfig
+
+    torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        ckpt = Path(tmp) / "release.pth"
+        torch.save(to_release_state(SlotCon(SlotConConfig(arch=args.arch))), ckpt)
+        release = release_load(ckpt, args.arch).to(dev)
+        fast = load_inference_model(ckpt, dev, InferOptions(precision=args.precision, compile=args.compile == "on"))
+    x = torch.randn(args.batch_size, 3, 224, 224, device=dev)
+    runs = {"release_fp32": lambda: release.projector_k(release.encoder_k(x)),
+            f"project_{fast.options.precision}": lambda: fast.infer_outputs(x)}  # fmt: skip
+    rates: dict[str, list[float]] = {k: [] for k in runs}
+    with torch.no_grad():
+        for f in runs.values():
+            f()  # first calls (cuDNN / oneDNN set-up, a compilation) untimed
+        sync()
+        for _ in range(args.network_rounds):
+            for name, f in runs.items():
+                t = time.perf_counter()
+                f()
+                sync()
+                rates[name].append(args.batch_size / (time.perf_counter() - t))
+    out = {k: round(statistics.median(v), 1) for k, v in rates.items()}
+    names = list(runs)
+    return {
+        "mode": "network-only", "arch": args.arch, "resolution": 224, "batch_size": args.batch_size,
+        "device": str(dev), "img_s": out, "ratio": round(out[names[1]] / out[names[0]], 2),
+        "compile": args.compile == "on", "rounds": args.network_rounds,
+        "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20) if dev.type == "cuda" else None,
+        "machine": describe_machine(),
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; prints JSON lines."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -329,9 +381,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="alternations, with --against-release")
     p.add_argument("--jpeg-draft", action="store_true", help="the project's path decodes JPEGs at reduced size")
     p.add_argument("--network-rounds", type=int, default=6, help="alternations of the network-only A/B")
+    p.add_argument("--network-only", action="store_true", help="the inference network alone, on --device")
+    p.add_argument("--device", default="cpu", help="with --network-only: cpu or cuda")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="with --network-only: the project's precision (auto: fp16 on CUDA, fp32 on CPU)")  # fmt: skip
     p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                    help="the project's torch.compile setting (its index build's default: auto)")  # fmt: skip
     args = p.parse_args(argv)
+    if args.network_only:
+        print(json.dumps(network_only(args)), flush=True)
+        return 0
     if args.against_release:
         print(json.dumps(against_release(args)), flush=True)
         return 0
