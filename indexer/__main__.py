@@ -42,7 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=None,
-        help="data-loading processes (default: the cores the model's threads leave spare; 0 on a 2-core CPU)",
+        help="data-loading processes; None: the cores the model's threads leave spare (0 on a 2-core CPU)",
     )
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument(
