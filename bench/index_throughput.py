@@ -41,6 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from indexer.progress import COMPILE_MODES  # noqa: E402
 from trainer.precision import describe_machine  # noqa: E402
 
 
@@ -202,34 +203,42 @@ def _jpegs(out: Path, n: int, width: int = 640, height: int = 480) -> list[Path]
     return paths
 
 
-def network_ab(ckpt: Path, args: argparse.Namespace, x) -> dict:  # noqa: ANN001
-    """The networks alone on one batch (no data, masks or storage), alternated ``--network-rounds`` times in
-    this process: the release's full model in fp32 NCHW (encoder_k + projector_k, as it runs them) against the
-    project's inference model, eager and (unless ``--compile off``) compiled. Medians in images/s."""
+def alternate(runs: dict, images: int, rounds: int, sync=lambda: None) -> dict[str, float]:  # noqa: ANN001
+    """Median images/s of each of ``runs`` (name → a call on one batch of ``images``), after one untimed call
+    each (oneDNN / cuDNN set-up, a compilation), alternated ``rounds`` times so a burst of load hits all;
+    ``sync`` waits for the device."""
     import statistics
 
     import torch
 
-    from core.infer_model import InferOptions, load_inference_model
-
-    release = release_load(ckpt, args.arch)
-    runs = {"release": lambda: release.projector_k(release.encoder_k(x))}
-    eager = load_inference_model(ckpt, options=InferOptions())
-    runs["project_eager"] = lambda: eager.infer_outputs(x, features=True)
-    if args.compile != "off":
-        compiled = load_inference_model(ckpt, options=InferOptions(compile=True))
-        compiled.infer_outputs(x, features=True)  # compiles
-        runs["project_compiled"] = lambda: compiled.infer_outputs(x, features=True)
     rates: dict[str, list[float]] = {k: [] for k in runs}
     with torch.no_grad():
         for f in runs.values():
-            f()  # first calls (oneDNN primitives) untimed
-        for _ in range(args.network_rounds):
+            f()
+        sync()
+        for _ in range(rounds):
             for name, f in runs.items():
                 t = time.perf_counter()
                 f()
-                rates[name].append(len(x) / (time.perf_counter() - t))
-    out = {k: round(statistics.median(v), 2) for k, v in rates.items()}
+                sync()
+                rates[name].append(images / (time.perf_counter() - t))
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def network_ab(ckpt: Path, args: argparse.Namespace, x) -> dict:  # noqa: ANN001
+    """The networks alone on one batch (no data, masks or storage), alternated ``--network-rounds`` times in
+    this process: the release's full model in fp32 NCHW (encoder_k + projector_k, as it runs them) against the
+    project's inference model, eager and (unless ``--compile off``) compiled. Medians in images/s."""
+    from core.infer_model import InferOptions, load_inference_model
+
+    release = release_load(ckpt, args.arch)
+    eager = load_inference_model(ckpt, options=InferOptions())
+    runs = {"release": lambda: release.projector_k(release.encoder_k(x)),
+            "project_eager": lambda: eager.infer_outputs(x, features=True)}  # fmt: skip
+    if args.compile != "off":
+        compiled = load_inference_model(ckpt, options=InferOptions(compile=True))
+        runs["project_compiled"] = lambda: compiled.infer_outputs(x, features=True)
+    out = {k: round(v, 2) for k, v in alternate(runs, len(x), args.network_rounds).items()}
     out["ratios"] = {k: round(out[k] / out["release"], 2) for k in runs if k != "release"}
     return out
 
@@ -275,7 +284,7 @@ def against_release(args: argparse.Namespace) -> dict:
         times: dict[str, list[float]] = {"release": [], "project": []}
         steady: dict[str, list[float]] = {"release": [], "project": []}
         compiled: list[bool] = []
-        compile_flag = {"auto": None, "on": True, "off": False}[args.compile]
+        compile_flag = COMPILE_MODES[args.compile]
         for r in range(args.rounds):
             stamps: list[tuple[int, float]] = []
             t = time.perf_counter()  # both timed end to end: model load included, as a build includes it
@@ -323,7 +332,6 @@ def network_only(args: argparse.Namespace) -> dict:
     ``--precision`` (``core.infer_model``'s autocast on CUDA), against the release's fp32 NCHW full model on
     the same device. No data, masks, pycocotools or storage: the part of indexing a GPU speeds up, measurable
     where the rest is not installed (``bench/gpu_suite.sh``)."""
-    import statistics
 
     import torch
 
@@ -343,18 +351,7 @@ def network_only(args: argparse.Namespace) -> dict:
     x = torch.randn(args.batch_size, 3, 224, 224, device=dev)
     runs = {"release_fp32": lambda: release.projector_k(release.encoder_k(x)),
             f"project_{fast.options.precision}": lambda: fast.infer_outputs(x)}  # fmt: skip
-    rates: dict[str, list[float]] = {k: [] for k in runs}
-    with torch.no_grad():
-        for f in runs.values():
-            f()  # first calls (cuDNN / oneDNN set-up, a compilation) untimed
-        sync()
-        for _ in range(args.network_rounds):
-            for name, f in runs.items():
-                t = time.perf_counter()
-                f()
-                sync()
-                rates[name].append(args.batch_size / (time.perf_counter() - t))
-    out = {k: round(statistics.median(v), 1) for k, v in rates.items()}
+    out = {k: round(v, 1) for k, v in alternate(runs, args.batch_size, args.network_rounds, sync).items()}
     names = list(runs)
     return {
         "mode": "network-only", "arch": args.arch, "resolution": 224, "batch_size": args.batch_size,
@@ -385,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="with --network-only: cpu or cuda")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="with --network-only: the project's precision (auto: fp16 on CUDA, fp32 on CPU)")  # fmt: skip
-    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+    p.add_argument("--compile", choices=tuple(COMPILE_MODES), default="auto",
                    help="the project's torch.compile setting (its index build's default: auto)")  # fmt: skip
     args = p.parse_args(argv)
     if args.network_only:

@@ -294,7 +294,8 @@ def loader_workers(requested: int | None, device: str | torch.device) -> int:
     """DataLoader worker processes for an inference job (index, evaluation): ``requested`` when given, else
     the cores left over beside the model. On a CPU the model's ``torch.get_num_threads()`` threads already
     fill that many cores, and a decoding process beside them takes its cycles from the convolutions (on two
-    cores, workers made the index build slower, not faster), so only spare cores get workers (at most 4);
+    cores of an AMD EPYC, AVX2, one worker slowed the index's convolutions by a third), so only spare cores
+    get workers (at most 4);
     on a GPU, up to 8 workers keep the device fed. Under torchrun the processes of a node share its cores
     (``LOCAL_WORLD_SIZE``), so each gets its share of what is spare."""
     if requested is not None:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from core.checkpoint import CheckpointError
 from core.recipes import INDEX_CROP, INDEX_RESIZE, NEAR_DUPLICATE_THRESHOLD
-from indexer.progress import configure_logging, exit_on_sigterm
+from indexer.progress import COMPILE_MODES, add_compile_argument, configure_logging, exit_on_sigterm
 from indexer.vectors import INDEX_TYPES
 
 
@@ -77,13 +77,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="store only the projector vectors, not the segments' pooled encoder features (the pre-projector "
         "space for neighbour search; 4·C bytes per segment, C = 2048 for ResNet-50)",
     )
-    p.add_argument(
-        "--compile",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="torch.compile the model (Inductor, frozen weights); auto: on a CPU, when after the first batch "
-        "the rest of the job would take over 4 minutes eagerly",
-    )
+    add_compile_argument(p)
     return p
 
 
@@ -102,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pq_m=args.pq_m, duplicate_threshold=args.duplicate_threshold, use_labels=not args.no_labels,
             limit=args.limit, fused=not args.plain_inference, jpeg_draft=args.jpeg_draft,
             encoder_vectors=not args.no_encoder_vectors,
-            compile={"auto": None, "on": True, "off": False}[args.compile],
+            compile=COMPILE_MODES[args.compile],
         )  # fmt: skip
     except (CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"slotcon index: error: {e}", file=sys.stderr)

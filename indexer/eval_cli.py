@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from core.checkpoint import CheckpointError
 from core.recipes import BASELINES, EVAL_RESOLUTION
 from indexer.labels import PROTOCOLS
-from indexer.progress import configure_logging, exit_on_sigterm
+from indexer.progress import COMPILE_MODES, add_compile_argument, configure_logging, exit_on_sigterm
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -56,13 +56,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the full model, BN unfolded (reference path for A/B runs; same assignments)",
     )
-    p.add_argument(
-        "--compile",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="torch.compile the model (Inductor, frozen weights); auto: on a CPU, when after the first batch "
-        "the rest would take over 4 minutes eagerly",
-    )
+    add_compile_argument(p)
     return p
 
 
@@ -98,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress_file=args.progress_file, batch_size=args.batch_size, workers=args.workers,
         device=args.device, num_examples=args.examples, clusters=args.clusters, seed=args.seed,
         limit=args.limit, show_progress=not args.no_progress, fused=not args.plain_inference,
-        compile={"auto": None, "on": True, "off": False}[args.compile],
+        compile=COMPILE_MODES[args.compile],
     )  # fmt: skip
     try:
         result = run_eval(config).to_dict()

@@ -232,10 +232,11 @@ def load(config: EvalConfig) -> EvalInputs:
 def predict(config: EvalConfig, inputs: EvalInputs, bar: Progress) -> Predictions:
     """Streams the images through the model (or the k-means baseline), accumulating the K×C confusion."""
     res = config.resolution
+    # the model's device; the k-means baseline runs on the CPU (FAISS)
+    device = next(inputs.model.parameters()).device if inputs.model is not None else torch.device("cpu")
+    workers = loader_workers(config.workers, device)
 
     def loader() -> DataLoader:
-        device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        workers = loader_workers(config.workers, device)
         return _loader(inputs.items, inputs.root, inputs.labels, res, config.batch_size, workers)
 
     kmeans = None
@@ -246,10 +247,7 @@ def predict(config: EvalConfig, inputs: EvalInputs, bar: Progress) -> Prediction
     acc = ConfusionAccumulator(inputs.labels.num_classes, num_clusters=inputs.num_clusters)
     skipped: list[tuple[str, str]] = []
     examples: list[tuple[int, str, np.ndarray, np.ndarray]] = []
-    plan = None
-    if inputs.model is not None:
-        device = next(inputs.model.parameters()).device
-        plan = CompilePlan(inputs.model, config.compile, len(inputs.items), device)
+    plan = CompilePlan(inputs.model, config.compile, len(inputs.items), device)  # no-op for k-means
     done = 0
     for batch in loader():
         started = time.perf_counter()
@@ -264,15 +262,14 @@ def predict(config: EvalConfig, inputs: EvalInputs, bar: Progress) -> Prediction
                 pred = np.stack(preds)
             else:
                 model = inputs.model
-                x = torch.stack([it["tensor"] for it in ok]).to(next(model.parameters()).device)
+                x = torch.stack([it["tensor"] for it in ok]).to(device)
                 pred = assign(prototype_scores(model, x), (res, res)).cpu().numpy()
             for p, it in zip(pred, ok, strict=True):
                 acc.update(p, it["label"])
                 if len(examples) < config.num_examples:
                     examples.append((it["id"], it["file_name"], p.astype(np.int64), it["label"]))
         done += len(batch)
-        if plan is not None:
-            plan.after_first_batch(len(ok), time.perf_counter() - started, done)
+        plan.after_first_batch(len(ok), time.perf_counter() - started, done)
         bar.update(len(batch))
     for name, why in skipped:
         logger.warning("skipped %s: %s", name, why)

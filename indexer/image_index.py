@@ -66,7 +66,7 @@ from core.infer_model import CompilePlan, inference_model_for
 from core.inference import image_segments, teacher_outputs
 from core.recipes import INDEX_CROP, INDEX_RESIZE
 from indexer.build import _collate, _default_device, _ImageSet, _swap_into_place, describe_inference, resolve_images
-from indexer.progress import Progress, configure_logging, exit_on_sigterm
+from indexer.progress import COMPILE_MODES, Progress, add_compile_argument, configure_logging, exit_on_sigterm
 from indexer.store import IndexMismatchError
 from indexer.vectors import INDEX_TYPES, build_faiss, faiss_spec
 
@@ -868,12 +868,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--plain-inference", action="store_true", help="the full model, BN unfolded (reference path)")
     p.add_argument("--progress-file", default=None, help="JSON progress file rewritten as work goes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--compile",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="torch.compile the model; auto: on a CPU, when the rest of the job would take over 4 min eagerly",
-    )
+    add_compile_argument(p)
     return p
 
 
@@ -887,7 +882,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         batch_size=args.batch_size, workers=args.workers, device=args.device, global_vectors=args.global_vectors,
         index_type=args.faiss, nlist=args.nlist, pq_m=args.pq_m, flat_max=args.flat_max, limit=args.limit,
         fused=not args.plain_inference, jpeg_draft=args.jpeg_draft, show_progress=not args.no_progress,
-        progress_file=args.progress_file, compile={"auto": None, "on": True, "off": False}[args.compile],
+        progress_file=args.progress_file, compile=COMPILE_MODES[args.compile],
     )  # fmt: skip
     try:
         out = build_image_index(config)

@@ -7,6 +7,7 @@ the server polls it while the job runs.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -29,6 +30,22 @@ def configure_logging(level: int | str = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+
+#: ``--compile`` values and the ``compile`` argument of the configs each stands for (None: auto).
+COMPILE_MODES: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
+
+
+def add_compile_argument(parser: argparse.ArgumentParser) -> None:
+    """``--compile auto|on|off`` of the inference commands; ``COMPILE_MODES[args.compile]`` is the
+    ``compile`` argument of their configs (:class:`core.infer_model.CompilePlan`)."""
+    parser.add_argument(
+        "--compile",
+        choices=tuple(COMPILE_MODES),
+        default="auto",
+        help="torch.compile the model (Inductor, frozen weights); auto: on a CPU, when after the first batch "
+        "the rest of the job would take over 4 minutes eagerly",
+    )
 
 
 def exit_on_sigterm() -> None:

@@ -9,11 +9,14 @@ Markers (declared in pyproject.toml):
 - ``slow``: took more than 20 s on a 2-core CPU. Slow tests still run by default (CI runs them);
   ``pytest -m "not slow"`` leaves them out for a quick local pass.
 - ``browser``: drives a real Chromium (skipped where Debian's chromium is not installed).
+- ``cxx``: compiles with ``torch.compile``; skipped with the reason "torch.compile needs a C++ compiler" where
+  no g++, c++ or clang++ is on the PATH.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -35,13 +38,17 @@ def tiny_model(seed: int = 0, **overrides) -> SlotCon:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the ``gpu`` tests, with a stated reason, where there is no CUDA device."""
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    """Skip, with a stated reason, the ``gpu`` tests where there is no CUDA device and the ``cxx`` tests
+    (torch.compile) where there is no C++ compiler."""
+    skips = {}
+    if not torch.cuda.is_available():
+        skips["gpu"] = pytest.mark.skip(reason="needs a CUDA GPU")
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        skips["cxx"] = pytest.mark.skip(reason="torch.compile needs a C++ compiler")
     for item in items:
-        if item.get_closest_marker("gpu") is not None:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if item.get_closest_marker(marker) is not None:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ and affine weights are far from their init and folding them is exercised), saved
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -161,17 +160,12 @@ def test_missing_and_backbone_only_files_are_refused(tmp_path: Path, trained) ->
 # -- torch.compile (Inductor with frozen weights) -------------------------------------------------------
 
 
-needs_cxx = pytest.mark.skipif(
-    not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="torch.compile needs a C++ compiler"
-)
-
-
 @pytest.fixture(scope="module")
 def resnet18_checkpoint(tmp_path_factory, make_trained_model) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "r18.pth", make_trained_model(), epoch=1, step=3)
 
 
-@needs_cxx
+@pytest.mark.cxx
 def test_compiled_equals_eager_and_pads_a_short_batch_without_recompiling(resnet18_checkpoint) -> None:
     """The compiled path gives the eager path's outputs; the last, shorter batch of a job is padded to the
     compiled size (one compilation per part), and its outputs equal an eager run on it alone."""

@@ -3,7 +3,6 @@ JPEG decoding keeps the index in file pixels."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -102,9 +101,7 @@ def test_draft_index_stays_in_file_pixels(trained_checkpoint, tmp_path) -> None:
     assert np.mean(agree) > 0.8, agree
 
 
-@pytest.mark.skipif(
-    not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="torch.compile needs a C++ compiler"
-)
+@pytest.mark.cxx
 def test_auto_compile_follows_the_time_left(trained_checkpoint, synthetic_root, tmp_path, monkeypatch) -> None:
     """``compile=None`` compiles after the first batch only when the rest would take longer than the payback
     time; the compiled build stores the eager build's segments."""
@@ -123,9 +120,7 @@ def test_auto_compile_follows_the_time_left(trained_checkpoint, synthetic_root, 
     np.testing.assert_allclose(vec_c, vec_e, atol=1e-4, rtol=0)
 
 
-@pytest.mark.skipif(
-    not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="torch.compile needs a C++ compiler"
-)
+@pytest.mark.cxx
 def test_compiled_evaluation_equals_eager(trained_checkpoint, synthetic_root, monkeypatch, caplog) -> None:
     """The evaluation's auto rule compiles after the first batch (payback time 0 here) and scores the same."""
     import logging

@@ -9,7 +9,6 @@ the ordinary index's segments; IVF-PQ recall on a synthetic vector set; bad inpu
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -332,20 +331,19 @@ def test_open_refuses_other_directories(image_index: Path, tiny_index: Path, tmp
         ImageIndex.open(copy)
 
 
-@pytest.mark.skipif(
-    not any(shutil.which(c) for c in ("g++", "c++", "clang++")), reason="torch.compile needs a C++ compiler"
-)
+@pytest.mark.cxx
 def test_compiled_build_stores_the_eager_vectors(image_index: Path, tiny_checkpoint: Path, synthetic_root: Path,
                                                  tmp_path: Path) -> None:  # fmt: skip
     """``compile=True`` (an ImageNet-size job's auto choice): the same records and vectors as the eager build."""
     out = build_image_index(ImageIndexConfig(tiny_checkpoint, synthetic_root, tmp_path / "c", batch_size=5,
                                              compile=True))  # fmt: skip
+
+    def vectors(ix: ImageIndex) -> dict[tuple[int, int], np.ndarray]:
+        return {(i, r.prototype): ix.vector_array(r.id) for i in range(ix.num_images) for r in ix.image_vectors(i)}
+
     with ImageIndex.open(image_index) as eager, ImageIndex.open(out) as compiled:
         assert compiled.manifest.inference.split() == [*eager.manifest.inference.split()[:-1], "compile", "fp32"]
-        assert compiled.num_vectors == eager.num_vectors
-        for image_id in range(eager.num_images):
-            want = {r.prototype: r for r in eager.image_vectors(image_id)}
-            got = {r.prototype: r for r in compiled.image_vectors(image_id)}
-            assert got.keys() == want.keys()
-            for k, r in want.items():
-                np.testing.assert_allclose(compiled.vector_array(got[k].id), eager.vector_array(r.id), atol=1e-5)
+        want, got = vectors(eager), vectors(compiled)
+    assert got.keys() == want.keys()
+    for key, vector in want.items():
+        np.testing.assert_allclose(got[key], vector, atol=1e-5)
