@@ -99,8 +99,24 @@ class ResNetTrunk(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) images → (B, C, H/32, W/32) features (C = ``self.num_channels``)."""
+        return self.late(self.early(x))
+
+    def early(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem, ``layer1`` and ``layer2``: the stages with large activations and small weights."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.layer2(self.layer1(x))
+
+    def late(self, x: torch.Tensor) -> torch.Tensor:
+        """``layer3`` and ``layer4`` on :meth:`early`'s output: small activations, most of the weights."""
+        return self.layer4(self.layer3(x))
+
+    def early_bytes(self, height: int, width: int, element_size: int = 4) -> int:
+        """Bytes of the largest activation :meth:`early` makes for one ``height``×``width`` image."""
+        sizes = []
+        for stride, stage in ((2, self.conv1), (4, self.layer1), (8, self.layer2)):
+            channels = max(m.out_channels for m in stage.modules() if isinstance(m, nn.Conv2d))
+            sizes.append(channels * math.ceil(height / stride) * math.ceil(width / stride))
+        return max(sizes) * element_size
 
 
 def infer_arch(state: dict[str, torch.Tensor], prefix: str = "") -> tuple[str, float]:

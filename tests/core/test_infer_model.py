@@ -84,6 +84,51 @@ def test_every_option_equals_plain(trained, options: InferOptions) -> None:
     assert_same_outputs(teacher_outputs(load_model(path), x), teacher_outputs(fast, x))
 
 
+def test_early_stages_in_chunks_equal_the_whole_batch(trained, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a chunk budget of two images, a batch of five runs the early stages on 2 + 2 + 1 images and gives
+    the unchunked outputs and encoder features; both equal the plain model's."""
+    import core.infer_model as infer_model
+
+    _, path = trained
+    x = _images(seed=5, b=5)
+    whole = load_inference_model(path, options=InferOptions(early_chunk=False))
+    chunked = load_inference_model(path, options=InferOptions())
+    per_image = chunked.encoder_k.early_bytes(64, 64)
+    monkeypatch.setattr(infer_model, "EARLY_CHUNK_BYTES", 2 * per_image + 1)
+    seen: list[int] = []
+    hook = chunked.encoder_k.layer1.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
+    got = chunked.infer_outputs(x, features=True)
+    hook.remove()
+    assert seen == [2, 2, 1] and chunked.early_chunk_size(x) == 2
+    ref = whole.infer_outputs(x, features=True)
+    for a, b in zip(got, ref, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert_same_outputs(teacher_outputs(load_model(path), x), got[:2])
+
+
+def test_early_chunk_size_keeps_each_chunk_under_the_mmap_ceiling() -> None:
+    """ResNet-50 at 224 in fp32: 3.06 MiB per image in the stem and layer1, so at most 10 images under
+    32 MiB; a batch is cut into the fewest equal chunks (32 → 4 × 8). Larger inputs get smaller chunks; a
+    GPU, or the option off, runs the whole batch."""
+    from core.encoder import ResNetTrunk
+    from core.heads import DenseProjector
+    from core.infer_model import EARLY_CHUNK_BYTES
+    from core.model import SlotConConfig
+
+    with torch.device("meta"):
+        trunk = ResNetTrunk("resnet50")
+        model = InferenceModel(SlotConConfig(arch="resnet50"), trunk, DenseProjector(2048, 64, 32),
+                               torch.zeros(8, 32))  # fmt: skip
+        assert trunk.early_bytes(224, 224) == 64 * 112 * 112 * 4 and EARLY_CHUNK_BYTES == 32 * 2**20
+        sizes = {n: model.early_chunk_size(torch.empty(n, 3, 224, 224)) for n in (1, 8, 10, 11, 32, 64)}
+        assert sizes == {1: 1, 8: 8, 10: 10, 11: 6, 32: 8, 64: 10}
+        assert model.early_chunk_size(torch.empty(32, 3, 448, 448)) == 2
+        for opts in (InferOptions(early_chunk=False), InferOptions().resolved(torch.device("cuda"))):
+            model.options = opts
+            assert model.early_chunk_size(torch.empty(32, 3, 224, 224)) == 32
+    assert InferOptions().resolved(torch.device("cpu")).early_chunk
+
+
 def test_fused_equals_plain_on_release_checkpoint(trained, tmp_path: Path) -> None:
     """The release's layout (``module.`` keys, ``args`` Namespace, optimiser state beside the model)."""
     model, _ = trained
@@ -175,7 +220,7 @@ def test_compiled_equals_eager_and_pads_a_short_batch_without_recompiling(resnet
     fast = load_inference_model(resnet18_checkpoint, options=InferOptions(compile=True))
     x = _images(b=4)
     out = fast.infer_outputs(x, features=True)
-    assert fast.compiled and [p.batch for p in fast._parts] == [4, 4]
+    assert fast.compiled and [p.batch for p in fast._parts] == [4, 4, 4]
     ref = eager.infer_outputs(x, features=True)
     assert_same_outputs(ref[:2], out[:2])
     torch.testing.assert_close(out[2], ref[2], atol=1e-4, rtol=0)  # the encoder features too
@@ -184,8 +229,29 @@ def test_compiled_equals_eager_and_pads_a_short_batch_without_recompiling(resnet
     short = _images(seed=8, b=3)
     got = fast.infer_outputs(short, features=True)
     assert counters["stats"]["unique_graphs"] == graphs  # padded, not compiled again
-    assert got[0].shape[0] == 3 and [p.batch for p in fast._parts] == [4, 4]
+    assert got[0].shape[0] == 3 and [p.batch for p in fast._parts] == [4, 4, 4]
     assert_same_outputs(eager.infer_outputs(short), got[:2])
+
+
+@pytest.mark.cxx
+def test_compiled_chunks_pad_the_last_chunk_without_recompiling(resnet18_checkpoint, monkeypatch) -> None:
+    """Compiled early stages are compiled for the first batch's chunk; a later batch is cut into chunks of
+    that size at most, the last one padded: no second compilation, the eager outputs."""
+    import core.infer_model as infer_model
+    from torch._dynamo.utils import counters
+
+    eager = load_inference_model(resnet18_checkpoint, options=InferOptions(early_chunk=False))
+    fast = load_inference_model(resnet18_checkpoint, options=InferOptions(compile=True))
+    monkeypatch.setattr(infer_model, "EARLY_CHUNK_BYTES", 2 * fast.encoder_k.early_bytes(64, 64))
+    x = _images(seed=12, b=4)
+    out = fast.infer_outputs(x, features=True)
+    assert [p.batch for p in fast._parts] == [2, 4, 4]
+    torch.testing.assert_close(out[2], eager.infer_outputs(x, features=True)[2], atol=1e-4, rtol=0)
+    graphs = counters["stats"]["unique_graphs"]
+    later = _images(seed=13, b=3)  # chunks of 2 and 1 (padded to 2); late stages padded from 3 to 4
+    got = fast.infer_outputs(later, features=True)
+    assert counters["stats"]["unique_graphs"] == graphs and fast.compiled
+    assert_same_outputs(eager.infer_outputs(later), got[:2])
 
 
 def test_a_failing_compiler_falls_back_to_eager(resnet18_checkpoint, caplog) -> None:
