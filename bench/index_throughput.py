@@ -13,16 +13,20 @@ against the release's fp32 model on the same device (what ``bench/gpu_suite.sh``
 pycocotools for a whole build).
 
 ``--against-release`` (issue 16) times the release's feature path, reimplemented below from its published
-algorithm (``viz_slots.py``: the full SlotCon built, student and teacher, the checkpoint loaded into it; then
-per batch the teacher encoder + projector in fp32 eval mode, no BN folding, NCHW, normalised, cosines to the
-prototypes, argmax masks and the per-prototype mean score; model load included) against this project's whole index build
-(:func:`indexer.build.build`, which does more: RLE masks at image resolution, SQLite, FAISS), alternately on
-the same JPEGs (640×480, generated) with the same torch threads, loader workers and batch size::
+algorithm (``viz_slots.py``: ``SlotConEval``, the teacher's encoder, projector and prototypes with
+``requires_grad`` off, the checkpoint loaded into it with ``strict=False``; then per batch the teacher encoder
++ projector in fp32 eval mode, no BN folding, NCHW, normalised, cosines to the prototypes, argmax masks and
+the per-prototype mean score, streamed per batch where the release keeps the whole bank; model load
+included) against this project's whole index build (:func:`indexer.build.build`, which does more: RLE masks
+at image resolution, SQLite, FAISS), alternately on the same JPEGs (640×480, generated) with the same torch
+threads and loader workers, each at its own default batch size (the release's ``--batch_size`` 64, the
+project's 32; ``--release-batch-size 32`` for equal batches)::
 
     .venv/bin/python bench/index_throughput.py --against-release --images 200 --rounds 2 --workers 0 [--compile on]
 
 It reports the whole job (``ratio``: model load, a compilation and the project's masks, SQLite and FAISS
-included), the steady state (``steady_ratio``: images/s after the first two batches, which is what
+included), the steady state (``steady_ratio``: images/s after the first batch of the release and the first
+two of the project, whose ``--compile auto`` compiles in its second; full batches only; which is what
 decides a long job such as COCO val2017's 5,000 images) and the networks alone (``network_img_s``: one
 batch, alternated in this process, the project's eager and compiled paths against the release's).
 """
@@ -73,8 +77,8 @@ def worker(arch: str, count: int, data: Path, ckpt: Path, batch_size: int, worke
 
 
 def _release_model(arch: str, dim_hidden: int, dim_out: int, num_prototypes: int):
-    """The release's full SlotCon as its ``get_model`` builds it: torchvision-named ResNets (student and
-    teacher, pre-pool maps), 1×1-conv projectors, prototypes, the slot predictor and the centre."""
+    """The release's ``SlotConEval`` as ``viz_slots.py``'s ``get_model`` builds it: the teacher's torchvision-named
+    ResNet (pre-pool map), its 1×1-conv projector and the prototypes, none of them requiring gradients."""
     import torch
     import torchvision
     from torch import nn
@@ -104,20 +108,18 @@ def _release_model(arch: str, dim_hidden: int, dim_out: int, num_prototypes: int
             return self.mlp(x)
 
     model = nn.Module()
-    model.encoder_q, model.encoder_k = Trunk(), Trunk()
-    channels = 512 if arch == "resnet18" else 2048
-    model.projector_q, model.projector_k = Head(True, channels), Head(True, channels)
-    for name in ("grouping_q", "grouping_k"):
-        g = nn.Module()
-        g.slot_embed = nn.Embedding(num_prototypes, dim_out)
-        setattr(model, name, g)
-    model.predictor_slot = Head(False, dim_out)
-    model.register_buffer("center", torch.zeros(1, num_prototypes))
+    model.encoder_k = Trunk()
+    model.projector_k = Head(True, 512 if arch == "resnet18" else 2048)
+    model.grouping_k = nn.Module()
+    model.grouping_k.slot_embed = nn.Embedding(num_prototypes, dim_out)
+    for p in model.parameters():
+        p.requires_grad = False
     return model
 
 
 def release_load(path: Path, arch: str):
-    """``get_model``: build the full model, load the (``module.``-prefixed) state dict, eval mode."""
+    """``get_model``: build ``SlotConEval``, load the (``module.``-prefixed) state dict non-strictly (the
+    student's tensors are left over), eval mode."""
     import torch
 
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -125,7 +127,7 @@ def release_load(path: Path, arch: str):
     proto = weights["grouping_k.slot_embed.weight"]
     model = _release_model(arch, weights["projector_k.mlp.0.weight"].shape[0], proto.shape[1], proto.shape[0])
     missing, _ = model.load_state_dict(weights, strict=False)
-    assert not missing, missing  # the bench's reimplementation must take every weight of the file
+    assert not missing, missing  # every teacher tensor of the file is taken
     return model.eval()
 
 
@@ -288,9 +290,9 @@ def against_release(args: argparse.Namespace) -> dict:
         for r in range(args.rounds):
             stamps: list[tuple[int, float]] = []
             t = time.perf_counter()  # both timed end to end: model load included, as a build includes it
-            release_features(release_load(ckpt, args.arch), paths, args.batch_size, args.workers, stamps)
+            release_features(release_load(ckpt, args.arch), paths, args.release_batch_size, args.workers, stamps)
             times["release"].append(time.perf_counter() - t)
-            steady["release"].append(steady_rate(stamps))
+            steady["release"].append(steady_rate(stamps, skip=1))  # eager: only its first batch sets up
             stamps = []
 
             def stamp(done: int, total: int, stage: str, stamps: list = stamps) -> None:
@@ -302,7 +304,7 @@ def against_release(args: argparse.Namespace) -> dict:
                                     workers=args.workers, device="cpu", use_labels=False, jpeg_draft=args.jpeg_draft,
                                     compile=compile_flag), stamp)  # fmt: skip
             times["project"].append(time.perf_counter() - t)
-            steady["project"].append(steady_rate(stamps))
+            steady["project"].append(steady_rate(stamps))  # --compile auto compiles in the second batch
             compiled.append("compile" in json.loads((out / "manifest.json").read_text())["inference"])
         first = torch.stack([_Folder(paths)[i] for i in range(min(args.batch_size, len(paths)))])
         network = network_ab(ckpt, args, first)
@@ -312,6 +314,7 @@ def against_release(args: argparse.Namespace) -> dict:
     return {
         "mode": "against-release", "arch": args.arch, "resolution": 224, "precision": "fp32",
         "images": args.images, "image_size": [640, 480], "rounds": args.rounds, "batch_size": args.batch_size,
+        "release_batch_size": args.release_batch_size,
         "loader_workers": args.workers, "jpeg_draft": args.jpeg_draft,
         "release_img_s": round(args.images / rel, 2), "project_index_img_s": round(args.images / proj, 2),
         "ratio": round(rel / proj, 2), "seconds": {k: [round(v, 2) for v in vs] for k, vs in times.items()},
@@ -319,7 +322,7 @@ def against_release(args: argparse.Namespace) -> dict:
         "steady_ratio": round(proj_s / rel_s, 2) if rel_s else None,
         "steady_img_s_per_round": {k: [round(v, 2) if v else None for v in vs] for k, vs in steady.items()},
         "compile": args.compile, "compiled": compiled, "network_img_s": network,
-        "load_seconds": {"release_full_model": round(release_load_s, 2), "project_teacher_only": round(fast_load_s, 2)},
+        "load_seconds": {"release_teacher": round(release_load_s, 2), "project_teacher_only": round(fast_load_s, 2)},
         "argmax_agreement_first_batch": round(agree, 5),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "machine": describe_machine(),
@@ -369,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--counts", nargs="*", type=int, default=[500, 2000])
     p.add_argument("--data", type=Path, default=None, help="dataset root with val2017/ (default: synthetic)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--release-batch-size", type=int, default=64,
+                   help="with --against-release: the release's batch (viz_slots.py's --batch_size default)")
     p.add_argument("--workers", type=int, default=1, help="data-loading processes")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--worker", nargs=3, metavar=("ARCH", "COUNT", "CKPT"), help=argparse.SUPPRESS)
