@@ -79,7 +79,6 @@ def worker(arch: str, count: int, data: Path, ckpt: Path, batch_size: int, worke
 def _release_model(arch: str, dim_hidden: int, dim_out: int, num_prototypes: int):
     """The release's ``SlotConEval`` as ``viz_slots.py``'s ``get_model`` builds it: the teacher's torchvision-named
     ResNet (pre-pool map), its 1×1-conv projector and the prototypes, none of them requiring gradients."""
-    import torch
     import torchvision
     from torch import nn
 
@@ -372,8 +371,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--counts", nargs="*", type=int, default=[500, 2000])
     p.add_argument("--data", type=Path, default=None, help="dataset root with val2017/ (default: synthetic)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--release-batch-size", type=int, default=64,
-                   help="with --against-release: the release's batch (viz_slots.py's --batch_size default)")
+    p.add_argument(
+        "--release-batch-size",
+        type=int,
+        default=64,
+        help="with --against-release: the release's batch (viz_slots.py's --batch_size default)",
+    )
     p.add_argument("--workers", type=int, default=1, help="data-loading processes")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--worker", nargs=3, metavar=("ARCH", "COUNT", "CKPT"), help=argparse.SUPPRESS)

@@ -206,11 +206,11 @@ def index_shard(
 
 def describe_inference(model: torch.nn.Module) -> str:
     """How ``model`` runs inference, for the manifest: ``plain`` (the full model, BN unfolded) or ``fused``
-    and the resolved :class:`core.infer_model.InferOptions` (``fused fold_bn channels_last fp32``)."""
+    and the resolved :class:`core.infer_model.InferOptions` (``fused fold_bn channels_last early_chunk fp32``)."""
     opts = getattr(model, "options", None)
     if opts is None:
         return "plain"
-    flags = [name for name in ("fold_bn", "channels_last") if getattr(opts, name)]
+    flags = [name for name in ("fold_bn", "channels_last", "early_chunk") if getattr(opts, name, False)]
     if getattr(model, "compiled", False):  # not when compiling failed and it fell back to eager
         flags.append("compile")
     return " ".join(["fused", *flags, opts.precision])

@@ -157,7 +157,7 @@ class Manifest(_Document):
     host: str = ""
     encoder: EncoderVectors | None = None
     #: how the model ran: "plain" (the full model) or "fused" with its options, e.g.
-    #: "fused fold_bn channels_last fp32" (core.infer_model); "" in manifests written before it was recorded
+    #: "fused fold_bn channels_last early_chunk fp32" (core.infer_model); "" in manifests written before it was recorded
     inference: str = ""
 
     @classmethod

@@ -237,8 +237,9 @@ def test_compiled_equals_eager_and_pads_a_short_batch_without_recompiling(resnet
 def test_compiled_chunks_pad_the_last_chunk_without_recompiling(resnet18_checkpoint, monkeypatch) -> None:
     """Compiled early stages are compiled for the first batch's chunk; a later batch is cut into chunks of
     that size at most, the last one padded: no second compilation, the eager outputs."""
-    import core.infer_model as infer_model
     from torch._dynamo.utils import counters
+
+    import core.infer_model as infer_model
 
     eager = load_inference_model(resnet18_checkpoint, options=InferOptions(early_chunk=False))
     fast = load_inference_model(resnet18_checkpoint, options=InferOptions(compile=True))
@@ -254,13 +255,16 @@ def test_compiled_chunks_pad_the_last_chunk_without_recompiling(resnet18_checkpo
     assert_same_outputs(eager.infer_outputs(later), got[:2])
 
 
-def test_a_failing_compiler_falls_back_to_eager(resnet18_checkpoint, caplog) -> None:
-    """A machine without a working C++ compiler (here: one that does not exist) still indexes, eagerly."""
+def test_a_failing_compiler_falls_back_to_eager(resnet18_checkpoint, caplog, tmp_path, monkeypatch) -> None:
+    """A machine without a working C++ compiler (here: one that does not exist) still indexes, eagerly.
+    The kernels must really be compiled: an empty Inductor cache, and a shape no other test compiles (static
+    shapes are baked into the kernels, which are cached by their source, in memory and on disk)."""
     import torch._inductor.config as inductor_config
 
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     fast = load_inference_model(resnet18_checkpoint, options=InferOptions()).compile_now()
-    x = _images(seed=9, b=2)
-    with inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",), "fx_graph_cache": False}):
+    x = _images(seed=9, b=3, size=72)
+    with inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",), "fx_graph_cache": False, "cpp_wrapper": True}):
         out = fast.infer_outputs(x)
     assert not fast.compiled and "torch.compile failed" in caplog.text
     assert_same_outputs(load_inference_model(resnet18_checkpoint).infer_outputs(x), out)

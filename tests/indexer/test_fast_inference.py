@@ -40,7 +40,7 @@ def test_fused_and_plain_builds_give_identical_assignments(trained_checkpoint, s
     with ConceptIndex.open(fused) as f, ConceptIndex.open(plain) as p:  # the encoder space agrees too
         enc_f = np.stack([f.segment_vector(i, "encoder") for i in range(f.num_segments)])
         enc_p = np.stack([p.segment_vector(i, "encoder") for i in range(p.num_segments)])
-        assert (f.manifest.inference, p.manifest.inference) == ("fused fold_bn channels_last fp32", "plain")
+        assert (f.manifest.inference, p.manifest.inference) == ("fused fold_bn channels_last early_chunk fp32", "plain")
     np.testing.assert_allclose(enc_f, enc_p, atol=1e-4, rtol=0)
 
 
@@ -112,7 +112,9 @@ def test_auto_compile_follows_the_time_left(trained_checkpoint, synthetic_root, 
     compiled = build_index(trained_checkpoint, synthetic_root, tmp_path / "compiled", batch_size=5)  # 5, 5, 2
     with ConceptIndex.open(eager) as e, ConceptIndex.open(compiled) as c:
         assert (e.manifest.inference, c.manifest.inference) == (
-            "fused fold_bn channels_last fp32", "fused fold_bn channels_last compile fp32")  # fmt: skip
+            "fused fold_bn channels_last early_chunk fp32",
+            "fused fold_bn channels_last early_chunk compile fp32",
+        )
     keys_e, scores_e, vec_e, images_e = _segments(eager)
     keys_c, scores_c, vec_c, images_c = _segments(compiled)
     assert keys_c == keys_e and images_c == images_e
