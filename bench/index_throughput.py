@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,14 +229,17 @@ def alternate(runs: dict, images: int, rounds: int, sync=lambda: None) -> dict[s
 
 def network_ab(ckpt: Path, args: argparse.Namespace, x) -> dict:  # noqa: ANN001
     """The networks alone on one batch (no data, masks or storage), alternated ``--network-rounds`` times in
-    this process: the release's full model in fp32 NCHW (encoder_k + projector_k, as it runs them) against the
-    project's inference model, eager and (unless ``--compile off``) compiled. Medians in images/s."""
+    this process: the release's ``SlotConEval`` in fp32 NCHW (encoder_k + projector_k, as it runs them) against
+    the project's inference model, eager (also without its early-stage chunking) and (unless ``--compile off``)
+    compiled. Medians in images/s."""
     from core.infer_model import InferOptions, load_inference_model
 
     release = release_load(ckpt, args.arch)
     eager = load_inference_model(ckpt, options=InferOptions())
     runs = {"release": lambda: release.projector_k(release.encoder_k(x)),
             "project_eager": lambda: eager.infer_outputs(x, features=True)}  # fmt: skip
+    unchunked = load_inference_model(ckpt, options=InferOptions(early_chunk=False))
+    runs["project_eager_unchunked"] = lambda: unchunked.infer_outputs(x, features=True)
     if args.compile != "off":
         compiled = load_inference_model(ckpt, options=InferOptions(compile=True))
         runs["project_compiled"] = lambda: compiled.infer_outputs(x, features=True)
@@ -331,8 +335,9 @@ def against_release(args: argparse.Namespace) -> dict:
 def network_only(args: argparse.Namespace) -> dict:
     """``--network-only``: the inference network (teacher encoder + projector + prototype scores, what an index
     build, an evaluation and an upload run per batch) on random input at ``--batch-size``, on ``--device`` at
-    ``--precision`` (``core.infer_model``'s autocast on CUDA), against the release's fp32 NCHW full model on
-    the same device. No data, masks, pycocotools or storage: the part of indexing a GPU speeds up, measurable
+    ``--precision`` (``core.infer_model``'s autocast on CUDA), against the release's fp32 NCHW ``SlotConEval`` on
+    the same device, and on a CPU against the project's model without its early-stage chunking (same
+    ``--compile``). No data, masks, pycocotools or storage: the part of indexing a GPU speeds up, measurable
     where the rest is not installed (``bench/gpu_suite.sh``)."""
 
     import torch
@@ -349,10 +354,14 @@ def network_only(args: argparse.Namespace) -> dict:
         ckpt = Path(tmp) / "release.pth"
         torch.save(to_release_state(SlotCon(SlotConConfig(arch=args.arch))), ckpt)
         release = release_load(ckpt, args.arch).to(dev)
-        fast = load_inference_model(ckpt, dev, InferOptions(precision=args.precision, compile=args.compile == "on"))
+        opts = InferOptions(precision=args.precision, compile=args.compile == "on")
+        fast = load_inference_model(ckpt, dev, opts)
+        unchunked = load_inference_model(ckpt, dev, replace(opts, early_chunk=False)) if dev.type == "cpu" else None
     x = torch.randn(args.batch_size, 3, 224, 224, device=dev)
     runs = {"release_fp32": lambda: release.projector_k(release.encoder_k(x)),
             f"project_{fast.options.precision}": lambda: fast.infer_outputs(x)}  # fmt: skip
+    if unchunked is not None:
+        runs["project_unchunked"] = lambda: unchunked.infer_outputs(x)
     out = {k: round(v, 1) for k, v in alternate(runs, args.batch_size, args.network_rounds, sync).items()}
     names = list(runs)
     return {

@@ -210,7 +210,7 @@ def describe_inference(model: torch.nn.Module) -> str:
     opts = getattr(model, "options", None)
     if opts is None:
         return "plain"
-    flags = [name for name in ("fold_bn", "channels_last", "early_chunk") if getattr(opts, name, False)]
+    flags = [name for name in ("fold_bn", "channels_last", "early_chunk") if getattr(opts, name)]
     if getattr(model, "compiled", False):  # not when compiling failed and it fell back to eager
         flags.append("compile")
     return " ".join(["fused", *flags, opts.precision])
