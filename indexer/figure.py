@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,32 +35,68 @@ DEFAULT_CELL_PX = 96
 DEFAULT_TOPK = 10
 
 
-def parse_prototypes(spec: str | Sequence[str | int]) -> list[int]:
-    """Prototype ids from ``"3,17,42"`` or ``"3-5,9"`` (ranges inclusive; spaces allowed), in the order
-    given. A list (argparse ``nargs``) is joined with commas first.
+def prototype_ranges(spec: str | Sequence[str | int]) -> list[tuple[int, int]]:
+    """The inclusive ``(first, last)`` ranges of a prototype list (``"3,17,42"``, ``"3-5,9"``; spaces
+    allowed) in the order given, checked but not expanded: a range's size costs nothing here, so a
+    caller can bound it (:func:`parse_prototypes`) before any id is materialised. A list (argparse
+    ``nargs``) is joined with commas first.
 
     Raises ValueError for an empty list, a part that is not a non-negative integer or ``a-b`` with
-    a <= b, and for an id listed twice: a repeated row is almost always a typo, and silently dropping
-    it would give a figure with fewer rows than asked.
+    a <= b, and for an id listed twice (ranges that overlap): a repeated row is almost always a typo,
+    and silently dropping it would give a figure with fewer rows than asked.
     """
     text = spec if isinstance(spec, str) else ",".join(str(s) for s in spec)
-    ids: list[int] = []
+    ranges: list[tuple[int, int]] = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
-            raise ValueError(f"empty entry in prototype list {text!r} (use e.g. 3,17,42 or 3-5,9)")
+            raise ValueError(f"empty entry in prototype list {_short(text)!r} (use e.g. 3,17,42 or 3-5,9)")
         lo, sep, hi = part.partition("-")
-        if not lo.strip().isdigit() or (sep and not hi.strip().isdigit()):
-            raise ValueError(f"{part!r} is not a prototype id or range (use e.g. 3,17,42 or 3-5,9)")
+        if not _digits(lo) or (sep and not _digits(hi)):
+            raise ValueError(f"{_short(part)!r} is not a prototype id or range (use e.g. 3,17,42 or 3-5,9)")
         a, b = int(lo), int(hi) if sep else int(lo)
         if b < a:
             raise ValueError(f"range {part!r} runs backwards (write {b}-{a})")
-        for k in range(a, b + 1):
-            if k in ids:
-                raise ValueError(f"prototype {k} is listed twice in {text!r}")
-            ids.append(k)
-    if not ids:
-        raise ValueError("no prototypes given")
-    return ids
+        ranges.append((a, b))
+    reached = -1  # the highest id of the ranges so far, in order of their first ids
+    for start, end in sorted(ranges):
+        if start <= reached:
+            raise ValueError(f"prototype {start} is listed twice in {_short(text)!r}")
+        reached = end
+    return ranges
+
+
+def parse_prototypes(
+    spec: str | Sequence[str | int], num_prototypes: int | None = None, limit: int | None = None
+) -> list[int]:
+    """Prototype ids from ``"3,17,42"`` or ``"3-5,9"`` (ranges inclusive), in the order given.
+
+    With ``num_prototypes`` (the index's K) every id must be below it, and with ``limit`` there may be
+    at most that many ids; both are checked on the ranges (:func:`prototype_ranges`) before they are
+    expanded, so ``0-100000000`` is refused at once. Raises ValueError naming the rule broken.
+    """
+    ranges = prototype_ranges(spec)
+    count = sum(b - a + 1 for a, b in ranges)
+    if limit is not None and count > limit:
+        raise ValueError(f"{count} prototypes asked for: a figure takes at most {limit}")
+    if num_prototypes is not None:
+        beyond = [(a, b) for a, b in ranges if b >= num_prototypes]
+        if beyond:
+            named = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in beyond[:5])
+            raise ValueError(
+                f"prototype(s) {named} not in this index (K={num_prototypes}: ids 0..{num_prototypes - 1})"
+            )
+    return [k for a, b in ranges for k in range(a, b + 1)]
+
+
+def _digits(text: str) -> bool:
+    """True for a plain decimal number (ASCII digits only, at most 18 of them: ids fit in 64 bits)."""
+    text = text.strip()
+    return 0 < len(text) <= 18 and text.isascii() and text.isdigit()
+
+
+def _short(text: str, width: int = 60) -> str:
+    """``text`` cut to ``width`` characters for an error message."""
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @dataclass(frozen=True)
@@ -131,10 +167,16 @@ def _title(proto: PrototypeRecord) -> list[str]:
 
 
 def figure_rows(
-    index: ConceptIndex, prototypes: Sequence[int], topk: int, alpha: float, cell_px: int
+    index: ConceptIndex,
+    prototypes: Sequence[int],
+    topk: int,
+    alpha: float,
+    cell_px: int,
+    check: Callable[[], None] | None = None,
 ) -> list[FigureRow]:
     """The rows of a figure; ValueError naming the valid ids for an unknown prototype, ImageReadError for
-    an image that cannot be read (each image is decoded once)."""
+    an image that cannot be read (each image is decoded once). ``check`` is called before each image is
+    read and each cell drawn, and may raise to stop the work (a server's deadline or a client gone)."""
     bad = [k for k in prototypes if not 0 <= int(k) < index.num_prototypes]
     if bad:
         raise ValueError(
@@ -147,6 +189,8 @@ def figure_rows(
         segments = index.top_segments(int(k), 0, topk)
         cells = []
         for seg in segments:
+            if check is not None:
+                check()
             if seg.image_id not in images:
                 rec = index.image(seg.image_id)
                 images[seg.image_id] = (rec, load_rgb(rec.path, upright=False))
@@ -218,9 +262,11 @@ def concept_figure(
     labels: bool = False,
     cell_px: int = DEFAULT_CELL_PX,
     out: str | os.PathLike = "figure.png",
+    check: Callable[[], None] | None = None,
 ) -> tuple[Layout, list[FigureRow]]:
-    """Write the figure of ``prototypes`` (ids, or a string for :func:`parse_prototypes`) to ``out``
-    (.png, .pdf or .svg); returns its layout and rows. ``index``: an open index or its directory.
+    """Write the figure of ``prototypes`` (ids, or a string for :func:`parse_prototypes`, parsed against
+    the index's K) to ``out`` (.png, .pdf or .svg); returns its layout and rows. ``index``: an open index
+    or its directory. ``check``: see :func:`figure_rows`.
 
     Raises ValueError for a bad suffix, topk < 1, cell_px < 8, alpha outside [0, 1] or unknown
     prototypes (nothing is written then).
@@ -231,12 +277,17 @@ def concept_figure(
         raise ValueError(f"output {out} must end in one of {', '.join(SUFFIXES)}")
     if topk < 1 or cell_px < 8 or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"need topk >= 1, cell_px >= 8 and 0 <= alpha <= 1 (got {topk}, {cell_px}, {alpha})")
-    ids = parse_prototypes(prototypes) if isinstance(prototypes, str) else [int(k) for k in prototypes]
+
+    def rows_of(opened: ConceptIndex) -> list[FigureRow]:
+        k = opened.num_prototypes
+        ids = parse_prototypes(prototypes, k) if isinstance(prototypes, str) else [int(p) for p in prototypes]
+        return figure_rows(opened, ids, topk, alpha, cell_px, check)
+
     if isinstance(index, ConceptIndex):
-        rows = figure_rows(index, ids, topk, alpha, cell_px)
+        rows = rows_of(index)
     else:
         with ConceptIndex.open(index) as opened:
-            rows = figure_rows(opened, ids, topk, alpha, cell_px)
+            rows = rows_of(opened)
     layout = Layout(len(rows), topk, cell_px, max(cell_px, 72) if labels else 0)
     texts = _texts(rows, layout, cell_px)
     if suffix == ".svg":
@@ -254,11 +305,13 @@ def concept_figure(
     return layout, rows
 
 
-def _prototype_list(text: str) -> list[int]:
+def _prototype_list(text: str) -> str:
+    """``text`` once its syntax is checked (its ids are checked against the index's K when it is open)."""
     try:
-        return parse_prototypes(text)
+        prototype_ranges(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+#: Seconds uvicorn waits for requests in flight after SIGTERM before it cancels them and exits.
+GRACE_S = 3
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The ``slotcon serve`` flags (each defaults to its SLOTCON_* variable or the built-in default)."""
@@ -51,7 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as e:
         print(f"slotcon serve: {e}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level)
+    # Requests still running after SIGTERM get a few seconds (their work checks the server's stopping
+    # flag and ends), then the server exits whatever they do.
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level=args.log_level, timeout_graceful_shutdown=GRACE_S
+    )
     return 0
 
 

@@ -12,9 +12,12 @@ exits with a one-line error (uvicorn's exit code 3).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import FrameType
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -22,6 +25,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from server import __version__
 from server.errors import ApiError, install_error_handlers
 from server.exposure import LOCAL_HOSTS, Exposure, ExposureMiddleware, StartupErrorMiddleware, decide_exposure
+from server.guard import CrossSiteMiddleware, DisconnectMiddleware
 from server.routers import ROUTERS
 from server.runtime import Runtime
 from server.services.jobs import Supervisor
@@ -35,13 +39,51 @@ UPLOAD_PATHS = frozenset({"/api/slots"})
 
 
 def _on_job_finished(runtime: Runtime, row: JobRow) -> None:
-    """An index job that asked for it becomes the active index as soon as it succeeds."""
-    if row.kind == "index" and row.status == "succeeded" and row.config.get("activate"):
+    """An index job that asked for it becomes the active index as soon as it succeeds (also when it is
+    settled after a restart); the job's message says whether it was activated, and why not."""
+    if row.kind != "index" or not row.config.get("activate"):
+        return
+    if row.status != "succeeded":
+        note = f"not activated: the job {row.status}"
+    else:
         logger.info("index job %s finished: activating %s", row.id, row.name)
         try:
             runtime.activate(Path(row.output_dir))
+            note = f"activated {row.name!r}"
         except ApiError as e:
-            logger.error("index job %s: %s not activated (the previous index stays): %s", row.id, row.name, e.message)
+            note = f"not activated (the previous index stays): {e.message}"
+            logger.error("index job %s: %s %s", row.id, row.name, note)
+    if runtime.supervisor is not None:
+        runtime.supervisor.store.update(row.id, message="; ".join(m for m in (row.message, note) if m))
+
+
+def stop_on_signals(stopping: threading.Event) -> Callable[[], None]:
+    """Have SIGTERM and SIGINT also set ``stopping`` (work in flight checks it and stops) before the
+    handler already installed (the server's own: uvicorn's graceful shutdown) runs; returns what restores
+    the previous handlers. Does nothing outside the main thread, where signals cannot be handled."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handle(sig: int, frame: FrameType | None) -> None:
+        stopping.set()
+        before = previous[sig]
+        if callable(before):
+            before(sig, frame)
+        elif before != signal.SIG_IGN:  # the default action, as if we had never been here
+            signal.signal(sig, signal.SIG_DFL)
+            signal.raise_signal(sig)
+
+    for sig in previous:
+        signal.signal(sig, handle)
+
+    def restore() -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig, before in previous.items():
+                if signal.getsignal(sig) is handle:
+                    signal.signal(sig, before)
+
+    return restore
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -56,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         exposure.exposed = decide_exposure(settings)
         runtime = Runtime(settings, exposed=exposure.exposed)
+        restore = stop_on_signals(runtime.stopping)
         runtime.load()
         store = JobStore(settings.state_dir / "jobs.db")
         runtime.supervisor = Supervisor(store, settings.job_poll_s, lambda row: _on_job_finished(runtime, row))
@@ -64,7 +107,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            runtime.stopping.set()
             runtime.close()
+            restore()
 
     app = FastAPI(
         title="SlotCon Explorer API",
@@ -78,12 +123,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware, limit_for=lambda path: upload_limit if path in UPLOAD_PATHS else JSON_BODY_LIMIT
     )
+    app.add_middleware(DisconnectMiddleware)  # outside the body limit: it reads through it
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "PUT", "DELETE"],
         allow_headers=["Authorization", "Content-Type"],
     )
+    app.add_middleware(CrossSiteMiddleware, trusted_origins=settings.cors_origins)
     app.add_middleware(
         ExposureMiddleware, settings=settings, state=exposure, allowed_hosts=[*LOCAL_HOSTS, *settings.allowed_hosts]
     )

@@ -22,7 +22,9 @@ from core.checkpoint import CheckpointError
 from core.infer_model import inference_model_for
 from server.errors import ApiError
 from server.exposure import StartupError
+from server.guard import Budget, cancel_flag, slot
 from server.services.digests import content_sha256, file_key
+from server.services.image_structure import StructureLimits
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -69,6 +71,8 @@ class Runtime:
         self.index_error: str | None = None
         self.model_lock = threading.Lock()  # one forward at a time: torch already uses every core
         self.upload_slots = threading.BoundedSemaphore(settings.upload_concurrency)
+        self.work_slots = threading.BoundedSemaphore(settings.work_concurrency)
+        self.stopping = threading.Event()  # set on SIGTERM/SIGINT: work in flight stops at its next check
         self._swap_lock = threading.Lock()
         self._activate_lock = threading.Lock()
         self.cache: dict[str, Any] = {}
@@ -193,20 +197,32 @@ class Runtime:
         return model.path
 
     @contextmanager
-    def upload_slot(self) -> Iterator[None]:
+    def upload_slot(self, budget: Budget | None = None) -> Iterator[None]:
         """Hold one of the ``upload_concurrency`` slots for a decode + analysis (503 ``busy`` after
-        ``upload_queue_s`` seconds of waiting)."""
-        if not self.upload_slots.acquire(timeout=self.settings.upload_queue_s):
-            raise ApiError(
-                503, "busy",
-                f"all {self.settings.upload_concurrency} upload slots stayed busy for "
-                f"{self.settings.upload_queue_s:g} s; retry later",
-                headers={"Retry-After": "5"},
-            )  # fmt: skip
-        try:
+        ``upload_queue_s`` seconds of waiting; a waiting request whose ``budget`` says stop stops waiting)."""
+        s = self.settings
+        with slot(self.upload_slots, s.upload_queue_s, f"uploads (all {s.upload_concurrency})", budget):
             yield
-        finally:
-            self.upload_slots.release()
+
+    @contextmanager
+    def work_slot(self, budget: Budget) -> Iterator[None]:
+        """Hold one of the ``work_concurrency`` slots for an expensive read (a figure, a comparison, a named
+        index opened): 503 ``busy`` when none frees up within ``work_timeout_s``."""
+        s = self.settings
+        with slot(self.work_slots, s.work_timeout_s, f"{budget.what} (all {s.work_concurrency})", budget):
+            yield
+
+    def budget(self, scope: Any, what: str, seconds: float | None = None) -> Budget:
+        """A :class:`Budget` for work done for the request of ``scope``: its client's cancellation flag,
+        the server's stopping flag and a deadline of ``seconds`` (default ``work_timeout_s``)."""
+        seconds = self.settings.work_timeout_s if seconds is None else seconds
+        return Budget(what, seconds, cancel_flag(scope), self.stopping)
+
+    @property
+    def structure_limits(self) -> StructureLimits:
+        """The most an upload's file may hold (scans, frames, chunks), from the settings."""
+        s = self.settings
+        return StructureLimits(scans=s.max_jpeg_scans, frames=s.max_image_frames, chunks=s.max_image_chunks)
 
     # ------------------------------------------------------------------ access
     def require_index(self) -> LoadedIndex:

@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     )
     upload_concurrency: int = Field(2, ge=1, le=64, description="uploads decoded and analysed at once")
     upload_queue_s: float = Field(60.0, gt=0, le=3600, description="how long an upload waits for a slot (then 503)")
+    max_jpeg_scans: int = Field(64, ge=1, description="scans a JPEG upload may have (ordinary progressive: ~10)")
+    max_image_frames: int = Field(1000, ge=1, description="frames or pages an upload may have (GIF, WebP, APNG, TIFF)")
+    max_image_chunks: int = Field(
+        10_000, ge=16, description="chunks, markers or decoder tiles an upload may have (PNG, JPEG, WebP, GIF, TIFF)"
+    )
+    decode_timeout_s: float = Field(10.0, gt=0, le=600, description="an upload's decode stops after this (then 503)")
+    work_concurrency: int = Field(2, ge=1, le=64, description="figures, comparisons and named indexes opened at once")
+    work_timeout_s: float = Field(30.0, gt=0, le=3600, description="a figure or comparison stops after this (503)")
     trusted_hosts: str = Field(
         "", description="extra Host names accepted in loopback mode, comma-separated (localhost names always are)"
     )

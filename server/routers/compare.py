@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path as FilePath
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from server.deps import IndexDep, RuntimeDep
@@ -30,6 +30,7 @@ def get_indexes(runtime: RuntimeDep) -> IndexList:
 
 @router.get("/compare", responses=ERRORS)
 def get_compare(
+    request: Request,
     loaded: IndexDep,
     runtime: RuntimeDep,
     a: Annotated[Name, Query(description="index A (the earlier checkpoint)", examples=["cpu-demo-epoch1"])],
@@ -37,8 +38,11 @@ def get_compare(
 ) -> CompareResult:
     """Compare two indexes of the same images: Hungarian-matched prototype pairs with their mask IoU,
     splits, merges, born and died prototypes. Computed once per pair of index builds (seconds at K = 256)."""
-    index_b = loaded if b is None else named_index(runtime, b)
-    return comparison(runtime, named_index(runtime, a), index_b)
+    budget = runtime.budget(request.scope, f"the comparison of {a} and {b or loaded.name}")
+    with runtime.work_slot(budget):
+        index_b = loaded if b is None else named_index(runtime, b)
+        budget.check()
+        return comparison(runtime, named_index(runtime, a), index_b)
 
 
 @router.get(
@@ -66,6 +70,7 @@ def get_best_segment(
     return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=300"})
 
 
+MAX_FIGURE_PROTOTYPES = 32
 FIGURE_TYPES = {"png": "image/png", "pdf": "application/pdf", "svg": "image/svg+xml"}
 
 
@@ -73,12 +78,14 @@ FIGURE_TYPES = {"png": "image/png", "pdf": "application/pdf", "svg": "image/svg+
     "/figure", response_class=Response, responses=ERRORS | {200: {"content": {t: {} for t in FIGURE_TYPES.values()}}}
 )
 def get_figure(
+    request: Request,
     loaded: IndexDep,
+    runtime: RuntimeDep,
     prototypes: Annotated[
         str,
         Query(
             max_length=200,
-            description="ids and ranges, e.g. '3,17,42' or '3-5,9' (at most 32 prototypes)",
+            description=f"ids and ranges, e.g. '3,17,42' or '3-5,9' (at most {MAX_FIGURE_PROTOTYPES} prototypes)",
             examples=["3,17,42"],
         ),
     ],
@@ -88,21 +95,23 @@ def get_figure(
     labels: Annotated[bool, Query(description="a title column (#k and the concept's name)")] = True,
 ) -> Response:
     """The paper's concept figure (Figures 3, 8-11) of the active index: one row of top-k segments per
-    prototype, masks in red; deterministic for the same index and arguments (``slotcon figure`` alike)."""
+    prototype, masks in red; deterministic for the same index and arguments (``slotcon figure`` alike).
+
+    422 for more than 32 prototypes or ids beyond K (checked before any work), 503 ``busy`` when every
+    work slot stays taken, 503 ``deadline_exceeded`` past ``work_timeout_s`` (the drawing stops)."""
     import tempfile
 
     from indexer.figure import concept_figure, parse_prototypes
 
-    try:
-        ids = parse_prototypes(prototypes)
+    try:  # checked on the ranges, before any is expanded: 0-100000000 costs nothing
+        ids = parse_prototypes(prototypes, loaded.index.num_prototypes, MAX_FIGURE_PROTOTYPES)
     except ValueError as e:
         raise ApiError(422, "invalid_request", str(e)) from e
-    if len(ids) > 32:
-        raise ApiError(422, "invalid_request", f"{len(ids)} prototypes: a figure takes at most 32")
-    with tempfile.TemporaryDirectory() as tmp:
+    budget = runtime.budget(request.scope, f"the figure of {len(ids)} prototypes")
+    with runtime.work_slot(budget), tempfile.TemporaryDirectory() as tmp:
         out = FilePath(tmp) / f"figure.{format}"
         try:
-            concept_figure(loaded.index, ids, topk=topk, alpha=alpha, labels=labels, out=out)
+            concept_figure(loaded.index, ids, topk=topk, alpha=alpha, labels=labels, out=out, check=budget.check)
         except ValueError as e:
             raise ApiError(422, "invalid_request", str(e)) from e
         data = out.read_bytes()

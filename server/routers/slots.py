@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Query, UploadFile
+from fastapi import APIRouter, File, Query, Request, UploadFile
 
 from indexer.store import SpaceUnavailableError
 from server.deps import ModelDep, RuntimeDep
@@ -19,6 +19,7 @@ ERRORS = {code: {"model": ErrorBody} for code in (400, 409, 413, 415, 422, 503)}
 
 @router.post("/slots", responses=ERRORS)
 def post_slots(
+    request: Request,
     runtime: RuntimeDep,
     model: ModelDep,
     file: Annotated[UploadFile, File(description="an image (JPEG, PNG, WebP, ...); size-limited")],
@@ -49,15 +50,23 @@ def post_slots(
     count over the limit, 422 sides further apart than 20:1, 415 not an image, 400
     empty/truncated/corrupt, 503 ``busy`` when every upload slot stayed taken for
     ``upload_queue_s``. At most ``upload_concurrency`` uploads are decoded and analysed at once;
-    the others wait with their bodies spooled (at most 1 MiB each in memory).
+    the others wait with their bodies spooled (at most 1 MiB each in memory). 413 ``image_too_complex``
+    when the file holds more JPEG scans, frames or chunks than the limits (counted before decoding), 503
+    ``deadline_exceeded`` when the decode runs past ``decode_timeout_s``; the decode and the analysis stop
+    when the client disconnects.
     """
-    with runtime.upload_slot():
+    limits = runtime.settings
+    name = file.filename or "upload"
+    waiting = runtime.budget(request.scope, f"{name[:80]!r}", limits.upload_queue_s)
+    with runtime.upload_slot(waiting):
         data = file.file.read()
         resize, _ = analysis_size(runtime)
-        limits = runtime.settings
-        img = decode_upload(data, limits.max_upload_pixels, resize, file.filename or "upload", limits.max_decode_bytes)
+        budget = runtime.budget(request.scope, f"decoding {name[:80]!r}", limits.decode_timeout_s)
+        img = decode_upload(
+            data, limits.max_upload_pixels, resize, name, limits.max_decode_bytes, runtime.structure_limits, budget
+        )
         del data
         try:
-            return analyze(runtime, model, runtime.index, img, neighbors, crop, space)
+            return analyze(runtime, model, runtime.index, img, neighbors, crop, space, check=budget.check_stop)
         except SpaceUnavailableError as e:
             raise ApiError(409, "space_unavailable", str(e)) from None

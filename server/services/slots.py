@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
@@ -29,6 +30,10 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _go_on() -> None:
+    """The default check: the work always goes on."""
+
+
 def analysis_size(runtime: Runtime) -> tuple[int, int]:
     """(resize, crop) of the active index (what its segments were made with), else the recipes' defaults."""
     loaded = runtime.index
@@ -45,6 +50,7 @@ def analyze(
     neighbors: int = 5,
     crop: bool = False,
     space: str = "projector",
+    check: Callable[[], None] | None = None,
 ) -> SlotsResult:
     """Run the teacher on ``img`` and describe its slots (see :class:`server.schemas.SlotsResult`).
 
@@ -52,7 +58,10 @@ def analyze(
     release's protocol; the overlay outlines the crop). ``space``: the embedding the nearest dataset segments
     are searched in (``encoder``: the slots' pooled encoder features, as the index stores its segments');
     raises :class:`indexer.store.SpaceUnavailableError` when the active index does not store it.
+    ``check`` is called between the steps (before the forward pass, after it, before each slot's search)
+    and may raise to stop the work (the client left, the server stops).
     """
+    check = check or _go_on
     started = time.perf_counter()
     search_near = loaded is not None and neighbors > 0
     if search_near and space not in loaded.index.spaces:
@@ -62,10 +71,13 @@ def analyze(
     encoder = search_near and space == "encoder"
     resize, crop_size = analysis_size(runtime)
     img = bounded(img, resize)
+    check()
     with runtime.model_lock:
+        check()  # the lock may have been waited for
         seg = segment_images(
             model.model, [img], resize, crop_size if crop else None, device=runtime.device, encoder_vectors=encoder
         )[0]
+    check()
     vectors = seg.encoder_vectors if encoder else seg.vectors
     x0, y0, bw, bh = seg.view.box
     assignment = seg.box_labels  # (bh, bw) prototype ids
@@ -76,6 +88,7 @@ def analyze(
         names = {r.id: r.label for r in loaded.index.prototypes() if r.label}
     slots = []
     for i, k in enumerate(seg.prototypes.tolist()):
+        check()
         near = []
         if search_near and vectors is not None and loaded.index.space_dim(space) == vectors.shape[1]:
             near = neighbors_out(loaded.index.search(vectors[i], neighbors, space=space))

@@ -24,6 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.datasets import to_rgb
 from server.errors import ApiError
+from server.guard import Budget
+from server.services.image_structure import StructureLimits, check_structure, too_complex
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 #: Room for the multipart envelope (boundaries, part headers) around the file itself.
@@ -119,6 +121,9 @@ DEFAULT_DECODE_BYTES_PER_PIXEL = 6.5
 #: the full image (libjpeg buffers every coefficient: 2 bytes each).
 JPEG_BYTES_PER_PIXEL, JPEG_COEFFICIENT_BYTES = 4.5, 2.1
 STRIP_PIXELS = 1 << 20
+#: Bytes handed to the decoder between two checks of the upload's budget: a progressive JPEG's scans
+#: are decoded as their bytes arrive, so a chunk holds at most a few ms of work in an ordinary file.
+DECODE_CHUNK = 2048
 _REDUCIBLE = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr"})
 _ORIENTATION = 0x0112
 _TRANSPOSE = {
@@ -208,7 +213,13 @@ def decode_cost(img: Image.Image, full_pixels: int | None = None) -> int:
 
 
 def decode_upload(
-    data: bytes, max_pixels: int, resize: int, name: str = "upload", max_decode_bytes: int = 256 << 20
+    data: bytes,
+    max_pixels: int,
+    resize: int,
+    name: str = "upload",
+    max_decode_bytes: int = 256 << 20,
+    limits: StructureLimits | None = None,
+    budget: Budget | None = None,
 ) -> Image.Image:
     """Decode uploaded bytes to an 8-bit RGB image bounded by :func:`analysis_dims` (EXIF orientation
     applied, alpha on white).
@@ -220,17 +231,26 @@ def decode_upload(
     box-reduced strip by strip (:func:`reduce_in_strips`), so no second full-size copy is made.
     Images within the analysis size are decoded exactly as :func:`core.datasets.load_rgb` does.
 
+    CPU is bounded too. Before anything is decoded, the file's structure is counted
+    (:func:`server.services.image_structure.check_structure`: JPEG scans, frames, chunks, at most
+    ``limits``) and so are the decoder's tiles; then the decoder is fed :data:`DECODE_CHUNK` bytes at
+    a time and ``budget`` is checked before each chunk, so a decode stops at its deadline, when the
+    client leaves or when the server stops.
+
     Raises :class:`ApiError`: 400 ``empty_file`` / ``bad_image`` (truncated or corrupt), 415
     ``unsupported_media_type`` (not an image in :data:`FORMATS`), 413 ``image_too_large`` (more than
-    ``max_pixels`` pixels, or more than ``max_decode_bytes`` to decode), 422 ``image_aspect_ratio``
-    (sides further apart than :data:`MAX_ASPECT_RATIO`:1).
+    ``max_pixels`` pixels, or more than ``max_decode_bytes`` to decode), 413 ``image_too_complex`` (more
+    scans, frames or chunks than ``limits``), 422 ``image_aspect_ratio`` (sides further apart than
+    :data:`MAX_ASPECT_RATIO`:1), and whatever ``budget.check`` raises.
     """
     if not data:
         raise ApiError(400, "empty_file", f"{name} is empty (0 bytes)")
+    limits = limits or StructureLimits()
+    check_structure(data, limits, name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            img = Image.open(io.BytesIO(data), formats=FORMATS)
+            img = Image.open(_CheckedReader(data, budget.check if budget else None), formats=FORMATS)
         except Image.DecompressionBombError as e:
             raise ApiError(413, "image_too_large", f"{name}: {e}") from e
         except UnidentifiedImageError as e:
@@ -257,6 +277,9 @@ def decode_upload(
                         f"{name} ({fmt}, {width}×{height} pixels) would take {_mib(cost)} to decode, above the "
                         f"per-upload limit of {_mib(max_decode_bytes)}",
                     )
+                if len(img.tile) > limits.chunks:  # one decoder call each (a TIFF's strips or tiles)
+                    raise too_complex(name, str(fmt), "tiles", limits.chunks, "SLOTCON_MAX_IMAGE_CHUNKS")
+                img.decodermaxblock = DECODE_CHUNK
                 img.load()
                 small = _reducible(img)
                 factor = min(small.width // target[0], small.height // target[1])
@@ -278,6 +301,20 @@ def decode_upload(
         target = target[::-1]
     rgb = to_rgb(small)
     return rgb if rgb.size == target else rgb.resize(target, Image.Resampling.BILINEAR)
+
+
+class _CheckedReader(io.BytesIO):
+    """The upload's bytes as a file whose every read first calls ``check`` (which may raise to stop)."""
+
+    def __init__(self, data: bytes, check: Callable[[], None] | None) -> None:
+        super().__init__(data)
+        self._check = check
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        """Up to ``size`` bytes, after ``check``."""
+        if self._check is not None:
+            self._check()
+        return super().read(size)
 
 
 def _check_size(name: str, width: int, height: int, max_pixels: int) -> None:

@@ -1,0 +1,236 @@
+"""CPU per request bounded before the work starts: prototype ranges checked against K and the route's
+limit without being expanded, and image files refused by their structure (JPEG scans, frames, chunks)
+before any decoding, with the decode deadline as the backstop. Real files throughout: a scan-bomb JPEG
+built here (an ordinary 6000×6000 grey progressive header, its last scan repeated), ordinary
+progressive JPEGs and animated GIFs, WebPs and APNGs that must still pass."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from indexer.figure import parse_prototypes, prototype_ranges
+from server.app import create_app
+from server.errors import ApiError
+from server.guard import Budget
+from server.services.image_structure import StructureLimits, check_structure
+from server.services.uploads import decode_upload
+
+
+def scan_bomb(repeats: int, side: int = 6000) -> bytes:
+    """An ordinary ``side``² grey progressive JPEG (Pillow's scan script: 6 scans) whose last scan is
+    repeated ``repeats`` more times before its end marker: each copy makes the decoder go over every
+    coefficient again. 20 000 copies of its 59-byte last scan: 1.2 MB."""
+    buf = io.BytesIO()
+    Image.new("L", (side, side), 128).save(buf, "JPEG", progressive=True, quality=90)
+    data = buf.getvalue()
+    last, end = data.rfind(b"\xff\xda"), data.rfind(b"\xff\xd9")
+    return data[:end] + data[last:end] * repeats + data[end:]
+
+
+def encoded(img: Image.Image, fmt: str, **save) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+def _photo(size=(320, 240), seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 180, size[0])[None, :, None]
+    return Image.fromarray((rng.random((size[1], size[0], 3)) * 70 + ramp).astype(np.uint8))
+
+
+def _frames(n: int, size=(48, 32)) -> list[Image.Image]:
+    return [Image.new("RGB", size, (i * 7 % 256, 80, 200 - i % 200)) for i in range(n)]
+
+
+def _post(client, data: bytes, name: str, **kwargs):
+    return client.post("/api/slots", files={"file": (name, data, "application/octet-stream")}, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- ranges
+
+
+def test_prototype_ranges_are_not_expanded():
+    started = time.perf_counter()
+    assert prototype_ranges("0-100000000,100000001") == [(0, 100_000_000), (100_000_001, 100_000_001)]
+    with pytest.raises(ValueError, match="at most 32"):
+        parse_prototypes("0-100000000", 2048, 32)
+    with pytest.raises(ValueError, match="not in this index"):
+        parse_prototypes("5,10-100000000", 2048)
+    with pytest.raises(ValueError, match="listed twice"):
+        parse_prototypes("0-100000000,5")
+    with pytest.raises(ValueError, match="not a prototype id"):
+        parse_prototypes("0-" + "9" * 40)
+    assert time.perf_counter() - started < 0.5
+    assert parse_prototypes("3-5,9", 16, 32) == [3, 4, 5, 9]
+
+
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("0-100000000", "100000001 prototypes asked for: a figure takes at most 32"),
+        ("0-40", "41 prototypes asked for"),
+        ("3,9", "9 not in this index (K=8"),
+        ("1-3,2", "prototype 2 is listed twice"),
+    ],
+)
+def test_figure_ranges_are_refused_before_any_work(client, spec, words):
+    started = time.perf_counter()
+    r = client.get("/api/figure", params={"prototypes": spec})
+    assert r.status_code == 422, r.text
+    assert words in r.json()["error"]["message"]
+    assert time.perf_counter() - started < 2
+    ok = client.get("/api/figure", params={"prototypes": "0-2", "topk": 2})
+    assert ok.status_code == 200 and ok.content[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_live_server_answers_a_huge_range_and_a_scan_bomb_at_once(live_server, server_index, tmp_path):
+    """What a probe sends to a real uvicorn: a huge range (a 4xx within 5 s) and a 1.2 MB scan bomb without
+    an Origin (an answer within 15 s), each followed by health within 1 s."""
+    import httpx
+
+    with live_server("--index", str(server_index), "--state-dir", str(tmp_path / "state")) as srv:
+        started = time.perf_counter()
+        r = httpx.get(f"{srv.base}/api/figure", params={"prototypes": "0-100000000"}, timeout=5)
+        assert 400 <= r.status_code < 500 and time.perf_counter() - started < 5, r.text
+        assert httpx.get(f"{srv.base}/api/health", timeout=1).status_code == 200
+        bomb = scan_bomb(20_000)
+        started = time.perf_counter()
+        r = httpx.post(f"{srv.base}/api/slots", files={"file": ("bomb.jpg", bomb, "image/jpeg")}, timeout=15)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "image_too_complex", r.text
+        assert time.perf_counter() - started < 15
+        assert httpx.get(f"{srv.base}/api/health", timeout=1).status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------- structure
+
+
+def test_scan_bomb_upload_is_refused_before_decoding(client):
+    bomb = scan_bomb(20_000)
+    assert 1_100_000 < len(bomb) < 1_400_000
+    started = time.perf_counter()
+    r = _post(client, bomb, "bomb.jpg")  # no Origin header: a script's request
+    assert time.perf_counter() - started < 15
+    assert r.status_code == 413, r.text
+    error = r.json()["error"]
+    assert error["code"] == "image_too_complex"
+    assert "more than 64 scans" in error["message"] and "SLOTCON_MAX_JPEG_SCANS" in error["message"]
+    started = time.perf_counter()
+    assert client.get("/api/health").status_code == 200 and time.perf_counter() - started < 1
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("progressive.jpg", encoded(_photo(), "JPEG", progressive=True)),
+        ("progressive-optimized.jpg", encoded(_photo(seed=1), "JPEG", progressive=True, optimize=True, quality=95)),
+        ("progressive-grey.jpg", encoded(_photo().convert("L"), "JPEG", progressive=True)),
+        ("progressive-444.jpg", encoded(_photo(), "JPEG", progressive=True, subsampling=0)),
+        ("animated.gif", encoded(_frames(1)[0], "GIF", save_all=True, append_images=_frames(120)[1:], duration=40)),
+        ("animated.webp", encoded(_frames(1)[0], "WEBP", save_all=True, append_images=_frames(40)[1:], duration=40)),
+        ("animated.png", encoded(_frames(1)[0], "PNG", save_all=True, append_images=_frames(30)[1:], duration=40)),
+        ("pages.tiff", encoded(_frames(1)[0], "TIFF", save_all=True, append_images=_frames(5)[1:])),
+    ],
+)
+def test_ordinary_files_pass(client, name, data):
+    found = check_structure(data, StructureLimits())
+    assert found.format != "other"
+    if name.endswith(".jpg"):
+        assert 1 < found.scans <= 12  # libjpeg's progressive script: 10 scans (6 when grey)
+    r = _post(client, data, name)
+    assert r.status_code == 200, (name, r.text[:300])
+
+
+@pytest.mark.parametrize(
+    "name, data, limits, words",
+    [
+        ("bomb.jpg", scan_bomb(200, side=64), StructureLimits(scans=64), "more than 64 scans"),
+        (
+            "frames.gif",
+            encoded(_frames(1)[0], "GIF", save_all=True, append_images=_frames(30)[1:]),
+            StructureLimits(frames=20),
+            "more than 20 frames",
+        ),
+        (
+            "frames.webp",
+            encoded(_frames(1)[0], "WEBP", save_all=True, append_images=_frames(30)[1:]),
+            StructureLimits(frames=20),
+            "more than 20 frames",
+        ),
+        (
+            "frames.png",
+            encoded(_frames(1)[0], "PNG", save_all=True, append_images=_frames(30)[1:]),
+            StructureLimits(frames=20),
+            "more than 20 frames",
+        ),
+        (
+            "pages.tiff",
+            encoded(_frames(1)[0], "TIFF", save_all=True, append_images=_frames(30)[1:]),
+            StructureLimits(frames=20),
+            "more than 20 pages",
+        ),
+    ],
+)
+def test_structure_beyond_the_limits_is_refused(name, data, limits, words):
+    with pytest.raises(ApiError) as refused:
+        decode_upload(data, 40_000_000, 128, name, limits=limits)
+    assert refused.value.status_code == 413 and refused.value.code == "image_too_complex"
+    assert words in refused.value.message and name in refused.value.message
+
+
+def _split_idat(png: bytes, piece: int) -> bytes:
+    """``png`` rewritten with its image data in IDAT chunks of ``piece`` bytes (a valid PNG)."""
+    import struct
+    import zlib
+
+    chunks, pos = [], 8
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        chunks.append((png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]))
+        pos += 12 + length
+    idat = b"".join(body for kind, body in chunks if kind == b"IDAT")
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    out = [png[:8], *(chunk(k, b) for k, b in chunks if k not in (b"IDAT", b"IEND"))]
+    out += [chunk(b"IDAT", idat[i : i + piece]) for i in range(0, len(idat), piece)]
+    return b"".join(out) + chunk(b"IEND", b"")
+
+
+def test_png_chunks_are_counted(client):
+    png = encoded(_photo((200, 150)), "PNG")
+    many = _split_idat(png, 4)  # image data in chunks of 4 bytes: a valid file, refused for its chunk count
+    assert check_structure(many, StructureLimits(chunks=10**6)).chunks > 10_000
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(many))), np.asarray(Image.open(io.BytesIO(png))))
+    r = _post(client, many, "chunks.png")
+    assert r.status_code == 413 and "more than 10000 chunks" in r.json()["error"]["message"], r.status_code
+    assert _post(client, _split_idat(png, 8192), "ordinary.png").status_code == 200
+
+
+def test_the_decode_deadline_stops_a_file_within_the_limits():
+    """With the scan limit raised out of the way, the deadline is what stops the decode: a 2 000-scan
+    file (about 50 s of decoding) ends within a second or two of its 0.3 s budget."""
+    bomb = scan_bomb(2_000)
+    budget = Budget("decoding bomb.jpg", 0.3)
+    started = time.perf_counter()
+    with pytest.raises(ApiError) as stopped:
+        decode_upload(
+            bomb, 40_000_000, 128, "bomb.jpg", limits=StructureLimits(scans=10**6, chunks=10**6), budget=budget
+        )
+    assert stopped.value.status_code == 503 and stopped.value.code == "deadline_exceeded"
+    assert "0.3 s" in stopped.value.message
+    assert time.perf_counter() - started < 3
+
+
+def test_structure_limits_come_from_the_settings(make_settings):
+    with TestClient(create_app(make_settings(max_jpeg_scans=4))) as client:
+        r = _post(client, encoded(_photo(), "JPEG", progressive=True), "ten-scans.jpg")
+        assert r.status_code == 413 and "more than 4 scans" in r.json()["error"]["message"]
+        assert _post(client, encoded(_photo(), "JPEG"), "baseline.jpg").status_code == 200
