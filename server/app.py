@@ -30,6 +30,7 @@ from server.routers import ROUTERS
 from server.runtime import Runtime
 from server.services.jobs import Supervisor
 from server.services.jobstore import JobRow, JobStore
+from server.services.names import PathScrubMiddleware, ServerPaths
 from server.services.uploads import MULTIPART_OVERHEAD, BodyLimitMiddleware, mmap_large_allocations
 from server.settings import Settings, get_settings
 
@@ -93,11 +94,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings.check_exposure()
     mmap_large_allocations()  # decoded uploads go back to the system when freed (per-upload bound)
     exposure = Exposure(exposed=settings.exposed)
+    paths = ServerPaths.for_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         exposure.exposed = decide_exposure(settings)
-        runtime = Runtime(settings, exposed=exposure.exposed)
+        runtime = Runtime(settings, exposed=exposure.exposed, paths=paths)
         restore = stop_on_signals(runtime.stopping)
         runtime.load()
         store = JobStore(settings.state_dir / "jobs.db")
@@ -119,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.add_middleware(PathScrubMiddleware, paths=paths)  # innermost: it sees every answer and error
     upload_limit = settings.max_upload_bytes + MULTIPART_OVERHEAD
     app.add_middleware(
         BodyLimitMiddleware, limit_for=lambda path: upload_limit if path in UPLOAD_PATHS else JSON_BODY_LIMIT

@@ -25,6 +25,7 @@ from server.exposure import StartupError
 from server.guard import Budget, cancel_flag, slot
 from server.services.digests import content_sha256, file_key
 from server.services.image_structure import StructureLimits
+from server.services.names import ServerPaths
 from server.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,9 @@ class LoadedIndex:
 class Runtime:
     """Heavy, shared state. Readers take a snapshot (:meth:`current`); :meth:`activate` swaps atomically."""
 
-    def __init__(self, settings: Settings, exposed: bool = False) -> None:
+    def __init__(self, settings: Settings, exposed: bool = False, paths: ServerPaths | None = None) -> None:
         self.settings = settings
+        self.paths = paths or ServerPaths.for_settings(settings)  # how answers name server paths
         self.exposed = exposed or settings.exposed
         self.device = pick_device(settings.device)
         self.model: LoadedModel | None = None
@@ -174,6 +176,7 @@ class Runtime:
                 index.close()
                 raise
             loaded = LoadedIndex(index, index_dir)
+            self.paths.add(index_dir.parent, model.path.parent.parent)
             with self._swap_lock:
                 self.index, self.model, self.index_error = loaded, model, None
                 self.cache.clear()

@@ -60,6 +60,7 @@ def get_stats(
 @router.get("/eval", responses=ERRORS)
 def list_evals(
     loaded: IndexDep,
+    runtime: RuntimeDep,
     inline_examples: Annotated[int, Query(ge=0, le=50, description="examples inlined per result")] = INLINE_EXAMPLES,
 ) -> EvalList:
     """Stored evaluation results, newest first. Each has ``examples``: the first ``inline_examples``
@@ -72,9 +73,8 @@ def list_evals(
             )
             for i, p, g in _examples(loaded, stored.id)[:inline_examples]
         ]
-        items.append(
-            EvalResult(**stored.result.to_dict(), id=stored.id, created_at=stored.created_at, examples=examples)
-        )
+        fields = runtime.paths.value(stored.result.to_dict())  # checkpoint and data root relative to their folders
+        items.append(EvalResult(**fields, id=stored.id, created_at=stored.created_at, examples=examples))
     return EvalList(items=items)
 
 
