@@ -1,14 +1,21 @@
 """CPU per request bounded before the work starts: prototype ranges checked against K and the route's
 limit without being expanded, and image files refused by their structure (JPEG scans, frames, chunks)
-before any decoding, with the decode deadline as the backstop. Real files throughout: a scan-bomb JPEG
+before any decoding, with the decode deadline as the backstop; and work that stops, on a real uvicorn:
+a decode stops when its client disconnects (the server's CPU time stops growing after), and SIGTERM
+stops the server within seconds while a decode is in flight. Real files throughout: a scan-bomb JPEG
 built here (an ordinary 6000×6000 grey progressive header, its last scan repeated), ordinary
 progressive JPEGs and animated GIFs, WebPs and APNGs that must still pass."""
 
 from __future__ import annotations
 
 import io
+import os
+import signal
+import threading
 import time
+from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -234,3 +241,87 @@ def test_structure_limits_come_from_the_settings(make_settings):
         r = _post(client, encoded(_photo(), "JPEG", progressive=True), "ten-scans.jpg")
         assert r.status_code == 413 and "more than 4 scans" in r.json()["error"]["message"]
         assert _post(client, encoded(_photo(), "JPEG"), "baseline.jpg").status_code == 200
+
+
+# ---------------------------------------------------------------------------------------------- stopping
+
+#: The structure limits raised out of a scan bomb's way: only the cancellation (or the stopping flag) can
+#: end its decode, which left alone would take minutes of CPU.
+LIMITS_OUT_OF_THE_WAY = {
+    "SLOTCON_MAX_JPEG_SCANS": "1000000",
+    "SLOTCON_MAX_IMAGE_CHUNKS": "1000000",
+    "SLOTCON_DECODE_TIMEOUT_S": "600",
+}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` (all its threads) from /proc, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _busy(pid: int, within_s: float = 20) -> None:
+    """Wait until ``pid`` is decoding (its CPU time grows at least 0.3 s in 0.5 s)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(0.5)
+        if cpu_seconds(pid) - before > 0.3:
+            return
+    raise AssertionError("the server never started decoding")
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    return scan_bomb(20_000)  # ~8 minutes of decoding on one core
+
+
+def test_decode_stops_when_the_client_disconnects(live_server, server_index, tmp_path, bomb):
+    env = LIMITS_OUT_OF_THE_WAY
+    outcome: list[str] = []
+
+    def upload(base: str) -> None:  # gives up after 3 s and closes its connection
+        try:
+            httpx.post(f"{base}/api/slots", files={"file": ("bomb.jpg", bomb, "image/jpeg")}, timeout=3)
+            outcome.append("answered")
+        except httpx.ReadTimeout:
+            outcome.append("gave up")
+
+    with live_server("--index", str(server_index), "--state-dir", str(tmp_path / "state"), env=env) as srv:
+        client = threading.Thread(target=upload, args=(srv.base,))
+        client.start()
+        _busy(srv.pid)  # the server is decoding
+        client.join(timeout=10)
+        assert outcome == ["gave up"]
+        time.sleep(1.0)  # one chunk of the decoder's input (at most ~1 s of this file) may still finish
+        before = cpu_seconds(srv.pid)
+        time.sleep(2.0)
+        assert cpu_seconds(srv.pid) - before < 0.4, "the decode went on after the client left"
+        started = time.perf_counter()
+        assert httpx.get(f"{srv.base}/api/health", timeout=1).status_code == 200
+        assert time.perf_counter() - started < 1
+
+
+def test_sigterm_stops_the_server_with_a_decode_in_flight(live_server, server_index, tmp_path, bomb):
+    env = LIMITS_OUT_OF_THE_WAY
+    answers: list[int] = []
+
+    def upload(base: str) -> None:
+        try:
+            r = httpx.post(f"{base}/api/slots", files={"file": ("bomb.jpg", bomb, "image/jpeg")}, timeout=60)
+            answers.append(r.status_code)
+        except httpx.HTTPError:
+            answers.append(0)  # the connection closed without an answer
+
+    with live_server("--index", str(server_index), "--state-dir", str(tmp_path / "state"), env=env) as srv:
+        client = threading.Thread(target=upload, args=(srv.base,))
+        client.start()
+        _busy(srv.pid)
+        started = time.monotonic()
+        os.kill(srv.pid, signal.SIGTERM)
+        assert srv.proc is not None
+        code = srv.proc.wait(timeout=15)
+        took = time.monotonic() - started
+        client.join(timeout=10)
+    assert took < 6, f"the server took {took:.1f} s to stop after SIGTERM"
+    assert code is not None and answers in ([503], [0]), (code, answers)
