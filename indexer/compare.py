@@ -11,8 +11,12 @@ so K = 256 costs no more than K = 8). From it:
   its IoU ``overlap / (area_a + area_b - overlap)`` over the shared pixels. Pairs below ``min_iou`` are
   not kept as matches.
 - **split**: a prototype ``a`` of A with two or more *parts* in B, a part being a prototype ``b`` that
-  lies mostly inside ``a`` (``overlap / area_b >= coverage``) and covers at least ``min_part`` of ``a``.
-- **merged**: the converse (two or more prototypes of A lying mostly inside one of B).
+  lies mostly inside ``a`` (``overlap / area_b >= coverage``) and covers at least ``min_part`` of ``a``, or
+  one that is **absorbed**: it lies mostly inside ``a`` but has no match of its own, whatever its size
+  (then ``a``'s own match, when it has one, is a part too). Absorbed parts are listed in ``absorbed``.
+- **merged**: the converse (two or more prototypes of A lying mostly inside one of B): a prototype of A
+  whose pixels all go to a prototype of B that continues (is matched to another of A) was merged into it,
+  not died, however small its share of that prototype.
 - **born**: active in B with no counterpart in A (not matched, not a part of a split or merge);
   **died**: active in A with no counterpart in B. *Active* means claiming at least one shared pixel
   (the index's own ``dead`` flag is "no segment on any indexed image").
@@ -47,7 +51,7 @@ from indexer.store import ConceptIndex, SegmentRecord
 
 DEFAULT_COVERAGE = 0.5
 DEFAULT_MIN_PART = 0.1
-DEFAULT_MIN_IOU = 0.05
+DEFAULT_MIN_IOU = 0.2
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,9 @@ class Relation:
     """A split (``source`` of A → ``parts`` of B) or a merge (``parts`` of A → ``source`` of B).
 
     ``part_coverage[i]``: the share of the source's pixels that part i claims; ``part_purity[i]``: the
-    share of part i's pixels that lie in the source; ``coverage``: the parts' total share of the source.
+    share of part i's pixels that lie in the source; ``coverage``: the parts' total share of the source;
+    ``absorbed``: the parts that are parts because they have no match of their own and lie mostly inside
+    the source, though they claim less than ``min_part`` of it.
     """
 
     kind: str  # "split" | "merge"
@@ -77,6 +83,7 @@ class Relation:
     part_coverage: list[float]
     part_purity: list[float]
     coverage: float
+    absorbed: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -212,27 +219,36 @@ def analyse(
     cov_a = np.divide(overlap, area_a[:, None], out=np.zeros(overlap.shape), where=area_a[:, None] > 0)
     cov_b = np.divide(overlap, area_b[None, :], out=np.zeros(overlap.shape), where=area_b[None, :] > 0)
 
-    def relations(kind: str, cover: np.ndarray, purity: np.ndarray) -> list[Relation]:
-        # cover[s, p]: share of source s claimed by part p; purity[s, p]: share of part p inside s
+    def relations(kind: str, cover: np.ndarray, purity: np.ndarray, match: dict[int, int]) -> list[Relation]:
+        # cover[s, p]: share of source s claimed by part p; purity[s, p]: share of part p inside s;
+        # match: source → its matched prototype on the parts' side
+        matched_parts = set(match.values())
+        active = cover.sum(0) > 0
+        unmatched = np.array([active[p] and p not in matched_parts for p in range(cover.shape[1])], dtype=bool)
         out = []
         for s in range(cover.shape[0]):
-            parts = np.flatnonzero((purity[s] >= coverage) & (cover[s] >= min_part))
-            if parts.size >= 2:
-                parts = parts[np.argsort(-cover[s, parts], kind="stable")]
+            inside = (purity[s] >= coverage) & (cover[s] > 0)
+            absorbed = np.flatnonzero(inside & unmatched & (cover[s] < min_part))
+            parts = set(np.flatnonzero(inside & ((cover[s] >= min_part) | unmatched)).tolist())
+            if absorbed.size and s in match:
+                parts.add(match[s])  # the prototype that continues s took the absorbed one in
+            if len(parts) >= 2:
+                order = sorted(parts, key=lambda p: (-cover[s, p], p))
                 out.append(
                     Relation(
                         kind,
                         s,
-                        [int(p) for p in parts],
-                        [float(cover[s, p]) for p in parts],
-                        [float(purity[s, p]) for p in parts],
-                        float(cover[s, parts].sum()),
+                        [int(p) for p in order],
+                        [float(cover[s, p]) for p in order],
+                        [float(purity[s, p]) for p in order],
+                        float(cover[s, order].sum()),
+                        [int(p) for p in absorbed],
                     )
                 )
         return out
 
-    splits = relations("split", cov_a, cov_b)
-    merges = relations("merge", cov_b.T, cov_a.T)
+    splits = relations("split", cov_a, cov_b, {p.a: p.b for p in pairs})
+    merges = relations("merge", cov_b.T, cov_a.T, {p.b: p.a for p in pairs})
     linked_a = {p.a for p in pairs} | {r.source for r in splits} | {q for r in merges for q in r.parts}
     linked_b = {p.b for p in pairs} | {r.source for r in merges} | {q for r in splits for q in r.parts}
     born = [int(b) for b in act_b if int(b) not in linked_b]
@@ -344,12 +360,17 @@ def format_comparison(c: Comparison) -> str:
         f"{c.same_id_matches} keep their id)",
     ]
     lines += [f"  A{p.a:<4d} ↔ B{p.b:<4d} IoU {p.iou:.3f}  ({p.area_a} / {p.area_b} px)" for p in c.pairs]
+
+    def parts(side: str, r: Relation) -> str:
+        return ", ".join(
+            f"{side}{q} {cv:.0%}" + (" absorbed" if q in r.absorbed else "")
+            for q, cv in zip(r.parts, r.part_coverage, strict=True)
+        )
+
     for r in c.splits:
-        parts = ", ".join(f"B{q} {cv:.0%}" for q, cv in zip(r.parts, r.part_coverage, strict=True))
-        lines.append(f"split  A{r.source} → {parts} (covers {r.coverage:.0%})")
+        lines.append(f"split  A{r.source} → {parts('B', r)} (covers {r.coverage:.0%})")
     for r in c.merges:
-        parts = ", ".join(f"A{q} {cv:.0%}" for q, cv in zip(r.parts, r.part_coverage, strict=True))
-        lines.append(f"merge  {parts} → B{r.source} (covers {r.coverage:.0%})")
+        lines.append(f"merge  {parts('A', r)} → B{r.source} (covers {r.coverage:.0%})")
     lines.append(f"born (B only): {c.born or '-'}")
     lines.append(f"died (A only): {c.died or '-'}")
     return "\n".join(lines)

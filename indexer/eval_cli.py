@@ -1,10 +1,12 @@
 """``slotcon eval`` / ``python -m indexer.eval_cli``: unsupervised segmentation with Hungarian matching.
 
-    slotcon eval --checkpoint CKPT --data data/coco --protocol cocostuff27 \\
-        --curated-list Coco164kFull_Stuff_Coarse_7.txt --resolution 320 --out eval.json
+    slotcon eval --checkpoint CKPT --data data/coco --protocol cocostuff27 --out eval.json
     slotcon eval --checkpoint CKPT --data data/synthetic --protocol synthetic --baseline kmeans-rgb --index DIR
 
-Prints the result JSON (scores are fractions in [0, 1]); with ``--index`` it is also stored in the index.
+``--protocol cocostuff27`` scores the 2,175 curated val2017 images shipped in ``indexer/data/`` at 320 px
+(``--all-images`` or ``--curated-list FILE`` for others). Prints the result JSON (scores are fractions in
+[0, 1], each with the tag of how it was measured; docs/evaluation.md); with ``--index`` it is also stored
+in the index.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Sequence
 
 from core.checkpoint import CheckpointError
 from core.recipes import BASELINES, EVAL_RESOLUTION
+from indexer.evaluate_tag import EVAL_SEEDS, differences_text
 from indexer.labels import PROTOCOLS
 from indexer.progress import COMPILE_MODES, add_compile_argument, configure_logging, exit_on_sigterm
 
@@ -31,7 +34,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset root (COCO + stuffthingmaps, or synthetic scenes)")
     p.add_argument("--protocol", required=True, choices=PROTOCOLS)
     p.add_argument("--split", default="val2017")
-    p.add_argument("--curated-list", default=None, help="IIC's image list (Coco164kFull_Stuff_Coarse_7.txt)")
+    images = p.add_mutually_exclusive_group()
+    images.add_argument(
+        "--curated-list",
+        default=None,
+        help="score only the images of this list (one id or file name a line); default for cocostuff27 on "
+        "val2017: the shipped 2,175-image list (indexer/data/cocostuff27_curated_val2017.txt)",
+    )
+    images.add_argument("--all-images", action="store_true", help="score every image of the split, no list")
     p.add_argument("--resolution", type=int, default=EVAL_RESOLUTION, help="shorter side and centre-crop size")
     p.add_argument("--baseline", default="none", choices=BASELINES)
     p.add_argument(
@@ -40,7 +50,16 @@ def get_args_parser() -> argparse.ArgumentParser:
         default=None,
         help="clusters for kmeans-rgb (default: the checkpoint's K, else the class count)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the baselines")
+    p.add_argument("--seed", type=int, default=0, help="first seed of the baselines and the cluster probe")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=EVAL_SEEDS,
+        help="runs of the k-means baseline and the cluster probe (seeds --seed, --seed+1, ...): mean ± std",
+    )
+    p.add_argument(
+        "--no-probe", action="store_true", help="skip the cluster probe (run when K differs from the class count)"
+    )
     p.add_argument("--index", default=None, help="store the result in this index (same checkpoint)")
     p.add_argument("--out", default=None, help="write the result JSON here")
     p.add_argument("--progress-file", default=None, help="JSON progress file rewritten as work goes")
@@ -60,19 +79,43 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def summary(result: dict) -> dict:
-    """The headline of a result: scores in percent, per-class IoU by name, counts and protocol."""
-    pct = lambda v: None if v is None else round(100 * v, 2)  # noqa: E731
+def _pct(v: float | None) -> float | None:
+    return None if v is None else round(100 * v, 2)
+
+
+def score_summary(score: dict) -> dict:
+    """One score of ``scores`` in percent (``± std`` for several seeds), its tag and the paper check."""
+    from indexer.types import ReferenceCheck
+
     return {
-        "miou_percent": pct(result["miou"]),
-        "pixel_accuracy_percent": pct(result["pixel_accuracy"]),
+        "method": score["method"],
+        "matching": score["matching"],
+        "miou_percent": _pct(score["miou"]),
+        "miou_std_percent": _pct(score["miou_std"]),
+        "pixel_accuracy_percent": _pct(score["pixel_accuracy"]),
+        "pixel_accuracy_std_percent": _pct(score["pixel_accuracy_std"]),
+        "tag": score["tag"],
+        "paper": differences_text(ReferenceCheck.from_dict(score["paper"])),
+    }
+
+
+def summary(result: dict) -> dict:
+    """The headline of a result: scores in percent, the scores side by side with their tags, per-class IoU
+    by name, counts and protocol."""
+    return {
+        "miou_percent": _pct(result["miou"]),
+        "pixel_accuracy_percent": _pct(result["pixel_accuracy"]),
+        "tag": result["tag"]["label"],
         "many_to_one": {
-            "miou_percent": pct(result["many_to_one"]["miou"]),
-            "pixel_accuracy_percent": pct(result["many_to_one"]["pixel_accuracy"]),
+            "miou_percent": _pct(result["many_to_one"]["miou"]),
+            "pixel_accuracy_percent": _pct(result["many_to_one"]["pixel_accuracy"]),
         },
-        "per_class_iou_percent": {k: pct(v) for k, v in result["per_class_iou_named"].items()},
+        "scores": [score_summary(s) for s in result["scores"]],
+        "per_class_iou_percent": {k: _pct(v) for k, v in result["per_class_iou_named"].items()},
         "baseline": result["baseline"],
         "counts": {k: v for k, v in result["counts"].items() if k != "class_pixels"},
+        "image_list": result["image_list"],
+        "missing_images": result["missing_images"],
         "protocol": result["protocol"],
         "eval_id": result.get("eval_id"),
     }
@@ -88,9 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     config = EvalConfig(
         args.checkpoint, args.data, args.protocol, split=args.split, curated_list=args.curated_list,
-        resolution=args.resolution, baseline=args.baseline, index_dir=args.index, out=args.out,
-        progress_file=args.progress_file, batch_size=args.batch_size, workers=args.workers,
+        all_images=args.all_images, resolution=args.resolution, baseline=args.baseline, index_dir=args.index,
+        out=args.out, progress_file=args.progress_file, batch_size=args.batch_size, workers=args.workers,
         device=args.device, num_examples=args.examples, clusters=args.clusters, seed=args.seed,
+        seeds=args.seeds, probe=not args.no_probe,
         limit=args.limit, show_progress=not args.no_progress, fused=not args.plain_inference,
         compile=COMPILE_MODES[args.compile],
     )  # fmt: skip

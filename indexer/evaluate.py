@@ -6,7 +6,13 @@ Confusion over the whole set, one-to-one Hungarian matching, pixel accuracy / pe
 (unmatched clusters count as wrong), many-to-one beside it (:mod:`indexer.unsupervised`).
 
 Baselines on the same protocol: ``random-init`` (the checkpoint's architecture, untrained, seeded)
-and ``kmeans-rgb`` (k-means on pixel colours with the same number of clusters).
+and ``kmeans-rgb`` (k-means on pixel colours with the same number of clusters, one fit per seed).
+
+The images: ``--protocol cocostuff27`` on val2017 scores the shipped curated list by default
+(:mod:`indexer.evaluate_images`). The scores side by side (:attr:`EvalResult.scores`), each tagged with how
+it was measured (:mod:`indexer.evaluate_tag`): one-to-one Hungarian with the checkpoint's K, many-to-one,
+and, when K differs from the class count, the cluster probe (:mod:`indexer.unsupervised_probe`); the
+k-means baseline and the probe run ``seeds`` seeds and report mean and standard deviation.
 """
 
 from __future__ import annotations
@@ -16,7 +22,8 @@ import io
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import faiss
@@ -30,35 +37,20 @@ from core.augment import IMAGENET_MEAN, IMAGENET_STD
 from core.checkpoint import file_sha256
 from core.datasets import load_rgb, loader_workers
 from core.infer_model import CompilePlan, inference_model_for, inference_model_of
-from core.inference import assign, prototype_scores
+from core.inference import assign, teacher_outputs
 from core.model import SlotCon
 from core.recipes import BASELINES, EVAL_RESOLUTION, IGNORE_LABEL
 from indexer.build import resolve_images
+from indexer.evaluate_images import MISSING_NAMED, ImageSelection, select_images
+from indexer.evaluate_tag import CENTRE, EVAL_SEEDS, check_against, make_tag, mean_std
 from indexer.labels import LabelProtocol, LabelSizeError, make_protocol
 from indexer.progress import Progress
 from indexer.segments import palette
-from indexer.types import CheckpointRef, EvalResult
+from indexer.types import CheckpointRef, EvalResult, ImageList, Score, SeedRun
 from indexer.unsupervised import ConfusionAccumulator, class_table, matched_confusion
+from indexer.unsupervised_probe import ClusterProbe, ProbeRun
 
 logger = logging.getLogger(__name__)
-
-
-def read_curated_list(path: str | os.PathLike) -> set[str]:
-    """Image keys of a curated list (IIC's ``Coco164kFull_Stuff_Coarse_7.txt``: one id or file name a
-    line); keys are file stems without leading zeros, so ``139``, ``000000000139`` and
-    ``000000000139.jpg`` all match."""
-    keys = set()
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            keys.add(_key(line.strip().split()[0]))
-    if not keys:
-        raise ValueError(f"curated list {path} is empty")
-    return keys
-
-
-def _key(name: str) -> str:
-    stem = Path(name).stem
-    return stem.lstrip("0") or "0" if stem.isdigit() else stem
 
 
 class EvalSet(Dataset):
@@ -119,40 +111,51 @@ def _loader(
 
 
 def _fit_kmeans(
-    loader: DataLoader, k: int, seed: int, per_image: int = 2000, max_points: int = 400_000
-) -> faiss.Kmeans:
-    rng = np.random.default_rng(seed)
-    samples, total = [], 0
+    loader: DataLoader, k: int, seeds: list[int], per_image: int = 2000, max_points: int = 400_000
+) -> list[faiss.Kmeans]:
+    """One RGB k-means per seed, each fitted on its own sample of pixel colours (drawn with its seed, in one
+    pass over the images), so a seed's run is the same alone or among others."""
+    rngs = [np.random.default_rng(seed) for seed in seeds]
+    samples: list[list[np.ndarray]] = [[] for _ in seeds]
+    total = 0
     for batch in loader:
         for it in batch:
             if "error" in it or total >= max_points:
                 continue
             pix = it["rgb"].flatten(1).t().numpy()  # (HW, 3)
-            pick = rng.choice(len(pix), size=min(per_image, len(pix)), replace=False)
-            samples.append(pix[pick])
-            total += len(pick)
-    if not samples:
+            n = min(per_image, len(pix))
+            for rng, sample in zip(rngs, samples, strict=True):
+                sample.append(pix[rng.choice(len(pix), size=n, replace=False)])
+            total += n
+    if not samples[0]:
         raise ValueError("no image to fit k-means on")
-    x = np.ascontiguousarray(np.concatenate(samples), dtype=np.float32)
-    km = faiss.Kmeans(3, k, niter=25, seed=seed, verbose=False, min_points_per_centroid=1)
-    km.train(x)
-    return km
+    fitted = []
+    for seed, sample in zip(seeds, samples, strict=True):
+        km = faiss.Kmeans(3, k, niter=25, seed=seed, verbose=False, min_points_per_centroid=1)
+        km.train(np.ascontiguousarray(np.concatenate(sample), dtype=np.float32))
+        fitted.append(km)
+    return fitted
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """One evaluation: a checkpoint (None only for ``kmeans-rgb``) or a baseline on ``protocol``
-    (``cocostuff27`` or ``synthetic``) of ``data_root``/``split``, optionally a curated image list.
+    (``cocostuff27`` or ``synthetic``) of ``data_root``/``split``.
 
-    ``index_dir``: also store the result (and ``num_examples`` prediction/ground-truth pairs) in that
-    index, which must be built from the same checkpoint; ``out``: also write the JSON there; ``fused``: the
-    inference model (:mod:`core.infer_model`), False for the plain full model (A/B runs)."""
+    Images: ``curated_list``, else the protocol's default list (the shipped curated list for COCO-Stuff-27's
+    val2017), else all; ``all_images`` scores every image. ``seeds``: runs of the k-means baseline and the
+    cluster probe (seeds ``seed``, ``seed + 1``, ...); ``probe``: the cluster probe when K differs from the
+    class count (False: never). ``index_dir``: also store the result (and ``num_examples``
+    prediction/ground-truth pairs) in that index, which must be built from the same checkpoint; ``out``: also
+    write the JSON there; ``fused``: the inference model (:mod:`core.infer_model`), False for the plain full
+    model (A/B runs)."""
 
     checkpoint: str | os.PathLike | None
     data_root: str | os.PathLike
     protocol: str
     split: str = "val2017"
     curated_list: str | os.PathLike | None = None
+    all_images: bool = False
     resolution: int = EVAL_RESOLUTION
     baseline: str = "none"
     index_dir: str | os.PathLike | None = None
@@ -164,6 +167,8 @@ class EvalConfig:
     num_examples: int = 6
     clusters: int | None = None
     seed: int = 0
+    seeds: int = EVAL_SEEDS
+    probe: bool = True
     limit: int | None = None
     show_progress: bool = False
     fused: bool = True
@@ -181,35 +186,42 @@ class EvalInputs:
     model: torch.nn.Module | None  # core.infer_model.InferenceModel, or the full SlotCon when not fused
     num_clusters: int
     checkpoint: CheckpointRef | None
+    images: ImageSelection
 
 
 @dataclass
 class Predictions:
-    """What :func:`predict` produced: the streamed confusion, example maps and skipped images."""
+    """What :func:`predict` produced: one streamed confusion per seed (one for a model), example maps of the
+    first, skipped images, and the cluster probe's runs (empty when it did not run)."""
 
-    confusion: ConfusionAccumulator
+    confusions: list[ConfusionAccumulator]
+    seeds: list[int]
     examples: list[tuple[int, str, np.ndarray, np.ndarray]]
     skipped: list[tuple[str, str]]
     kmeans: bool
+    probe: list[ProbeRun] = field(default_factory=list)
+
+    @property
+    def confusion(self) -> ConfusionAccumulator:
+        """The first seed's confusion (the only one of a model)."""
+        return self.confusions[0]
 
 
 def load(config: EvalConfig) -> EvalInputs:
-    """Resolves the images (curated list, limit), the label protocol, the model or baseline and K; refuses
-    a foreign ``index_dir`` before any compute (IndexMismatchError)."""
+    """Resolves the images (:func:`indexer.evaluate_images.select_images`), the label protocol, the model or
+    baseline and K; refuses a foreign ``index_dir`` before any compute (IndexMismatchError)."""
     from indexer.store import ConceptIndex  # late: store imports faiss too, keeps import order simple
 
     if config.baseline not in BASELINES:
         raise ValueError(f"unknown baseline {config.baseline!r}; choose one of: {', '.join(BASELINES)}")
+    if config.seeds < 1:
+        raise ValueError(f"seeds must be at least 1, got {config.seeds}")
     root, split_used, paths = resolve_images(config.data_root, config.split)
     labels = make_protocol(config.protocol, root, split_used or config.split)
-    items = list(enumerate(paths))  # ids as in an index of the same root and split
-    if config.curated_list:
-        curated = read_curated_list(config.curated_list)
-        items = [(i, p) for i, p in items if _key(p.name) in curated]
-        if not items:
-            raise ValueError(f"no image of {root}/{config.split} is in the curated list {config.curated_list}")
-    if config.limit is not None:
-        items = items[: config.limit]
+    images = select_images(
+        paths, protocol=config.protocol, split=split_used, curated_list=config.curated_list,
+        all_images=config.all_images, limit=config.limit,
+    )  # fmt: skip
     ref, model, k = None, None, config.clusters
     if config.checkpoint is not None:
         dev = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -226,25 +238,35 @@ def load(config: EvalConfig) -> EvalInputs:
         model = None  # k-means on colours: the checkpoint only gives K
     if config.index_dir is not None:
         ConceptIndex.open(config.index_dir, ref.sha256 if ref else None).close()
-    return EvalInputs(root, split_used, items, labels, model, k or labels.num_classes, ref)
+    return EvalInputs(root, split_used, images.items, labels, model, k or labels.num_classes, ref, images)
+
+
+def _seeds(config: EvalConfig) -> list[int]:
+    return [config.seed + i for i in range(config.seeds)]
 
 
 def predict(config: EvalConfig, inputs: EvalInputs, bar: Progress) -> Predictions:
-    """Streams the images through the model (or the k-means baseline), accumulating the K×C confusion."""
+    """Streams the images through the model (or the k-means baselines, one per seed), accumulating the
+    K×C confusions; collects the cluster probe's features when K differs from the class count."""
     res = config.resolution
     # the model's device; the k-means baseline runs on the CPU (FAISS)
     device = next(inputs.model.parameters()).device if inputs.model is not None else torch.device("cpu")
     workers = loader_workers(config.workers, device)
+    num_classes = inputs.labels.num_classes
 
     def loader() -> DataLoader:
         return _loader(inputs.items, inputs.root, inputs.labels, res, config.batch_size, workers)
 
-    kmeans = None
+    kmeans: list[faiss.Kmeans] = []
+    seeds = _seeds(config) if config.baseline == "kmeans-rgb" else [config.seed]
     if config.baseline == "kmeans-rgb":
         bar.set_stage("kmeans-fit")
-        kmeans = _fit_kmeans(loader(), inputs.num_clusters, config.seed)
+        kmeans = _fit_kmeans(loader(), inputs.num_clusters, seeds)
         bar.set_stage("eval")
-    acc = ConfusionAccumulator(inputs.labels.num_classes, num_clusters=inputs.num_clusters)
+    accs = [ConfusionAccumulator(num_classes, num_clusters=inputs.num_clusters) for _ in seeds]
+    probe = None
+    if inputs.model is not None and config.probe and inputs.num_clusters != num_classes:
+        probe = ClusterProbe(num_classes, res, len(inputs.items))
     skipped: list[tuple[str, str]] = []
     examples: list[tuple[int, str, np.ndarray, np.ndarray]] = []
     plan = CompilePlan(inputs.model, config.compile, len(inputs.items), device)  # no-op for k-means
@@ -254,18 +276,19 @@ def predict(config: EvalConfig, inputs: EvalInputs, bar: Progress) -> Prediction
         ok = [it for it in batch if "error" not in it]
         skipped += [(it["file_name"], it["error"]) for it in batch if "error" in it]
         if ok:
-            if kmeans is not None:
-                preds = []
-                for it in ok:
-                    pix = np.ascontiguousarray(it["rgb"].flatten(1).t().numpy(), dtype=np.float32)
-                    preds.append(kmeans.index.search(pix, 1)[1].reshape(res, res))
-                pred = np.stack(preds)
+            if kmeans:
+                pixels = [np.ascontiguousarray(it["rgb"].flatten(1).t().numpy(), dtype=np.float32) for it in ok]
+                preds = [np.stack([km.index.search(pix, 1)[1].reshape(res, res) for pix in pixels]) for km in kmeans]
             else:
-                model = inputs.model
                 x = torch.stack([it["tensor"] for it in ok]).to(device)
-                pred = assign(prototype_scores(model, x), (res, res)).cpu().numpy()
-            for p, it in zip(pred, ok, strict=True):
-                acc.update(p, it["label"])
+                z, scores = teacher_outputs(inputs.model, x)  # (B, D, h, w) normalised, (B, K, h, w)
+                preds = [assign(scores, (res, res)).cpu().numpy()]
+                if probe is not None:
+                    probe.add(z, [it["label"] for it in ok])
+            for acc, pred in zip(accs, preds, strict=True):
+                for p, it in zip(pred, ok, strict=True):
+                    acc.update(p, it["label"])
+            for p, it in zip(preds[0], ok, strict=True):
                 if len(examples) < config.num_examples:
                     examples.append((it["id"], it["file_name"], p.astype(np.int64), it["label"]))
         done += len(batch)
@@ -273,19 +296,58 @@ def predict(config: EvalConfig, inputs: EvalInputs, bar: Progress) -> Prediction
         bar.update(len(batch))
     for name, why in skipped:
         logger.warning("skipped %s: %s", name, why)
-    if acc.num_images == 0:
+    if accs[0].num_images == 0:
         raise ValueError(f"no image of {inputs.root} could be evaluated ({len(skipped)} skipped)")
-    return Predictions(acc, examples, skipped, kmeans is not None)
+    runs = []
+    if probe is not None:
+        bar.set_stage("cluster-probe")
+        runs = probe.run(_seeds(config))
+    return Predictions(accs, seeds, examples, skipped, bool(kmeans), runs)
+
+
+def _score_rows(config: EvalConfig, inputs: EvalInputs, predictions: Predictions, images: ImageList) -> list[dict]:
+    """The scores side by side, each with its tag and its check against the paper's row."""
+    method = {"none": "SlotCon"}.get(config.baseline, config.baseline)
+    tag = partial(make_tag, config.protocol, images, k=inputs.num_clusters, resolution=config.resolution)
+    per_seed = [acc.scores() for acc in predictions.confusions]
+    rows = []
+
+    def row(matching: str, runs: list[tuple[int, float | None, float | None]]) -> None:
+        t = tag(matching=matching, seeds=len(runs))
+        miou, miou_std = mean_std([r[1] for r in runs])
+        acc, acc_std = mean_std([r[2] for r in runs])
+        rows.append(Score(
+            method, matching, miou, acc, t, check_against(t), miou_std, acc_std,
+            [SeedRun(seed, m, a) for seed, m, a in runs] if len(runs) > 1 or predictions.kmeans else [],
+        ).to_dict())  # fmt: skip
+
+    seeds = predictions.seeds
+    row("one-to-one", [(s, r["miou"], r["pixel_accuracy"]) for s, r in zip(seeds, per_seed, strict=True)])
+    row("many-to-one", [(s, r["many_to_one"]["miou"], r["many_to_one"]["pixel_accuracy"])
+                        for s, r in zip(seeds, per_seed, strict=True)])  # fmt: skip
+    if predictions.probe:
+        probe = [(run.seed, run.confusion.scores()) for run in predictions.probe]
+        row("cluster-probe", [(seed, r["miou"], r["pixel_accuracy"]) for seed, r in probe])
+    return rows
 
 
 def score(config: EvalConfig, inputs: EvalInputs, predictions: Predictions, seconds: float) -> EvalResult:
-    """Hungarian-matched scores of the predictions, the matched confusion, the per-class table and the
-    protocol's description (:class:`indexer.types.EvalResult`)."""
+    """Hungarian-matched scores of the predictions (the first seed's confusion, matching and per-class table;
+    ``miou`` and ``pixel_accuracy`` the mean over seeds), the scores side by side with their tags, the matched
+    confusion, the per-class table and the protocol's description (:class:`indexer.types.EvalResult`)."""
     names = inputs.labels.class_names
     result = predictions.confusion.scores(class_names=names)
     skipped = predictions.skipped
-    result["counts"].update(skipped_images=len(skipped), evaluated_images=predictions.confusion.num_images)
+    used = predictions.confusion.num_images
+    result["counts"].update(skipped_images=len(skipped), evaluated_images=used)
+    sel = inputs.images
+    images = ImageList(sel.name, used, sel.listed, len(sel.missing))
+    rows = _score_rows(config, inputs, predictions, images)
+    one, many = rows[0], rows[1]
+    result["many_to_one"].update(miou=many["miou"], pixel_accuracy=many["pixel_accuracy"], tag=many["tag"])
     result.update(
+        miou=one["miou"], pixel_accuracy=one["pixel_accuracy"], tag=one["tag"], scores=rows,
+        image_list=images.to_dict(), missing_images=sel.missing[:MISSING_NAMED],
         per_class_iou_named=dict(zip(names, result["per_class_iou"], strict=True)),
         matched_confusion=matched_confusion(result["confusion"], result["matching"], len(names)),
         per_class=class_table(names, result["per_class_iou"], result["counts"]["class_pixels"]),
@@ -295,11 +357,12 @@ def score(config: EvalConfig, inputs: EvalInputs, predictions: Predictions, seco
             "preprocessing": "shorter side resized (image bilinear, label nearest), centre crop, no CRF",
             "prediction": "nearest k-means centroid of each pixel's RGB" if predictions.kmeans
             else "teacher scores bilinearly resized, then argmax",
-            "curated_list": str(config.curated_list) if config.curated_list else None,
-            "subset": "curated list" if config.curated_list
-            else f"all {inputs.split or 'folder'} images (no curated list)",
+            "curated_list": sel.path,
+            "subset": f"{sel.name}: {used:,}/{sel.listed:,} images" + (f", {len(sel.missing):,} missing from the data"
+                                                                       if sel.missing else ""),
             "num_clusters": inputs.num_clusters, "num_classes": inputs.labels.num_classes,
-            "unmatched_clusters": "counted wrong",
+            "unmatched_clusters": "counted wrong", "crop": CENTRE, "crf": False,
+            "seeds": sorted({*predictions.seeds, *(run.seed for run in predictions.probe)}),
         },
         baseline=config.baseline,
         checkpoint=inputs.checkpoint.to_dict() if inputs.checkpoint else None,

@@ -244,6 +244,93 @@ class Stats(_Document):
 
 # ---------------------------------------------------------------- unsupervised segmentation
 @dataclass(frozen=True)
+class ImageList(_Document):
+    """The images a score was measured on (``indexer.evaluate_images``): the list's ``name`` (the shipped
+    curated list's, a user list's file name, or ``all-<split>``), the images it names (``listed``; for
+    ``all-<split>``: the images found), those of them not in the data root (``missing``) and the images
+    the score counts (``used``: listed, present, readable, within ``--limit``)."""
+
+    name: str
+    used: int
+    listed: int
+    missing: int = 0
+
+
+@dataclass(frozen=True)
+class ScoreTag(_Document):
+    """How a score was measured (``indexer.evaluate_tag``): the benchmark, its image list, K (the clusters
+    the method predicts: the checkpoint's prototypes or the k-means centres), the matching
+    (``one-to-one``, ``many-to-one`` or ``cluster-probe``), the resolution and crop, CRF or not, and the
+    number of seeds averaged (1: one run). ``label`` says it in words."""
+
+    benchmark: str
+    image_list: ImageList
+    k: int
+    matching: str
+    resolution: int
+    crop: str
+    crf: bool
+    seeds: int
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class TagDifference(_Document):
+    """One field in which a score's tag differs from a reference's: the field and both values in words."""
+
+    field: str
+    ours: str
+    reference: str
+
+
+@dataclass(frozen=True)
+class ReferenceCheck(_Document):
+    """A score against a published row: ``comparable`` only when the two tags agree on every field;
+    otherwise the row is a reference line and ``differences`` names what differs."""
+
+    reference: str
+    comparable: bool
+    differences: list[TagDifference] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SeedRun(_Document):
+    """One seeded run of a score (fractions in [0, 1])."""
+
+    seed: int
+    miou: float | None
+    pixel_accuracy: float | None
+
+
+@dataclass(frozen=True)
+class Score(_Document):
+    """One score of an evaluation, side by side with the others: ``miou`` and ``pixel_accuracy`` are the
+    mean over ``runs`` (fractions), ``*_std`` their sample standard deviation (None for one run), ``tag``
+    how it was measured and ``paper`` whether the paper's row may be drawn beside it."""
+
+    method: str
+    matching: str
+    miou: float | None
+    pixel_accuracy: float | None
+    tag: ScoreTag
+    paper: ReferenceCheck
+    miou_std: float | None = None
+    pixel_accuracy_std: float | None = None
+    runs: list[SeedRun] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReferenceScore(_Document):
+    """A published score with its own tag (the paper's row)."""
+
+    name: str
+    source: str
+    miou: float
+    pixel_accuracy: float
+    tag: ScoreTag
+
+
+@dataclass(frozen=True)
 class ManyToOne(_Document):
     """Scores when every cluster is mapped to its majority class."""
 
@@ -252,6 +339,7 @@ class ManyToOne(_Document):
     per_class_iou: list[float | None]
     mapping: list[int | None]
     label: str
+    tag: ScoreTag | None = None
 
 
 @dataclass(frozen=True)
@@ -286,6 +374,9 @@ class EvalProtocol(_Document):
     num_clusters: int
     num_classes: int
     unmatched_clusters: str
+    crop: str = "centre"
+    crf: bool = False
+    seeds: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -334,11 +425,20 @@ class EvalResult(_Document):
     confusion_layout: str = "clusters x classes"
     matching_method: str = ""
     unmatched_clusters_counted_wrong: bool = True
+    tag: ScoreTag | None = None
+    scores: list[Score] = field(default_factory=list)
+    image_list: ImageList | None = None
+    missing_images: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalResult:
         """Builds the result from its JSON form; a result stored before the indexer computed the matched
-        confusion and the per-class table gets them computed from its confusion and matching."""
+        confusion and the per-class table gets them computed from its confusion and matching, one stored
+        before scores were tagged gets its tags from its protocol, and every score's check against the
+        paper's row is made anew (``indexer.evaluate_tag``), so it follows the row as the code states it."""
+        from indexer.evaluate_tag import with_tags
+
+        data = with_tags(data)
         if "matched_confusion" not in data or "per_class" not in data:
             from indexer.unsupervised import class_table, matched_confusion
 
@@ -374,6 +474,7 @@ class StoredEval(_Document):
 
 __all__ = [
     "ActivePerImage", "Activity", "CheckpointRef", "ClassScore", "DataRef", "DuplicatePair", "EvalCounts",
-    "EvalProtocol", "EvalResult", "FaissInfo", "IndexCounts", "LabelInfo", "LongTail", "Manifest", "ManyToOne",
-    "PerPrototype", "SkippedImage", "Stats", "StoredEval", "from_dict",
+    "EvalProtocol", "EvalResult", "FaissInfo", "ImageList", "IndexCounts", "LabelInfo", "LongTail", "Manifest",
+    "ManyToOne", "PerPrototype", "ReferenceCheck", "ReferenceScore", "Score", "ScoreTag", "SeedRun",
+    "SkippedImage", "Stats", "StoredEval", "TagDifference", "from_dict",
 ]  # fmt: skip

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from core import recipes
 from indexer import compare as indexer_compare
 from indexer import types as indexer_types
+from indexer.evaluate_tag import EVAL_SEEDS
 from server.mirror import StrictModel, mirror
 from server.services.prototype_list import SORTS as PROTOTYPE_SORTS
 
@@ -315,6 +316,10 @@ EvalResult = mirror(
 
 class EvalList(BaseModel):
     items: list[EvalResult]
+    paper: mirror(indexer_types.ReferenceScore) = Field(  # type: ignore[valid-type]
+        description="the paper's row with its own tag: a comparison only beside a score whose `paper.comparable` "
+        "is true, a reference line elsewhere (`paper.differences` names what differs)"
+    )
 
 
 class EvalExample(BaseModel):
@@ -335,6 +340,10 @@ class EvalRequest(BaseModel):
     baseline: Baseline = "none"
     resolution: int = Field(recipes.EVAL_RESOLUTION, ge=32, le=1024)
     split: EvalSplit = "val2017"
+    seeds: int = Field(
+        EVAL_SEEDS, ge=1, le=20, description="runs of the k-means baseline and the cluster probe (mean ± std)"
+    )
+    all_images: bool = Field(False, description="every image of the split instead of the protocol's curated list")
 
 
 # ---------------------------------------------------------------- jobs

@@ -64,12 +64,17 @@ def eval_argv(
     split: str | None = None,
     resolution: int | None = None,
     progress_file: Path | None = None,
+    seeds: int | None = None,
+    all_images: bool = False,
 ) -> list[str]:
-    """``python -m indexer.eval_cli --checkpoint C --data D --protocol P --baseline B --index I --out O ...``."""
+    """``python -m indexer.eval_cli --checkpoint C --data D --protocol P --baseline B --index I --out O ...``
+    (``seeds``: runs of the k-means baseline and the cluster probe; ``all_images``: no curated list)."""
     args = ["--checkpoint", str(checkpoint), "--data", str(data), "--protocol", protocol]
-    for flag, value in (("--split", split), ("--resolution", resolution)):
+    for flag, value in (("--split", split), ("--resolution", resolution), ("--seeds", seeds)):
         if value is not None:
             args += [flag, str(value)]
+    if all_images:
+        args.append("--all-images")
     args += ["--baseline", baseline, "--index", str(index), "--out", str(out)]
     if progress_file is not None:
         args += ["--progress-file", str(progress_file)]

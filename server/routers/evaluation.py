@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
+from indexer.evaluate_tag import PAPER
 from server.deps import Authorized, IndexDep, ModelDep, RuntimeDep, SettingsDep, SupervisorDep
 from server.errors import not_found
 from server.schemas import (
@@ -63,8 +64,10 @@ def list_evals(
     runtime: RuntimeDep,
     inline_examples: Annotated[int, Query(ge=0, le=50, description="examples inlined per result")] = INLINE_EXAMPLES,
 ) -> EvalList:
-    """Stored evaluation results, newest first. Each has ``examples``: the first ``inline_examples``
-    as ``{image_id, prediction, ground_truth}`` base64 PNGs (all via ``/api/eval/{id}/examples``)."""
+    """Stored evaluation results, newest first, and the paper's row. Each result has its ``scores`` side by
+    side, each tagged with how it was measured and checked against the paper's tag, and ``examples``: the
+    first ``inline_examples`` as ``{image_id, prediction, ground_truth}`` base64 PNGs (all via
+    ``/api/eval/{id}/examples``)."""
     items = []
     for stored in loaded.index.eval_results():
         examples = [
@@ -75,7 +78,7 @@ def list_evals(
         ]
         fields = runtime.paths.value(stored.result.to_dict())  # checkpoint and data root relative to their folders
         items.append(EvalResult(**fields, id=stored.id, created_at=stored.created_at, examples=examples))
-    return EvalList(items=items)
+    return EvalList(items=items, paper=PAPER.to_dict())
 
 
 @router.post("/eval", status_code=201, dependencies=[Authorized], responses=ERRORS | {401: {"model": ErrorBody}})

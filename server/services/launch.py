@@ -181,6 +181,8 @@ def start_eval(
         split=req.split,
         resolution=req.resolution,
         progress_file=progress,
+        seeds=req.seeds,
+        all_images=req.all_images,
     )
     return supervisor.launch(
         kind="eval",

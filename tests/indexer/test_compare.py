@@ -11,7 +11,7 @@ import torch
 
 from core.checkpoint import atomic_save, read_checkpoint, save_checkpoint
 from indexer.build import build_index
-from indexer.compare import analyse, compare, main, timeline
+from indexer.compare import DEFAULT_MIN_IOU, analyse, build_parser, compare, main, timeline
 from indexer.store import ConceptIndex
 
 EMBED_KEYS = ("grouping_q.slot_embed.weight", "grouping_k.slot_embed.weight")
@@ -118,19 +118,48 @@ def test_duplicated_prototype_shows_a_split_and_reversed_a_merge(tiny_index: Pat
 def test_analyse_classifies_born_died_and_ignores_weak_pairs():
     o = np.zeros((3, 4), dtype=np.int64)
     o[0, 0], o[1, 1] = 100, 90  # matched
-    o[2, 0] = 3  # A2 claims a few pixels that B0 took: IoU 3/107 below min_iou, no counterpart: died
-    o[0, 3] = 4  # B3 claims a few of A0's pixels: born (under min_part of A0, so not a part of a split)
+    o[2, :2], o[2, 3] = (4, 3), 2  # A2 spread over B0, B1, B3 (at most 44 % in one): no counterpart, died
+    o[0, 3], o[1, 3] = 2, 2  # B3 spread over A0, A1, A2 (a third in each): IoU 2/13 with A2, below 0.2: born
     pairs, splits, merges, born, died, act_a, act_b = analyse(o)
     assert [(p.a, p.b) for p in pairs] == [(0, 0), (1, 1)]
     assert died == [2] and born == [3] and splits == merges == []
     assert act_a == [0, 1, 2] and act_b == [0, 1, 3]
-    # with min_iou 0 the weak pair A2-B3 (IoU 0) still is no match: a pair needs shared pixels
-    pairs, *_ = analyse(o, min_iou=0.0)
-    assert [(p.a, p.b) for p in pairs] == [(0, 0), (1, 1)]
+    # with min_iou 0.1 the weak pair is a match
+    pairs, splits, merges, born, died, *_ = analyse(o, min_iou=0.1)
+    assert [(p.a, p.b) for p in pairs] == [(0, 0), (1, 1), (2, 3)] and born == died == []
     # B0 split into halves B0 and B2 lying inside A0
     o[0, 0], o[0, 2] = 50, 50
     pairs, splits, *_ = analyse(o)
     assert [(r.source, sorted(r.parts)) for r in splits] == [(0, [0, 2])]
+
+
+def test_an_absorbed_prototype_is_merged_not_died():
+    """A1's pixels all go to B0, which continues A0: A1 was merged into B0 though it is only 5 % of it
+    (under min_part); seen from B, B0 split into A0 and A1."""
+    o = np.array([[900, 0], [50, 0], [0, 500]])
+    pairs, splits, merges, born, died, *_ = analyse(o)
+    assert [(p.a, p.b) for p in pairs] == [(0, 0), (2, 1)]
+    assert died == [] and born == [] and splits == []
+    (merge,) = merges
+    assert (merge.kind, merge.source, merge.parts, merge.absorbed) == ("merge", 0, [0, 1], [1])
+    assert merge.part_coverage == pytest.approx([900 / 950, 50 / 950]) and merge.part_purity == [1.0, 1.0]
+    assert merge.coverage == pytest.approx(1.0)
+    pairs, splits, merges, born, died, *_ = analyse(o.T)
+    assert merges == [] and born == [] and died == []
+    (split,) = splits
+    assert (split.source, split.parts, split.absorbed) == (0, [0, 1], [1])
+    # a part of its own size (at least min_part) is no absorption
+    pairs, splits, merges, *_ = analyse(np.array([[900, 0], [200, 0], [0, 500]]))
+    assert merges[0].parts == [0, 1] and merges[0].absorbed == []
+
+
+def test_the_default_minimum_iou_of_a_match_is_0_2():
+    assert DEFAULT_MIN_IOU == 0.2 and build_parser().parse_args(["a", "b"]).min_iou == 0.2
+    weak = np.array([[15, 0], [85, 100]])  # A0-B0 IoU 15/100 = 0.15: below 0.2
+    pairs, *_ = analyse(weak)
+    assert [(p.a, p.b) for p in pairs] == [(1, 1)]
+    pairs, *_ = analyse(weak, min_iou=0.1)
+    assert [(p.a, p.b) for p in pairs] == [(0, 0), (1, 1)]
 
 
 def test_timeline_over_checkpoints(tiny_index: Path, permuted_index: Path, split_setup, tmp_path: Path):

@@ -129,10 +129,10 @@ def test_cocostuff27_layout(tmp_path, tiny_checkpoint):
     lab = proto.load(root / "val2017" / "000000000139.jpg", (40, 48))
     assert proto.num_classes == 27 and FINE_TO_COARSE[156] == 23
     assert set(np.unique(lab)) == {23, 9, 255} and (lab[:20] == 23).all()
-    r = run_eval(EvalConfig(tiny_checkpoint, root, "cocostuff27", resolution=32)).to_dict()
+    r = run_eval(EvalConfig(tiny_checkpoint, root, "cocostuff27", resolution=32, all_images=True)).to_dict()
     assert r["counts"]["num_images"] == 2 and r["counts"]["num_classes"] == 27
     assert r["counts"]["ignored_pixels"] > 0
-    assert r["protocol"]["subset"].startswith("all val2017")
+    assert r["protocol"]["subset"].startswith("all-val2017") and r["image_list"]["name"] == "all-val2017"
     assert r["per_class_iou_named"]["sky-stuff"] is not None and r["per_class_iou_named"]["wall-stuff"] is None
 
 

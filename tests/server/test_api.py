@@ -164,7 +164,7 @@ def test_map_stats_eval_checkpoints(client, make_settings):
     assert stats["active_per_image"]["mean"] == pytest.approx(sum(n * c for n, c in enumerate(hist)) / 12)
     sim = np.array(client.get("/api/prototypes/similarity").json()["cosine"])
     assert sim.shape == (8, 8) and np.allclose(sim, sim.T) and np.allclose(np.diag(sim), 1.0, atol=2e-3)
-    assert client.get("/api/eval").json() == {"items": []}
+    assert client.get("/api/eval").json()["items"] == []
     assert client.get("/api/checkpoints").json() == {"items": []}
 
 

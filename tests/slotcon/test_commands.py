@@ -67,6 +67,8 @@ def test_the_commands_parse() -> None:
             split="val2017",
             resolution=320,
             progress_file=Path("p.json"),
+            seeds=1,
+            all_images=True,
         ),
     ):
         module = {"indexer": "indexer.__main__"}.get(argv[2], argv[2])

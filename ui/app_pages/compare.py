@@ -110,7 +110,11 @@ def render() -> None:
             cols = st.columns(1 + min(len(r["parts"]), 5))
             _tile(cols[0], src, r["source"], f"{src} #{r['source']} ({r['kind']})")
             for col, part in zip(cols[1:], r["parts"], strict=False):
-                _tile(col, parts, part, f"{parts} #{part}")
+                _tile(col, parts, part, f"{parts} #{part}" + (" (absorbed)" if part in r["absorbed"] else ""))
+        st.caption(
+            "A part lies mostly inside its source and claims at least a tenth of it, or is *absorbed*: it has no "
+            "match of its own and lies mostly inside a prototype that continues, however small (docs/compare.md)."
+        )
     else:
         st.caption("No prototype split or merged.")
     if body["born"] or body["died"]:
