@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.distributed import all_gather_cat, all_reduce_sum, get_rank, is_distributed
+from core.syncbn import synchronises
 
 
 def group_loss(
@@ -53,11 +54,7 @@ def _zero_through(predictor: Callable[[torch.Tensor], torch.Tensor]) -> torch.Te
 
 def _synchronises(predictor: Callable[[torch.Tensor], torch.Tensor]) -> bool:
     """True when ``predictor`` holds SyncBatchNorm layers that gather statistics from every rank."""
-    return (
-        is_distributed()
-        and isinstance(predictor, nn.Module)
-        and any(isinstance(m, nn.SyncBatchNorm) for m in predictor.modules())
-    )
+    return is_distributed() and isinstance(predictor, nn.Module) and any(synchronises(m) for m in predictor.modules())
 
 
 def slot_contrastive_loss(

@@ -86,11 +86,15 @@ class TrainConfig(SlotConConfig):
     compile: bool = False
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads per process; 0 = leave torch's default
+    # several processes (torchrun)
+    sync_batchnorm: bool = True  # BatchNorm statistics over every rank's batch, as the release (CPU: core.syncbn)
+    dist_timeout_minutes: float = 10.0  # a collective not answered by every rank within this fails, naming itself
+    record_collectives: str = ""  # a folder: each rank writes its collectives there (trainer.collectives)
     # run directory, logging, checkpoints
     output_dir: str = "runs/slotcon"
     seed: int = 0
     log_every: int = 10
-    save_every: int = 50  # epochs between ckpt_epoch_N.pth
+    save_every: int = 50  # epochs between ckpt_epoch_N.pth; 0 = only the last epoch's
     save_minutes: float = 10.0  # wall minutes between current.pth
     max_minutes: float = 0.0  # >0: stop (saving current.pth) after this much wall time
     resume: str = ""
@@ -126,6 +130,8 @@ class TrainConfig(SlotConConfig):
                 raise ValueError(f"{name}={getattr(self, name)!r}; choose one of {', '.join(choices)}")
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError("batch_size and epochs must be >= 1")
+        if self.save_every < 0 or self.log_every < 1 or not self.dist_timeout_minutes > 0:
+            raise ValueError("save_every must be >= 0, log_every >= 1 and dist_timeout_minutes > 0")
         if self.total_steps < 0 or self.budget_minutes < 0 or self.max_steps < 0:
             raise ValueError("total_steps, budget_minutes and max_steps must be >= 0")
         if self.budget_minutes > 0 and self.total_steps > 0 and self.schedule_fixed_at == 0:

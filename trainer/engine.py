@@ -1,25 +1,36 @@
 """The training engine: one code path for a CPU, one GPU and torchrun DDP (SPEC §5).
 
-Per step t: set lr[t] → ``momentum_update(m[t])`` → forward (autocast) → backward (grad scaler for
-fp16) → optimiser step → ``update_center``. Only rank 0 logs and writes; stop requests (signals,
-``--max-minutes``) and non-finite steps are agreed on by all ranks with one tiny all-reduce per step.
+Per step t: set lr[t] → ``momentum_update(m[t])`` → forward (autocast) → backward (grad scaler for fp16)
+→ load the next batch → **agree** → optimiser step → ``update_center``. Only rank 0 logs and writes.
 
-Non-finite steps, as the release runs them: in fp16 the grad scaler skips a step whose loss or gradients
-are not finite and lowers its scale (``GradScaler``'s own behaviour; the model's buffers, BatchNorm
-statistics and centre, are restored when the loss itself was not finite); each skipped step is logged in
-``metrics.jsonl`` and the run stops only after :data:`MAX_CONSECUTIVE_SKIPPED` in a row. In fp32 and bf16
-(no scaler) a non-finite loss or gradient stops the run at once, before the optimiser step. Either way the
-last checkpoint written stays the last good one.
+**The distributed rule.** Every rank issues the same collectives in the same order. So every branch that
+leads to a collective, or decides how many follow (a log line's reduction, a checkpoint, the time budget's
+total, a stop, the skip of a non-finite step, the report of an unreadable image), reads only the step count
+or the :class:`trainer.consensus.Agreed` values of the step's one agreement (an all-reduce of what each rank
+saw: its signals, its clock, its loss, its next batch). Nothing a single rank sees on its own (its clock, its
+data, its files, its errors) decides a collective. The next batch is loaded before the agreement so that a
+rank that cannot load it is known to all before anyone starts the next forward. Collectives are recorded
+(:mod:`trainer.collectives`) so that tests compare the ranks' sequences, and a collective that fails or times
+out names the step and the phase it was issued in.
+
+Non-finite steps: a step whose loss or gradients are not finite on any rank is skipped on every rank (in fp16
+the grad scaler then lowers its scale, as in the release); when the forward itself was not finite, the model's
+buffers (BatchNorm statistics) are restored and the centre is not updated. Each skipped step is logged in
+``metrics.jsonl``; the run stops after :data:`MAX_CONSECUTIVE_SKIPPED` in a row. The last checkpoint written
+stays the last good one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import signal
 import statistics
 import time
+from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -29,13 +40,16 @@ from torch import nn
 from core.datasets import ImageReadError
 from core.distributed import get_rank, get_world_size, is_distributed
 from core.model import SlotCon
+from core.syncbn import convert_sync_batchnorm
 from trainer.checkpointing import (
     find_auto_resume,
     init_weights_from,
     load_training_state,
     save_training_state,
 )
+from trainer.collectives import CollectiveRecorder
 from trainer.config import TrainConfig, save_config_yaml
+from trainer.consensus import Agreed, LocalView, agree
 from trainer.data import DataError, build_loader
 from trainer.lars import LARS
 from trainer.metrics import MetricsWriter
@@ -44,16 +58,15 @@ from trainer.schedules import run_schedules
 
 logger = logging.getLogger("trainer")
 
-EXIT_OK, EXIT_DATA, EXIT_NONFINITE = 0, 2, 3
+EXIT_OK, EXIT_DATA, EXIT_NONFINITE, EXIT_DISTRIBUTED = 0, 2, 3, 4
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: Budgeted runs: untimed steps first (loader and allocator warm-up), then steps timed until both bounds hold.
-#: 30 s of steps, not 10: on a shared 2-core VM a 12 s window measured 0.571 s/step where the run then went
-#: at 0.35 (cpu-demo, AMD EPYC AVX2), fixing 907 steps instead of the preset's 1000; the median of a longer
-#: window is not moved by a burst of someone else's load. The steps timed are ordinary training steps.
+#: The window is long (30 s) because the budget takes the median of its steps: on a shared machine a short
+#: window is moved by another process's burst of load.
 BUDGET_WARMUP_STEPS, BUDGET_MIN_TIMED_STEPS, BUDGET_MIN_TIMED_S, BUDGET_MAX_TIMED_STEPS = 2, 5, 30.0, 200
 #: Seconds kept back for the final checkpoints, and the share of the rest that the plan uses.
 BUDGET_RESERVE_S, BUDGET_SAFETY = 5.0, 0.97
-#: fp16: the run stops after this many consecutive steps skipped by the grad scaler.
+#: The run stops after this many consecutive skipped (non-finite) steps.
 MAX_CONSECUTIVE_SKIPPED = 20
 
 
@@ -65,14 +78,18 @@ class TrainingError(RuntimeError):
         self.exit_code = exit_code
 
 
-def init_distributed(device: str) -> tuple[torch.device, int]:
-    """Join the torchrun process group when launched by torchrun; returns (device, local rank)."""
+def init_distributed(device: str, timeout_minutes: float = 10.0) -> tuple[torch.device, int]:
+    """Join the torchrun process group when launched by torchrun; returns (device, local rank).
+
+    Every collective of the group fails after ``timeout_minutes`` instead of waiting for ever, so ranks that
+    disagree end with an error that names where they were (see :class:`trainer.collectives.CollectiveRecorder`).
+    """
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not is_distributed():
         if use_cuda:
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timedelta(minutes=timeout_minutes))
     dev = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
@@ -96,6 +113,83 @@ def budget_total(step: int, remaining_s: float, step_seconds: float, full_steps:
     return min(full_steps, step + max(int(BUDGET_SAFETY * remaining_s / step_seconds), 0))
 
 
+@dataclass
+class BudgetProbe:
+    """The step times a ``--budget-minutes`` run measures before it fixes its total: untimed warm-up steps,
+    then each step's duration on the trainer's clock. Its median is the measure, so a burst of load from another
+    process, or one slow step, does not shrink the whole run."""
+
+    warm: int = 0
+    last: float | None = None
+    durations: list[float] = field(default_factory=list)
+
+    def observe(self, now: float) -> bool:
+        """Counts one step that ended at ``now``; True once enough steps were timed (on this rank)."""
+        if self.last is None:
+            self.warm += 1
+            if self.warm >= BUDGET_WARMUP_STEPS:
+                self.last = now
+            return False
+        self.durations.append(now - self.last)
+        self.last = now
+        timed, seconds = len(self.durations), sum(self.durations)
+        return (timed >= BUDGET_MIN_TIMED_STEPS and seconds >= BUDGET_MIN_TIMED_S) or timed >= BUDGET_MAX_TIMED_STEPS
+
+    def median(self) -> float:
+        """The median timed step in seconds (0 before any was timed)."""
+        return statistics.median(self.durations) if self.durations else 0.0
+
+
+@dataclass
+class LogWindow:
+    """The steps since the last log line: their count, wall time and time waiting for data."""
+
+    start: float = field(default_factory=time.perf_counter)
+    steps: int = 0
+    wait: float = 0.0
+
+
+@dataclass
+class LoopState:
+    """The loop's state between steps, on this rank's clock (decisions read only their agreed form)."""
+
+    start: float  # the trainer's clock when the loop began
+    last_log: float
+    last_save: float
+    window: LogWindow = field(default_factory=LogWindow)
+    probe: BudgetProbe = field(default_factory=BudgetProbe)
+    stopped: bool = False  # a stop was agreed (signal, --max-minutes) and current.pth written
+
+
+@dataclass
+class StepResult:
+    """One forward and backward on this rank: the model's outputs and what this rank saw of their finiteness."""
+
+    out: dict[str, torch.Tensor]
+    forward_nonfinite: bool
+    nonfinite: bool
+    buffers: list[torch.Tensor]
+
+
+class BatchStream:
+    """The training batches in step order across epochs: each epoch's sampler starts where the run stands, so
+    a resumed run gets exactly the batches an uninterrupted one would have had."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader, sampler, steps_per_epoch: int) -> None:  # noqa: ANN001
+        self.loader, self.sampler, self.steps_per_epoch = loader, sampler, steps_per_epoch
+        self.epoch: int | None = None
+        self.it = None
+
+    def batch(self, step: int):  # noqa: ANN201 - the collated (crops, coords, flags)
+        """The batch of global step ``step``; steps must be asked for in order. Raises StopIteration when the
+        loader ends early and whatever the loader raises (ImageReadError for an unreadable image)."""
+        epoch = step // self.steps_per_epoch
+        if self.it is None or epoch != self.epoch:
+            self.sampler.set_epoch(epoch, step - epoch * self.steps_per_epoch)
+            self.epoch, self.it = epoch, iter(self.loader)
+        return next(self.it)
+
+
 class Trainer:
     """Builds model, optimiser, data and schedules from a :class:`TrainConfig`; :meth:`run` trains."""
 
@@ -103,8 +197,12 @@ class Trainer:
         self.clock_start = self.clock()  # the budget counts from here
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
-        self.device, self.local_rank = init_distributed(cfg.device)
+        self.device, self.local_rank = init_distributed(cfg.device, cfg.dist_timeout_minutes)
         self.rank, self.world = get_rank(), get_world_size()
+        self.recorder = CollectiveRecorder(keep=bool(cfg.record_collectives))
+        if is_distributed():
+            self.recorder.attach()
+        self.recorder.set(0, "setup")
         precision, reason = resolve_precision(cfg.precision, self.device)
         if cfg.precision == "auto" or not cfg.precision_reason:
             cfg = dataclasses.replace(cfg, precision=precision, precision_reason=reason)
@@ -136,8 +234,11 @@ class Trainer:
             self._adopt_budget(state["train_config"])
         self.epoch = self.step // self.steps_per_epoch
         self._set_schedules()
-        if self.world > 1 and self.device.type == "cuda":
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if self.world > 1 and cfg.sync_batchnorm:
+            if self.device.type == "cuda":
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            else:  # the same statistics and collectives on CPU ranks (core.syncbn)
+                self.model = convert_sync_batchnorm(self.model)
         if cfg.compile:
             for m in (self.model.encoder_q, self.model.encoder_k, self.model.projector_q, self.model.projector_k):
                 m.compile()
@@ -157,7 +258,8 @@ class Trainer:
 
     # -- schedules and the time budget ----------------------------------------------------------
     def clock(self) -> float:
-        """Seconds on the clock that the time budget is planned and measured with (a monotonic clock)."""
+        """Seconds on this rank's clock (monotonic), which every timed decision reads: the log and save
+        intervals, ``--max-minutes`` and the time budget. Decisions use it only through the agreement."""
         return time.perf_counter()
 
     @property
@@ -199,14 +301,10 @@ class Trainer:
             fixed_at=cfg.schedule_fixed_at,
         )
 
-    def _fix_budget(self, step_seconds: float) -> None:
-        """Fixes ``total_steps`` so that the run ends within ``budget_minutes`` at ``step_seconds`` per step."""
+    def _fix_budget(self, step_seconds: float, elapsed: float) -> None:
+        """Fixes ``total_steps`` so that the run ends within ``budget_minutes``, from the agreed step time and
+        elapsed time (the slowest rank's: every rank computes the same total)."""
         cfg = self.cfg
-        if is_distributed():  # every rank takes the slowest rank's time, so all agree on the total
-            t = torch.tensor([step_seconds], dtype=torch.float64, device=self.device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            step_seconds = float(t.item())
-        elapsed = self.clock() - self.clock_start
         remaining = 60 * cfg.budget_minutes - elapsed - BUDGET_RESERVE_S
         full = cfg.epochs * self.steps_per_epoch
         total = budget_total(self.step, remaining, step_seconds, full)
@@ -274,15 +372,7 @@ class Trainer:
             raise KeyboardInterrupt
         self.stop_signal = signum
 
-    def _agree(self, *flags: bool) -> tuple[bool, ...]:
-        """Each flag becomes true on every rank when it is true on any (one tiny all-reduce)."""
-        if not is_distributed():
-            return flags
-        t = torch.tensor([float(f) for f in flags], device=self.device)
-        dist.all_reduce(t)
-        return tuple(bool(v > 0) for v in t.tolist())
-
-    # -- the loop -----------------------------------------------------------------------------------
+    # -- one step -----------------------------------------------------------------------------------
     def _to_device(self, batch):  # noqa: ANN001, ANN202
         crops, coords, flags = batch
         mf = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
@@ -298,43 +388,88 @@ class Trainer:
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         return bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()) if grads else True
 
-    def train_step(self, batch) -> dict[str, torch.Tensor]:  # noqa: ANN001
-        """One optimisation step at ``self.step``; returns the model's output dict (detached terms) plus
-        ``skipped`` (fp16: the grad scaler skipped the step) and ``nonfinite`` (the loss or a gradient was not
-        finite; in fp32/bf16 the optimiser step was then not taken), both 0-d bool tensors."""
+    def forward_backward(self, batch) -> StepResult:  # noqa: ANN001
+        """Forward and backward of ``self.step`` (lr and teacher momentum set from the schedules); no optimiser
+        step yet. Returns the outputs and whether this rank saw a non-finite loss or gradient."""
         for group in self.optimizer.param_groups:
             group["lr"] = float(self.lrs[self.step])
         self.model.momentum_update(float(self.moms[self.step]))
         crops, coords, flags = self._to_device(batch)
-        amp = self.cfg.precision != "fp32"
-        buffers = [b.detach().clone() for b in self.model.buffers()] if self.scaler is not None else None
-        with torch.autocast(self.device.type, dtype=_DTYPES[self.cfg.precision], enabled=amp):
+        buffers = [b.detach().clone() for b in self.model.buffers()]
+        self.recorder.set(self.step, "forward")
+        with torch.autocast(self.device.type, dtype=_DTYPES[self.cfg.precision], enabled=self.cfg.precision != "fp32"):
             out = self.net(crops, coords, flags)
         self.optimizer.zero_grad(set_to_none=True)
-        loss_finite = bool(torch.isfinite(out["loss"].detach()))
-        skipped = False
+        forward_nonfinite = not (
+            bool(torch.isfinite(out["loss"].detach())) and bool(torch.isfinite(out["center_batch"]).all())
+        )
+        self.recorder.set(self.step, "backward")
+        loss = self.scaler.scale(out["loss"]) if self.scaler is not None else out["loss"]
+        loss.backward()
+        nonfinite = forward_nonfinite or not self._grads_finite()
+        return StepResult(out, forward_nonfinite, nonfinite, buffers)
+
+    def apply_step(self, result: StepResult, agreed: Agreed) -> None:
+        """The optimiser step and the centre's update, or, where any rank saw a non-finite loss or gradient,
+        the same skip on every rank: no optimiser step, the grad scaler's scale lowered, and the buffers of a
+        non-finite forward restored."""
         if self.scaler is not None:
-            scale = self.scaler.get_scale()
-            self.scaler.scale(out["loss"]).backward()
+            if agreed.nonfinite and not result.nonfinite:
+                # make this rank's scaler see what another rank saw, so every rank skips and lowers the scale
+                next(p.grad for p in self.model.parameters() if p.grad is not None).view(-1)[0] = float("inf")
             self.scaler.unscale_(self.optimizer)  # as the release: the optimiser sees true gradients
             self.scaler.step(self.optimizer)  # skipped when a gradient is not finite
             self.scaler.update()  # ... and then the scale is lowered
-            skipped = self.scaler.get_scale() < scale
-            nonfinite = skipped or not loss_finite
-            if not loss_finite:  # the forward itself overflowed: undo its BatchNorm statistics
-                torch._foreach_copy_(list(self.model.buffers()), buffers)
-        else:
-            out["loss"].backward()
-            nonfinite = not loss_finite or not self._grads_finite()
-            if not nonfinite:
-                self.optimizer.step()
-        if loss_finite and bool(torch.isfinite(out["center_batch"]).all()):
-            self.model.update_center(out["center_batch"])
-        out["skipped"] = torch.tensor(skipped)
-        out["nonfinite"] = torch.tensor(nonfinite)
+        elif not agreed.nonfinite:
+            self.optimizer.step()
+        if agreed.forward_nonfinite:
+            torch._foreach_copy_(list(self.model.buffers()), result.buffers)
+        elif not agreed.nonfinite:
+            self.model.update_center(result.out["center_batch"])
+
+    def observe(self, result: StepResult | None, failed: bool = False, loop: LoopState | None = None) -> LocalView:
+        """What this rank saw of the step that just ended (``self.step`` counts it) and of its next batch."""
+        now = self.clock()
+        cfg = self.cfg
+        view = LocalView(
+            signal=self.stop_signal or 0,
+            forward_nonfinite=bool(result and result.forward_nonfinite),
+            nonfinite=bool(result and result.nonfinite),
+            failed_rank=self.rank if failed else -1,
+            elapsed_s=now - self.clock_start,
+        )
+        if loop is None:
+            return view
+        ready = self.budget_pending and loop.probe.observe(now)
+        return dataclasses.replace(
+            view,
+            over_time=cfg.max_minutes > 0 and now - loop.start > 60 * cfg.max_minutes,
+            log_due=now - loop.last_log >= cfg.log_seconds,
+            save_due=now - loop.last_save > 60 * cfg.save_minutes,
+            budget_ready=ready,
+            step_seconds=loop.probe.median() if ready else 0.0,
+        )
+
+    def agree(self, view: LocalView) -> Agreed:
+        """The step's one agreement (:func:`trainer.consensus.agree`), recorded as such."""
+        self.recorder.set(self.step, "agree")
+        return agree(view, self.device)
+
+    def train_step(self, batch) -> dict[str, torch.Tensor]:  # noqa: ANN001
+        """One optimisation step at ``self.step`` outside :meth:`run` (benchmarks, tests): forward, backward,
+        the agreement on finiteness, the step. Returns the model's outputs plus ``skipped`` and ``nonfinite``
+        (0-d bool tensors: the step was skipped on every rank / this rank saw a non-finite value)."""
+        result = self.forward_backward(batch)
+        agreed = self.agree(self.observe(result))
+        self.apply_step(result, agreed)
+        out = result.out
+        out["skipped"] = torch.tensor(agreed.nonfinite)
+        out["nonfinite"] = torch.tensor(result.nonfinite)
         return out
 
-    def _log(self, out: dict[str, torch.Tensor], window: dict[str, float]) -> None:
+    # -- reports ------------------------------------------------------------------------------------
+    def _log(self, out: dict[str, torch.Tensor], window: LogWindow) -> None:
+        self.recorder.set(self.step, "log")
         terms = torch.stack(
             [
                 out[k].detach().float()
@@ -345,7 +480,7 @@ class Trainer:
             dist.all_reduce(terms)
             terms /= self.world
         loss, lg, ls, active, dead, pairs = terms.tolist()
-        wall = max(time.perf_counter() - window["start"], 1e-9)
+        wall = max(time.perf_counter() - window.start, 1e-9)
         self.metrics.log_step(
             {
                 "step": self.step,
@@ -355,8 +490,8 @@ class Trainer:
                 "loss": loss,
                 "loss_group": lg,
                 "loss_slot": ls,
-                "images_per_sec": window["steps"] * self.cfg.batch_size / wall,
-                "data_wait": window["wait"] / wall,
+                "images_per_sec": window.steps * self.cfg.batch_size / wall,
+                "data_wait": window.wait / wall,
                 "active_slots": active,
                 "batch_dead": dead,
                 "positive_pairs": pairs,
@@ -364,19 +499,13 @@ class Trainer:
             }
         )
 
-    def _non_finite_step(self, out: dict[str, torch.Tensor]) -> None:
-        """A step whose loss or gradients were not finite: fp16 counts it skipped (logged; raises after
-        :data:`MAX_CONSECUTIVE_SKIPPED` in a row), fp32/bf16 raise :class:`TrainingError` at once."""
-        what = "loss" if not bool(torch.isfinite(out["loss"].detach())) else "gradients"
+    def _skipped_step(self, agreed: Agreed) -> None:
+        """Counts a step skipped on every rank (logged); raises after :data:`MAX_CONSECUTIVE_SKIPPED` in a row."""
+        what = "loss" if agreed.forward_nonfinite else "gradients"
         where = f"step {self.step} (epoch {self.epoch})"
-        if self.scaler is None:
-            raise TrainingError(
-                f"non-finite {what} at {where} in {self.cfg.precision}; stopping, the last good checkpoint is kept",
-                EXIT_NONFINITE,
-            )
         self.skipped_steps += 1
         self.consecutive_skipped += 1
-        scale = float(self.scaler.get_scale())
+        scale = float(self.scaler.get_scale()) if self.scaler is not None else None
         self.metrics.note(
             "skipped_step",
             step=self.step,
@@ -385,34 +514,99 @@ class Trainer:
             consecutive=self.consecutive_skipped,
             skipped_steps=self.skipped_steps,
         )
-        logger.warning("fp16: %s skipped (non-finite %s), grad scale lowered to %g", where, what, scale)
+        lowered = f", grad scale lowered to {scale:g}" if scale is not None else ""
+        logger.warning("%s: %s skipped on every rank (non-finite %s)%s", self.cfg.precision, where, what, lowered)
         if self.consecutive_skipped >= MAX_CONSECUTIVE_SKIPPED:
             raise TrainingError(
-                f"{self.consecutive_skipped} consecutive fp16 steps skipped (non-finite loss or "
+                f"{self.consecutive_skipped} consecutive {self.cfg.precision} steps skipped (non-finite loss or "
                 f"gradients), the last at {where}; stopping, the last good checkpoint is kept",
                 EXIT_NONFINITE,
             )
 
-    def _timed_enough(self, probe: dict, now: float) -> bool:
-        """Times the steps after the untimed warm-up ones; True once enough were timed to fix the budget.
+    def _data_failure(self, agreed: Agreed, message: str | None) -> TrainingError:
+        """The error every rank raises when a rank could not load its next batch: each rank's message is
+        gathered (a collective taken on the agreed failure), so every rank reports which rank and which file."""
+        self.recorder.set(self.step, "data failure")
+        messages = [message] * self.world
+        if is_distributed():
+            dist.all_gather_object(messages, message)
+        found = "; ".join(m for m in messages if m)
+        return TrainingError(f"{found} (before step {self.step + 1})")
 
-        Each timed step's duration is kept (``probe["durations"]``): the budget uses their median, so a
-        burst of load from another process, or one slow step, does not shrink the whole run."""
-        if "durations" not in probe:
-            probe["warm"] = probe.get("warm", 0) + 1
-            if probe["warm"] >= BUDGET_WARMUP_STEPS:
-                probe.update(last=now, durations=[])
-            return False
-        probe["durations"].append(now - probe["last"])
-        probe["last"] = now
-        timed, seconds = len(probe["durations"]), sum(probe["durations"])
-        return (timed >= BUDGET_MIN_TIMED_STEPS and seconds >= BUDGET_MIN_TIMED_S) or timed >= BUDGET_MAX_TIMED_STEPS
+    def _fetch(self, stream: BatchStream, step: int):  # noqa: ANN202
+        """(batch, None) for ``step``, or (None, message) naming this rank and the reason it has no batch."""
+        try:
+            return stream.batch(step), None
+        except ImageReadError as e:
+            path = Path(e.path)
+            with contextlib.suppress(ValueError):  # named from the data root when it lies inside
+                path = path.relative_to(Path(self.cfg.data).resolve()) if path.is_absolute() else path
+            reason = f": {e.reason.strip().splitlines()[-1]}" if e.reason else ""
+            return None, (
+                f"rank {self.rank}: unreadable image {path}{reason}; fix or remove it, or pass --skip-unreadable"
+            )
+        except StopIteration:
+            return None, f"rank {self.rank}: the data loader ended before step {step + 1}"
 
-    def run(self) -> int:
-        """Train until the last step, a stop request or a failure; returns the process exit code."""
+    # -- the loop -----------------------------------------------------------------------------------
+    def train_one_epoch(self, stream: BatchStream, batch, loop: LoopState):  # noqa: ANN001, ANN201
+        """Trains the steps left in the current epoch (or until the stop step); returns the next step's batch,
+        or None after the last step and when the run stopped (``loop.stopped``). Raises TrainingError."""
+        epoch = self.epoch = self.step // self.steps_per_epoch
+        while self.step < self.stop_step and self.step // self.steps_per_epoch == epoch:
+            result = self.forward_backward(batch)
+            batch, problem = None, None
+            if self.step + 1 < self.stop_step:
+                t0 = time.perf_counter()
+                batch, problem = self._fetch(stream, self.step + 1)
+                loop.window.wait += time.perf_counter() - t0
+            self.step += 1
+            loop.window.steps += 1
+            agreed = self.agree(self.observe(result, problem is not None, loop))
+            self.apply_step(result, agreed)
+            if agreed.budget_ready:
+                self._fix_budget(agreed.step_seconds, agreed.elapsed_s)
+            if agreed.nonfinite:
+                self._skipped_step(agreed)
+            else:
+                self.consecutive_skipped = 0
+            end = self.step >= self.stop_step
+            if self.step % self.cfg.log_every == 0 or agreed.log_due or end or agreed.stop:
+                self._log(result.out, loop.window)
+                loop.window, loop.last_log = LogWindow(), self.clock()
+            if agreed.stop:
+                self._stopped(agreed)
+                loop.stopped = True
+                return None
+            if agreed.failed_rank >= 0:
+                raise self._data_failure(agreed, problem)
+            if agreed.save_due:
+                self.save("current.pth")
+                loop.last_save = self.clock()
+        done = self.step // self.steps_per_epoch
+        periodic = self.cfg.save_every > 0 and done % self.cfg.save_every == 0
+        if self.step % self.steps_per_epoch == 0 and self.step > 0 and (done == self.cfg.epochs or periodic):
+            self.save(f"ckpt_epoch_{done}.pth")
+            self.save("current.pth")
+            loop.last_save = self.clock()
+        return batch
+
+    def _stopped(self, agreed: Agreed) -> None:
+        path = self.save("current.pth")
+        why = f"signal {signal.Signals(agreed.signal).name}" if agreed.signal else "max-minutes"
+        self.metrics.event("stopped", step=self.step, reason=why, checkpoint=str(path) if path else None)
+        logger.info("stopped at step %d (%s)", self.step, why)
+
+    def _first_batch(self, stream: BatchStream):  # noqa: ANN202
+        """The batch of the run's first step, agreed on by every rank (a rank without one stops them all)."""
+        batch, problem = self._fetch(stream, self.step)
+        agreed = self.agree(self.observe(None, problem is not None))
+        if agreed.failed_rank >= 0:
+            raise self._data_failure(agreed, problem)
+        return batch
+
+    def _announce(self) -> None:
         cfg = self.cfg
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        start = last_save = last_log = time.perf_counter()
         plan = (
             f"time budget {cfg.budget_minutes:g} min: timing the first steps, then fixing the total"
             if self.budget_pending
@@ -430,84 +624,72 @@ class Trainer:
             self.device,
             cfg.precision,
         )
-        probe: dict[str, float] = {}
+
+    def _finish(self, started: float) -> None:
+        self.save("current.pth")
+        final = self.save("final.pth")
+        self.metrics.event(
+            "finished",
+            step=self.step,
+            checkpoint=str(final) if final else None,
+            seconds=round(time.perf_counter() - started, 1),
+        )
+        if self.cfg.budget_minutes > 0:
+            minutes = (self.clock() - self.clock_start) / 60
+            logger.info("budget %.1f min: finished %d steps in %.1f min", self.cfg.budget_minutes, self.step, minutes)
+
+    def run(self) -> int:
+        """Train until the last step, a stop request or a failure; returns the process exit code."""
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        started = time.perf_counter()
+        self._announce()
+        now = self.clock()
+        loop = LoopState(start=now, last_log=now, last_save=now)
         self.net.train()
         try:
+            stream = BatchStream(self.loader, self.sampler, self.steps_per_epoch)
+            batch = self._first_batch(stream) if self.step < self.stop_step else None
             while self.step < self.stop_step:
-                self.epoch = self.step // self.steps_per_epoch
-                self.sampler.set_epoch(self.epoch, self.step - self.epoch * self.steps_per_epoch)
-                window = {"start": time.perf_counter(), "steps": 0, "wait": 0.0}
-                it = iter(self.loader)
-                while self.step < self.stop_step and self.step // self.steps_per_epoch == self.epoch:
-                    t0 = time.perf_counter()
-                    try:
-                        batch = next(it)
-                    except StopIteration:
-                        break
-                    except ImageReadError as e:
-                        reason = str(e).strip().splitlines()[-1]
-                        raise TrainingError(
-                            f"unreadable image ({reason}); fix or remove it, or pass --skip-unreadable"
-                        ) from None
-                    window["wait"] += time.perf_counter() - t0
-                    out = self.train_step(batch)
-                    self.step += 1
-                    window["steps"] += 1
-                    now = time.perf_counter()
-                    timed = self.budget_pending and self._timed_enough(probe, self.clock())
-                    over_time = cfg.max_minutes > 0 and now - start > 60 * cfg.max_minutes
-                    stop, nonfinite, timed = self._agree(
-                        self.stop_signal is not None or over_time, bool(out["nonfinite"]), timed
-                    )
-                    if timed:
-                        self._fix_budget(statistics.median(probe["durations"]))
-                    if nonfinite:
-                        self._non_finite_step(out)
-                    else:
-                        self.consecutive_skipped = 0
-                    due = self.step % cfg.log_every == 0 or now - last_log >= cfg.log_seconds
-                    if due or self.step >= self.stop_step or stop:
-                        self._log(out, window)
-                        window = {"start": time.perf_counter(), "steps": 0, "wait": 0.0}
-                        last_log = now
-                    if stop:
-                        path = self.save("current.pth")
-                        why = f"signal {signal.Signals(self.stop_signal).name}" if self.stop_signal else "max-minutes"
-                        self.metrics.event(
-                            "stopped", step=self.step, reason=why, checkpoint=str(path) if path else None
-                        )
-                        logger.info("stopped at step %d (%s)", self.step, why)
-                        return EXIT_OK
-                    if time.perf_counter() - last_save > 60 * cfg.save_minutes:
-                        self.save("current.pth")
-                        last_save = time.perf_counter()
-                if self.step % self.steps_per_epoch == 0 and self.step > 0:
-                    done = self.step // self.steps_per_epoch
-                    if done % cfg.save_every == 0 or done == cfg.epochs:
-                        self.save(f"ckpt_epoch_{done}.pth")
-                        self.save("current.pth")
-                        last_save = time.perf_counter()
-            self.save("current.pth")
-            final = self.save("final.pth")
-            seconds = time.perf_counter() - self.clock_start
-            self.metrics.event(
-                "finished",
-                step=self.step,
-                checkpoint=str(final) if final else None,
-                seconds=round(time.perf_counter() - start, 1),
-            )
-            if cfg.budget_minutes > 0:
-                logger.info(
-                    "budget %.1f min: finished %d steps in %.1f min", cfg.budget_minutes, self.step, seconds / 60
-                )
+                batch = self.train_one_epoch(stream, batch, loop)
+                if loop.stopped:
+                    return EXIT_OK
+            self.recorder.set(self.step, "finish")
+            self._finish(started)
             return EXIT_OK
         except TrainingError as e:
             logger.error("%s", e)
             self.metrics.event("failed", step=self.step, message=str(e))
             return e.exit_code
+        except Exception as e:
+            if not is_distributed():
+                raise
+            # a collective that failed (a peer died, a mismatch ran into the timeout) or any other error: say
+            # where this rank was, so the ranks' reports can be put side by side
+            message = f"rank {self.rank}: {_first_line(e)} (at {self.recorder.where()})"
+            logger.error("%s", message)
+            self.metrics.event("failed", step=self.step, message=message)
+            if _is_collective_failure(e):
+                return EXIT_DISTRIBUTED
+            raise
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+            if self.cfg.record_collectives:
+                self.recorder.dump(self.cfg.record_collectives, self.rank)
 
 
-__all__ = ["DataError", "EXIT_DATA", "EXIT_NONFINITE", "EXIT_OK", "Trainer", "TrainingError"]
+#: Words of the errors that gloo and NCCL raise when a collective fails or times out.
+_COLLECTIVE_FAILURE_WORDS = ("gloo", "nccl", "timed out", "connection closed", "connection reset", "watchdog")
+
+
+def _is_collective_failure(e: BaseException) -> bool:
+    text = str(e).lower()
+    return isinstance(e, dist.DistError) or any(w in text for w in _COLLECTIVE_FAILURE_WORDS)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [s for s in str(e).strip().splitlines() if s.strip()]
+    return lines[0][:300] if lines else type(e).__name__
+
+
+__all__ = ["DataError", "EXIT_DATA", "EXIT_DISTRIBUTED", "EXIT_NONFINITE", "EXIT_OK", "Trainer", "TrainingError"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,8 +20,10 @@ logger = logging.getLogger("trainer")
 
 
 def setup_logging(output_dir: Path | None, rank: int) -> None:
-    """Log INFO to stderr (rank 0; others WARNING) and, on rank 0, to ``output_dir/train.log``."""
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+    """Log INFO to stderr (rank 0; others WARNING) and, on rank 0, to ``output_dir/train.log``; with several
+    processes each line names its rank."""
+    who = f"[rank {rank}] " if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
+    fmt = logging.Formatter(f"%(asctime)s {who}%(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S")
     root = logging.getLogger()
     root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     for h in list(root.handlers):

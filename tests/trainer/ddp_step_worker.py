@@ -87,6 +87,7 @@ def main() -> None:
             "log",
             "--budget-minutes",
             "0",
+            "--no-sync-batchnorm",  # per-rank BatchNorm: the probe below runs the student on one rank alone
         ]
     )
     trainer = Trainer(resolve_config(args))
