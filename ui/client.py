@@ -242,6 +242,10 @@ class ApiClient:
         """``GET /api/eval``: the stored unsupervised-segmentation evaluations."""
         return _items(self._json("GET", "/eval"))
 
+    def eval_paper(self) -> dict:
+        """The paper's row of ``GET /api/eval`` (its scores and its own tag)."""
+        return self._json("GET", "/eval", params={"inline_examples": 0})["paper"]
+
     def eval_examples(self, eval_id: int) -> list[dict]:
         """``GET /api/eval/{id}/examples``: example images with ``pred_url`` and ``gt_url``."""
         return _items(self._json("GET", f"/eval/{int(eval_id)}/examples"))
@@ -441,6 +445,12 @@ def fetch_stats(base_url: str, duplicate_threshold: float | None = None) -> dict
 def fetch_eval_results(base_url: str) -> list[dict]:
     """Cached ``GET /api/eval`` (15 s)."""
     return _for(base_url).eval_results()
+
+
+@st.cache_data(ttl=3600, show_spinner=False)
+def fetch_eval_paper(base_url: str) -> dict:
+    """Cached paper row of ``GET /api/eval`` (1 h: it changes only with the server's code)."""
+    return _for(base_url).eval_paper()
 
 
 @st.cache_data(ttl=300, show_spinner=False)

@@ -176,10 +176,16 @@ def test_segmentation_shows_stored_eval(api_env: str) -> None:
     metrics = {m.label: str(m.value) for m in at.metric}
     assert metrics["mIoU"] == f"{100 * result['miou']:.2f} %"
     assert metrics["Pixel accuracy"] == f"{100 * result['pixel_accuracy']:.2f} %"
-    assert metrics["Images"] == str(result["counts"]["num_images"]) != "0"
+    assert metrics["Images"] == f"{result['counts']['num_images']}/12" != "0/12"
     frame = at.dataframe[0].value
-    assert "paper (COCO-Stuff-27)" in frame["method"].tolist()
     assert abs(frame["mIoU"].iloc[0] - result["miou"]) < 1e-9
+    # every score with its protocol; a synthetic score is no comparison with the paper: a reference line
+    assert frame["protocol"].tolist()[: len(result["scores"])] == [s["tag"]["label"] for s in result["scores"]]
+    assert not any(m.startswith("SlotCon (paper)") for m in frame["method"])
+    (info,) = [i.value for i in at.info]
+    assert "Reference only" in info and "18.26%" in info and "Table 5" in info
+    assert "benchmark synthetic (paper cocostuff27)" in info and "K 8 (paper 27)" in info
+    assert f"Measured as: {result['tag']['label']}" in texts(at)
     assert len(at.get("vega_lite_chart")) >= 3  # scores, per-class IoU, confusion matrix
     assert len(at.image) >= 3  # an example: image, prediction, ground truth
 

@@ -1,18 +1,21 @@
-"""Unsupervised segmentation: stored evaluations (mIoU and pixel accuracy against the baselines and
-the paper, per-class IoU, confusion matrix, examples) and a form to run a new one as a job."""
+"""Unsupervised segmentation: stored evaluations (every score with the protocol it was measured under, beside
+the baselines, and the paper's row as a comparison only beside a score measured its way; per-class IoU,
+confusion matrix, examples) and a form to run a new one as a job."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from ui.client import api_url, fetch_eval_results, fetch_options, get_client
+from ui.client import api_url, fetch_eval_paper, fetch_eval_results, fetch_options, get_client
 from ui.components import call, fmt_pct, run_page
 from ui.url_state import Param, one_of, publish, restore
 from ui.views.eval_view import (
-    PAPER_REFERENCE,
     confusion_chart,
+    export_frame,
+    paper_reference,
     per_class_frame,
     result_name,
+    scores_chart,
     scores_frame,
     show_examples,
 )
@@ -23,16 +26,17 @@ def run_form() -> None:
     """Starts an evaluation job on the active index's checkpoint (choices from ``GET /api/options``)."""
     options = fetch_options(api_url())
     with st.expander("Run an evaluation", expanded=False), st.form("eval_form", border=False):
-        c1, c2, c3 = st.columns(3)
+        c1, c2, c3, c4 = st.columns(4)
         protocol = c1.selectbox("Protocol", options["protocols"])
         baseline = c2.selectbox("Baseline", options["baselines"])
         resolution = c3.number_input("Resolution", 64, 1024, options["eval_resolution"], step=32)
+        seeds = c4.number_input("Seeds", 1, 20, 5, help="runs of the k-means baseline and the cluster probe")
+        all_images = st.checkbox(
+            "Every image of the split", help="COCO-Stuff-27 scores the benchmark's 2,175 curated images otherwise"
+        )
         if st.form_submit_button("Start evaluation"):
-            job = call(
-                "Starting the evaluation",
-                get_client().start_eval,
-                {"protocol": protocol, "baseline": baseline, "resolution": int(resolution)},
-            )
+            body = {"protocol": protocol, "baseline": baseline, "resolution": int(resolution), "seeds": int(seeds)}
+            job = call("Starting the evaluation", get_client().start_eval, body | {"all_images": bool(all_images)})
             if job is not None:
                 st.session_state["eval_job"] = job.get("id")
     job_id = st.session_state.get("eval_job")
@@ -58,29 +62,42 @@ def render() -> None:
         st.selectbox("Evaluation", list(by_id), format_func=lambda i: result_name(by_id[i]), key="eval_pick")
     ]
     publish(url)
+    images = chosen["image_list"]
     m = st.columns(4)
     m[0].metric("mIoU", fmt_pct(chosen["miou"], 2))
     m[1].metric("Pixel accuracy", fmt_pct(chosen["pixel_accuracy"], 2))
-    m[2].metric("Images", chosen["counts"]["evaluated_images"] or chosen["counts"]["num_images"])
+    m[2].metric("Images", f"{images['used']:,}/{images['listed']:,}", help=f"image list: {images['name']}")
     m[3].metric("Classes", chosen["counts"]["num_classes"])
+    st.caption(f"Measured as: {chosen['tag']['label']}")
+    if chosen["missing_images"]:
+        st.warning(
+            f"{images['missing']:,} images of {images['name']} are not in the data root, e.g. "
+            + ", ".join(chosen["missing_images"][:5])
+        )
 
-    st.subheader("Against the baselines and the paper")
-    frame = scores_frame(results, chosen)
+    st.subheader("Scores, each with how it was measured")
+    paper = fetch_eval_paper(api_url())
+    frame = scores_frame(results, chosen, paper)
     st.dataframe(
         frame,
         hide_index=True,
         column_config={
-            "mIoU": st.column_config.NumberColumn(format="percent"),
-            "pixel accuracy": st.column_config.NumberColumn(format="percent"),
+            col: st.column_config.NumberColumn(format="percent")
+            for col in ("mIoU", "± mIoU", "pixel accuracy", "± pixel accuracy")
         },
     )
-    st.caption(
-        f"Paper: SlotCon on COCO-Stuff-27, {PAPER_REFERENCE['miou']:.2%} mIoU, "
-        f"{PAPER_REFERENCE['pixel_accuracy']:.2%} pixel accuracy. Numbers on the synthetic scenes "
-        "are not comparable with it; the baselines are."
+    reference = paper_reference(chosen, paper)
+    if reference is not None:
+        st.info(reference)
+    else:
+        st.caption(f"The paper's row stands beside the score measured as it was: {paper['tag']['label']}.")
+    st.altair_chart(scores_chart(frame, paper, reference is not None), width="stretch")
+    st.download_button(
+        "Scores with their protocol (CSV)",
+        export_frame(chosen, paper).to_csv(index=False),
+        file_name=f"eval-{chosen['id']}-scores.csv",
+        mime="text/csv",
     )
-    long = frame.melt("method", var_name="score", value_name="value")
-    st.bar_chart(long, x="score", y="value", color="method", stack=False, horizontal=True)
 
     st.subheader("Per-class IoU")
     per_class = per_class_frame(chosen)

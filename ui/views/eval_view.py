@@ -11,8 +11,8 @@ import streamlit as st
 from ui.client import ApiRequestError, api_url, fetch_eval_examples, fetch_image, get_client
 from ui.views.slot_view import decode_image
 
-#: The paper's numbers (SlotCon, COCO-Stuff-27, K=27, 320×320, Hungarian matching; Table 6).
-PAPER_REFERENCE = {"protocol": "cocostuff27", "miou": 0.1826, "pixel_accuracy": 0.4236}
+MATCHING_NAMES = {"one-to-one": "one-to-one", "many-to-one": "many-to-one", "cluster-probe": "cluster probe"}
+SCORE_COLUMNS = ["method", "mIoU", "± mIoU", "pixel accuracy", "± pixel accuracy", "protocol", "against the paper"]
 
 
 def protocol_name(r: dict) -> str:
@@ -26,23 +26,132 @@ def result_name(r: dict) -> str:
     return f"#{r['id']} {protocol_name(r)} · {what}"
 
 
-def scores_frame(results: list[dict], chosen: dict) -> pd.DataFrame:
-    """The chosen result beside the latest baseline of each kind (same protocol) and the paper; scores
-    are fractions, as the indexer computes them."""
-    rows = [{"method": "SlotCon (this run)", "mIoU": chosen["miou"], "pixel accuracy": chosen["pixel_accuracy"]}]
+def differences_text(check: dict) -> str:
+    """``same protocol``, or each field that differs: ``K 8 (paper 27); resolution 64 (paper 320)``."""
+    if check["comparable"]:
+        return "same protocol"
+    return "; ".join(f"{d['field']} {d['ours']} (paper {d['reference']})" for d in check["differences"])
+
+
+def _score_row(score: dict, who: str) -> dict:
+    return {
+        "method": f"{who} · {MATCHING_NAMES.get(score['matching'], score['matching'])}",
+        "mIoU": score["miou"],
+        "± mIoU": score["miou_std"],
+        "pixel accuracy": score["pixel_accuracy"],
+        "± pixel accuracy": score["pixel_accuracy_std"],
+        "protocol": score["tag"]["label"],
+        "against the paper": differences_text(score["paper"]),
+    }
+
+
+def _paper_row(paper: dict) -> dict:
+    return {
+        "method": f"{paper['name']}, {paper['source'].rsplit(', ', 1)[-1]}",
+        "mIoU": paper["miou"],
+        "± mIoU": None,
+        "pixel accuracy": paper["pixel_accuracy"],
+        "± pixel accuracy": None,
+        "protocol": paper["tag"]["label"],
+        "against the paper": "the paper's row",
+    }
+
+
+def scores_frame(results: list[dict], chosen: dict, paper: dict) -> pd.DataFrame:
+    """The chosen result's scores side by side (one-to-one, many-to-one, the cluster probe), then the latest
+    baseline of each kind on the same benchmark, each with its protocol; the paper's row only right after
+    the first score measured exactly as the paper's (its ``paper.comparable``), never elsewhere. Scores are
+    fractions, as the indexer computes them; ``±`` the standard deviation over seeds (empty for one run)."""
+    who = "SlotCon (this run)" if chosen["baseline"] == "none" else f"{chosen['baseline']} (this run)"
+    scored = [(s, who) for s in chosen["scores"]]
     for baseline in ("random-init", "kmeans-rgb"):
         same = [r for r in results if r["baseline"] == baseline and protocol_name(r) == protocol_name(chosen)]
-        if same:
-            r = max(same, key=lambda r: r["id"])
-            rows.append({"method": f"baseline: {baseline}", "mIoU": r["miou"], "pixel accuracy": r["pixel_accuracy"]})
-    rows.append(
-        {
-            "method": "paper (COCO-Stuff-27)",
-            "mIoU": PAPER_REFERENCE["miou"],
-            "pixel accuracy": PAPER_REFERENCE["pixel_accuracy"],
-        }
+        if same and baseline != chosen["baseline"]:
+            latest = max(same, key=lambda r: r["id"])
+            scored += [(s, f"baseline {baseline} #{latest['id']}") for s in latest["scores"]]
+    rows, paper_drawn = [], False
+    for score, name in scored:
+        rows.append(_score_row(score, name))
+        if score["paper"]["comparable"] and not paper_drawn:
+            rows.append(_paper_row(paper))
+            paper_drawn = True
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+
+
+def paper_reference(chosen: dict, paper: dict) -> str | None:
+    """None when a score of ``chosen`` is measured as the paper's (the row is then in the table); else the
+    reference line: the paper's numbers, how they were measured and what differs from this result's
+    headline (one-to-one) score."""
+    if any(s["paper"]["comparable"] for s in chosen["scores"]):
+        return None
+    return (
+        f"Reference only, not a comparison: {paper['name']} ({paper['source']}) reports "
+        f"{paper['miou']:.2%} mIoU and {paper['pixel_accuracy']:.2%} pixel accuracy, measured as "
+        f"{paper['tag']['label']}. This evaluation's one-to-one score differs in: "
+        f"{differences_text(chosen['scores'][0]['paper'])}."
     )
+
+
+def _tag_columns(tag: dict) -> dict:
+    images = tag["image_list"]
+    return {
+        "benchmark": tag["benchmark"], "image list": images["name"], "images used": images["used"],
+        "images listed": images["listed"], "images missing": images["missing"], "K": tag["k"],
+        "matching": tag["matching"], "resolution": tag["resolution"], "crop": tag["crop"], "CRF": tag["crf"],
+        "seeds": tag["seeds"],
+    }  # fmt: skip
+
+
+def export_frame(chosen: dict, paper: dict) -> pd.DataFrame:
+    """The chosen result's scores and the paper's row for download, one column per tag field, with each
+    seed's numbers and whether the paper's row is comparable with the score."""
+    rows = []
+    for s in chosen["scores"]:
+        rows.append({
+            "method": s["method"], "mIoU": s["miou"], "mIoU std": s["miou_std"],
+            "pixel accuracy": s["pixel_accuracy"], "pixel accuracy std": s["pixel_accuracy_std"],
+            **_tag_columns(s["tag"]), "seed values": " ".join(str(r["seed"]) for r in s["runs"]),
+            "per-seed mIoU": " ".join(f"{r['miou']:.6f}" for r in s["runs"] if r["miou"] is not None),
+            "paper comparable": s["paper"]["comparable"], "differs from the paper": differences_text(s["paper"]),
+        })  # fmt: skip
+    rows.append({
+        "method": f"{paper['name']} ({paper['source']})", "mIoU": paper["miou"],
+        "pixel accuracy": paper["pixel_accuracy"], **_tag_columns(paper["tag"]),
+    })  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def scores_chart(frame: pd.DataFrame, paper: dict, reference: bool) -> alt.HConcatChart:
+    """One panel per score (mIoU, pixel accuracy): a bar per row of ``frame`` with its ± std over seeds; the
+    paper is a bar when it is in ``frame`` (same protocol), a dashed rule named "reference" when
+    ``reference`` (another protocol)."""
+    order = list(frame["method"])
+    panels = []
+    for score, std, ref_value in (
+        ("mIoU", "± mIoU", paper["miou"]),
+        ("pixel accuracy", "± pixel accuracy", paper["pixel_accuracy"]),
+    ):
+        sd = frame[std].astype(float).fillna(0.0)
+        data = pd.DataFrame(
+            {"method": frame["method"], "value": frame[score].astype(float), "low": frame[score] - sd,
+             "high": frame[score] + sd}
+        ).dropna(subset=["value"])  # fmt: skip
+        base = alt.Chart(data).encode(y=alt.Y("method:N", sort=order, title=None))
+        layers = [
+            base.mark_bar().encode(
+                x=alt.X("value:Q", axis=alt.Axis(format="%"), title=score),
+                color=alt.Color("method:N", legend=None),
+                tooltip=["method", alt.Tooltip("value:Q", format=".2%")],
+            ),
+            base.mark_rule().encode(x="low:Q", x2="high:Q"),
+        ]
+        if reference:
+            ref = pd.DataFrame({"value": [ref_value], "what": ["paper: reference, measured another way"]})
+            layers.append(
+                alt.Chart(ref).mark_rule(strokeDash=[6, 4], color="black").encode(x="value:Q", tooltip=["what"])
+            )
+        panels.append(alt.layer(*layers).properties(height=max(80, 26 * len(order))))
+    return alt.hconcat(*panels)
 
 
 def per_class_frame(r: dict) -> pd.DataFrame:
