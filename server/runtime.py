@@ -24,6 +24,7 @@ from server.errors import ApiError
 from server.exposure import StartupError
 from server.guard import Budget, cancel_flag, slot
 from server.services.digests import content_sha256, file_key
+from server.services.folders import check_index_dir, inside
 from server.services.image_structure import StructureLimits
 from server.services.names import ServerPaths
 from server.settings import Settings
@@ -78,6 +79,7 @@ class Runtime:
         self._swap_lock = threading.Lock()
         self._activate_lock = threading.Lock()
         self.cache: dict[str, Any] = {}
+        self._trusted_checkpoints: set[str] = set()
         self.supervisor: Any = None  # server.services.jobs.Supervisor, set by the app
 
     # ------------------------------------------------------------------ loading
@@ -88,7 +90,7 @@ class Runtime:
         """
         if self.settings.index is not None:
             try:
-                self.activate(self.settings.index)
+                self.activate(self.settings.index, trusted=True)
             except ApiError as e:
                 raise StartupError(f"cannot serve the configured index: {e.message}") from None
         elif self.settings.checkpoint is not None:
@@ -112,12 +114,25 @@ class Runtime:
         )
         return LoadedModel(model, path, sha)
 
-    def _model_for(self, index: Any, name: str) -> LoadedModel:
-        """The model an index was built from, verified by the content hash of the file, K and D (409)."""
+    def _model_for(self, index: Any, name: str, trusted: bool = False) -> LoadedModel:
+        """The model an index was built from, verified by the content hash of the file, K and D (409).
+
+        The file a manifest names is opened only inside the allowed places (:meth:`checkpoint_allowed`;
+        ``trusted``: the index the operator configured, whose checkpoint is allowed from then on), so an
+        index cannot make the server hash, or say whether there is, a file anywhere else (409
+        ``checkpoint_outside``)."""
         manifest = index.manifest
         built = manifest.checkpoint.sha256
         configured = self.settings.checkpoint
         path = Path(configured) if configured is not None else Path(manifest.checkpoint.path)
+        if trusted and configured is None:
+            self._trusted_checkpoints.add(str(path.resolve()))
+        if not self.checkpoint_allowed(path):
+            raise ApiError(
+                409, "checkpoint_outside",
+                f"index {name!r} names checkpoint {_ident(path)}, which is outside the runs folder "
+                "(SLOTCON_RUNS_DIR): copy it there and rebuild the index, or point SLOTCON_CHECKPOINT at it",
+            )  # fmt: skip
         rebuild = (
             f'rebuild the index from it (POST /api/jobs/index with {{"checkpoint": "{_ident(path)}"}}, '
             f"or slotcon index --checkpoint {_ident(path)} --out <new index>)"
@@ -152,7 +167,16 @@ class Runtime:
             )  # fmt: skip
         return loaded
 
-    def activate(self, index_dir: Path) -> LoadedIndex:
+    def checkpoint_allowed(self, path: Path) -> bool:
+        """True for a checkpoint the server may open: under ``runs_dir``, the configured checkpoint, or that
+        of the index configured at start-up (compared resolved: a symlink out of the runs folder is outside)."""
+        resolved = str(Path(path).resolve())
+        configured = self.settings.checkpoint
+        if configured is not None and resolved == str(Path(configured).resolve()):
+            return True
+        return resolved in self._trusted_checkpoints or inside(Path(resolved), self.settings.runs_dir)
+
+    def activate(self, index_dir: Path, trusted: bool = False) -> LoadedIndex:
         """Open and fully validate ``index_dir`` and its checkpoint, then make them active at once.
 
         Raises :class:`ApiError` 400 ``bad_index`` (missing, malformed or inconsistent files) or 409
@@ -164,6 +188,8 @@ class Runtime:
 
         index_dir = Path(index_dir)
         with self._activate_lock:
+            # lstat every entry first: a FIFO would block the open, a symlink lead out of the folder
+            check_index_dir(index_dir.resolve() if trusted else index_dir, index_dir.name)
             try:
                 index = open_validated(index_dir)
             except IndexMismatchError as e:
@@ -171,7 +197,7 @@ class Runtime:
             except IndexInvalidError as e:
                 raise ApiError(400, "bad_index", str(e)) from e
             try:
-                model = self._model_for(index, index_dir.name)
+                model = self._model_for(index, index_dir.name, trusted)
             except BaseException:
                 index.close()
                 raise

@@ -11,6 +11,7 @@ from server.errors import ApiError, not_found
 from server.routers.health import index_info
 from server.schemas import ActivateRequest, CheckpointList, ErrorBody, IndexInfo
 from server.services.checkpoints import list_checkpoints
+from server.services.folders import is_real_dir
 
 router = APIRouter(tags=["checkpoints"])
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 422)}
@@ -37,6 +38,6 @@ def activate_index(body: ActivateRequest, runtime: RuntimeDep, jobs: SupervisorD
         path = Path(row.output_dir)
     else:
         path = runtime.settings.indexes_dir / str(body.name)
-        if not path.is_dir():
+        if not is_real_dir(path):  # a symlink out of the folder is no index of it
             raise not_found("index", body.name)
     return index_info(runtime.activate(path))

@@ -6,14 +6,15 @@ Absolute paths inside the stored training configs are shown by their last compon
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
 
 from core.checkpoint import CheckpointError, checkpoint_summary
-from indexer.types import Manifest
 from server.runtime import Runtime
 from server.schemas import CheckpointEntry
+from server.services.folders import is_regular_file, read_manifest, subdirectories
 
 logger = logging.getLogger(__name__)
 _cache: dict[tuple[str, int, int], dict[str, Any]] = {}
@@ -55,27 +56,35 @@ def _summary(path: Path) -> dict[str, Any]:
 
 def _indexed_checkpoints(indexes_dir: Path) -> set[str]:
     found = set()
-    for manifest in indexes_dir.glob("*/manifest.json"):
+    for folder in subdirectories(indexes_dir):
         try:
-            found.add(str(Path(Manifest.load(manifest.parent).checkpoint.path).resolve()))
+            found.add(str(Path(read_manifest(folder).checkpoint.path).resolve()))
         except (OSError, ValueError, KeyError, TypeError):
             continue
+    return found
+
+
+def _checkpoint_files(runs: Path) -> list[Path]:
+    """The regular ``*.pth`` files (no symlinks, FIFOs or devices) in the real directories under ``runs``."""
+    found = []
+    for run in subdirectories(runs):
+        try:
+            names = sorted(os.listdir(run))
+        except OSError:
+            continue
+        found += [run / n for n in names if n.endswith(".pth") and not n.startswith(".") and is_regular_file(run / n)]
     return found
 
 
 def list_checkpoints(runtime: Runtime) -> list[CheckpointEntry]:
     """Readable ``*.pth`` files one level under ``runs_dir``, newest first."""
     runs = runtime.settings.runs_dir
-    if not runs.is_dir():
-        return []
     indexed = _indexed_checkpoints(runtime.settings.indexes_dir)
     active = None
     if runtime.index is not None:
         active = str(Path(runtime.index.index.manifest.checkpoint.path).resolve())
     entries = []
-    for path in runs.glob("*/*.pth"):
-        if not path.is_file() or path.name.startswith("."):
-            continue
+    for path in _checkpoint_files(runs):
         info = _summary(path)
         if "error" in info:
             continue

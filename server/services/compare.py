@@ -7,31 +7,31 @@ kept; a comparison (:func:`indexer.compare.compare`) is computed once per pair o
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 from indexer.compare import compare
-from indexer.types import Manifest
 from server.errors import ApiError, not_found
 from server.runtime import LoadedIndex, Runtime
 from server.schemas import CompareResult, IndexEntry
+from server.services.folders import check_index_dir, is_real_dir, is_regular_file, read_manifest, subdirectories
 
 _lock = threading.Lock()
 
 
 def list_indexes(runtime: Runtime) -> list[IndexEntry]:
     """The indexes under ``indexes_dir`` whose manifest reads, by name."""
-    root = runtime.settings.indexes_dir
     active = runtime.index.path.resolve() if runtime.index is not None else None
     items = []
-    for manifest in sorted(root.glob("*/manifest.json")) if root.is_dir() else []:
+    for folder in subdirectories(runtime.settings.indexes_dir):  # no symlinks, no FIFOs (see server.services.folders)
         try:
-            m = Manifest.load(manifest.parent)
+            m = read_manifest(folder)
         except (OSError, ValueError, KeyError, TypeError):
             continue
         items.append(IndexEntry(
-            name=manifest.parent.name, checkpoint=Path(m.checkpoint.path).name, num_prototypes=m.num_prototypes,
-            num_images=m.counts.images, built_at=m.built_at, active=manifest.parent.resolve() == active,
+            name=folder.name, checkpoint=Path(m.checkpoint.path).name, num_prototypes=m.num_prototypes,
+            num_images=m.counts.images, built_at=m.built_at, active=folder.resolve() == active,
         ))  # fmt: skip
     return items
 
@@ -39,12 +39,12 @@ def list_indexes(runtime: Runtime) -> list[IndexEntry]:
 def named_index(runtime: Runtime, name: str) -> LoadedIndex:
     """The index ``indexes_dir/name``, opened and validated once (the active one when it is that one)."""
     path = runtime.settings.indexes_dir / name
-    if not (path / "manifest.json").is_file():
+    if not (is_real_dir(path) and is_regular_file(path / "manifest.json")):
         raise not_found("index", name)
     current = runtime.index
     if current is not None and current.path.resolve() == path.resolve():
         return current
-    stamp = (path / "manifest.json").stat().st_mtime_ns
+    stamp = os.lstat(path / "manifest.json").st_mtime_ns
     key = f"named-index:{name}:{stamp}"
     with _lock:
         if key not in runtime.cache:
@@ -54,7 +54,10 @@ def named_index(runtime: Runtime, name: str) -> LoadedIndex:
                 runtime.cache.pop(stale).index.close()  # an earlier build of this name
 
             try:
+                check_index_dir(path, name)
                 runtime.cache[key] = LoadedIndex(index=open_validated(path), path=path)
+            except ApiError as e:
+                raise ApiError(409, "bad_index", f"index {name!r} cannot be used: {e.message}") from e
             except IndexInvalidError as e:
                 raise ApiError(409, "bad_index", f"index {name!r} cannot be used: {e}") from e
         return runtime.cache[key]

@@ -85,12 +85,16 @@ class Supervisor:
 
     def recover(self) -> None:
         """After a restart: a running job whose pid is alive with our command line is re-attached
-        (polled by pid); any other is settled from its outputs or marked failed, never dropped."""
+        (polled by pid); any other is settled from its outputs or marked failed, never dropped, and
+        ``on_finished`` runs for it as for a job that ends while watched (an index job that was to
+        become the active index becomes it now)."""
+        settled = []
         for row in self.store.active():
             if row.pid and pid_alive(row.pid) and same_command(row.argv, cmdline(row.pid)):
                 logger.info("re-attached job %s (pid %s)", row.id, row.pid)
                 continue
-            self._finish(row, exit_code=None, vanished=True)
+            settled.append(self._finish(row, exit_code=None, vanished=True))
+        self._notify(settled)
 
     # ------------------------------------------------------------------ operations
     def launch(
@@ -185,12 +189,19 @@ class Supervisor:
                 ):
                     logger.warning("job %s ignored SIGTERM for %.0f s: SIGKILL", row.id, STOP_GRACE_S)
                     kill_group(row.pid)
+        self._notify(finished)
+
+    def _notify(self, finished: list[JobRow]) -> None:
+        """Run ``on_finished`` for each job that reached a final status (a failure is logged, and noted
+        in the job's message)."""
         for row in finished:
             if self.on_finished is not None:
                 try:
                     self.on_finished(row)
-                except Exception:  # noqa: BLE001 - a callback must not break polling
+                except Exception as e:  # noqa: BLE001 - a callback must not break polling
                     logger.exception("on_finished callback failed for job %s", row.id)
+                    note = f"its on-finish step failed ({type(e).__name__}); see the server log"
+                    self.store.update(row.id, message="; ".join(m for m in (row.message, note) if m))
 
     def _poll(self, row: JobRow) -> tuple[bool, int | None]:
         proc = self._children.get(row.id)

@@ -95,6 +95,8 @@ def live(live_server, broken, server_index, synthetic_root, tmp_path_factory):
         str(index),
         "--indexes-dir",
         str(indexes),
+        "--runs-dir",
+        str(indexes.parent / "runs"),  # the checkpoints the broken indexes name: the server opens no other
         "--state-dir",
         str(state),
         "--data-root",
