@@ -251,3 +251,17 @@ def test_mean_std_known_answers() -> None:
     assert mean == pytest.approx(0.2) and std == pytest.approx(0.1)
     assert mean_std([0.5]) == (0.5, None) and mean_std([]) == (None, None)
     assert mean_std([0.2, None, 0.4])[0] == pytest.approx(0.3)
+
+
+def test_the_k27_preset_is_the_coco_recipe_with_the_papers_k() -> None:
+    import argparse
+
+    from core.recipes import PRESETS
+    from trainer.config import resolve_config
+
+    k27 = resolve_config(argparse.Namespace(preset="coco-r50-800ep-k27", config=None))
+    coco = resolve_config(argparse.Namespace(preset="coco-r50-800ep", config=None))
+    assert k27.num_prototypes == PAPER.tag.k == 27 and k27.split == ["train2017"]
+    differ = {k for k in vars(coco) if getattr(coco, k) != getattr(k27, k)}
+    assert differ == {"num_prototypes", "output_dir"}, differ
+    assert PRESETS["coco-r50-800ep-k27"]["output_dir"] == "runs/coco-r50-800ep-k27"
