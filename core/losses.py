@@ -77,10 +77,16 @@ def slot_contrastive_loss(
     cross-entropy over zero rows is NaN and the predictor's BatchNorm1d raises on one row in training. Here
     the loss is then zero, and it stays safe under DDP: the zero depends on every predictor parameter (each
     gets a gradient, so DDP reduces the same buckets on every rank), and the query counts travel with the
-    key masks (no extra collective), so every rank knows them. A predictor with SyncBatchNorm (GPU DDP) runs
-    on every rank, on an empty input where a rank has no query (it still joins the statistics' collectives,
-    with zero count), unless the whole world has fewer than two queries, when no rank runs it; a predictor
-    with per-rank BatchNorm runs where its rank has two queries or more.
+    key masks (no extra collective), so every rank knows them. A predictor with SyncBatchNorm (multi-rank
+    training) runs on every rank, on an empty input where a rank has no query (it still joins the statistics'
+    collectives, with zero count), unless the whole world has fewer than two queries, when no rank runs it; a
+    predictor with per-rank BatchNorm runs where its rank has two queries or more.
+
+    A rank without queries builds its zero from the empty predictor's output alone: its backward then walks
+    the predictor's graph as the other ranks do, so each parameter's gradient becomes ready (DDP launches its
+    bucket) and SyncBatchNorm's backward all-reduce is issued in the same order on every rank. A second
+    gradient path straight to the parameters would let a bucket become ready before that all-reduce on this
+    rank only: the ranks would pair different collectives.
     """
     b, k, d = student_slots.shape
     n_local = b * k
@@ -95,16 +101,16 @@ def slot_contrastive_loss(
     total_queries = int(gathered[:, n_local].sum())
     keys_all = all_gather_cat(keys)[mask_k_all.bool()]  # (Nk, D)
 
-    zero = student_slots.sum() * 0.0 + _zero_through(predictor)
+    zero = student_slots.sum() * 0.0
     if _synchronises(predictor):
         if total_queries < 2:
-            return zero
+            return zero + _zero_through(predictor)
         predicted = predictor(student_slots.reshape(n_local, d)[idx_q])  # (Nq, D), Nq may be 0 here
         if idx_q.numel() == 0:
-            return zero + predicted.sum() * 0.0
+            return zero + predicted.sum() * 0.0  # the predictor's own graph only (see above)
     else:
         if idx_q.numel() < 2:
-            return zero
+            return zero + _zero_through(predictor)
         predicted = predictor(student_slots.reshape(n_local, d)[idx_q])  # (Nq, D)
     queries = F.normalize(predicted, dim=1)  # (Nq, D)
     logits = queries @ keys_all.t() / tau  # (Nq, Nk)

@@ -133,12 +133,12 @@ def test_torchrun_two_process_training_checkpoints_and_resumes(
     assert read_checkpoint(run / "final.pth")["step"] == 6
 
 
-def test_a_rank_without_shared_prototypes_does_not_hang_ddp(synthetic_root: Path, tmp_path: Path) -> None:
+def test_a_rank_without_shared_prototypes_does_not_hang_ddp(synthetic_root: Path, tmp_path: Path, run_ranks) -> None:
     """One rank's batch shares no prototype between its views (its slot loss is empty); two real DDP training
     steps still finish, every rank takes part in the same collectives, and all ranks end with identical
     parameters. (Before the fix the second step raised: the predictor had no gradient on rank 0.)"""
     worker = str(Path(__file__).parent / "ddp_step_worker.py")
-    results = _run_workers([worker, str(synthetic_root), str(tmp_path)], tmp_path)
+    results = run_ranks([worker, str(synthetic_root), str(tmp_path)], tmp_path)
     assert all(t["loss_slot"] == 0.0 and t["positive_pairs"] == 0.0 for t in results[0]["terms"])  # empty
     assert all(t["loss_slot"] > 0.0 and t["positive_pairs"] > 0.0 for t in results[1]["terms"])  # real
     a, b = results[0]["params"], results[1]["params"]
@@ -147,36 +147,10 @@ def test_a_rank_without_shared_prototypes_does_not_hang_ddp(synthetic_root: Path
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
 
 
-def _run_workers(args: list[str], tmp_path: Path, timeout: float = 240) -> list[dict]:
-    """Runs ``args`` as WORLD gloo ranks; asserts each exits 0 within ``timeout`` s; returns their saved results."""
-    env = {
-        **os.environ,
-        "WORLD_SIZE": str(WORLD),
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(REPO),
-        "LOCAL_RANK": "0",
-    }
-    procs = [
-        subprocess.Popen(
-            [sys.executable, *args], env={**env, "RANK": str(r)}, cwd=REPO, stderr=subprocess.PIPE, text=True
-        )
-        for r in range(WORLD)
-    ]
-    try:
-        codes = [p.wait(timeout=timeout) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    assert codes == [0, 0], [p.stderr.read()[-3000:] for p in procs]
-    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
-
-
-def _empty_loss_steps(device: str, mode: str, tmp_path: Path) -> None:
+def _empty_loss_steps(device: str, mode: str, tmp_path: Path, run_ranks, *bucket_mb: str) -> None:
     worker = str(Path(__file__).parent / "dist_empty_loss_worker.py")
-    results = _run_workers([worker, device, mode, str(tmp_path)], tmp_path)
+    results = run_ranks([worker, device, mode, str(tmp_path), *bucket_mb], tmp_path)
+    assert results[0]["ops"] == results[1]["ops"]  # the same collectives in the same order
     assert results[0]["losses"] == [0.0, 0.0]
     if mode == "one-empty":
         assert all(v > 0 for v in results[1]["losses"])
@@ -190,14 +164,26 @@ def _empty_loss_steps(device: str, mode: str, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["one-empty", "all-empty"])
-def test_empty_slot_loss_keeps_ddp_ranks_in_step(mode: str, tmp_path: Path) -> None:
+def test_empty_slot_loss_keeps_ddp_ranks_in_step(mode: str, tmp_path: Path, run_ranks) -> None:
     """Per-rank BatchNorm (CPU DDP): two steps finish and the ranks' predictors stay identical."""
-    _empty_loss_steps("cpu", mode, tmp_path)
+    _empty_loss_steps("cpu", mode, tmp_path, run_ranks)
+
+
+@pytest.mark.parametrize("mode", ["one-empty", "all-empty"])
+def test_empty_slot_loss_under_syncbn_issues_the_same_collectives_on_every_rank(
+    mode: str, tmp_path: Path, run_ranks
+) -> None:
+    """SyncBatchNorm on CPU ranks (core.syncbn), one DDP bucket per parameter, so a gradient that becomes ready
+    early on one rank shows: the rank without queries issues the predictor's SyncBatchNorm all-reduce and the
+    buckets' all-reduces in the same order as the rank with queries (recorded), and the predictors stay equal.
+    (With a second gradient path from the loss straight to the parameters, the empty rank reduced a bucket
+    first and gloo failed on the size mismatch.)"""
+    _empty_loss_steps("cpu-sync", mode, tmp_path, run_ranks, "0.000001")
 
 
 @pytest.mark.gpu  # SyncBatchNorm runs only on CUDA tensors
 @pytest.mark.parametrize("mode", ["one-empty", "all-empty"])
-def test_empty_slot_loss_keeps_syncbn_ranks_in_step(mode: str, tmp_path: Path) -> None:
+def test_empty_slot_loss_keeps_syncbn_ranks_in_step(mode: str, tmp_path: Path, run_ranks) -> None:
     """SyncBatchNorm (GPU DDP; two ranks share GPU 0 over gloo): the rank without queries still joins the
     predictor's statistics collectives, so no rank waits for ever; the ranks' predictors stay identical."""
-    _empty_loss_steps("cuda", mode, tmp_path)
+    _empty_loss_steps("cuda", mode, tmp_path, run_ranks)
