@@ -60,6 +60,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-probe", action="store_true", help="skip the cluster probe (run when K differs from the class count)"
     )
+    p.add_argument(
+        "--crf",
+        action="store_true",
+        help="dense CRF on the model's maps before matching (STEGO's run_crf; tagged; needs pydensecrf2: "
+        "pip install -e '.[crf]')",
+    )
     p.add_argument("--index", default=None, help="store the result in this index (same checkpoint)")
     p.add_argument("--out", default=None, help="write the result JSON here")
     p.add_argument("--progress-file", default=None, help="JSON progress file rewritten as work goes")
@@ -128,19 +134,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     exit_on_sigterm()
     from indexer.evaluate import EvalConfig, run_eval
     from indexer.store import IndexMismatchError, IndexNotFoundError
+    from indexer.unsupervised_crf import CrfUnavailableError
 
     config = EvalConfig(
         args.checkpoint, args.data, args.protocol, split=args.split, curated_list=args.curated_list,
         all_images=args.all_images, resolution=args.resolution, baseline=args.baseline, index_dir=args.index,
         out=args.out, progress_file=args.progress_file, batch_size=args.batch_size, workers=args.workers,
         device=args.device, num_examples=args.examples, clusters=args.clusters, seed=args.seed,
-        seeds=args.seeds, probe=not args.no_probe,
+        seeds=args.seeds, probe=not args.no_probe, crf=args.crf,
         limit=args.limit, show_progress=not args.no_progress, fused=not args.plain_inference,
         compile=COMPILE_MODES[args.compile],
     )  # fmt: skip
     try:
         result = run_eval(config).to_dict()
-    except (CheckpointError, IndexMismatchError, IndexNotFoundError, FileNotFoundError, ValueError) as e:
+    except (
+        CheckpointError,
+        IndexMismatchError,
+        IndexNotFoundError,
+        FileNotFoundError,
+        ValueError,
+        CrfUnavailableError,
+    ) as e:
         print(f"slotcon eval: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(result if args.full else summary(result), indent=2))

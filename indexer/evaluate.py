@@ -48,6 +48,7 @@ from indexer.progress import Progress
 from indexer.segments import palette
 from indexer.types import CheckpointRef, EvalResult, ImageList, Score, SeedRun
 from indexer.unsupervised import ConfusionAccumulator, class_table, matched_confusion
+from indexer.unsupervised_crf import crf_assign, require_crf
 from indexer.unsupervised_probe import ClusterProbe, ProbeRun
 
 logger = logging.getLogger(__name__)
@@ -145,10 +146,11 @@ class EvalConfig:
     Images: ``curated_list``, else the protocol's default list (the shipped curated list for COCO-Stuff-27's
     val2017), else all; ``all_images`` scores every image. ``seeds``: runs of the k-means baseline and the
     cluster probe (seeds ``seed``, ``seed + 1``, ...); ``probe``: the cluster probe when K differs from the
-    class count (False: never). ``index_dir``: also store the result (and ``num_examples``
-    prediction/ground-truth pairs) in that index, which must be built from the same checkpoint; ``out``: also
-    write the JSON there; ``fused``: the inference model (:mod:`core.infer_model`), False for the plain full
-    model (A/B runs)."""
+    class count (False: never); ``crf``: STEGO's dense CRF on the model's maps before matching
+    (:mod:`indexer.unsupervised_crf`; not on the probe's or the k-means baseline's). ``index_dir``: also
+    store the result (and ``num_examples`` prediction/ground-truth pairs) in that index, which must be built
+    from the same checkpoint; ``out``: also write the JSON there; ``fused``: the inference model
+    (:mod:`core.infer_model`), False for the plain full model (A/B runs)."""
 
     checkpoint: str | os.PathLike | None
     data_root: str | os.PathLike
@@ -169,6 +171,7 @@ class EvalConfig:
     seed: int = 0
     seeds: int = EVAL_SEEDS
     probe: bool = True
+    crf: bool = False
     limit: int | None = None
     show_progress: bool = False
     fused: bool = True
@@ -216,6 +219,8 @@ def load(config: EvalConfig) -> EvalInputs:
         raise ValueError(f"unknown baseline {config.baseline!r}; choose one of: {', '.join(BASELINES)}")
     if config.seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {config.seeds}")
+    if config.crf:
+        require_crf()
     root, split_used, paths = resolve_images(config.data_root, config.split)
     labels = make_protocol(config.protocol, root, split_used or config.split)
     images = select_images(
@@ -282,7 +287,10 @@ def predict(config: EvalConfig, inputs: EvalInputs, bar: Progress) -> Prediction
             else:
                 x = torch.stack([it["tensor"] for it in ok]).to(device)
                 z, scores = teacher_outputs(inputs.model, x)  # (B, D, h, w) normalised, (B, K, h, w)
-                preds = [assign(scores, (res, res)).cpu().numpy()]
+                if config.crf:
+                    preds = [crf_assign(torch.stack([it["rgb"] for it in ok]), scores.cpu(), (res, res))]
+                else:
+                    preds = [assign(scores, (res, res)).cpu().numpy()]
                 if probe is not None:
                     probe.add(z, [it["label"] for it in ok])
             for acc, pred in zip(accs, preds, strict=True):
@@ -312,8 +320,10 @@ def _score_rows(config: EvalConfig, inputs: EvalInputs, predictions: Predictions
     per_seed = [acc.scores() for acc in predictions.confusions]
     rows = []
 
+    crf = config.crf and not predictions.kmeans  # the CRF refines the model's maps, not the probe's
+
     def row(matching: str, runs: list[tuple[int, float | None, float | None]]) -> None:
-        t = tag(matching=matching, seeds=len(runs))
+        t = tag(matching=matching, seeds=len(runs), crf=crf and matching != "cluster-probe")
         miou, miou_std = mean_std([r[1] for r in runs])
         acc, acc_std = mean_std([r[2] for r in runs])
         rows.append(Score(
@@ -354,14 +364,16 @@ def score(config: EvalConfig, inputs: EvalInputs, predictions: Predictions, seco
         skipped=[{"file_name": n, "reason": r} for n, r in skipped[:100]],
         protocol={
             "name": config.protocol, "split": inputs.split, "resolution": config.resolution,
-            "preprocessing": "shorter side resized (image bilinear, label nearest), centre crop, no CRF",
+            "preprocessing": "shorter side resized (image bilinear, label nearest), centre crop, "
+            + ("dense CRF (STEGO's settings) on the model's maps" if config.crf and not predictions.kmeans
+               else "no CRF"),
             "prediction": "nearest k-means centroid of each pixel's RGB" if predictions.kmeans
             else "teacher scores bilinearly resized, then argmax",
             "curated_list": sel.path,
             "subset": f"{sel.name}: {used:,}/{sel.listed:,} images" + (f", {len(sel.missing):,} missing from the data"
                                                                        if sel.missing else ""),
             "num_clusters": inputs.num_clusters, "num_classes": inputs.labels.num_classes,
-            "unmatched_clusters": "counted wrong", "crop": CENTRE, "crf": False,
+            "unmatched_clusters": "counted wrong", "crop": CENTRE, "crf": config.crf and not predictions.kmeans,
             "seeds": sorted({*predictions.seeds, *(run.seed for run in predictions.probe)}),
         },
         baseline=config.baseline,
