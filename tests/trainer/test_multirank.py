@@ -135,3 +135,27 @@ def test_negative_control_a_log_timed_on_one_rank_is_caught(run_args: list[str],
     for rank in (0, 1):  # each rank fails loudly, naming the step and its last collective
         line = next(s for s in done.stderr.splitlines() if f"[rank {rank}] ERROR trainer: rank {rank}:" in s)
         assert "at step " in line and "last collective issued: " in line, line
+
+
+@pytest.mark.slow
+def test_the_release_recipe_runs_on_two_ranks_in_step(synthetic_root: Path, tmp_path: Path, read_metrics) -> None:
+    """coco-r50-800ep as it is (ResNet-50, the 4096/256 heads, K = 256, LARS and the release's schedules) with
+    SyncBatchNorm on CPU ranks, 96 px crops, batch 4 (2 a rank), 20 steps in fp32: the records and the final
+    parameters are identical on both ranks."""
+    args = [
+        *("--preset", "coco-r50-800ep", "--data", str(synthetic_root), "--output-dir", str(tmp_path / "run")),
+        *("--split", "train2017", "--image-size", "96", "--batch-size", "4", "--epochs", "4", "--total-steps", "20"),
+        *("--warmup-epochs", "1", "--precision", "fp32", "--workers", "0", "--progress", "log", "--log-every", "5"),
+        *("--device", "cpu", "--no-channels-last", "--log-seconds", "0.5"),
+    ]
+    done = _torchrun(args, tmp_path, {"clock_rate": {"1": 3.0}}, timeout=600, dist_timeout_s=120)
+    assert done.returncode == 0, done.stderr[-4000:]
+    records = _records(tmp_path)
+    assert compare_ranks(records) is None
+    assert sum(e.phase == "agree" for e in records[0]) == 21
+    assert sum(e.phase == "backward" and e.op == "ALLREDUCE" for e in records[0]) > 20 * 50  # SyncBN + buckets
+    _assert_same_params(_params(tmp_path))
+    steps, events = read_metrics(tmp_path / "run")
+    assert events[-1]["event"] == "finished" and steps[-1]["step"] == 20
+    cfg = read_checkpoint(tmp_path / "run" / "final.pth")["train_config"]
+    assert (cfg["arch"], cfg["num_prototypes"], cfg["optimizer"], cfg["dim_hidden"]) == ("resnet50", 256, "lars", 4096)
