@@ -4,9 +4,15 @@ memory is bounded before the first pixel is decoded, turning every kind of bad f
 
 Memory per upload, by construction (see the README's "Serving safely"): the body (at most
 ``max_upload_bytes``), one decode predicted from the header to peak at most ``max_decode_bytes``
-(:func:`decode_cost`; JPEGs are decoded at 1/2 … 1/8 scale) and the analysis of an image of at
-most ``(2 × resize)²`` pixels (:func:`analysis_dims`). How many uploads hold that at once is bounded by
-the runtime's upload semaphore (``upload_concurrency``).
+(:func:`decode_cost`) and the analysis of an image of at most ``(4 × resize)²`` pixels, or of the size
+the index's resize gives a larger one (:func:`analysis_dims`). How many uploads hold that at once is
+bounded by the runtime's upload semaphore (``upload_concurrency``).
+
+Within that memory an upload is decoded as the index decodes its images (whole, converted to RGB, then
+resized as ``eval_transform`` resizes), so an indexed image uploaded again gets the model input the
+index used, at any size; only an image whose exact decode would pass ``max_decode_bytes`` is decoded
+at a DCT scale (JPEG) or reduced strip by strip (others) instead, its model input then close to, not
+equal to, the index's.
 """
 
 from __future__ import annotations
@@ -15,7 +21,6 @@ import ctypes
 import ctypes.util
 import io
 import json
-import math
 import warnings
 from collections.abc import Callable
 
@@ -23,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.datasets import to_rgb
+from indexer.segments import resized_size
 from server.errors import ApiError
 from server.guard import Budget
 from server.services.image_structure import StructureLimits, check_structure, too_complex
@@ -120,6 +126,12 @@ DEFAULT_DECODE_BYTES_PER_PIXEL = 6.5
 #: JPEG: per pixel of the (DCT-scaled) output, and, for progressive files, per component sample of
 #: the full image (libjpeg buffers every coefficient: 2 bytes each).
 JPEG_BYTES_PER_PIXEL, JPEG_COEFFICIENT_BYTES = 4.5, 2.1
+#: What to_rgb allocates per pixel at full size: alpha composited on white (an RGBA copy, the white
+#: background, the composite, the RGB result), 16-bit and float greys (float64 arrays and their
+#: temporaries, the 8-bit rescale, RGB: 19 B measured on a 2000² 16-bit PNG) and the rest (one RGB copy).
+CONVERSION_BYTES_PER_PIXEL = {"alpha": 15.0, "wide": 24.0, "other": 3.0}
+#: Images up to this many times ``resize`` a side (in area) are analysed at their own size.
+FULL_SIZE_SIDES = 4
 STRIP_PIXELS = 1 << 20
 #: Bytes handed to the decoder between two checks of the upload's budget: a progressive JPEG's scans
 #: are decoded as their bytes arrive, so a chunk holds at most a few ms of work in an ordinary file.
@@ -140,22 +152,21 @@ _TRANSPOSE = {
 def analysis_dims(width: int, height: int, resize: int) -> tuple[int, int]:
     """The (width, height) an image of ``width``×``height`` is analysed at for an index made at ``resize``.
 
-    Bounded from both sides: the shorter side at most ``2 × resize`` and the area at most
-    ``(2 × resize)²`` pixels, never upscaled. With the aspect ratio capped at :data:`MAX_ASPECT_RATIO`,
-    the model input that :func:`core.augment.eval_transform` makes from it is at most
-    ``resize × (MAX_ASPECT_RATIO · resize)`` pixels before its centre crop.
+    The image itself up to :data:`FULL_SIZE_SIDES`² × ``resize``² pixels (1 MP at resize 256: every COCO
+    image), so an indexed image's masks come out at its own size, as the index holds them; a larger one
+    at the size ``resize`` gives it (:func:`indexer.segments.resized_size`: shorter side ``resize``), which
+    is what the model sees of it anyway. Either way the model's input is the index's for the same pixels.
+    With the aspect ratio capped at :data:`MAX_ASPECT_RATIO`, at most ``MAX_ASPECT_RATIO × resize²``
+    pixels beyond the first bound.
     """
-    cap = 2 * resize
-    scale = min(1.0, cap / min(width, height), math.sqrt(cap * cap / (width * height)))
-    if scale >= 1.0:
+    if width * height <= (FULL_SIZE_SIDES * resize) ** 2:
         return width, height
-    return max(1, int(width * scale)), max(1, int(height * scale))
+    return resized_size(width, height, resize)
 
 
 def bounded(img: Image.Image, resize: int) -> Image.Image:
-    """``img`` resized (bilinear, antialiased) to :func:`analysis_dims`, or ``img`` itself when within them.
-
-    Masks, RLEs and overlays of an analysis then stay within ``(2 × resize)²`` pixels however large
+    """``img`` resized (bilinear, as ``eval_transform``'s resize) to :func:`analysis_dims`, or ``img`` itself
+    when already there. Masks, RLEs and overlays of an analysis then stay within those dims however large
     or thin the upload was."""
     size = analysis_dims(img.width, img.height, resize)
     if size == img.size:
@@ -198,18 +209,34 @@ def _orientation(img: Image.Image) -> int:
     return value if value in _TRANSPOSE else 1
 
 
-def decode_cost(img: Image.Image, full_pixels: int | None = None) -> int:
+def decode_cost(img: Image.Image, full_pixels: int | None = None, exact: bool = False) -> int:
     """Peak bytes that decoding the opened (for a JPEG: drafted) ``img`` will hold, from its header.
 
     ``full_pixels``: the JPEG's pixels before the draft (its coefficients are all kept when progressive).
+    ``exact``: the whole image is also converted to RGB at full size (:func:`core.datasets.to_rgb`), as
+    the index converts it; the conversion's copies are added (:data:`CONVERSION_BYTES_PER_PIXEL`).
     """
     pixels = img.width * img.height
     if img.format in ("JPEG", "MPO"):
         cost = JPEG_BYTES_PER_PIXEL * pixels
         if img.info.get("progressive") or img.info.get("progression"):
             cost += JPEG_COEFFICIENT_BYTES * len(img.getbands()) * (full_pixels or pixels)
-        return int(cost)
-    return int(DECODE_BYTES_PER_PIXEL.get(img.format or "", DEFAULT_DECODE_BYTES_PER_PIXEL) * pixels)
+    else:
+        cost = DECODE_BYTES_PER_PIXEL.get(img.format or "", DEFAULT_DECODE_BYTES_PER_PIXEL) * pixels
+    if exact:
+        cost += _conversion_bytes(img) * pixels
+    return int(cost)
+
+
+def _conversion_bytes(img: Image.Image) -> float:
+    """Bytes per pixel that :func:`core.datasets.to_rgb` allocates for ``img``'s mode (0 for RGB)."""
+    if img.mode == "RGB":
+        return 0.0
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        return CONVERSION_BYTES_PER_PIXEL["alpha"]
+    if img.mode.startswith("I") or img.mode == "F":
+        return CONVERSION_BYTES_PER_PIXEL["wide"]
+    return CONVERSION_BYTES_PER_PIXEL["other"]
 
 
 def decode_upload(
@@ -226,10 +253,12 @@ def decode_upload(
 
     Memory is bounded before any pixel is decoded. From the header: at most ``max_pixels`` pixels,
     an aspect ratio of at most :data:`MAX_ASPECT_RATIO`, and a predicted decode peak
-    (:func:`decode_cost`) of at most ``max_decode_bytes``. A JPEG is decoded at the smallest DCT scale
-    (1/2 … 1/8) that still covers the analysis size; other formats are decoded once at full size and
-    box-reduced strip by strip (:func:`reduce_in_strips`), so no second full-size copy is made.
-    Images within the analysis size are decoded exactly as :func:`core.datasets.load_rgb` does.
+    (:func:`decode_cost`) of at most ``max_decode_bytes``. When the exact decode fits that (the whole
+    image, converted by :func:`core.datasets.to_rgb`), it is the one made, and the result is resized
+    (bilinear) to the analysis size as ``eval_transform`` would resize it, so the model's input equals
+    the index's. Otherwise a JPEG is decoded at the smallest DCT scale (1/2 … 1/8) that still covers
+    the analysis size, and other formats are decoded once at full size and box-reduced strip by strip
+    (:func:`reduce_in_strips`), so no second full-size copy is made.
 
     CPU is bounded too. Before anything is decoded, the file's structure is counted
     (:func:`server.services.image_structure.check_structure`: JPEG scans, frames, chunks, at most
@@ -267,9 +296,12 @@ def decode_upload(
             target = analysis_dims(width, height, resize)
             orientation = _orientation(img)
             try:
-                if fmt in ("JPEG", "MPO"):
+                # Exact when it fits: the whole image decoded and converted as the index does it, then
+                # resized as eval_transform resizes it, so the model's input is the index's.
+                exact = decode_cost(img, width * height, exact=True) <= max_decode_bytes
+                if not exact and fmt in ("JPEG", "MPO"):
                     img.draft(img.mode, target)  # DCT-domain downscale: never below the target size
-                cost = decode_cost(img, width * height)
+                cost = decode_cost(img, width * height, exact=exact)
                 if cost > max_decode_bytes:
                     raise ApiError(
                         413,
@@ -281,11 +313,16 @@ def decode_upload(
                     raise too_complex(name, str(fmt), "tiles", limits.chunks, "SLOTCON_MAX_IMAGE_CHUNKS")
                 img.decodermaxblock = DECODE_CHUNK
                 img.load()
-                small = _reducible(img)
-                factor = min(small.width // target[0], small.height // target[1])
-                if factor > 1:
-                    small = reduce_in_strips(small, factor)
-                elif small is img:
+                if exact:  # load_rgb's conversion, then eval_transform's resize (before any EXIF turn)
+                    small = to_rgb(img)
+                    if small.size != target:
+                        small = small.resize(target, Image.Resampling.BILINEAR)
+                else:
+                    small = _reducible(img)
+                    factor = min(small.width // target[0], small.height // target[1])
+                    if factor > 1:
+                        small = reduce_in_strips(small, factor)
+                if small is img:
                     small = img.copy()  # outlive the file object closed below
             except ApiError:
                 raise

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server.services.uploads import analysis_dims, decode_cost
+from server.services.uploads import MAX_ASPECT_RATIO, analysis_dims, decode_cost
 
 MIB = 1024 * 1024
 DECODE_BUDGET = 128 * MIB
@@ -66,8 +66,8 @@ def test_the_thinnest_accepted_image_is_analysed_within_the_bound(live):
     r = _post(live.base, "wide.png", png(Image.new("RGB", (4000, 200), (90, 20, 200))))  # exactly 20:1
     assert r.status_code == 200, r.text
     body = r.json()
-    assert (body["width"], body["height"]) == analysis_dims(4000, 200, 128)
-    assert body["width"] * body["height"] <= (2 * 128) ** 2 and body["width"] / body["height"] > 19
+    assert (body["width"], body["height"]) == analysis_dims(4000, 200, 128) == (2560, 128)  # the resize's size
+    assert body["width"] * body["height"] <= MAX_ASPECT_RATIO * 128**2 and body["width"] / body["height"] > 19
 
 
 def test_concurrent_large_pngs_stay_under_the_stated_bound(live):
@@ -81,7 +81,7 @@ def test_concurrent_large_pngs_stay_under_the_stated_bound(live):
     with cf.ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda i: _post(live.base, f"big{i}.png", data), range(8)))
     assert [a.status_code for a in answers] == [200] * 8, answers[0].text
-    assert all(a.json()["width"] == 256 for a in answers)
+    assert all(a.json()["width"] == analysis_dims(4000, 4000, 128)[0] for a in answers)
     bound_mb = (CONCURRENCY * (BODY_LIMIT + DECODE_BUDGET) + MARGIN) / MIB
     grew = live.peak_rss_mb() - idle
     assert grew < bound_mb, f"peak {grew:.0f} MiB above idle, bound {bound_mb:.0f} MiB"
@@ -125,9 +125,10 @@ for fmt, mode in json.loads(sys.argv[1]):
     data = buf.getvalue()
     del img, buf
     opened = Image.open(io.BytesIO(data))
-    if fmt == "JPEG":
+    exact = decode_cost(opened, side * side, exact=True) <= 256 << 20  # as decode_upload decides
+    if fmt == "JPEG" and not exact:
         opened.draft(opened.mode, analysis_dims(side, side, 128))
-    predicted = decode_cost(opened, side * side)
+    predicted = decode_cost(opened, side * side, exact=exact)
     idle = status("VmRSS")
     open("/proc/self/clear_refs", "w").write("5")  # restart the peak (VmHWM) from here
     decoded = decode_upload(data, 40_000_000, 128)
@@ -166,7 +167,7 @@ def test_decode_cost_covers_what_each_format_takes():
     )
     assert res.returncode == 0, res.stderr
     for case, m in json.loads(res.stdout.strip().splitlines()[-1]).items():
-        assert tuple(m["size"]) == (256, 256), case
+        assert tuple(m["size"]) == analysis_dims(2000, 2000, 128), case
         assert m["used"] <= m["predicted"] + 4 * MIB, (
             f"{case}: decoding took {m['used'] / MIB:.1f} MiB, predicted {m['predicted'] / MIB:.1f} MiB"
         )
