@@ -10,7 +10,8 @@ teacher's features into C groups and matches those one-to-one:
    normalised again per pixel;
 2. k-means with C centres (FAISS, spherical: centres kept on the unit sphere, so the nearest centre is the
    most cosine-similar one) over those pixel features, all of them when they number at most ``max_points``,
-   else an equal random share of each image's pixels (labels are never read for the fit);
+   else an equal random share of each image's pixels, computed at those pixels only (labels are never read
+   for the fit);
 3. each pixel goes to its nearest centre, computed as the prototypes' scores are: cosines of ``z`` with the
    centres at feature resolution, bilinearly resized, argmax (the same as the nearest centre of the
    resized, renormalised feature, since resizing is linear and renormalising scales all C cosines alike);
@@ -46,6 +47,22 @@ def pixel_features(z: torch.Tensor, resolution: int) -> torch.Tensor:
     to ``resolution``² and renormalised, in row-major pixel order."""
     up = F.interpolate(z[None].float(), size=(resolution, resolution), mode="bilinear", align_corners=False)[0]
     return F.normalize(up.flatten(1).t(), dim=1)
+
+
+def resize_weights(size: int, resolution: int) -> torch.Tensor:
+    """(resolution, size) weights of 1-D linear resizing (``align_corners=False``, as ``F.interpolate``):
+    row o holds the weights output pixel o gives the ``size`` input pixels."""
+    eye = torch.eye(size)[None]  # (1, size, size): one basis signal per channel
+    return F.interpolate(eye, size=resolution, mode="linear", align_corners=False)[0].t().contiguous()
+
+
+def sampled_pixel_features(z: torch.Tensor, resolution: int, pixels: np.ndarray) -> torch.Tensor:
+    """(n, D) unit vectors: :func:`pixel_features` at the row-major pixel indices ``pixels`` only, from the
+    same separable bilinear weights (equal up to float rounding, without resizing every channel)."""
+    d, h, w = z.shape
+    ys, xs = torch.from_numpy(pixels // resolution), torch.from_numpy(pixels % resolution)
+    wy, wx = resize_weights(h, resolution)[ys], resize_weights(w, resolution)[xs]  # (n, h), (n, w)
+    return F.normalize(torch.einsum("nh,nw,dhw->nd", wy, wx, z.float()), dim=1)
 
 
 def fit_centres(points: np.ndarray, k: int, seed: int, niter: int = NITER) -> np.ndarray:
@@ -98,10 +115,12 @@ class ClusterProbe:
         for zi, lab in zip(z.float().cpu(), labels, strict=True):
             self.maps.append(zi.clone())
             self.labels.append(lab)
-            feats = pixel_features(zi, self.res).numpy()
-            if len(feats) > self.per_image:
-                feats = feats[np.sort(self.rng.choice(len(feats), size=self.per_image, replace=False))]
-            self.samples.append(feats)
+            total = self.res * self.res
+            if total <= self.per_image:
+                self.samples.append(pixel_features(zi, self.res).numpy())
+            else:
+                pick = np.sort(self.rng.choice(total, size=self.per_image, replace=False))
+                self.samples.append(sampled_pixel_features(zi, self.res, pick).numpy())
 
     def predict(self, centres: np.ndarray, batch: int = 32) -> list[np.ndarray]:
         """Each collected image's (res, res) cluster map under ``centres`` (k, D unit vectors)."""
