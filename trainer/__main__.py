@@ -1,36 +1,5 @@
-"""SlotCon pretraining: ``slotcon train`` / ``python -m trainer``. The same code runs everywhere.
-
-One CPU (the demo; data from ``slotcon synth --out data/synthetic``)::
-
-    python -m trainer --preset cpu-demo --data data/synthetic --output-dir runs/cpu-demo
-
-One GPU::
-
-    python -m trainer --preset coco-r50-800ep --data /data/coco --output-dir runs/coco --device cuda
-
-8 GPUs on one node (batch 512 in total, 64 per GPU)::
-
-    torchrun --standalone --nproc_per_node=8 -m trainer --preset coco-r50-800ep --data /data/coco \\
-        --output-dir runs/coco
-
-2 nodes × 8 GPUs (run on each node; NODE_RANK 0 and 1, HOST = the first node's address)::
-
-    torchrun --nnodes=2 --nproc_per_node=8 --node_rank=$NODE_RANK --rdzv_backend=c10d \\
-        --rdzv_endpoint=$HOST:29500 --rdzv_id=slotcon -m trainer --preset coco-r50-800ep \\
-        --data /data/coco --output-dir runs/coco
-
-2 CPU processes (gloo, for tests): ``torchrun --standalone --nproc_per_node=2 -m trainer --preset cpu-demo
---threads 1 ...``. Resume with ``--resume runs/coco/current.pth`` or ``--auto-resume``. SIGTERM/SIGINT
-save ``current.pth`` and exit 0; ``--max-steps`` caps a run; ``--print-config`` shows the resolved config.
-
-``--precision auto`` (the default) takes bf16 where the hardware computes it natively (CUDA with bf16,
-AVX-512 BF16 / AMX CPUs), fp16 with the grad scaler on older GPUs and fp32 elsewhere; the choice and its
-reason go to the first log line, ``config.yaml`` and the checkpoints. ``--budget-minutes M`` times the
-first steps and then fixes the total number of steps (at most the epochs allow) so that training ends
-within M minutes with every schedule (warm-up, cosine lr, teacher momentum to 1) completed; the fixed
-total is recorded, so ``--resume`` continues exactly. ``--print-plan`` prints the precision and budget a
-run would use on this machine, without training.
-"""
+"""SlotCon pretraining: ``slotcon train`` / ``python -m trainer``; the launch commands are in
+:mod:`trainer.usage` (``--help`` shows them)."""
 
 from __future__ import annotations
 
@@ -74,13 +43,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     2 bad input: data, checkpoint, unreadable image; 3 non-finite loss)."""
     from core.checkpoint import CheckpointError
     from core.distributed import get_rank, is_distributed
-    from trainer.config import get_args_parser, resolve_config
+    from trainer.config import get_args_parser, resolve_config, selected_preset
     from trainer.data import DataError
     from trainer.engine import EXIT_DATA, Trainer
     from trainer.metrics import MetricsWriter, setup_logging
 
-    parser = get_args_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = get_args_parser(preset=selected_preset(argv))
+    args = parser.parse_args(argv)
     try:
         cfg = resolve_config(args)
     except (ValueError, OSError, yaml.YAMLError) as e:

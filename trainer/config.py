@@ -8,15 +8,17 @@ config is written to ``<output-dir>/config.yaml`` and stored inside every checkp
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from core.encoder import ARCHS
 from core.model import SlotConConfig
 from core.recipes import DEFAULT_PRESET, PRECISIONS, PRESETS
+from trainer.usage import USAGE
 
 #: Field metadata of values the trainer derives while it runs (recorded, never given as flags).
 DERIVED = {"derived": True}
@@ -118,22 +120,12 @@ class TrainConfig(SlotConConfig):
         return self.lr * self.batch_size / 256 if self.lr_scaling == "linear" else self.lr
 
     def validate(self) -> None:
-        """Raises ValueError naming the first invalid field and its valid choices."""
-        for name, choices in (
-            ("precision", PRECISIONS),
-            ("optimizer", OPTIMIZERS),
-            ("lr_scaling", LR_SCALINGS),
-            ("device", ("auto", "cpu", "cuda")),
-            ("progress", ("auto", "bar", "log")),
-        ):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name}={getattr(self, name)!r}; choose one of {', '.join(choices)}")
-        if self.batch_size < 1 or self.epochs < 1:
-            raise ValueError("batch_size and epochs must be >= 1")
-        if self.save_every < 0 or self.log_every < 1 or not self.dist_timeout_minutes > 0:
-            raise ValueError("save_every must be >= 0, log_every >= 1 and dist_timeout_minutes > 0")
-        if self.total_steps < 0 or self.budget_minutes < 0 or self.max_steps < 0:
-            raise ValueError("total_steps, budget_minutes and max_steps must be >= 0")
+        """Raises ValueError for the first invalid field, naming it, its value and the valid range or choices
+        (:data:`RULES`), then for combinations of fields that contradict each other."""
+        for f in fields(self):
+            rule = RULES.get(f.name)
+            if rule is not None:
+                rule.check(f.name, getattr(self, f.name))
         if self.budget_minutes > 0 and self.total_steps > 0 and self.schedule_fixed_at == 0:
             raise ValueError("give --budget-minutes or --total-steps, not both (the budget fixes total_steps)")
 
@@ -151,6 +143,101 @@ class TrainConfig(SlotConConfig):
         return cls(**d)
 
 
+@dataclass(frozen=True)
+class Rule:
+    """The values a field accepts: a range (``lo``/``hi``, open where ``*_open``) or a set of ``choices``."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """The valid values in words: ``one of a, b`` or ``>= 1``, ``in (0, 1]``."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        return f"{'<' if self.hi_open else '<='} {self.hi:g}"
+
+    def check(self, name: str, value: Any) -> None:
+        """Raises ValueError naming ``name``, ``value`` and :meth:`describe` when ``value`` is not accepted."""
+        bad = f"{name}={value!r}: must be {self.describe()}"
+        if self.choices:
+            if value not in self.choices:
+                raise ValueError(bad)
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(bad)
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            raise ValueError(bad)
+        if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
+            raise ValueError(bad)
+
+
+_UNIT, _POSITIVE, _NATURAL, _COUNT = Rule(0, 1), Rule(0, lo_open=True), Rule(0), Rule(1)
+#: Every field's valid values (the booleans, texts and paths excepted); checked before any work starts.
+RULES: dict[str, Rule] = {
+    "arch": Rule(choices=tuple(sorted(ARCHS))),
+    "width": _POSITIVE,
+    "dim_hidden": _COUNT,
+    "dim_out": _COUNT,
+    "num_prototypes": Rule(2),
+    "teacher_temp": _POSITIVE,
+    "student_temp": _POSITIVE,
+    "center_momentum": _UNIT,
+    "group_loss_weight": _UNIT,
+    "slot_temp": _POSITIVE,
+    "image_size": Rule(32),
+    "min_scale": Rule(0, 1, lo_open=True),
+    "workers": _NATURAL,
+    "batch_size": _COUNT,
+    "optimizer": Rule(choices=OPTIMIZERS),
+    "lr": _POSITIVE,
+    "lr_scaling": Rule(choices=LR_SCALINGS),
+    "weight_decay": _NATURAL,
+    "momentum": Rule(0, 1, hi_open=True),
+    "lars_eta": _NATURAL,
+    "warmup_epochs": _NATURAL,
+    "warmup_multiplier": Rule(1),
+    "final_lr": _NATURAL,
+    "teacher_momentum": _UNIT,
+    "epochs": _COUNT,
+    "total_steps": _NATURAL,
+    "budget_minutes": _NATURAL,
+    "max_steps": _NATURAL,
+    "precision": Rule(choices=PRECISIONS),
+    "device": Rule(choices=("auto", "cpu", "cuda")),
+    "threads": _NATURAL,
+    "dist_timeout_minutes": _POSITIVE,
+    "seed": Rule(0, 2**63 - 1),
+    "log_every": _COUNT,
+    "save_every": _NATURAL,
+    "save_minutes": _POSITIVE,
+    "max_minutes": _NATURAL,
+    "progress": Rule(choices=("auto", "bar", "log")),
+    "log_seconds": _NATURAL,
+}
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    """``value`` (from a flag, YAML or a preset) as the field's type; ValueError naming the field otherwise."""
+    if kind is bool:
+        return value if isinstance(value, bool) else _parse_bool(str(value))
+    if kind is list:
+        return parse_splits(value)
+    if kind is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        expected = "an integer" if kind is int else f"a {kind.__name__}"
+        raise ValueError(f"{name}={value!r}: expected {expected}") from None
+
+
 def parse_splits(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
     """The split folders of ``value``: a list, or text with commas (``"train2017,unlabeled2017"``); empty
     names dropped, so ``""`` is ``[]`` (the data folder itself)."""
@@ -161,6 +248,8 @@ def parse_splits(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
 
 
 def _parse_bool(text: str) -> bool:
+    if isinstance(text, bool):
+        return text
     if text.lower() in ("1", "true", "yes", "on"):
         return True
     if text.lower() in ("0", "false", "no", "off"):
@@ -168,14 +257,22 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean, got {text!r}")
 
 
-def get_args_parser(prog: str = "slotcon train") -> argparse.ArgumentParser:
+def selected_preset(argv: list[str]) -> str:
+    """The ``--preset`` that ``argv`` names (the default one when it names none or an unknown one), so that
+    ``--help`` can show that preset's values."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default=DEFAULT_PRESET)
+    known, _ = pre.parse_known_args(argv)
+    return known.preset if known.preset in PRESETS else DEFAULT_PRESET
+
+
+def get_args_parser(prog: str = "slotcon train", preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     """Returns the parser: ``--preset``, ``--config`` and one flag per :class:`TrainConfig` field.
 
-    Field flags default to ``argparse.SUPPRESS`` so only explicitly given flags override.
+    Field flags default to ``argparse.SUPPRESS`` so only explicitly given flags override; their help shows the
+    value ``preset`` gives them (see :func:`selected_preset`).
     """
-    from trainer.__main__ import __doc__ as launch_doc  # the launch commands, shown in --help
-
-    p = argparse.ArgumentParser(prog=prog, description=launch_doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--preset",
         choices=sorted(PRESETS),
@@ -195,12 +292,13 @@ def get_args_parser(prog: str = "slotcon train") -> argparse.ArgumentParser:
         action="store_true",
         help="print, as JSON, the machine, the precision 'auto' resolves to and why, and the budget; exit",
     )
-    defaults = TrainConfig()
+    defaults = TrainConfig(**PRESETS[preset])
     for f in fields(TrainConfig):
         if f.metadata.get("derived"):
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
+        where = f"{preset}: " if f.name in PRESETS[preset] else ""
         if isinstance(default, bool):
             p.add_argument(
                 flag,
@@ -208,7 +306,7 @@ def get_args_parser(prog: str = "slotcon train") -> argparse.ArgumentParser:
                 nargs="?",
                 const=True,
                 default=argparse.SUPPRESS,
-                help=f"(bool, default {default})",
+                help=f"(bool, {where}{default})",
             )
             p.add_argument(
                 "--no-" + f.name.replace("_", "-"),
@@ -223,10 +321,12 @@ def get_args_parser(prog: str = "slotcon train") -> argparse.ArgumentParser:
                 flag,
                 type=parse_splits,
                 default=argparse.SUPPRESS,
-                help=f"(comma-separated list, default {','.join(default)}; '' for none)",
+                help=f"(comma-separated list, {where}{','.join(default) or 'none'}; '' for none)",
             )
         else:
-            p.add_argument(flag, type=type(default), default=argparse.SUPPRESS, help=f"(default {default!r})")
+            rule = RULES.get(f.name)
+            allowed = f"; {rule.describe()}" if rule else ""
+            p.add_argument(flag, type=str, default=argparse.SUPPRESS, help=f"({where}{default!r}{allowed})")
     return p
 
 
@@ -254,10 +354,12 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
         values.update(fast_mode())
     names = {f.name for f in fields(TrainConfig)}
     _update_length(values, {k: v for k, v in vars(args).items() if k in names})
-    cfg = TrainConfig.from_dict(values)
-    cfg = dataclasses.replace(
-        cfg, **{f.name: type(getattr(TrainConfig(), f.name))(getattr(cfg, f.name)) for f in fields(TrainConfig)}
-    )
+    defaults = TrainConfig()
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+    typed = {f.name: _coerce(f.name, values[f.name], type(getattr(defaults, f.name))) for f in fields(TrainConfig)}
+    cfg = TrainConfig.from_dict(typed)
     cfg.validate()
     return cfg
 

@@ -1,6 +1,7 @@
 """``--precision auto``: the precision the hardware runs fastest without changing the method.
 
-- CUDA: bf16 autocast where the GPU supports it, else fp16 with the grad scaler (the release's choice).
+- CUDA: fp16 with the grad scaler, as the release trains every recipe (its ``--fp16`` defaults to True). bf16
+  only when asked (``--precision bf16``): it needs no scaler but is not what the published checkpoints saw.
 - CPU: bf16 autocast only where the CPU computes bf16 natively (AVX-512 BF16 or AMX on x86). Elsewhere
   bf16 is emulated: on an AVX2-only CPU a bf16 matmul runs about 100× slower than fp32, so ``auto`` is fp32.
   The CPU capability torch dispatches to (``torch.backends.cpu.get_cpu_capability()``) settles most
@@ -46,12 +47,12 @@ def choose_precision(
 
     device_type: ``"cuda"`` or ``"cpu"``; capability: torch's CPU capability string; cpu_flags: the CPU's
     feature flags when known (None: unknown); probe_ratio: bf16 / fp32 matmul time when measured;
-    cuda_bf16: the GPU supports bf16. Raises ValueError when a CPU decision needs a probe it was not given.
+    cuda_bf16: the GPU supports bf16 (named in the reason; the choice on CUDA is fp16 either way).
+    Raises ValueError when a CPU decision needs a probe it was not given.
     """
     if device_type == "cuda":
-        if cuda_bf16:
-            return "bf16", "CUDA device with bf16 support"
-        return "fp16", "CUDA device without bf16: fp16 with the grad scaler"
+        has = "with bf16 support (--precision bf16 to train in it)" if cuda_bf16 else "without bf16"
+        return "fp16", f"CUDA device {has}: fp16 with the grad scaler, as the release trains"
     if device_type != "cpu":
         return "fp32", f"device {device_type}"
     cap = capability or "unknown"

@@ -44,10 +44,13 @@ def test_inconclusive_cpu_needs_the_probe() -> None:
     assert precision == "fp32" and "emulated" in why
 
 
-def test_cuda_prefers_bf16_then_fp16() -> None:
-    assert choose_precision("cuda", cuda_bf16=True)[0] == "bf16"
-    precision, why = choose_precision("cuda", cuda_bf16=False)
-    assert precision == "fp16" and "scaler" in why
+@pytest.mark.parametrize("cuda_bf16", [True, False])
+def test_cuda_trains_in_fp16_with_the_scaler_as_the_release(cuda_bf16: bool) -> None:
+    """Every preset says ``auto``; on any CUDA capability that is the release's fp16 with a grad scaler (bf16 only
+    when asked), and the reason says so."""
+    precision, why = choose_precision("cuda", cuda_bf16=cuda_bf16)
+    assert precision == "fp16" and "grad scaler" in why and "release" in why
+    assert ("--precision bf16" in why) == cuda_bf16
 
 
 def test_explicit_precision_wins() -> None:

@@ -42,7 +42,7 @@ def _config(name: str, **flags):
 
 
 def test_every_release_script_has_a_preset() -> None:
-    assert set(RELEASE) <= set(PRESETS) and set(PRESETS) - set(RELEASE) == {"cpu-demo"}
+    assert set(RELEASE) <= set(PRESETS) and set(PRESETS) - set(RELEASE) == {"cpu-demo", "coco-r50-800ep-k27"}
 
 
 @pytest.mark.parametrize("name", RELEASE_PRESETS)
@@ -51,8 +51,9 @@ def test_preset_equals_the_release_recipe(name: str) -> None:
     got = {key: getattr(cfg, key) for key in RELEASE[name]}
     assert got == RELEASE[name]
     assert cfg.scaled_lr() == pytest.approx(1.0 * 512 / 256)  # lr = base_lr × total batch / 256
-    # --fp16: "auto" is the release's fp16 with a grad scaler on a GPU without bf16 (bf16 where it has it)
-    assert cfg.precision == "auto" and choose_precision("cuda", cuda_bf16=False)[0] == "fp16"
+    # --fp16: "auto" is the release's fp16 with a grad scaler on every GPU
+    assert cfg.precision == "auto"
+    assert choose_precision("cuda", cuda_bf16=False)[0] == choose_precision("cuda", cuda_bf16=True)[0] == "fp16"
 
 
 @pytest.fixture()
