@@ -321,6 +321,7 @@ def _score_rows(config: EvalConfig, inputs: EvalInputs, predictions: Predictions
     rows = []
 
     crf = config.crf and not predictions.kmeans  # the CRF refines the model's maps, not the probe's
+    seeded = config.baseline != "none"  # a trained model's maps involve no seed: its scores list no runs
 
     def row(matching: str, runs: list[tuple[int, float | None, float | None]]) -> None:
         t = tag(matching=matching, seeds=len(runs), crf=crf and matching != "cluster-probe")
@@ -328,7 +329,7 @@ def _score_rows(config: EvalConfig, inputs: EvalInputs, predictions: Predictions
         acc, acc_std = mean_std([r[2] for r in runs])
         rows.append(Score(
             method, matching, miou, acc, t, check_against(t), miou_std, acc_std,
-            [SeedRun(seed, m, a) for seed, m, a in runs] if len(runs) > 1 or predictions.kmeans else [],
+            [SeedRun(seed, m, a) for seed, m, a in runs] if seeded or matching == "cluster-probe" else [],
         ).to_dict())  # fmt: skip
 
     seeds = predictions.seeds

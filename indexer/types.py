@@ -305,8 +305,9 @@ class SeedRun(_Document):
 @dataclass(frozen=True)
 class Score(_Document):
     """One score of an evaluation, side by side with the others: ``miou`` and ``pixel_accuracy`` are the
-    mean over ``runs`` (fractions), ``*_std`` their sample standard deviation (None for one run), ``tag``
-    how it was measured and ``paper`` whether the paper's row may be drawn beside it."""
+    mean over the seeded ``runs`` (fractions; a trained model's own scores involve no seed and list none),
+    ``*_std`` their sample standard deviation (None for one run), ``tag`` how it was measured and ``paper``
+    whether the paper's row may be drawn beside it."""
 
     method: str
     matching: str
