@@ -232,6 +232,17 @@ class Trainer:
             state = load_training_state(resume, self.model, self.optimizer, self.scaler)
             self.step = state["step"] if state["step"] is not None else state["epoch"] * self.steps_per_epoch
             self._adopt_budget(state["train_config"])
+            saved_world = state.get("world_size")
+            if saved_world and saved_world != self.world:
+                logger.warning(
+                    "resuming a run of %d processes on %d: the total batch stays %d (%d a process), the schedules "
+                    "are recomputed for %d steps an epoch, and the images' order differs from an uninterrupted run",
+                    saved_world,
+                    self.world,
+                    cfg.batch_size,
+                    cfg.batch_size // self.world,
+                    self.steps_per_epoch,
+                )
         self.epoch = self.step // self.steps_per_epoch
         self._set_schedules()
         if self.world > 1 and cfg.sync_batchnorm:
@@ -362,6 +373,7 @@ class Trainer:
             epoch=self.step // self.steps_per_epoch,
             step=self.step,
             train_config=self.cfg.to_dict(),
+            world_size=self.world,
         )
         logger.info("saved %s (step %d)", path, self.step)
         return path
