@@ -16,6 +16,8 @@ older commit, for a before/after comparison); the JSON names the machine and the
     .venv/bin/python bench/api_load.py                      # ~5 minutes on 2 cores (first run builds)
     .venv/bin/python bench/api_load.py --images 500 --requests 100 --skip-r50   # quick
     .venv/bin/python bench/api_load.py --images 500 --mixed-only [--server-root /tmp/before]
+    .venv/bin/python bench/api_load.py --images 500 --mixed-only --mixed-clients 20 --mixed-seconds 30 \
+        --mixed-requests 100000 --bursts 3 --idle-seconds 20     # does memory return after bursts?
 """
 
 from __future__ import annotations
@@ -332,9 +334,13 @@ async def run(args: argparse.Namespace) -> dict:
             lambda rng: {"method": "POST", "url": "/api/slots", "files": {"file": ("large.png", large, "image/png")}},
         )
         await level(srv.base, kinds["upload_small"][1], 2, 4, 10)  # warm-up: first forward
+        for _, make in kinds.values():  # and one request of each kind: every lazily loaded part is in
+            await level(srv.base, make, 1, 1, 60)
         idle = srv.memory_mb()
         result = await mixed(srv.base, kinds, args.mixed_clients, args.mixed_requests, args.mixed_seconds)
         after = srv.memory_mb()
+        if args.bursts > 1 or args.idle_seconds:
+            out["bursts"] = await _bursts(srv, kinds, args, idle["rss"], result, after)
         out["mixed"] = {
             **result,
             "large_png": {"side": args.large_side, "bytes": len(large)},
@@ -355,6 +361,29 @@ async def run(args: argparse.Namespace) -> dict:
     return out
 
 
+async def _bursts(
+    srv: Server, kinds: dict, args: argparse.Namespace, baseline: float, first: dict, first_after: dict
+) -> dict:
+    """Memory over ``--bursts`` mixed bursts (the first already run), each followed by ``--idle-seconds``
+    of idle: the server's resident memory after each burst and after its idle time, against the baseline
+    (after one warm-up request of each kind)."""
+    rows = []
+    for i in range(args.bursts):
+        if i == 0:
+            result, after = first, first_after
+        else:
+            result = await mixed(srv.base, kinds, args.mixed_clients, args.mixed_requests, args.mixed_seconds)
+            after = srv.memory_mb()
+        await asyncio.sleep(args.idle_seconds)
+        idle = srv.memory_mb()
+        rows.append({
+            "requests": result.get("requests"), "errors": result.get("errors"), "p50_ms": result.get("p50_ms"),
+            "p99_ms": result.get("p99_ms"), "rss_after_burst_mb": after["rss"], "rss_after_idle_mb": idle["rss"],
+            "peak_mb": idle["peak"], "after_idle_vs_baseline": round(idle["rss"] / baseline - 1, 3),
+        })  # fmt: skip
+    return {"baseline_rss_mb": baseline, "idle_seconds": args.idle_seconds, "rounds": rows}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default=str(ROOT / "artifacts" / "bench-api"), help="cache of data and index")
@@ -368,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mixed-requests", type=int, default=600, help="requests of the mixed phase")
     p.add_argument("--mixed-seconds", type=float, default=120.0, help="time limit of the mixed phase")
     p.add_argument("--large-side", type=int, default=2000, help="side of the large RGBA PNG uploads")
+    p.add_argument("--bursts", type=int, default=1, help="mixed bursts in a row (memory after each and after idle)")
+    p.add_argument("--idle-seconds", type=float, default=0.0, help="idle time after each burst before memory is read")
     p.add_argument("--server-root", help="run the server from this checkout (default: this one)")
     p.add_argument("--server-label", help="what to call that checkout in the JSON (default: its git commit)")
     result = asyncio.run(run(p.parse_args(argv)))

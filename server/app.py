@@ -30,6 +30,7 @@ from server.routers import ROUTERS
 from server.runtime import Runtime
 from server.services.jobs import Supervisor
 from server.services.jobstore import JobRow, JobStore
+from server.services.memory import Activity, IdleTrimmer
 from server.services.names import PathScrubMiddleware, ServerPaths
 from server.services.uploads import MULTIPART_OVERHEAD, BodyLimitMiddleware, mmap_large_allocations
 from server.settings import Settings, get_settings
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mmap_large_allocations()  # decoded uploads go back to the system when freed (per-upload bound)
     exposure = Exposure(exposed=settings.exposed)
     paths = ServerPaths.for_settings(settings)
+    activity = Activity()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -106,10 +108,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime.supervisor = Supervisor(store, settings.job_poll_s, lambda row: _on_job_finished(runtime, row))
         runtime.supervisor.start()
         app.state.runtime = runtime
+        trimmer = IdleTrimmer(activity).start()  # freed request memory back to the system after bursts
         try:
             yield
         finally:
             runtime.stopping.set()
+            trimmer.close()
             runtime.close()
             restore()
 
@@ -126,7 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimitMiddleware, limit_for=lambda path: upload_limit if path in UPLOAD_PATHS else JSON_BODY_LIMIT
     )
-    app.add_middleware(DisconnectMiddleware)  # outside the body limit: it reads through it
+    app.add_middleware(DisconnectMiddleware, activity=activity)  # outside the body limit: it reads through it
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

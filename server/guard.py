@@ -29,6 +29,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import ApiError
+from server.services.memory import Activity
 
 #: The scope key holding a request's cancellation flag (a ``threading.Event``).
 CANCEL_KEY = "slotcon.cancel"
@@ -43,15 +44,27 @@ def cancel_flag(scope: Scope) -> threading.Event:
 
 class DisconnectMiddleware:
     """Pure ASGI middleware: a task reads the server's ``receive`` and hands each message to the app
-    through a one-message queue; an ``http.disconnect`` also sets the request's cancellation flag."""
+    through a one-message queue; an ``http.disconnect`` also sets the request's cancellation flag.
+    ``activity`` (optional) counts the requests in flight."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, activity: Activity | None = None) -> None:
         self.app = app
+        self.activity = activity
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.activity is None:
+            await self._serve(scope, receive, send)
+            return
+        self.activity.enter()
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            self.activity.leave()
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         flag = threading.Event()
         scope[CANCEL_KEY] = flag
         queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=1)
@@ -124,7 +137,7 @@ def slot(slots: threading.BoundedSemaphore, wait_s: float, what: str, budget: Bu
         if slots.acquire(timeout=min(0.2, left)):
             break
         if budget is not None:
-            budget.check()
+            budget.check_stop()
     try:
         yield
     finally:

@@ -51,6 +51,7 @@ def get_compare(
     responses=ERRORS | {200: {"content": {"image/png": {}}}},
 )
 def get_best_segment(
+    request: Request,
     name: IndexName,
     k: Annotated[int, Path(ge=0, le=MAX_ID)],
     runtime: RuntimeDep,
@@ -58,8 +59,9 @@ def get_best_segment(
     size: Annotated[int | None, Query(ge=16, le=1024)] = 160,
 ) -> Response:
     """A prototype's ``rank``-th best segment in the named index, in Figure-3 red (the Compare page's
-    side-by-side tiles)."""
-    other = named_index(runtime, name)
+    side-by-side tiles). Opening a named index takes a work slot (503 ``busy`` when none frees up)."""
+    with runtime.work_slot(runtime.budget(request.scope, f"opening index {name!r}")):
+        other = named_index(runtime, name)
     if k >= other.index.num_prototypes:
         raise not_found("prototype", k)
     segments = other.index.top_segments(k, offset=rank, limit=1)
@@ -79,7 +81,6 @@ FIGURE_TYPES = {"png": "image/png", "pdf": "application/pdf", "svg": "image/svg+
 )
 def get_figure(
     request: Request,
-    loaded: IndexDep,
     runtime: RuntimeDep,
     prototypes: Annotated[
         str,
@@ -103,7 +104,9 @@ def get_figure(
 
     from indexer.figure import concept_figure, parse_prototypes
 
-    try:  # checked on the ranges, before any is expanded: 0-100000000 costs nothing
+    try:  # checked on the ranges, before any is expanded (0-100000000 costs nothing), then against K
+        parse_prototypes(prototypes, limit=MAX_FIGURE_PROTOTYPES)
+        loaded = runtime.require_index()
         ids = parse_prototypes(prototypes, loaded.index.num_prototypes, MAX_FIGURE_PROTOTYPES)
     except ValueError as e:
         raise ApiError(422, "invalid_request", str(e)) from e

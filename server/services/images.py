@@ -1,4 +1,5 @@
-"""Dataset images for the routes: decoded once (small LRU), then rendered as JPEG/PNG answers."""
+"""Dataset images for the routes: decoded once (an LRU of at most :data:`CACHE_BYTES`), then rendered as
+JPEG/PNG answers."""
 
 from __future__ import annotations
 
@@ -14,10 +15,17 @@ from server.errors import ApiError, not_found
 from server.runtime import LoadedIndex
 from server.services import render
 
-_CACHE_SIZE = 128
+#: Bytes of decoded images kept (an LRU bounded by size, not count: 128 COCO images, or one 40 MP image
+#: not at all; a count bound would hold 15 GB of such images after a burst).
+CACHE_BYTES = 96 << 20
 _ORIENTATION = 0x0112  # the EXIF orientation tag
 _cache: OrderedDict[tuple[str, int], Image.Image] = OrderedDict()
+_cached_bytes = 0
 _lock = threading.Lock()
+
+
+def _nbytes(img: Image.Image) -> int:
+    return img.width * img.height * len(img.getbands())
 
 
 def image_record(loaded: LoadedIndex, image_id: int):
@@ -43,10 +51,17 @@ def dataset_image(loaded: LoadedIndex, image_id: int) -> Image.Image:
         raise ApiError(
             500, "image_unreadable", f"image {image_id} ({rec.file_name}) cannot be read: {e.reason or e}"
         ) from e
+    global _cached_bytes
+    size = _nbytes(img)
+    if size > CACHE_BYTES // 4:
+        return img  # one image would push out most others: decoded per request instead
     with _lock:
-        _cache[key] = img
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
+        if key not in _cache:
+            _cache[key] = img
+            _cached_bytes += size
+        while _cached_bytes > CACHE_BYTES:
+            _, old = _cache.popitem(last=False)
+            _cached_bytes -= _nbytes(old)
     return img
 
 

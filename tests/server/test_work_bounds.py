@@ -97,6 +97,13 @@ def test_figure_ranges_are_refused_before_any_work(client, spec, words):
     assert ok.status_code == 200 and ok.content[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_huge_range_is_refused_without_an_index_too(make_settings):
+    with TestClient(create_app(make_settings(index=None))) as client:
+        r = client.get("/api/figure", params={"prototypes": "0-100000000"})
+        assert r.status_code == 422 and "at most 32" in r.json()["error"]["message"]
+        assert client.get("/api/figure", params={"prototypes": "0-3"}).status_code == 503  # no index to draw
+
+
 def test_live_server_answers_a_huge_range_and_a_scan_bomb_at_once(live_server, server_index, tmp_path):
     """What a probe sends to a real uvicorn: a huge range (a 4xx within 5 s) and a 1.2 MB scan bomb without
     an Origin (an answer within 15 s), each followed by health within 1 s."""
@@ -325,3 +332,42 @@ def test_sigterm_stops_the_server_with_a_decode_in_flight(live_server, server_in
         client.join(timeout=10)
     assert took < 6, f"the server took {took:.1f} s to stop after SIGTERM"
     assert code is not None and answers in ([503], [0]), (code, answers)
+
+
+# ---------------------------------------------------------------------------------------------- memory
+
+
+def test_the_decoded_image_cache_is_bounded_by_bytes(client, monkeypatch):
+    """Decoded dataset images are kept up to a byte budget (not a count of images of any size)."""
+    from server.services import images
+
+    monkeypatch.setattr(images, "CACHE_BYTES", 5 * 96 * 96 * 3)  # five of the tiny index's 96² images
+    images._cache.clear()
+    monkeypatch.setattr(images, "_cached_bytes", 0)
+    for image_id in range(12):
+        assert client.get(f"/api/images/{image_id}/slots", params={"size": 48}).status_code == 200
+        assert images._cached_bytes <= images.CACHE_BYTES
+    assert len(images._cache) == 5
+    assert sum(im.width * im.height * 3 for im in images._cache.values()) == images._cached_bytes
+
+
+def test_the_heap_is_trimmed_once_per_quiet_spell():
+    """After requests end and the server stays idle, freed memory is handed back (one malloc_trim per
+    quiet spell, none while a request is in flight or when nothing ran since the last one)."""
+    from server.services.memory import Activity, IdleTrimmer
+
+    activity = Activity()
+    trimmer = IdleTrimmer(activity, idle_s=0.3, poll_s=0.05).start()
+    try:
+        time.sleep(0.5)
+        assert trimmer.trims == 0  # nothing ran yet
+        activity.enter()
+        time.sleep(0.5)
+        assert trimmer.trims == 0  # a request in flight
+        activity.leave()
+        time.sleep(0.7)
+        assert trimmer.trims == 1
+        time.sleep(0.5)
+        assert trimmer.trims == 1  # still idle: nothing new to give back
+    finally:
+        trimmer.close()
