@@ -8,6 +8,7 @@ Usage: ``torchrun --standalone --nproc_per_node=N tests/trainer/faulty_trainer.p
 - ``nan_at``: the global step whose batch gets a NaN pixel on this rank (a non-finite loss there only);
 - ``unreadable_at``: the global step whose first image is an unreadable file on this rank;
 - ``sigterm_at``: the global step at whose start this rank receives SIGTERM;
+- ``sigkill_at``: the global step at whose start this rank is killed (SIGKILL), in torchrun's first attempt only;
 - ``log_alone``: any value: this rank decides its timed log lines on its own clock, as the trainer once did
   (the negative control: the ranks then issue different collectives).
 
@@ -54,6 +55,9 @@ def _patch() -> None:
     def faulty_forward_backward(self: Trainer, batch):  # noqa: ANN001, ANN202
         if FAULTS.get("sigterm_at") is not None and self.step == int(FAULTS["sigterm_at"]):
             os.kill(os.getpid(), signal.SIGTERM)
+        first_attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)) == 0
+        if FAULTS.get("sigkill_at") is not None and self.step == int(FAULTS["sigkill_at"]) and first_attempt:
+            os.kill(os.getpid(), signal.SIGKILL)
         if FAULTS.get("nan_at") is not None and self.step == int(FAULTS["nan_at"]):
             crops, coords, flags = batch
             crops = [c.clone() for c in crops]

@@ -25,7 +25,13 @@ LAUNCHER = Path(__file__).parent / "faulty_trainer.py"
 
 
 def _torchrun(
-    args: list[str], out: Path, faults: dict, nproc: int = 2, timeout: float = 150, dist_timeout_s: float = 30
+    args: list[str],
+    out: Path,
+    faults: dict,
+    nproc: int = 2,
+    timeout: float = 150,
+    dist_timeout_s: float = 30,
+    restarts: int = 0,
 ) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
@@ -40,7 +46,7 @@ def _torchrun(
         "torch.distributed.run",
         "--standalone",
         f"--nproc_per_node={nproc}",
-        "--max-restarts=0",
+        f"--max-restarts={restarts}",
         str(LAUNCHER),
         *args,
         "--threads",
@@ -159,3 +165,52 @@ def test_the_release_recipe_runs_on_two_ranks_in_step(synthetic_root: Path, tmp_
     assert events[-1]["event"] == "finished" and steps[-1]["step"] == 20
     cfg = read_checkpoint(tmp_path / "run" / "final.pth")["train_config"]
     assert (cfg["arch"], cfg["num_prototypes"], cfg["optimizer"], cfg["dim_hidden"]) == ("resnet50", 256, "lars", 4096)
+
+
+def _final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(run / "final.pth")["model"]
+
+
+@pytest.mark.slow
+def test_elastic_restart_after_a_killed_rank_equals_an_uninterrupted_run(run_args: list[str], tmp_path: Path) -> None:
+    """``torchrun --max-restarts=1 ... --auto-resume``: rank 1 is killed (SIGKILL) at step 5; torchrun restarts
+    both ranks, which resume from the epoch-1 checkpoint (step 3) and finish. The final weights equal those of an
+    uninterrupted run of the same seed (fp32)."""
+    common = [*run_args, "--epochs", "3", "--save-every", "1", "--auto-resume"]
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    done = _torchrun([*common, "--output-dir", str(straight / "run")], straight, {})
+    assert done.returncode == 0, done.stderr[-3000:]
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    done = _torchrun([*common, "--output-dir", str(killed / "run")], killed, {"sigkill_at": {"1": 5}}, restarts=1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed from" in done.stderr and "at epoch 1, step 3" in done.stderr
+    a, b = _final_weights(straight / "run"), _final_weights(killed / "run")
+    assert set(a) == set(b)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-5, msg=name)
+
+
+@pytest.mark.slow
+def test_a_run_resumes_on_another_world_size(run_args: list[str], tmp_path: Path, read_metrics) -> None:
+    """A checkpoint of two ranks resumes in one process (and the reverse): the total batch stays, the step
+    count goes on, the schedules are recomputed and the change is logged."""
+    out = tmp_path / "run"
+    done = _torchrun([*run_args, "--epochs", "2", "--max-steps", "2", "--output-dir", str(out)], tmp_path, {})
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = subprocess.run(
+        [sys.executable, "-m", "trainer", *run_args, "--epochs", "2", "--max-steps", "4", "--auto-resume"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert "resuming a run of 2 processes on 1: the total batch stays 8 (8 a process)" in one.stderr
+    done = _torchrun([*run_args, "--epochs", "2", "--auto-resume", "--output-dir", str(out)], tmp_path, {})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resuming a run of 1 processes on 2" in done.stderr
+    steps, events = read_metrics(out)
+    assert [r["step"] for r in steps if r["step"] in (2, 4, 6)] == [2, 4, 6] and events[-1]["event"] == "finished"
