@@ -76,16 +76,16 @@ def _evaluate(args: list[str], out: Path) -> dict:
 
 
 def budget_steps(minutes: float, step_seconds: float, full_steps: int) -> int:
-    """The total a ``--budget-minutes`` run fixes at ``step_seconds`` per step (``trainer.engine.budget_total``),
+    """The total a ``--budget-minutes`` run fixes at ``step_seconds`` per step (``trainer.loop.budget_total``),
     its probe (the untimed and the timed first steps) taken as run at that speed too."""
-    from trainer import engine
+    from trainer import loop
 
-    probe = engine.BUDGET_WARMUP_STEPS + max(
-        engine.BUDGET_MIN_TIMED_STEPS,
-        min(engine.BUDGET_MAX_TIMED_STEPS, math.ceil(engine.BUDGET_MIN_TIMED_S / step_seconds)),
+    probe = loop.BUDGET_WARMUP_STEPS + max(
+        loop.BUDGET_MIN_TIMED_STEPS,
+        min(loop.BUDGET_MAX_TIMED_STEPS, math.ceil(loop.BUDGET_MIN_TIMED_S / step_seconds)),
     )
-    remaining = 60 * minutes - probe * step_seconds - engine.BUDGET_RESERVE_S
-    return engine.budget_total(probe, remaining, step_seconds, full_steps)
+    remaining = 60 * minutes - probe * step_seconds - loop.BUDGET_RESERVE_S
+    return loop.budget_total(probe, remaining, step_seconds, full_steps)
 
 
 def run_one(a: argparse.Namespace, extra: list[str], *, budget: float | None, steps: int | None) -> dict:

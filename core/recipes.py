@@ -14,9 +14,9 @@ from typing import Any
 #: compares every value): R50, projector 4096 → 256, K = 256, τ_t 0.07 / τ_s 0.1 / slot τ 0.2, centre momentum
 #: 0.9, teacher momentum 0.99 → 1, LARS (η 0.001, momentum 0.9, weight decay 1e-5) at lr 1.0 × batch/256 for a
 #: batch of 512, warm-up from lr/100 over 5 epochs, cosine to 1e-6; --fp16 (here ``auto``: fp16 with the grad
-#: scaler on every GPU, as the release; bf16 only when asked). The dataclass defaults are these values; the presets restate the
-#: ones the scripts pass. Splits are named explicitly, and no preset reads val2017 or test2017, the splits
-#: that the index and the evaluation use.
+#: scaler on every GPU, as the release; bf16 only when asked). The dataclass defaults are these values; the
+#: presets restate the ones the scripts pass. Splits are named explicitly, and no preset reads val2017 or
+#: test2017, the splits that the index and the evaluation use.
 _R50_COCO: dict[str, Any] = dict(
     arch="resnet50",
     dim_hidden=4096,

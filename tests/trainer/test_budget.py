@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from core.checkpoint import load_model, read_checkpoint
-from trainer import engine
+from trainer import engine, loop
 from trainer.__main__ import main
 from trainer.schedules import lr_schedule, run_schedules, teacher_momentum_schedule
 
@@ -18,10 +18,10 @@ from trainer.schedules import lr_schedule, run_schedules, teacher_momentum_sched
 @pytest.fixture
 def quick_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     """Time 3 steps after 1 untimed one, and keep no reserve, so a budget of seconds binds."""
-    monkeypatch.setattr(engine, "BUDGET_WARMUP_STEPS", 1)
-    monkeypatch.setattr(engine, "BUDGET_MIN_TIMED_STEPS", 3)
-    monkeypatch.setattr(engine, "BUDGET_MIN_TIMED_S", 0.0)
-    monkeypatch.setattr(engine, "BUDGET_RESERVE_S", 0.0)
+    monkeypatch.setattr(loop, "BUDGET_WARMUP_STEPS", 1)
+    monkeypatch.setattr(loop, "BUDGET_MIN_TIMED_STEPS", 3)
+    monkeypatch.setattr(loop, "BUDGET_MIN_TIMED_S", 0.0)
+    monkeypatch.setattr(loop, "BUDGET_RESERVE_S", 0.0)
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_budget_fixes_the_total_from_the_step_time(
     total = note["total_steps"]
     # 1 untimed + 3 timed steps of 1 s: fixed at step 4 with 26 s left, 97 % of which is 25 more steps
     assert (note["step"], note["step_seconds"], note["remaining_s"]) == (4, 1.0, 26.0)
-    assert total == note["step"] + math.floor(engine.BUDGET_SAFETY * note["remaining_s"] / note["step_seconds"]) == 29
+    assert total == note["step"] + math.floor(loop.BUDGET_SAFETY * note["remaining_s"] / note["step_seconds"]) == 29
     assert total < note["full_steps"] == 1200  # the budget, not the epochs, bounds this run
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert (cfg["total_steps"], cfg["schedule_fixed_at"], cfg["budget_minutes"]) == (total, note["step"], 0.5)
@@ -95,7 +95,7 @@ def test_budget_takes_the_median_step_so_one_slow_step_does_not_shrink_the_run(
     note = _budget_note(tmp_path / "run")
     assert note["step"] == 4 and note["step_seconds"] == 1.0  # the median of 1, 30, 1 (the mean would be 10.7)
     assert note["remaining_s"] == 60.0 - 33.0
-    assert note["total_steps"] == 4 + math.floor(engine.BUDGET_SAFETY * 27.0) == 30
+    assert note["total_steps"] == 4 + math.floor(loop.BUDGET_SAFETY * 27.0) == 30
     assert note["cpus"] >= 1 and (note["load_average"] is None or note["load_average"] >= 0)
 
 
