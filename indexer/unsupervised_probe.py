@@ -62,7 +62,8 @@ def sampled_pixel_features(z: torch.Tensor, resolution: int, pixels: np.ndarray)
     d, h, w = z.shape
     ys, xs = torch.from_numpy(pixels // resolution), torch.from_numpy(pixels % resolution)
     wy, wx = resize_weights(h, resolution)[ys], resize_weights(w, resolution)[xs]  # (n, h), (n, w)
-    return F.normalize(torch.einsum("nh,nw,dhw->nd", wy, wx, z.float()), dim=1)
+    weights = (wy[:, :, None] * wx[:, None, :]).reshape(len(pixels), h * w)  # (n, h·w)
+    return F.normalize(weights @ z.float().reshape(d, h * w).t(), dim=1)  # (n, D)
 
 
 def fit_centres(points: np.ndarray, k: int, seed: int, niter: int = NITER) -> np.ndarray:
