@@ -75,6 +75,7 @@ class Runtime:
         self.model_lock = threading.Lock()  # one forward at a time: torch already uses every core
         self.upload_slots = threading.BoundedSemaphore(settings.upload_concurrency)
         self.work_slots = threading.BoundedSemaphore(settings.work_concurrency)
+        self.render_slots = threading.BoundedSemaphore(settings.render_concurrency)
         self.stopping = threading.Event()  # set on SIGTERM/SIGINT: work in flight stops at its next check
         self._swap_lock = threading.Lock()
         self._activate_lock = threading.Lock()
@@ -239,6 +240,17 @@ class Runtime:
         index opened): 503 ``busy`` when none frees up within ``work_timeout_s``."""
         s = self.settings
         with slot(self.work_slots, s.work_timeout_s, f"{budget.what} (all {s.work_concurrency})", budget):
+            yield
+
+    @contextmanager
+    def render_slot(self, scope: Any, what: str) -> Iterator[None]:
+        """Hold one of the ``render_concurrency`` slots while a dataset image is decoded and drawn (503
+        ``busy`` after ``work_timeout_s`` of waiting; a client that leaves stops waiting), so a burst
+        decodes a bounded number of images at once."""
+        s = self.settings
+        budget = self.budget(scope, what)
+        with slot(self.render_slots, s.work_timeout_s, f"rendering (all {s.render_concurrency})", budget):
+            budget.check_stop()
             yield
 
     def budget(self, scope: Any, what: str, seconds: float | None = None) -> Budget:

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     decode_timeout_s: float = Field(10.0, gt=0, le=600, description="an upload's decode stops after this (then 503)")
     work_concurrency: int = Field(2, ge=1, le=64, description="figures, comparisons and named indexes opened at once")
     work_timeout_s: float = Field(30.0, gt=0, le=3600, description="a figure or comparison stops after this (503)")
+    render_concurrency: int = Field(4, ge=1, le=256, description="dataset images decoded and rendered at once")
     trusted_hosts: str = Field(
         "", description="extra Host names accepted in loopback mode, comma-separated (localhost names always are)"
     )

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
-from server.deps import IndexDep
+from server.deps import IndexDep, RuntimeDep
 from server.schemas import MAX_ID, MAX_OFFSET, ErrorBody, ImagePage
 from server.services import images
 from server.services.records import image_out
@@ -42,13 +42,19 @@ def list_images(
 
 
 @router.get("/{image_id}", response_class=Response, responses=ERRORS | {200: {"content": {"image/jpeg": {}}}})
-def get_image(image_id: ImageId, loaded: IndexDep, size: Size = None) -> Response:
+def get_image(
+    request: Request, runtime: RuntimeDep, image_id: ImageId, loaded: IndexDep, size: Size = None
+) -> Response:
     """The image as JPEG; ``?size=`` gives a thumbnail whose longer side is ``size``."""
-    return Response(images.image_jpeg(loaded, image_id, size), media_type="image/jpeg", headers=CACHE)
+    with runtime.render_slot(request.scope, f"image {image_id}"):
+        data = images.image_jpeg(loaded, image_id, size)
+    return Response(data, media_type="image/jpeg", headers=CACHE)
 
 
 @router.get("/{image_id}/overlay", response_class=Response, responses=ERRORS | {200: {"content": {"image/png": {}}}})
 def get_overlay(
+    request: Request,
+    runtime: RuntimeDep,
     image_id: ImageId,
     loaded: IndexDep,
     prototype: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
@@ -58,11 +64,15 @@ def get_overlay(
 ) -> Response:
     """PNG: the image with one mask tinted red as in the paper's Figure 3 (``?prototype=k`` or ``?segment=id``),
     showing what the model saw (``?view=``); no pixel of it is left unassigned."""
-    return _png(images.segment_overlay(loaded, image_id, prototype, segment, size, view))
+    with runtime.render_slot(request.scope, f"the overlay of image {image_id}"):
+        return _png(images.segment_overlay(loaded, image_id, prototype, segment, size, view))
 
 
 @router.get("/{image_id}/slots", response_class=Response, responses=ERRORS | {200: {"content": {"image/png": {}}}})
-def get_slots_overlay(image_id: ImageId, loaded: IndexDep, size: Size = None, view: View = "crop") -> Response:
+def get_slots_overlay(
+    request: Request, runtime: RuntimeDep, image_id: ImageId, loaded: IndexDep, size: Size = None, view: View = "crop"
+) -> Response:
     """PNG: all slots of the image at once, each prototype in its fixed palette colour (``?view=`` as for
     the overlay)."""
-    return _png(images.slots_overlay(loaded, image_id, size, view))
+    with runtime.render_slot(request.scope, f"the slots of image {image_id}"):
+        return _png(images.slots_overlay(loaded, image_id, size, view))

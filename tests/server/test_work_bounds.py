@@ -104,6 +104,26 @@ def test_a_huge_range_is_refused_without_an_index_too(make_settings):
         assert client.get("/api/figure", params={"prototypes": "0-3"}).status_code == 503  # no index to draw
 
 
+def test_expensive_reads_take_a_slot_or_get_503(make_settings):
+    """Figures and rendered images each take one of a bounded number of slots; a request that finds them
+    all taken for the wait limit gets a 503 ``busy`` naming them, and is served once one frees up."""
+    settings = make_settings(work_concurrency=1, render_concurrency=1, work_timeout_s=0.3)
+    with TestClient(create_app(settings)) as client:
+        runtime = client.app.state.runtime
+        for slots, url in [
+            (runtime.render_slots, "/api/images/0/slots"),
+            (runtime.work_slots, "/api/figure?prototypes=0-1&topk=2"),
+        ]:
+            assert slots.acquire(timeout=1)
+            try:
+                r = client.get(url)
+                assert r.status_code == 503 and r.json()["error"]["code"] == "busy", r.text
+                assert "(all 1)" in r.json()["error"]["message"] and r.headers["retry-after"]
+            finally:
+                slots.release()
+            assert client.get(url).status_code == 200
+
+
 def test_live_server_answers_a_huge_range_and_a_scan_bomb_at_once(live_server, server_index, tmp_path):
     """What a probe sends to a real uvicorn: a huge range (a 4xx within 5 s) and a 1.2 MB scan bomb without
     an Origin (an answer within 15 s), each followed by health within 1 s."""
