@@ -11,7 +11,7 @@ import streamlit as st
 from ui.client import ApiRequestError, api_url, fetch_eval_examples, fetch_image, get_client
 from ui.views.slot_view import decode_image
 
-MATCHING_NAMES = {"one-to-one": "one-to-one", "many-to-one": "many-to-one", "cluster-probe": "cluster probe"}
+MATCHING_NAMES = {"cluster-probe": "cluster probe"}  # the others read as they are
 SCORE_COLUMNS = ["method", "mIoU", "± mIoU", "pixel accuracy", "± pixel accuracy", "protocol", "against the paper"]
 
 
