@@ -2,10 +2,10 @@
 chunks of work, concurrency slots for the expensive routes, and the refusal of browsers' cross-site
 requests.
 
-- :class:`DisconnectMiddleware` is the only reader of the server's ``receive``: it passes messages on
-  one at a time (so bodies still stream with back-pressure) and sets the request's cancellation flag
-  (:func:`cancel_flag`) the moment the client disconnects, even while the route runs in a worker thread
-  and reads nothing.
+- :class:`DisconnectMiddleware` is the only reader of the server's ``receive`` (from the app's first read,
+  or at once for a request without a body): it passes messages on one at a time (so bodies still stream
+  with back-pressure) and sets the request's cancellation flag (:func:`cancel_flag`) the moment the
+  client disconnects, even while the route runs in a worker thread and reads nothing.
 - :class:`Budget` is what a route's work checks between chunks (decoder input, figure cells, analysis
   steps): it raises once the client has left, the server is stopping, or the deadline has passed, so the
   work itself stops instead of running on behind an error answer.
@@ -78,13 +78,31 @@ class DisconnectMiddleware:
                 if message["type"] == "http.disconnect":
                     return
 
-        task = asyncio.create_task(pump())
+        tasks: list[asyncio.Task] = []
+
+        async def first_read_starts_the_pump() -> Message:
+            if not tasks:
+                tasks.append(asyncio.create_task(pump()))
+            return await queue.get()
+
+        # A request with a body is read only once the app asks (a body refused from its declared length is
+        # never asked for: no "100 Continue"); one without starts being watched at once.
+        if not _has_body(scope):
+            tasks.append(asyncio.create_task(pump()))
         try:
-            await self.app(scope, queue.get, send)
+            await self.app(scope, first_read_starts_the_pump, send)
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+
+def _has_body(scope: Scope) -> bool:
+    """True when the request declares a body (a non-zero Content-Length, or chunked)."""
+    headers = dict(scope.get("headers", ()))
+    length = headers.get(b"content-length", b"0").strip()
+    return b"transfer-encoding" in headers or not length.isdigit() or int(length) > 0
 
 
 @dataclass
