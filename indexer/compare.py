@@ -35,6 +35,7 @@ CLI: ``python -m indexer.compare INDEX_A INDEX_B [--json OUT]`` and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -291,6 +292,18 @@ def compare(
             ia.close()
         if close_b:
             ib.close()
+
+
+def reanalyse(c: Comparison, **params: float) -> Comparison:
+    """``c`` with its pairs, splits, merges, born and died recomputed from its overlap matrix under other
+    ``coverage`` / ``min_part`` / ``min_iou`` values (the pixels are not counted again)."""
+    merged = {**c.params, **params}
+    kw = {k: float(merged[k]) for k in ("coverage", "min_part", "min_iou")}
+    pairs, splits, merges, born, died, act_a, act_b = analyse(c.overlap, **kw)
+    return dataclasses.replace(
+        c, pairs=pairs, splits=splits, merges=merges, born=born, died=died, active_a=act_a, active_b=act_b,
+        same_id_matches=sum(p.a == p.b for p in pairs), params={**c.params, **kw},
+    )  # fmt: skip
 
 
 @dataclass

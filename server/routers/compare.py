@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
+from indexer.compare import DEFAULT_MIN_IOU
 from server.deps import IndexDep, RuntimeDep
 from server.errors import ApiError, not_found
 from server.schemas import MAX_ID, CompareResult, ErrorBody, IndexList, Name
@@ -35,14 +36,16 @@ def get_compare(
     runtime: RuntimeDep,
     a: Annotated[Name, Query(description="index A (the earlier checkpoint)", examples=["cpu-demo-epoch1"])],
     b: Annotated[Name | None, Query(description="index B (default: the active index)", examples=["cpu-demo"])] = None,
+    min_iou: Annotated[float, Query(ge=0.0, le=1.0, description="the least IoU of a matched pair")] = DEFAULT_MIN_IOU,
 ) -> CompareResult:
     """Compare two indexes of the same images: Hungarian-matched prototype pairs with their mask IoU,
-    splits, merges, born and died prototypes. Computed once per pair of index builds (seconds at K = 256)."""
+    splits, merges (absorbed prototypes included), born and died prototypes. The pixels are counted once per
+    pair of index builds (seconds at K = 256); ``min_iou`` re-matches from those counts."""
     budget = runtime.budget(request.scope, f"the comparison of {a} and {b or loaded.name}")
     with runtime.work_slot(budget):
         index_b = loaded if b is None else named_index(runtime, b)
         budget.check()
-        return comparison(runtime, named_index(runtime, a), index_b)
+        return comparison(runtime, named_index(runtime, a), index_b, min_iou)
 
 
 @router.get(

@@ -11,7 +11,7 @@ import os
 import threading
 from pathlib import Path
 
-from indexer.compare import compare
+from indexer.compare import DEFAULT_MIN_IOU, compare, reanalyse
 from server.errors import ApiError, not_found
 from server.runtime import LoadedIndex, Runtime
 from server.schemas import CompareResult, IndexEntry
@@ -63,17 +63,20 @@ def named_index(runtime: Runtime, name: str) -> LoadedIndex:
         return runtime.cache[key]
 
 
-def comparison(runtime: Runtime, a: LoadedIndex, b: LoadedIndex) -> CompareResult:
-    """:func:`indexer.compare.compare` of ``a`` and ``b`` as the API's model (cached per pair of builds)."""
+def comparison(runtime: Runtime, a: LoadedIndex, b: LoadedIndex, min_iou: float = DEFAULT_MIN_IOU) -> CompareResult:
+    """:func:`indexer.compare.compare` of ``a`` and ``b`` as the API's model: the pixels are counted once per
+    pair of builds, the matching (``min_iou``: the least IoU of a matched pair) made from them per request."""
     key = f"compare:{a.path}:{a.index.manifest.built_at}:{b.path}:{b.index.manifest.built_at}"
     if key not in runtime.cache:
         try:
-            c = compare(a.index, b.index)
+            runtime.cache[key] = compare(a.index, b.index)
         except ValueError as e:
             raise ApiError(422, "not_comparable", f"{a.name} and {b.name}: {e}") from e
-        body = c.to_dict()
-        body.update(index_a=a.name, index_b=b.name)
-        body.pop("checkpoint_a")
-        body.pop("checkpoint_b")
-        runtime.cache[key] = CompareResult.model_validate(body)
-    return runtime.cache[key]
+    c = runtime.cache[key]
+    if min_iou != c.params["min_iou"]:
+        c = reanalyse(c, min_iou=min_iou)
+    body = c.to_dict()
+    body.update(index_a=a.name, index_b=b.name)
+    body.pop("checkpoint_a")
+    body.pop("checkpoint_b")
+    return CompareResult.model_validate(body)

@@ -11,7 +11,7 @@ import torch
 
 from core.checkpoint import atomic_save, read_checkpoint, save_checkpoint
 from indexer.build import build_index
-from indexer.compare import DEFAULT_MIN_IOU, analyse, build_parser, compare, main, timeline
+from indexer.compare import DEFAULT_MIN_IOU, analyse, build_parser, compare, main, reanalyse, timeline
 from indexer.store import ConceptIndex
 
 EMBED_KEYS = ("grouping_q.slot_embed.weight", "grouping_k.slot_embed.weight")
@@ -206,3 +206,14 @@ def test_k256_self_comparison(make_tiny_model, synthetic_root: Path, tmp_path: P
     c = compare(index, index)
     assert c.overlap.shape == (256, 256)
     assert c.mapping() == {k: k for k in _active(index)} and len(c.pairs) >= 2
+
+
+def test_reanalyse_equals_a_fresh_comparison(tiny_index: Path, split_setup) -> None:
+    dup_index, j, i = split_setup
+    c = compare(tiny_index, dup_index)
+    for min_iou in (0.0, 0.5, 0.99):
+        again = reanalyse(c, min_iou=min_iou).to_dict(with_overlap=True)
+        fresh = compare(tiny_index, dup_index, min_iou=min_iou).to_dict(with_overlap=True)
+        for d in (again, fresh):
+            d.pop("seconds")
+        assert again == fresh

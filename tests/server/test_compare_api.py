@@ -93,3 +93,17 @@ def test_the_figure_route_draws_the_papers_layout(client) -> None:
     )
     for bad in bad_requests:
         assert client.get("/api/figure", params=bad).status_code == 422, bad
+
+
+def test_the_minimum_iou_is_an_option(indexes: Path, make_settings) -> None:
+    from indexer.compare import compare
+
+    settings = make_settings(index=indexes / "base", indexes_dir=indexes)
+    with TestClient(create_app(settings)) as client:
+        default = client.get("/api/compare", params={"a": "perm"}).json()
+        strict = client.get("/api/compare", params={"a": "perm", "min_iou": 0.95}).json()
+        assert client.get("/api/compare", params={"a": "perm", "min_iou": 2}).status_code == 422
+    assert default["params"]["min_iou"] == 0.2 and strict["params"]["min_iou"] == 0.95
+    direct = compare(indexes / "perm", indexes / "base", min_iou=0.95).to_dict()
+    for key in ("pairs", "splits", "merges", "born", "died", "summary"):
+        assert strict[key] == direct[key], key
