@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from core.checkpoint import CheckpointError
 from core.datasets import ImageReadError
 from core.distributed import get_rank, get_world_size, is_distributed
 from core.model import SlotCon
@@ -124,6 +125,40 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config_yaml(cfg, self.out / "config.yaml")
         torch.manual_seed(cfg.seed)
+        problem: Exception | None = None
+        try:
+            self._prepare()
+        except (DataError, CheckpointError) as e:
+            problem = e
+        self._agree_on_setup(problem)
+        self.epoch = self.step // self.steps_per_epoch
+        self._set_schedules()
+        if self.world > 1 and cfg.sync_batchnorm:
+            if self.device.type == "cuda":
+                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            else:  # the same statistics and collectives on CPU ranks (core.syncbn)
+                self.model = convert_sync_batchnorm(self.model)
+        if cfg.compile:
+            for m in (self.model.encoder_q, self.model.encoder_k, self.model.projector_q, self.model.projector_k):
+                m.compile()
+        self.net: nn.Module = self.model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.stop_signal: int | None = None
+        self.skipped_steps = self.consecutive_skipped = 0
+        self.metrics = MetricsWriter(
+            self.out / "metrics.jsonl" if self.rank == 0 else None,
+            self.stop_step,
+            cfg.epochs,
+            cfg.progress,
+            start_step=self.step,
+        )
+
+    def _prepare(self) -> None:
+        """This rank's data, model, optimiser and grad scaler, and the state it resumes from (if any). Raises
+        DataError or CheckpointError; :meth:`_agree_on_setup` makes every rank see them."""
+        cfg = self.cfg
         self.loader, self.sampler = build_loader(cfg, self.world, self.rank)
         self.steps_per_epoch = self.sampler.batches_per_epoch()
 
@@ -154,29 +189,36 @@ class Trainer:
                     cfg.batch_size // self.world,
                     self.steps_per_epoch,
                 )
-        self.epoch = self.step // self.steps_per_epoch
-        self._set_schedules()
-        if self.world > 1 and cfg.sync_batchnorm:
-            if self.device.type == "cuda":
-                self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-            else:  # the same statistics and collectives on CPU ranks (core.syncbn)
-                self.model = convert_sync_batchnorm(self.model)
-        if cfg.compile:
-            for m in (self.model.encoder_q, self.model.encoder_k, self.model.projector_q, self.model.projector_k):
-                m.compile()
-        self.net: nn.Module = self.model
-        if self.world > 1:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.stop_signal: int | None = None
-        self.skipped_steps = self.consecutive_skipped = 0
-        self.metrics = MetricsWriter(
-            self.out / "metrics.jsonl" if self.rank == 0 else None,
-            self.stop_step,
-            cfg.epochs,
-            cfg.progress,
-            start_step=self.step,
-        )
+
+    def _agree_on_setup(self, problem: Exception | None) -> None:
+        """Every rank learns how the others start: a rank that failed to set up (its data, its checkpoint) stops
+        them all with its message, and ranks that would start differently (another number of images, another
+        step, another budget) are refused before the first collective of training. One all-gather."""
+        facts = None
+        if problem is None:
+            facts = {
+                "images": len(self.loader.dataset),
+                "steps_per_epoch": self.steps_per_epoch,
+                "step": self.step,
+                "total_steps": self.cfg.total_steps,
+                "schedule_fixed_at": self.cfg.schedule_fixed_at,
+            }
+        if not is_distributed():
+            if problem is not None:
+                raise problem
+            return
+        mine = (f"rank {self.rank}: {problem}" if problem is not None else None, facts)
+        views: list = [None] * self.world
+        dist.all_gather_object(views, mine)
+        errors = [message for message, _ in views if message]
+        if errors:
+            raise DataError("; ".join(errors))
+        for rank, (_, theirs) in enumerate(views):
+            if theirs != views[0][1]:
+                raise DataError(
+                    f"the ranks would not start alike: rank 0 {views[0][1]}, rank {rank} {theirs}; every process "
+                    "must see the same training images and the same output folder (one shared by every node)"
+                )
 
     # -- schedules and the time budget ----------------------------------------------------------
     def clock(self) -> float:

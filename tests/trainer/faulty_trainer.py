@@ -9,6 +9,7 @@ Usage: ``torchrun --standalone --nproc_per_node=N tests/trainer/faulty_trainer.p
 - ``unreadable_at``: the global step whose first image is an unreadable file on this rank;
 - ``sigterm_at``: the global step at whose start this rank receives SIGTERM;
 - ``sigkill_at``: the global step at whose start this rank is killed (SIGKILL), in torchrun's first attempt only;
+- ``extra_args``: flags appended to this rank's command line (another ``--data`` on one rank);
 - ``log_alone``: any value: this rank decides its timed log lines on its own clock, as the trainer once did
   (the negative control: the ranks then issue different collectives).
 
@@ -100,4 +101,4 @@ def _patch() -> None:
 
 if __name__ == "__main__":
     _patch()
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main([*sys.argv[1:], *(FAULTS.get("extra_args") or [])]))

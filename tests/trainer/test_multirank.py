@@ -128,6 +128,26 @@ def test_sigterm_to_one_rank_stops_every_rank_at_the_same_step(
     _assert_same_params(results)
 
 
+def test_ranks_that_would_start_differently_are_stopped_before_training(
+    run_args: list[str], tmp_path: Path, synthetic_root: Path
+) -> None:
+    """Rank 1 sees other training images (a node whose data folder differs), then none at all: every rank stops
+    at set-up with the same message instead of waiting in different collectives."""
+    other = tmp_path / "other"
+    other.mkdir()
+    for p in sorted((synthetic_root / "train2017").iterdir())[:16]:
+        (other / p.name).write_bytes(p.read_bytes())
+    for extra, words in (
+        (["--data", str(other), "--split", ""], "the ranks would not start alike: rank 0 {'images': 24"),
+        (["--data", str(tmp_path / "missing")], "rank 1: dataset path"),
+    ):
+        done = _torchrun([*run_args, "--epochs", "3"], tmp_path, {"extra_args": {"1": extra}})
+        assert done.returncode != 0
+        for rank in (0, 1):
+            line = next(s for s in done.stderr.splitlines() if f"[rank {rank}] ERROR" in s)
+            assert words in line, line
+
+
 def test_negative_control_a_log_timed_on_one_rank_is_caught(run_args: list[str], tmp_path: Path) -> None:
     """The fault the trainer once had: each rank decides a timed log line on its own clock. With rank 1's clock
     1000× fast (a line due on it after every step, on rank 0 never) the ranks issue different collectives: the
