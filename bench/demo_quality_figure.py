@@ -1,6 +1,6 @@
 """A picture of a model's unsupervised segmentation on the synthetic val split: image | truth | prediction.
 
-The prediction is the teacher's prototype argmax (SPEC §7) at the evaluation's resolution, with each
+The prediction is the teacher's prototype argmax (docs/method.md §7) at the evaluation's resolution, with each
 cluster shown in the colour of the class the evaluation's Hungarian matching gave it (from the JSON that
 ``slotcon eval --out`` wrote, so the picture shows exactly what was scored)::
 

@@ -1,4 +1,4 @@
-"""SlotCon's two-view augmentation (SPEC §6: the BYOL recipe plus overlap-aware crops).
+"""SlotCon's two-view augmentation (docs/method.md §6: the BYOL recipe plus overlap-aware crops).
 
 :class:`TwoViewAugment` reproduces the public release's pipeline (CVMI-Lab/SlotCon
 ``data/transforms.py``), including the order in which it draws random numbers: Python ``random``

@@ -1,4 +1,4 @@
-"""Checkpoints: this project's own format and the public release's full checkpoints (SPEC §8).
+"""Checkpoints: this project's own format and the public release's full checkpoints (docs/method.md §8).
 
 Own format (``format: slotcon-explorer``): ``model`` (state dict, no ``module.`` prefix), ``config``
 (:class:`~core.model.SlotConConfig` as a dict), plus whatever the trainer adds (``optimizer``,

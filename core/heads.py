@@ -1,4 +1,4 @@
-"""Projector g, slot predictor q and the semantic grouping module (SPEC §1–2).
+"""Projector g, slot predictor q and the semantic grouping module (docs/method.md §1–2).
 
 Module layouts match the public release so that its state-dict keys load by name:
 ``mlp.{0,1,3,4,6}`` are (Conv|Linear, BN, -, Conv|Linear, BN, -, Conv|Linear); GELUs hold no weights.
@@ -59,7 +59,7 @@ class SlotPredictor(nn.Module):
 
 
 def prototype_cosines(z: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-    """Cosine of every pixel projection with every prototype (SPEC §2 ``dots``).
+    """Cosine of every pixel projection with every prototype (docs/method.md §2 ``dots``).
 
     z: (B, D, H, W) projections; prototypes: (K, D). Returns (B, K, H, W).
     """

@@ -1,7 +1,7 @@
 """Inference built for inference: the teacher alone, BatchNorm folded, the fastest layout (issue 16).
 
 :func:`load_inference_model` reads only the teacher's encoder, projector and prototypes from a checkpoint
-(own format or the public release's, SPEC §8; the file is memory-mapped so the student, predictor and
+(own format or the public release's, docs/method.md §8; the file is memory-mapped so the student, predictor and
 optimiser are never read), folds every eval-mode BatchNorm into the convolution before it, and returns an
 :class:`InferenceModel` whose :meth:`InferenceModel.infer_outputs` gives exactly what
 :func:`core.inference.teacher_outputs` gives for the full model: ``(z_norm (B, D, h, w), scores (B, K, h, w))``.

@@ -1,4 +1,4 @@
-"""Teacher-only inference (SPEC §7): prototype scores, assignments, segments and pooled vectors."""
+"""Teacher-only inference (docs/method.md §7): prototype scores, assignments, segments and pooled vectors."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ class Segments:
 
     prototypes (S,) int64 sorted ascending; vectors (S, D) L2-normalised means of the segment's
     normalised projections (the embedding for similarity search); scores (S,) the release's concept score
-    ``ŝ_k · mean(ẑ)`` (SPEC §7: the mean of the pixels' cosines to the prototype; the mean is *not*
+    ``ŝ_k · mean(ẑ)`` (docs/method.md §7: the mean of the pixels' cosines to the prototype; the mean is *not*
     re-normalised, so a segment whose pixels disagree scores lower); areas (S,) pixel counts.
     """
 
@@ -120,5 +120,5 @@ def segment_features(features: torch.Tensor, labels: torch.Tensor) -> torch.Tens
 
 
 def active_prototypes(scores: torch.Tensor) -> torch.Tensor:
-    """(B, K, h, w) scores → (B, K) bool: prototype is the argmax at one or more pixels (SPEC §7)."""
+    """(B, K, h, w) scores → (B, K) bool: prototype is the argmax at one or more pixels (docs/method.md §7)."""
     return presence_mask(scores)

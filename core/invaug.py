@@ -1,4 +1,4 @@
-"""Inverse augmentation (SPEC §3): bring each view's assignment map back to the views' overlap.
+"""Inverse augmentation (docs/method.md §3): bring each view's assignment map back to the views' overlap.
 
 A view's ``coords`` are the intersection box of the two crops in that view's own normalised
 coordinates (x1, y1, x2, y2 in [0, 1]), already mirrored when the view was flipped. RoIAlign resamples

@@ -1,4 +1,4 @@
-"""SlotCon losses (SPEC §4) as pure tensor functions.
+"""SlotCon losses (docs/method.md §4) as pure tensor functions.
 
 - :func:`group_loss`: pixel-level self-distillation of aligned assignment maps (Eq. 2–3).
 - :func:`presence_mask`: which prototypes own at least one pixel of a view.

@@ -1,14 +1,14 @@
-"""The SlotCon module: student, teacher, centre (SPEC §1–5).
+"""The SlotCon module: student, teacher, centre (docs/method.md §1–5).
 
 Attribute names mirror the public release (``encoder_q``/``encoder_k``, ``projector_q``/``projector_k``,
 ``grouping_q``/``grouping_k``, ``predictor_slot``, ``center``) so its state dicts load by name.
 
 Unlike the release, the teacher EMA and the centre update are explicit steps::
 
-    model.momentum_update(m)                   # SPEC §5: start of the step, before the teacher runs
+    model.momentum_update(m)                   # docs/method.md §5: start of the step, before the teacher runs
     out = model(crops, coords, flags)           # dict: loss, loss_group, loss_slot, center_batch, ...
     out["loss"].backward()
-    model.update_center(out["center_batch"])   # SPEC §4: c ← 0.9·c + 0.1·batch mean
+    model.update_center(out["center_batch"])   # docs/method.md §4: c ← 0.9·c + 0.1·batch mean
 """
 
 from __future__ import annotations

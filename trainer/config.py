@@ -77,7 +77,7 @@ class TrainConfig(SlotConConfig):
     warmup_epochs: float = 5.0
     warmup_multiplier: float = 100.0  # warm-up starts at lr / warmup_multiplier
     final_lr: float = 1e-6
-    teacher_momentum: float = 0.99  # m0 of the teacher schedule (SPEC §5)
+    teacher_momentum: float = 0.99  # m0 of the teacher schedule (docs/method.md §5)
     epochs: int = 800
     total_steps: int = 0  # >0: the schedules span this many steps (at most epochs × steps per epoch)
     budget_minutes: float = 0.0  # >0: time the first steps, then fix total_steps to end within this budget

@@ -1,4 +1,4 @@
-"""The training engine: one code path for a CPU, one GPU and torchrun DDP (SPEC §5).
+"""The training engine: one code path for a CPU, one GPU and torchrun DDP (docs/method.md §5).
 
 Per step t: set lr[t] → ``momentum_update(m[t])`` → forward (autocast) → backward (grad scaler for fp16)
 → load the next batch → **agree** → optimiser step → ``update_center``. Only rank 0 logs and writes.

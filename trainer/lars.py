@@ -1,6 +1,6 @@
 """LARS (You et al., 2017) as in the SlotCon / BYOL releases, with multi-tensor (foreach) kernels.
 
-For every parameter p with gradient g (SPEC §5)::
+For every parameter p with gradient g (docs/method.md §5)::
 
     dp = g + wd·p                        # unless p is 1-D (biases, norm weights)
     q  = η·‖p‖/‖dp‖ if ‖p‖ > 0 and ‖dp‖ > 0 else 1   # unless p is 1-D

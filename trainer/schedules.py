@@ -2,7 +2,7 @@
 
 - :func:`lr_schedule`: linear warm-up from ``lr / multiplier`` to ``lr``, then cosine to ``final_lr``
   (the release's GradualWarmupScheduler + CosineAnnealingLR, stepped every iteration).
-- :func:`teacher_momentum_schedule`: SPEC §5, ``m_t = 1 − (1 − m0)·(cos(π t/T) + 1)/2``.
+- :func:`teacher_momentum_schedule`: docs/method.md §5, ``m_t = 1 − (1 − m0)·(cos(π t/T) + 1)/2``.
 
 Because the arrays depend only on the config, a resumed run indexes them at its restored step and
 continues exactly; the "scheduler state" in a checkpoint is just that step.
@@ -40,7 +40,7 @@ def lr_schedule(
 
 
 def teacher_momentum_schedule(base_momentum: float, total_steps: int, include_end: bool = False) -> np.ndarray:
-    """Returns (total_steps,) teacher EMA momenta rising from ``m0`` towards 1 (SPEC §5); with
+    """Returns (total_steps,) teacher EMA momenta rising from ``m0`` towards 1 (docs/method.md §5); with
     ``include_end`` (total_steps + 1,), whose last entry is exactly 1."""
     t = np.arange(total_steps + int(include_end), dtype=np.float64)
     return 1.0 - (1.0 - base_momentum) * (np.cos(math.pi * t / max(total_steps, 1)) + 1.0) / 2.0

@@ -67,7 +67,7 @@ def test_update_center_math(make_tiny_model) -> None:
 
 
 def test_forward_matches_loop_reference(make_tiny_model) -> None:
-    """Recompute the loss from the submodules with plain loops (SPEC §2–4 written out)."""
+    """Recompute the loss from the submodules with plain loops (docs/method.md §2–4 written out)."""
     model = make_tiny_model(seed=3)
     with torch.no_grad():
         for p in model.parameters():

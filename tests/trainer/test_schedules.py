@@ -1,4 +1,4 @@
-"""Schedules match their formulas (SPEC §5) and the release's warm-up + cosine scheduler."""
+"""Schedules match their formulas (docs/method.md §5) and the release's warm-up + cosine scheduler."""
 
 from __future__ import annotations
 
