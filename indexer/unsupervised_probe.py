@@ -17,9 +17,9 @@ teacher's features into C groups and matches those one-to-one:
    resized, renormalised feature, since resizing is linear and renormalising scales all C cosines alike);
 4. the C × C confusion over the set, one-to-one Hungarian (:func:`indexer.unsupervised.scores_from_confusion`).
 
-K-means depends on its seed (STEGO#39), so the probe runs several seeds over the same feature sample (drawn
-with a fixed generator, so a seed's run is the same alone or among others) and reports each one's scores
-(the caller reports their mean and standard deviation).
+K-means depends on its seed (STEGO's cluster-probe scores move with it), so the probe runs several seeds
+over the same feature sample (drawn with a fixed generator, so a seed's run is the same alone or among
+others) and reports each one's scores (the caller reports their mean and standard deviation).
 """
 
 from __future__ import annotations
