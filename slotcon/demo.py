@@ -66,14 +66,22 @@ def say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
-def run_step(number: int, title: str, output: Path, command: list[str], *, force: bool = False) -> None:
-    """Runs step ``number`` unless ``output`` exists; the command inherits the terminal."""
+def run_step(
+    number: int, title: str, output: Path, command: list[str], *, force: bool = False, stdout: Path | None = None
+) -> None:
+    """Runs step ``number`` unless ``output`` exists; the command inherits the terminal, except its standard
+    output when ``stdout`` names a file to keep it in (the evaluations' JSON, summed up by :func:`say_scores`)."""
     if output.exists() and not force:
         say(f"{number}/6 {title}: done already ({output})")
         return
     say(f"{number}/6 {title} …")
     start = time.monotonic()
-    proc = subprocess.Popen(command)
+    sink = open(stdout, "w") if stdout is not None else None  # noqa: SIM115 - closed below
+    try:
+        proc = subprocess.Popen(command, stdout=sink)
+    finally:
+        if sink is not None:
+            sink.close()
     try:
         code = proc.wait()
     except KeyboardInterrupt:
@@ -201,6 +209,7 @@ def build(args: argparse.Namespace) -> Path:
         args.data_dir / "synthetic.json",
         python_argv("core.synthetic", "--out", args.data_dir),
         force=old is not None,
+        stdout=Path(os.devnull),
     )
     run_dir = args.runs_dir / PRESET
     set_aside_stale_run(args, run_dir)
@@ -236,8 +245,45 @@ def build(args: argparse.Namespace) -> Path:
                 checkpoint, args.data_dir, protocol="synthetic", baseline=baseline, index=index_dir, out=out, seeds=1
             ),
             force=stale,
+            stdout=index_dir / f"eval-synthetic-{baseline}.log",
         )
+    say_scores(index_dir)
     return index_dir
+
+
+def score_table(results: dict[str, dict]) -> str:
+    """A one-screen table of evaluation results (baseline name → stored result): mIoU and pixel accuracy, then
+    each class's IoU, one column per model, in percent."""
+    names = list(results)
+    heads = ["SlotCon" if n == "none" else n for n in names]
+    width = max(12, *(len(h) for h in heads))
+    classes = list(next(iter(results.values())).get("per_class_iou_named", {}))
+    label = max(16, *(len(c) for c in classes)) if classes else 16
+
+    def pct(value: float | None) -> str:
+        return f"{100 * value:{width}.1f}" if isinstance(value, (int, float)) else f"{'–':>{width}}"
+
+    rows = [f"{'':{label}} " + " ".join(f"{h:>{width}}" for h in heads)]
+    rows.append(f"{'mIoU':{label}} " + " ".join(pct(results[n].get("miou")) for n in names))
+    rows.append(f"{'pixel accuracy':{label}} " + " ".join(pct(results[n].get("pixel_accuracy")) for n in names))
+    for c in classes:
+        rows.append(f"{c:{label}} " + " ".join(pct(results[n]["per_class_iou_named"].get(c)) for n in names))
+    return "\n".join(rows)
+
+
+def say_scores(index_dir: Path) -> None:
+    """Prints the demo's unsupervised-segmentation scores against the baselines as one table, with where the
+    full results are (JSON beside the index, and the UI's Unsupervised segmentation page)."""
+    results = {}
+    for baseline in BASELINES:
+        path = index_dir / f"eval-synthetic-{baseline}.json"
+        if path.is_file():
+            results[baseline] = json.loads(path.read_text())
+    if not results:
+        return
+    say("4/6 unsupervised segmentation of the val2017 scenes (%, Hungarian-matched; per-class IoU below):")
+    print("\n".join("    " + row for row in score_table(results).splitlines()), flush=True)
+    say(f"    full results: {index_dir}/eval-synthetic-*.json, and the UI's 'Unsupervised segmentation' page")
 
 
 def serve(args: argparse.Namespace, index_dir: Path) -> int:
