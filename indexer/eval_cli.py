@@ -7,6 +7,12 @@
 (``--all-images`` or ``--curated-list FILE`` for others). Prints the result JSON (scores are fractions in
 [0, 1], each with the tag of how it was measured; docs/evaluation.md); with ``--index`` it is also stored
 in the index.
+
+    slotcon eval --index DIR --metric object-discovery --metric dissection
+
+``--metric object-discovery`` adds FG-ARI and mBO of the slots against the instance masks, ``--metric
+dissection`` every prototype's IoU with every class (docs/evaluation.md); with ``--index`` and no
+``--checkpoint`` / ``--data`` / ``--protocol``, the index's model, images and labels are used.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import Sequence
 
 from core.checkpoint import CheckpointError
 from core.recipes import BASELINES, EVAL_RESOLUTION
+from indexer.evaluate_objects import DISSECTION_THRESHOLD, METRICS
 from indexer.evaluate_tag import EVAL_SEEDS, differences_text
 from indexer.labels import PROTOCOLS
 from indexer.progress import COMPILE_MODES, add_compile_argument, configure_logging, exit_on_sigterm
@@ -30,10 +37,33 @@ def get_args_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--checkpoint", default=None, help="checkpoint (optional only for --baseline kmeans-rgb)")
-    p.add_argument("--data", required=True, help="dataset root (COCO + stuffthingmaps, or synthetic scenes)")
-    p.add_argument("--protocol", required=True, choices=PROTOCOLS)
-    p.add_argument("--split", default="val2017")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint (default with --index: the index's; optional only for --baseline kmeans-rgb)",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="dataset root (COCO + stuffthingmaps, or synthetic scenes; default with --index: the index's)",
+    )
+    p.add_argument("--protocol", default=None, choices=PROTOCOLS, help="labels (default with --index: the index's)")
+    p.add_argument("--split", default=None, help="image split (default: the index's with --index, else val2017)")
+    p.add_argument(
+        "--metric",
+        action="append",
+        choices=METRICS,
+        default=None,
+        help="what to score, repeatable (default: segmentation): the semantic scores are always computed; "
+        "object-discovery adds FG-ARI and mBO against DATA/annotations/instances_SPLIT.json, dissection every "
+        "prototype's IoU with every class",
+    )
+    p.add_argument(
+        "--dissection-threshold",
+        type=float,
+        default=DISSECTION_THRESHOLD,
+        help="a class is found when some prototype's IoU with it is above this",
+    )
     images = p.add_mutually_exclusive_group()
     images.add_argument(
         "--curated-list",
@@ -105,9 +135,24 @@ def score_summary(score: dict) -> dict:
     }
 
 
+def objects_summary(found: dict) -> dict:
+    """The object-discovery scores (fractions) and counts with the tag, and the best and worst images by
+    name and score (their maps left out)."""
+    drop = ("slots_png", "instances_png")
+    keep = {k: v for k, v in found.items() if k not in ("best", "worst")}
+    for side in ("best", "worst"):
+        keep[side] = [{k: v for k, v in ex.items() if k not in drop} for ex in found[side]]
+    return keep
+
+
 def summary(result: dict) -> dict:
     """The headline of a result: scores in percent, the scores side by side with their tags, per-class IoU
-    by name, counts and protocol."""
+    by name, counts and protocol; ``object_discovery`` and ``dissection`` when measured."""
+    extra = {}
+    if result.get("object_discovery"):
+        extra["object_discovery"] = objects_summary(result["object_discovery"])
+    if result.get("dissection"):
+        extra["dissection"] = result["dissection"]
     return {
         "miou_percent": _pct(result["miou"]),
         "pixel_accuracy_percent": _pct(result["pixel_accuracy"]),
@@ -124,7 +169,30 @@ def summary(result: dict) -> dict:
         "missing_images": result["missing_images"],
         "protocol": result["protocol"],
         "eval_id": result.get("eval_id"),
+        "metrics": result.get("metrics", ["segmentation"]),
+        **extra,
     }
+
+
+def _from_index(args: argparse.Namespace) -> None:
+    """Fills ``--checkpoint``, ``--data``, ``--split`` and ``--protocol`` left out from the manifest of
+    ``--index`` (the index's model on its images); ValueError when one is still missing."""
+    if args.index is not None and None in (args.checkpoint, args.data, args.protocol, args.split):
+        from indexer.store import ConceptIndex
+
+        with ConceptIndex.open(args.index) as index:
+            manifest = index.manifest
+        if args.checkpoint is None and args.baseline != "kmeans-rgb":
+            args.checkpoint = manifest.checkpoint.path
+        if args.data is None:
+            args.data, args.split = manifest.data.root, args.split or manifest.data.split
+        if args.protocol is None and manifest.labels is not None:
+            args.protocol = manifest.labels.protocol
+    args.split = args.split or "val2017"
+    if args.data is None:
+        raise ValueError("--data is required (or --index, whose images are then used)")
+    if args.protocol is None:
+        raise ValueError("--protocol is required (or --index of an index built with labels)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -136,6 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from indexer.store import IndexMismatchError, IndexNotFoundError
     from indexer.unsupervised_crf import CrfUnavailableError
 
+    try:
+        _from_index(args)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        print(f"slotcon eval: error: {e}", file=sys.stderr)
+        return 2
     config = EvalConfig(
         args.checkpoint, args.data, args.protocol, split=args.split, curated_list=args.curated_list,
         all_images=args.all_images, resolution=args.resolution, baseline=args.baseline, index_dir=args.index,
@@ -143,7 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=args.device, num_examples=args.examples, clusters=args.clusters, seed=args.seed,
         seeds=args.seeds, probe=not args.no_probe, crf=args.crf,
         limit=args.limit, show_progress=not args.no_progress, fused=not args.plain_inference,
-        compile=COMPILE_MODES[args.compile],
+        compile=COMPILE_MODES[args.compile], metrics=tuple(args.metric or ("segmentation",)),
+        dissection_threshold=args.dissection_threshold,
     )  # fmt: skip
     try:
         result = run_eval(config).to_dict()

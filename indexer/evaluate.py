@@ -13,6 +13,9 @@ The images: ``--protocol cocostuff27`` on val2017 scores the shipped curated lis
 it was measured (:mod:`indexer.evaluate_tag`): one-to-one Hungarian with the checkpoint's K, many-to-one,
 and, when K differs from the class count, the cluster probe (:mod:`indexer.unsupervised_probe`); the
 k-means baseline and the probe run ``seeds`` seeds and report mean and standard deviation.
+
+On request (``metrics``), the same pass also scores the slots as objects (FG-ARI and mBO against the
+instance masks) and dissects the prototypes against the classes (:mod:`indexer.evaluate_objects`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,15 @@ from core.model import SlotCon
 from core.recipes import BASELINES, EVAL_RESOLUTION, IGNORE_LABEL
 from indexer.build import resolve_images
 from indexer.evaluate_images import MISSING_NAMED, ImageSelection, select_images
+from indexer.evaluate_objects import (
+    DISSECTION_THRESHOLD,
+    METRICS,
+    OBJECT_EXAMPLES,
+    InstanceAnnotations,
+    ObjectDiscoveryAccumulator,
+    dissect,
+    instances_path,
+)
 from indexer.evaluate_tag import CENTRE, EVAL_SEEDS, check_against, make_tag, mean_std
 from indexer.labels import LabelProtocol, LabelSizeError, make_protocol
 from indexer.progress import Progress
@@ -54,11 +66,29 @@ from indexer.unsupervised_probe import ClusterProbe, ProbeRun
 logger = logging.getLogger(__name__)
 
 
-class EvalSet(Dataset):
-    """(normalised image, label crop) at the protocol resolution; failures are returned as ``error``."""
+def crop_masks(masks: np.ndarray, resolution: int) -> np.ndarray:
+    """(N, res, res) uint8: instance masks (N, H, W) resized and centre-cropped as the label maps are."""
+    out = np.zeros((len(masks), resolution, resolution), np.uint8)
+    for i, m in enumerate(masks):
+        im = TF.resize(Image.fromarray(m), resolution, TF.InterpolationMode.NEAREST)
+        out[i] = np.asarray(TF.center_crop(im, [resolution, resolution]))
+    return out
 
-    def __init__(self, items: list[tuple[int, Path]], root: Path, protocol: LabelProtocol, resolution: int) -> None:
+
+class EvalSet(Dataset):
+    """(normalised image, label crop) at the protocol resolution, and the instance masks cropped alike when
+    ``instances`` is given (``None`` for an image they do not list); failures are returned as ``error``."""
+
+    def __init__(
+        self,
+        items: list[tuple[int, Path]],
+        root: Path,
+        protocol: LabelProtocol,
+        resolution: int,
+        instances: InstanceAnnotations | None = None,
+    ) -> None:
         self.items, self.root, self.protocol, self.res = items, root, protocol, resolution
+        self.instances = instances
 
     def __len__(self) -> int:
         return len(self.items)
@@ -83,6 +113,17 @@ class EvalSet(Dataset):
         item["rgb"] = rgb
         item["tensor"] = TF.normalize(rgb, IMAGENET_MEAN, IMAGENET_STD)
         item["label"] = np.asarray(lab, dtype=np.uint8)
+        if self.instances is not None:
+            try:
+                masks, crowd = self.instances.masks(path.name)
+            except KeyError:
+                masks, crowd = None, None
+            if masks is not None and masks.shape[1:] != label.shape:
+                item["error"] = (
+                    f"instance masks are {masks.shape[2]}x{masks.shape[1]}, the image {label.shape[1]}x{label.shape[0]}"
+                )
+                return item
+            item["instances"] = None if masks is None else (crop_masks(masks, self.res), crowd)
         return item
 
 
@@ -105,9 +146,13 @@ def _loader(
     resolution: int,
     batch_size: int,
     num_workers: int,
+    instances: InstanceAnnotations | None = None,
 ) -> DataLoader:
     return DataLoader(
-        EvalSet(items, root, protocol, resolution), batch_size=batch_size, num_workers=num_workers, collate_fn=list
+        EvalSet(items, root, protocol, resolution, instances),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=list,
     )
 
 
@@ -150,7 +195,10 @@ class EvalConfig:
     (:mod:`indexer.unsupervised_crf`; not on the probe's or the k-means baseline's). ``index_dir``: also
     store the result (and ``num_examples`` prediction/ground-truth pairs) in that index, which must be built
     from the same checkpoint; ``out``: also write the JSON there; ``fused``: the inference model
-    (:mod:`core.infer_model`), False for the plain full model (A/B runs)."""
+    (:mod:`core.infer_model`), False for the plain full model (A/B runs). ``metrics``: besides the semantic
+    scores (always computed; the cluster probe only with ``segmentation``), ``object-discovery`` (instance
+    masks from ``data_root/annotations/instances_<split>.json``) and ``dissection`` (classes found above
+    ``dissection_threshold``), see :mod:`indexer.evaluate_objects`."""
 
     checkpoint: str | os.PathLike | None
     data_root: str | os.PathLike
@@ -176,6 +224,9 @@ class EvalConfig:
     show_progress: bool = False
     fused: bool = True
     compile: bool | None = None  # torch.compile the model; None: when the job pays it back (CompilePlan)
+    metrics: tuple[str, ...] = ("segmentation",)
+    dissection_threshold: float = DISSECTION_THRESHOLD
+    object_examples: int = OBJECT_EXAMPLES
 
 
 @dataclass
@@ -190,6 +241,7 @@ class EvalInputs:
     num_clusters: int
     checkpoint: CheckpointRef | None
     images: ImageSelection
+    instances: InstanceAnnotations | None = None
 
 
 @dataclass
@@ -203,6 +255,7 @@ class Predictions:
     skipped: list[tuple[str, str]]
     kmeans: bool
     probe: list[ProbeRun] = field(default_factory=list)
+    objects: ObjectDiscoveryAccumulator | None = None
 
     @property
     def confusion(self) -> ConfusionAccumulator:
@@ -219,6 +272,11 @@ def load(config: EvalConfig) -> EvalInputs:
         raise ValueError(f"unknown baseline {config.baseline!r}; choose one of: {', '.join(BASELINES)}")
     if config.seeds < 1:
         raise ValueError(f"seeds must be at least 1, got {config.seeds}")
+    unknown = [m for m in config.metrics if m not in METRICS]
+    if unknown or not config.metrics:
+        raise ValueError(f"unknown metric {unknown or config.metrics!r}; choose from: {', '.join(METRICS)}")
+    if not 0 <= config.dissection_threshold < 1:
+        raise ValueError(f"dissection threshold must be in [0, 1), got {config.dissection_threshold}")
     if config.crf:
         require_crf()
     root, split_used, paths = resolve_images(config.data_root, config.split)
@@ -241,9 +299,12 @@ def load(config: EvalConfig) -> EvalInputs:
         raise ValueError("a checkpoint is required (only --baseline kmeans-rgb runs without one)")
     if model is not None and config.baseline == "kmeans-rgb":
         model = None  # k-means on colours: the checkpoint only gives K
+    instances = None
+    if "object-discovery" in config.metrics:  # read before any compute: a missing file is an error now
+        instances = InstanceAnnotations(instances_path(root, split_used or config.split))
     if config.index_dir is not None:
         ConceptIndex.open(config.index_dir, ref.sha256 if ref else None).close()
-    return EvalInputs(root, split_used, images.items, labels, model, k or labels.num_classes, ref, images)
+    return EvalInputs(root, split_used, images.items, labels, model, k or labels.num_classes, ref, images, instances)
 
 
 def _seeds(config: EvalConfig) -> list[int]:
@@ -260,7 +321,7 @@ def predict(config: EvalConfig, inputs: EvalInputs, bar: Progress) -> Prediction
     num_classes = inputs.labels.num_classes
 
     def loader() -> DataLoader:
-        return _loader(inputs.items, inputs.root, inputs.labels, res, config.batch_size, workers)
+        return _loader(inputs.items, inputs.root, inputs.labels, res, config.batch_size, workers, inputs.instances)
 
     kmeans: list[faiss.Kmeans] = []
     seeds = _seeds(config) if config.baseline == "kmeans-rgb" else [config.seed]
@@ -270,8 +331,10 @@ def predict(config: EvalConfig, inputs: EvalInputs, bar: Progress) -> Prediction
         bar.set_stage("eval")
     accs = [ConfusionAccumulator(num_classes, num_clusters=inputs.num_clusters) for _ in seeds]
     probe = None
-    if inputs.model is not None and config.probe and inputs.num_clusters != num_classes:
+    segmentation = "segmentation" in config.metrics
+    if inputs.model is not None and config.probe and segmentation and inputs.num_clusters != num_classes:
         probe = ClusterProbe(num_classes, res, len(inputs.items))
+    objects = ObjectDiscoveryAccumulator(config.object_examples) if inputs.instances is not None else None
     skipped: list[tuple[str, str]] = []
     examples: list[tuple[int, str, np.ndarray, np.ndarray]] = []
     plan = CompilePlan(inputs.model, config.compile, len(inputs.items), device)  # no-op for k-means
@@ -297,6 +360,10 @@ def predict(config: EvalConfig, inputs: EvalInputs, bar: Progress) -> Prediction
                 for p, it in zip(pred, ok, strict=True):
                     acc.update(p, it["label"])
             for p, it in zip(preds[0], ok, strict=True):
+                if objects is not None and it["instances"] is not None:
+                    objects.update(p, *it["instances"], image_id=it["id"], file_name=it["file_name"])
+                elif objects is not None:
+                    objects.images_without_instances += 1  # not listed in the annotations
                 if len(examples) < config.num_examples:
                     examples.append((it["id"], it["file_name"], p.astype(np.int64), it["label"]))
         done += len(batch)
@@ -310,7 +377,7 @@ def predict(config: EvalConfig, inputs: EvalInputs, bar: Progress) -> Prediction
     if probe is not None:
         bar.set_stage("cluster-probe")
         runs = probe.run(_seeds(config))
-    return Predictions(accs, seeds, examples, skipped, bool(kmeans), runs)
+    return Predictions(accs, seeds, examples, skipped, bool(kmeans), runs, objects)
 
 
 def _score_rows(config: EvalConfig, inputs: EvalInputs, predictions: Predictions, images: ImageList) -> list[dict]:
@@ -381,7 +448,18 @@ def score(config: EvalConfig, inputs: EvalInputs, predictions: Predictions, seco
         checkpoint=inputs.checkpoint.to_dict() if inputs.checkpoint else None,
         data_root=str(inputs.root),
         seconds=round(seconds, 3),
+        metrics=[m for m in METRICS if m in config.metrics],
     )  # fmt: skip
+    crf = config.crf and not predictions.kmeans
+    tag = partial(make_tag, image_list=images, k=inputs.num_clusters, resolution=config.resolution, crf=crf)
+    if predictions.objects is not None:
+        # the ground truth is the instance masks, not the protocol's class maps: the benchmark says so
+        objects_tag = tag(f"{config.protocol}-instances", matching="slots-to-instances")
+        result["object_discovery"] = predictions.objects.result(objects_tag).to_dict()
+    if "dissection" in config.metrics:
+        dissection_tag = tag(config.protocol, matching="prototype-to-class")
+        found = dissect(result["confusion"], names, config.dissection_threshold, dissection_tag)
+        result["dissection"] = found.to_dict()
     return EvalResult.from_dict(result)
 
 

@@ -20,11 +20,13 @@ from typing import Any
 from indexer.evaluate_images import CURATED_NAME, CURATED_SIZE
 from indexer.types import ImageList, ReferenceCheck, ReferenceScore, ScoreTag, TagDifference
 
-MATCHINGS = ("one-to-one", "many-to-one", "cluster-probe")
+MATCHINGS = ("one-to-one", "many-to-one", "cluster-probe", "slots-to-instances", "prototype-to-class")
 MATCHING_WORDS = {
     "one-to-one": "one-to-one Hungarian",
     "many-to-one": "many-to-one (majority class per cluster)",
     "cluster-probe": "cluster probe (k-means with one centre per class on the teacher's features, then Hungarian)",
+    "slots-to-instances": "slot masks against instance masks, no matching (FG-ARI, best overlap per instance)",
+    "prototype-to-class": "every prototype against every class (IoU, no matching)",
 }
 #: Seeds of the k-means baseline and the cluster probe by default (mean and standard deviation reported).
 EVAL_SEEDS = 5

@@ -398,6 +398,68 @@ class ClassScore(_Document):
 
 
 @dataclass(frozen=True)
+class ObjectDiscoveryExample(_Document):
+    """One image of an object-discovery evaluation, kept as a best or worst example: its scores, instance
+    count, and base64 palette PNGs of its slot map (pixel = prototype) and instance map (0 = no instance)."""
+
+    image_id: int
+    file_name: str
+    fg_ari: float | None
+    mbo: float
+    instances: int
+    slots_png: str
+    instances_png: str
+
+
+@dataclass(frozen=True)
+class ObjectDiscoveryResult(_Document):
+    """Slots against instance masks (``indexer.evaluate_objects``): ``fg_ari`` (mean over the ``fg_ari_images``
+    images with a foreground pixel), ``mbo_image`` (mean over the ``images`` with an instance of their mean best
+    overlap) and ``mbo_instance`` (mean over all ``instances``), fractions in [0, 1]; the tag; the best and
+    worst images."""
+
+    fg_ari: float | None
+    mbo_image: float | None
+    mbo_instance: float | None
+    images: int
+    instances: int
+    fg_ari_images: int = 0
+    images_without_instances: int = 0
+    crowd_instances: int = 0
+    tag: ScoreTag | None = None
+    best: list[ObjectDiscoveryExample] = field(default_factory=list)
+    worst: list[ObjectDiscoveryExample] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DissectionPrototype(_Document):
+    """One prototype dissected: its IoU with every class (``iou``, in the classes' order), the best class
+    (None for a prototype with no labelled pixel), that IoU, and the labelled pixels it covers."""
+
+    prototype: int
+    best_class: int | None
+    best_class_name: str | None
+    best_iou: float
+    pixels: int
+    iou: list[float]
+
+
+@dataclass(frozen=True)
+class DissectionResult(_Document):
+    """Every prototype against every labelled class (``indexer.evaluate_objects``): per prototype its IoU row
+    and best class; ``classes_found``: the classes some prototype overlaps with IoU above ``threshold``."""
+
+    threshold: float
+    classes_found: int
+    found_classes: list[str]
+    num_classes: int
+    class_names: list[str]
+    class_best_iou: list[float]
+    prototypes: list[DissectionPrototype]
+    tag: ScoreTag | None = None
+
+
+@dataclass(frozen=True)
 class EvalResult(_Document):
     """One unsupervised-segmentation evaluation (:func:`indexer.evaluate.run_eval`): Hungarian-matched
     scores as fractions, the cluster × class ``confusion`` and, folded through the ``matching``, the
@@ -430,6 +492,9 @@ class EvalResult(_Document):
     scores: list[Score] = field(default_factory=list)
     image_list: ImageList | None = None
     missing_images: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=lambda: ["segmentation"])
+    object_discovery: ObjectDiscoveryResult | None = None
+    dissection: DissectionResult | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvalResult:
@@ -474,8 +539,10 @@ class StoredEval(_Document):
 
 
 __all__ = [
-    "ActivePerImage", "Activity", "CheckpointRef", "ClassScore", "DataRef", "DuplicatePair", "EvalCounts",
+    "ActivePerImage", "Activity", "CheckpointRef", "ClassScore", "DataRef", "DissectionPrototype",
+    "DissectionResult", "DuplicatePair", "EvalCounts",
     "EvalProtocol", "EvalResult", "FaissInfo", "ImageList", "IndexCounts", "LabelInfo", "LongTail", "Manifest",
-    "ManyToOne", "PerPrototype", "ReferenceCheck", "ReferenceScore", "Score", "ScoreTag", "SeedRun",
+    "ManyToOne", "ObjectDiscoveryExample", "ObjectDiscoveryResult", "PerPrototype",
+    "ReferenceCheck", "ReferenceScore", "Score", "ScoreTag", "SeedRun",
     "SkippedImage", "Stats", "StoredEval", "TagDifference", "from_dict",
 ]  # fmt: skip
