@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from core import recipes
 from indexer import compare as indexer_compare
 from indexer import types as indexer_types
+from indexer.evaluate_objects import DISSECTION_THRESHOLD
+from indexer.evaluate_objects import METRICS as EVAL_METRICS
 from indexer.evaluate_tag import EVAL_SEEDS
 from server.mirror import StrictModel, mirror
 from server.services.prototype_list import SORTS as PROTOTYPE_SORTS
@@ -28,6 +30,7 @@ PresetName = Literal[tuple(recipes.PRESETS)]  # type: ignore[valid-type]
 Protocol = Literal[recipes.PROTOCOLS]  # type: ignore[valid-type]
 Baseline = Literal[recipes.BASELINES]  # type: ignore[valid-type]
 EvalSplit = Literal[recipes.EVAL_SPLITS]  # type: ignore[valid-type]
+EvalMetric = Literal[EVAL_METRICS]  # type: ignore[valid-type]
 Precision = Literal[recipes.PRECISIONS]  # type: ignore[valid-type]
 
 
@@ -344,6 +347,16 @@ class EvalRequest(BaseModel):
         EVAL_SEEDS, ge=1, le=20, description="runs of the k-means baseline and the cluster probe (mean ± std)"
     )
     all_images: bool = Field(False, description="every image of the split instead of the protocol's curated list")
+    metrics: list[EvalMetric] = Field(
+        ["segmentation"],
+        min_length=1,
+        max_length=len(EVAL_METRICS),
+        description="what to score (the semantic scores always): segmentation, object-discovery (FG-ARI, mBO "
+        "against the instance masks), dissection (every prototype's IoU with every class)",
+    )
+    dissection_threshold: float = Field(
+        DISSECTION_THRESHOLD, ge=0.0, lt=1.0, description="a class is found above this IoU with a prototype"
+    )
 
 
 # ---------------------------------------------------------------- jobs

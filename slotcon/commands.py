@@ -7,7 +7,7 @@ Imports nothing of the project (every package may use it; tests/test_imports.py)
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 
@@ -66,15 +66,22 @@ def eval_argv(
     progress_file: Path | None = None,
     seeds: int | None = None,
     all_images: bool = False,
+    metrics: Sequence[str] = (),
+    dissection_threshold: float | None = None,
 ) -> list[str]:
     """``python -m indexer.eval_cli --checkpoint C --data D --protocol P --baseline B --index I --out O ...``
-    (``seeds``: runs of the k-means baseline and the cluster probe; ``all_images``: no curated list)."""
+    (``seeds``: runs of the k-means baseline and the cluster probe; ``all_images``: no curated list;
+    ``metrics``: one ``--metric`` each, none for the default)."""
     args = ["--checkpoint", str(checkpoint), "--data", str(data), "--protocol", protocol]
     for flag, value in (("--split", split), ("--resolution", resolution), ("--seeds", seeds)):
         if value is not None:
             args += [flag, str(value)]
     if all_images:
         args.append("--all-images")
+    for metric in metrics:
+        args += ["--metric", metric]
+    if dissection_threshold is not None:
+        args += ["--dissection-threshold", str(dissection_threshold)]
     args += ["--baseline", baseline, "--index", str(index), "--out", str(out)]
     if progress_file is not None:
         args += ["--progress-file", str(progress_file)]

@@ -183,6 +183,8 @@ def start_eval(
         progress_file=progress,
         seeds=req.seeds,
         all_images=req.all_images,
+        metrics=req.metrics,
+        dissection_threshold=req.dissection_threshold,
     )
     return supervisor.launch(
         kind="eval",
