@@ -42,6 +42,7 @@ from indexer.types import (
     ObjectDiscoveryExample,
     ObjectDiscoveryResult,
     ScoreTag,
+    StoredEval,
 )
 
 #: The metrics ``slotcon eval --metric`` computes (the semantic scores always; the others on request).
@@ -258,6 +259,22 @@ class ObjectDiscoveryAccumulator:
 
 
 # ---------------------------------------------------------------- dissection
+def latest_dissection(stored: Sequence[StoredEval]) -> tuple[int, DissectionResult] | None:
+    """(evaluation id, dissection) of the newest stored evaluation of the model (no baseline) with a
+    dissection, else None (``stored`` as ``ConceptIndex.eval_results`` lists them, newest first)."""
+    found = [s for s in stored if s.result.dissection is not None and s.result.baseline == "none"]
+    if not found:
+        return None
+    newest = max(found, key=lambda s: s.id)
+    return newest.id, newest.result.dissection  # type: ignore[return-value]
+
+
+def best_iou_by_prototype(stored: Sequence[StoredEval]) -> dict[int, float]:
+    """{prototype: best IoU with a class} of the newest dissection (empty without one)."""
+    latest = latest_dissection(stored)
+    return {} if latest is None else {r.prototype: r.best_iou for r in latest[1].prototypes}
+
+
 def dissection_iou(confusion: Any) -> np.ndarray:
     """(K, C) IoU of every prototype's mask with every class's, from a K × C confusion of labelled pixel
     counts (0 where both are empty)."""

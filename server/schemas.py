@@ -325,6 +325,15 @@ class EvalList(BaseModel):
     )
 
 
+Dissection = mirror(
+    indexer_types.DissectionResult,
+    name="Dissection",
+    doc="The newest stored dissection of the model's prototypes (`indexer.evaluate_objects.dissect`): per prototype "
+    "its IoU with every class and its best class; the classes found above the threshold; its evaluation's id.",
+    extra={"eval_id": (int, Field(description="the stored evaluation it belongs to"))},
+)
+
+
 class EvalExample(BaseModel):
     image_id: int
     file_name: str | None = None

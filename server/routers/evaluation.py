@@ -8,11 +8,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
+from indexer.evaluate_objects import latest_dissection
 from indexer.evaluate_tag import PAPER
 from server.deps import Authorized, IndexDep, ModelDep, RuntimeDep, SettingsDep, SupervisorDep
 from server.errors import not_found
 from server.schemas import (
     MAX_ID,
+    Dissection,
     ErrorBody,
     EvalExample,
     EvalExampleList,
@@ -79,6 +81,18 @@ def list_evals(
         fields = runtime.paths.value(stored.result.to_dict())  # checkpoint and data root relative to their folders
         items.append(EvalResult(**fields, id=stored.id, created_at=stored.created_at, examples=examples))
     return EvalList(items=items, paper=PAPER.to_dict())
+
+
+@router.get("/eval/dissection", responses=ERRORS)
+def get_dissection(loaded: IndexDep) -> Dissection:
+    """The newest stored dissection of the model (``slotcon eval --metric dissection``): every prototype's
+    IoU with every labelled class, its best class, and the classes found above the threshold. 404 when no
+    stored evaluation has one."""
+    latest = latest_dissection(loaded.index.eval_results())
+    if latest is None:
+        raise not_found("dissection", "latest")
+    eval_id, found = latest
+    return Dissection(**found.to_dict(), eval_id=eval_id)
 
 
 @router.post("/eval", status_code=201, dependencies=[Authorized], responses=ERRORS | {401: {"model": ErrorBody}})

@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
+from indexer.evaluate_objects import best_iou_by_prototype
 from server.deps import Authorized, IndexDep, RuntimeDep
 from server.errors import ApiError, not_found
 from server.schemas import (
@@ -44,7 +45,10 @@ def list_prototypes(
     loaded: IndexDep,
     sort: Annotated[
         PrototypeSort,
-        Query(description="order: id, most_active / least_active (images, then pixel share), purity, label"),
+        Query(
+            description="order: id, most_active / least_active (images, then pixel share), purity, label, "
+            "dissection (best IoU with a class in the newest stored dissection)"
+        ),
     ] = "id",
     q: Annotated[
         str, Query(max_length=200, description="keep labels or majority classes containing this, or the id (#12)")
@@ -59,7 +63,8 @@ def list_prototypes(
     filtered, ordered and paged here, so a K = 2048 grid loads one page (``total`` counts what the filters
     keep). Without parameters: all K in id order."""
     records = loaded.index.prototypes()
-    kept = select(records, sort=sort, query=q, hide_dead=hide_dead)
+    ious = best_iou_by_prototype(loaded.index.eval_results()) if sort == "dissection" else None
+    kept = select(records, sort=sort, query=q, hide_dead=hide_dead, dissection=ious)
     page = kept[offset : None if limit is None else offset + limit]
     best = best_images(loaded, page)
     return PrototypeList(

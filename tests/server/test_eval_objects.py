@@ -64,3 +64,23 @@ def test_an_eval_job_takes_the_metrics(make_settings, server_index, tmp_path) ->
     assert item["metrics"] == ["dissection"] and item["object_discovery"] is None
     assert item["dissection"]["threshold"] == 0.05
     assert [s["matching"] for s in item["scores"]] == ["one-to-one", "many-to-one"]  # no probe without segmentation
+
+
+def test_latest_dissection_and_the_dissection_sort(make_settings, server_index, tmp_path) -> None:
+    index = shutil.copytree(server_index, tmp_path / "dissected")
+    with TestClient(create_app(make_settings(index=index))) as client:
+        assert client.get("/api/eval/dissection").status_code == 404
+        # without a dissection the order falls back to id order
+        ids = [p["id"] for p in client.get("/api/prototypes", params={"sort": "dissection"}).json()["items"]]
+        assert ids == sorted(ids)
+    with ConceptIndex.open(index) as ix:
+        ckpt, root = ix.manifest.checkpoint.path, ix.data_root
+    config = EvalConfig(ckpt, root, "synthetic", resolution=32, limit=3, index_dir=index, metrics=("dissection",))
+    written = run_eval(config).dissection
+    with TestClient(create_app(make_settings(index=index))) as client:
+        body = client.get("/api/eval/dissection").json()
+        page = client.get("/api/prototypes", params={"sort": "dissection", "limit": 4}).json()
+    assert body["eval_id"] == 1 and body["classes_found"] == written.classes_found
+    assert [r["best_iou"] for r in body["prototypes"]] == [r.best_iou for r in written.prototypes]
+    order = sorted(written.prototypes, key=lambda r: (-r.best_iou, r.prototype))
+    assert [p["id"] for p in page["items"]] == [r.prototype for r in order[:4]]
