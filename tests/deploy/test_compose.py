@@ -1,5 +1,5 @@
 """The deployment files: ``docker-compose.yml`` validates against the Compose Specification's JSON
-schema (vendored, see ``data/README.md``), and every file, target, module and setting it names exists.
+schema (vendored in ``tests/deploy/data``, see its README), and every file, target, module and setting it names exists.
 
 No Docker engine runs here, so this is what can be checked without one.
 """
