@@ -1,7 +1,7 @@
-"""Image-index build time and peak memory against the image count (issue 16: memory flat in the image count).
+"""Image-index build time and peak memory against the image count (memory flat in the image count).
 
     nice -n 10 .venv/bin/python bench/image_index_scale.py --sizes 200,2000        # a quick check
-    nice -n 10 .venv/bin/python bench/image_index_scale.py --sizes 2000,20000      # the issue's goal
+    nice -n 10 .venv/bin/python bench/image_index_scale.py --sizes 2000,20000      # memory flat in the image count
     nice -n 10 .venv/bin/python bench/image_index_scale.py --sizes 2000,20000 --vector-sizes 80000,800000,3200000
 
 Everything is made here: a random-init ResNet-18 checkpoint (``--width``, ``--dim-out``, ``--prototypes``) and

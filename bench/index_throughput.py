@@ -12,7 +12,7 @@ Prints one JSON object per run.
 against the release's fp32 model on the same device (what ``bench/gpu_suite.sh`` runs: its machine has no
 pycocotools for a whole build).
 
-``--against-release`` (issue 16) times the release's feature path, reimplemented below from its published
+``--against-release`` times the release's feature path, reimplemented below from its published
 algorithm (``viz_slots.py``: ``SlotConEval``, the teacher's encoder, projector and prototypes with
 ``requires_grad`` off, the checkpoint loaded into it with ``strict=False``; then per batch the teacher encoder
 + projector in fp32 eval mode, no BN folding, NCHW, normalised, cosines to the prototypes, argmax masks and

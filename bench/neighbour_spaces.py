@@ -1,4 +1,4 @@
-"""How much "similar segments" differ in each embedding of an index (issue 17): for every live prototype,
+"""How much "similar segments" differ in each embedding of an index: for every live prototype,
 the spread of the cosine similarities of its segments' nearest neighbours (restricted to the prototype) in
 the projector space and in the encoder (pre-projector) space. Prints one JSON object.
 

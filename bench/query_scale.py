@@ -1,7 +1,7 @@
-"""FAISS query latency and build cost at up to 10 M segments with IVF-PQ (issue 16), without holding the vectors.
+"""FAISS query latency and build cost at up to 10 M segments with IVF-PQ, without holding the vectors.
 
     .venv/bin/python bench/query_scale.py                                  # 200 k segments, about a minute
-    nice -n 10 .venv/bin/python bench/query_scale.py --segments 10000000   # the issue's 10 M
+    nice -n 10 .venv/bin/python bench/query_scale.py --segments 10000000   # 10 M segments
 
 Segments are synthetic, laid out as an index lays them out (:mod:`indexer.vectors`): sorted by prototype, so
 one prototype's segments are an id range; K random unit prototypes with a long-tailed popularity, each

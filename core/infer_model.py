@@ -1,4 +1,4 @@
-"""Inference built for inference: the teacher alone, BatchNorm folded, the fastest layout (issue 16).
+"""Inference built for inference: the teacher alone, BatchNorm folded, the fastest layout.
 
 :func:`load_inference_model` reads only the teacher's encoder, projector and prototypes from a checkpoint
 (own format or the public release's, docs/method.md §8; the file is memory-mapped so the student, predictor and
@@ -23,18 +23,16 @@ servers pick them up without new arguments):
   activation stays under :data:`EARLY_CHUNK_BYTES` (glibc's largest mmap threshold), the late stages and
   the projector (most of the weights) on the whole batch. A batch-32 tensor of ``layer1`` (103 MB at 224)
   is unmapped when freed and the next batch's is mapped and page-faulted in afresh; an 8-image chunk's is
-  reused from the heap. ResNet-50 at 224, batch 32, 2 threads of an AMD EPYC (capability AVX512): page
-  faults per batch 192k → 29k, the network 1.04-1.15x faster eager and 1.04-1.13x compiled
-  (``bench/index_throughput.py --network-only``); outputs bit-identical (each image is computed alone in eval mode).
+  reused from the heap (measured in docs/performance.md). Outputs are bit-identical: each image is computed
+  alone in eval mode.
 - ``compile`` (``SLOTCON_INFER_COMPILE``, default off; the index build turns it on for long CPU jobs):
   ``torch.compile`` of the encoder's early and late stages and of the projector with Inductor's *freezing*
   (the weights become constants: convolutions run with pre-packed weights and fused ReLU / residual-add
   epilogues). Shapes are
   static: a batch smaller than the first one is padded with zeros to its size (eval-mode layers treat
   every image alone, so the padding changes nothing) instead of compiling again. Its first call compiles
-  (a ResNet-50 on two AVX2 cores of an AMD EPYC: 23-31 s, 9-15 s from Inductor's on-disk cache; the network
-  then runs 1.2-1.3x faster than eager there), so it pays back only over
-  long jobs. Where compiling fails (no C++ compiler, an unsupported platform) it warns once and runs eager.
+  (tens of seconds for a ResNet-50 on a laptop CPU), so it pays back only over long jobs. Where compiling
+  fails (no C++ compiler, an unsupported platform) it warns once and runs eager.
 - :func:`inference_model_for` with ``fused=False`` (the CLIs' ``--plain-inference``, ``SLOTCON_INFER=plain``
   for the server) returns the full model instead: the reference path.
 
