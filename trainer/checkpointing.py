@@ -153,13 +153,7 @@ def load_training_state(
         restored.append("optimizer")
     except (ValueError, KeyError) as e:
         not_restored.append(f"optimizer ({e})")
-    if scaler is not None and ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
-        restored.append("grad scaler")
-    elif scaler is not None:
-        not_restored.append("grad scaler (the checkpoint has none: it was not trained in fp16)")
-    elif ckpt.get("scaler"):
-        not_restored.append("grad scaler (this run trains without one)")
+    _restore_scaler(ckpt, scaler, restored, not_restored)
     if ckpt.get("rng"):
         set_rng_state(ckpt["rng"])
         restored.append("RNG")
@@ -198,13 +192,7 @@ def _load_release_state(
         not_restored += problems
     else:
         not_restored.append("optimizer (none in the checkpoint)")
-    if scaler is not None and ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
-        restored.append("grad scaler")
-    elif scaler is not None:
-        not_restored.append("grad scaler (none in the checkpoint)")
-    elif ckpt.get("scaler"):
-        not_restored.append("grad scaler (this run trains without one)")
+    _restore_scaler(ckpt, scaler, restored, not_restored)
     not_restored.append("RNG (the release saves none)")
     _log_resume(path, epoch, None, restored, not_restored)
     return {
@@ -215,6 +203,19 @@ def _load_release_state(
         "restored": restored,
         "missing": not_restored,
     }
+
+
+def _restore_scaler(
+    ckpt: dict[str, Any], scaler: torch.amp.GradScaler | None, restored: list[str], not_restored: list[str]
+) -> None:
+    """Loads the checkpoint's grad scaler into ``scaler``, noting in ``restored``/``not_restored`` what happened."""
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+        restored.append("grad scaler")
+    elif scaler is not None:
+        not_restored.append("grad scaler (none in the checkpoint: it was not trained in fp16)")
+    elif ckpt.get("scaler"):
+        not_restored.append("grad scaler (this run trains without one)")
 
 
 def _log_resume(path: str | Path, epoch: int, step: int | None, restored: list[str], missing: list[str]) -> None:

@@ -61,27 +61,11 @@ def _by_hand_rank_loss(data: dict, predictor: nn.Module, rank: int, tau: float =
     return F.cross_entropy(logits, torch.tensor(labels)) * 2 * tau
 
 
-def test_two_rank_slot_loss_and_center_equal_single_process(tmp_path: Path) -> None:
+def test_two_rank_slot_loss_and_center_equal_single_process(tmp_path: Path, run_ranks) -> None:
     data = _inputs()
     torch.save(data, tmp_path / "inputs.pt")
-    env = {
-        **os.environ,
-        "WORLD_SIZE": str(WORLD),
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(REPO),
-    }
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(Path(__file__).parent / "dist_worker.py"), str(tmp_path / "inputs.pt"), str(tmp_path)],
-            env={**env, "RANK": str(r)},
-            cwd=REPO,
-        )
-        for r in range(WORLD)
-    ]
-    assert [p.wait(timeout=120) for p in procs] == [0, 0]
-    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    worker = str(Path(__file__).parent / "dist_worker.py")
+    results = run_ranks([worker, str(tmp_path / "inputs.pt"), str(tmp_path)], tmp_path, world=WORLD)
 
     predictor = nn.Linear(D, D)
     predictor.load_state_dict(data["predictor"])
