@@ -242,6 +242,15 @@ class ApiClient:
         """``GET /api/eval``: the stored unsupervised-segmentation evaluations."""
         return _items(self._json("GET", "/eval"))
 
+    def dissection(self) -> dict | None:
+        """``GET /api/eval/dissection``: the newest stored dissection of the prototypes, None without one."""
+        try:
+            return self._json("GET", "/eval/dissection")
+        except ApiRequestError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def eval_paper(self) -> dict:
         """The paper's row of ``GET /api/eval`` (its scores and its own tag)."""
         return self._json("GET", "/eval", params={"inline_examples": 0})["paper"]
@@ -445,6 +454,12 @@ def fetch_stats(base_url: str, duplicate_threshold: float | None = None) -> dict
 def fetch_eval_results(base_url: str) -> list[dict]:
     """Cached ``GET /api/eval`` (15 s)."""
     return _for(base_url).eval_results()
+
+
+@st.cache_data(ttl=15, show_spinner=False)
+def fetch_dissection(base_url: str) -> dict | None:
+    """Cached ``GET /api/eval/dissection`` (15 s; None when no dissection is stored)."""
+    return _for(base_url).dissection()
 
 
 @st.cache_data(ttl=3600, show_spinner=False)

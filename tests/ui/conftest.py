@@ -34,10 +34,16 @@ def serve(name: str, argv: list[str], url: str, log: Path, env: dict[str, str], 
 
 
 def store_segmentation_eval(index_dir: Path, data_root: Path, checkpoint: Path) -> None:
-    """Stores a real evaluation in the index, as ``slotcon eval --index`` does (``indexer.evaluate.run_eval``)."""
+    """Stores a real evaluation in the index, as ``slotcon eval --index`` does (``indexer.evaluate.run_eval``),
+    with every metric (the object-discovery and dissection sections of the pages read it)."""
     from indexer.evaluate import EvalConfig, run_eval
+    from indexer.evaluate_objects import METRICS
 
-    run_eval(EvalConfig(checkpoint, data_root, "synthetic", resolution=64, index_dir=index_dir, num_examples=3))
+    run_eval(
+        EvalConfig(
+            checkpoint, data_root, "synthetic", resolution=64, index_dir=index_dir, num_examples=3, metrics=METRICS
+        )
+    )
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Unsupervised segmentation: stored evaluations (every score with the protocol it was measured under, beside
 the baselines, and the paper's row as a comparison only beside a score measured its way; per-class IoU,
-confusion matrix, examples) and a form to run a new one as a job."""
+confusion matrix, examples; the slots as objects and the prototypes' dissection when measured) and a form to
+run a new one as a job."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ui.views.eval_view import (
     show_examples,
 )
 from ui.views.job_progress import job_progress
+from ui.views.objects_view import METRIC_NAMES, show_dissection, show_object_discovery
 
 
 def run_form() -> None:
@@ -34,8 +36,17 @@ def run_form() -> None:
         all_images = st.checkbox(
             "Every image of the split", help="COCO-Stuff-27 scores the benchmark's 2,175 curated images otherwise"
         )
+        metrics = st.multiselect(
+            "Measure",
+            list(METRIC_NAMES),
+            default=["segmentation"],
+            format_func=METRIC_NAMES.get,
+            help="the semantic scores are always computed; object discovery reads the instance masks of "
+            "DATA/annotations/instances_SPLIT.json",
+        )
         if st.form_submit_button("Start evaluation"):
             body = {"protocol": protocol, "baseline": baseline, "resolution": int(resolution), "seeds": int(seeds)}
+            body["metrics"] = metrics or ["segmentation"]
             job = call("Starting the evaluation", get_client().start_eval, body | {"all_images": bool(all_images)})
             if job is not None:
                 st.session_state["eval_job"] = job.get("id")
@@ -111,6 +122,10 @@ def render() -> None:
         st.caption("This evaluation stored no confusion matrix.")
     st.subheader("Examples")
     show_examples(chosen)
+    show_object_discovery(chosen)
+    if chosen.get("dissection"):
+        st.subheader("Prototypes as concepts (dissection)")
+        show_dissection(chosen["dissection"])
 
 
 run_page("Unsupervised segmentation", render)

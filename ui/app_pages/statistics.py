@@ -1,13 +1,22 @@
 """Slot statistics: dead prototypes, the long tail of activity, active prototypes per image, and
-the prototype similarity heatmap with its near-duplicates."""
+the prototype similarity heatmap with its near-duplicates, and the prototypes dissected against the classes."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from ui.client import api_url, fetch_options, fetch_prototypes, fetch_similarity, fetch_similarity_png, fetch_stats
+from ui.client import (
+    api_url,
+    fetch_dissection,
+    fetch_options,
+    fetch_prototypes,
+    fetch_similarity,
+    fetch_similarity_png,
+    fetch_stats,
+)
 from ui.components import fmt_num, run_page
 from ui.url_state import Param, number, publish, restore
+from ui.views.objects_view import show_dissection
 from ui.views.stats_charts import (
     MAX_INTERACTIVE_HEATMAP,
     active_histogram,
@@ -81,6 +90,9 @@ def render() -> None:
     st.markdown(f"**{len(dups)} near-duplicate pairs** (cosine ≥ {threshold:.2f})")
     if not dups.empty:
         st.dataframe(dups, hide_index=True, column_config={"cosine": st.column_config.NumberColumn(format="%.3f")})
+
+    st.subheader("Prototypes as concepts (dissection)")
+    show_dissection(fetch_dissection(api_url()), {int(p["id"]): p.get("label") or "" for p in protos})
 
 
 run_page("Slot statistics", render)

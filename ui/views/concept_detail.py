@@ -9,6 +9,7 @@ from ui.client import (
     ApiRequestError,
     api_url,
     clear_index_caches,
+    fetch_dissection,
     fetch_health,
     fetch_neighbors,
     fetch_segment,
@@ -16,6 +17,7 @@ from ui.client import (
     get_client,
 )
 from ui.components import call, fmt_pct, prototype_title
+from ui.views.objects_view import prototype_dissection
 from ui.views.segments import segment_tiles
 
 PAGE = 12
@@ -124,6 +126,9 @@ def concept_detail(p: dict, on_back) -> None:
     m[3].metric("Purity", fmt_pct(p.get("purity"), 0) if p.get("purity") is not None else "–")
     cls = p["majority_class_name"]
     m[4].metric("Majority class", "–" if cls is None else str(cls))
+    line = prototype_dissection(fetch_dissection(api_url()), k)
+    if line is not None:
+        st.markdown(line)
     label_form(p)
     figure_export(k)
     if p.get("dead"):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from ui.client import ApiRequestError, api_url, fetch_overlay, fetch_prototype_page, fetch_segment
+from ui.client import ApiRequestError, api_url, fetch_dissection, fetch_overlay, fetch_prototype_page, fetch_segment
 from ui.components import call, fmt_pct, prototype_title
 
 PER_PAGE = (12, 24, 48, 96)
@@ -19,6 +19,7 @@ SORTS = {
     "least active": "least_active",
     "purity": "purity",
     "label": "label",
+    "dissection IoU": "dissection",
     "id": "id",
 }
 
@@ -37,14 +38,18 @@ def best_segment_image(p: dict, size: int = 192) -> bytes | None:
         return None
 
 
-def card_caption(p: dict) -> str:
-    """The text under a card: activity, pixel share, purity where ground truth exists."""
+def card_caption(p: dict, dissection: dict[int, dict] | None = None) -> str:
+    """The text under a card: activity, pixel share, purity where ground truth exists, and the best class and
+    IoU of the newest dissection (``dissection``: its rows by prototype)."""
     if p.get("dead"):
         return "dead · active on no image"
     parts = [f"{p.get('num_images', 0)} images", f"{fmt_pct(p.get('pixel_share'))} of pixels"]
     if p.get("purity") is not None:
         cls = p["majority_class_name"]
         parts.append(f"purity {fmt_pct(p.get('purity'), 0)}" + (f" ({cls})" if cls is not None else ""))
+    row = (dissection or {}).get(int(p["id"]))
+    if row is not None and row["best_class_name"] is not None:
+        parts.append(f"IoU {fmt_pct(row['best_iou'], 0)} with {row['best_class_name']}")
     return " · ".join(parts)
 
 
@@ -74,6 +79,10 @@ def concept_grid(on_open: Callable[[int], None]) -> None:
     if not answer["total"]:
         st.info("No prototype matches these filters.")
         return
+    dis = fetch_dissection(api_url())
+    rows = {int(r["prototype"]): r for r in dis["prototypes"]} if dis else {}
+    if sort == "dissection IoU" and not dis:
+        st.caption("No dissection is stored (`slotcon eval --index DIR --metric dissection`): id order.")
     columns = 6
     chunk = answer["items"]
     for row in range(0, len(chunk), columns):
@@ -84,7 +93,7 @@ def concept_grid(on_open: Callable[[int], None]) -> None:
                 if image is not None:
                     st.image(image, width="stretch")
                 st.markdown(f"**{prototype_title(p)}**")
-                st.caption(card_caption(p))
+                st.caption(card_caption(p, rows))
                 st.button("Open", key=f"open_{p['id']}", on_click=on_open, args=(int(p["id"]),), width="stretch")
     if pages > 1:
         st.number_input("Page", min_value=1, max_value=pages, step=1, key="concepts_page")
