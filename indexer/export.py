@@ -10,8 +10,10 @@
   as its data path).
 - ``csv`` / ``parquet``: a directory with ``segments``, ``prototypes`` and ``images`` tables (the
   segments carry their RLE counts, so a table alone rebuilds the masks) and ``stats.json`` (the slot
-  statistics). Parquet needs ``pyarrow`` (or pandas with a Parquet engine); it is not a dependency, so
-  without it the export stops with a message naming the package.
+  statistics); with a stored dissection (``slotcon eval --metric dissection``) the prototypes carry its best
+  class and IoU and a ``dissection`` table holds every prototype's IoU with every class. Parquet needs
+  ``pyarrow`` (or pandas with a Parquet engine); it is not a dependency, so without it the export stops with
+  a message naming the package.
 
 Rows are read a page at a time and written as they come, so memory stays flat on large indexes.
 
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from indexer import schema
+from indexer.evaluate_objects import latest_dissection
 from indexer.store import ConceptIndex, PrototypeRecord
 
 FORMATS = ("coco", "csv", "parquet")
@@ -65,7 +68,11 @@ PROTOTYPE_COLUMNS = (
     "majority_class_id",
     "purity",
     "best_segment_id",
+    "dissection_best_class",
+    "dissection_best_iou",
 )
+#: The newest dissection, long: one row per (prototype, class).
+DISSECTION_COLUMNS = ("eval_id", "prototype", "class_id", "class_name", "iou")
 IMAGE_COLUMNS = ("id", "file_name", "width", "height", "crop_x", "crop_y", "crop_w", "crop_h", "num_segments")
 
 
@@ -103,10 +110,27 @@ def image_rows(index: ConceptIndex) -> Iterator[dict[str, Any]]:
         offset += len(page)
 
 
+def dissection_rows(index: ConceptIndex) -> list[dict[str, Any]]:
+    """The newest stored dissection, one dict per (prototype, class) (columns :data:`DISSECTION_COLUMNS`);
+    empty without one."""
+    latest = latest_dissection(index.eval_results())
+    if latest is None:
+        return []
+    eval_id, found = latest
+    return [
+        {"eval_id": eval_id, "prototype": r.prototype, "class_id": c, "class_name": name, "iou": iou}
+        for r in found.prototypes
+        for c, (name, iou) in enumerate(zip(found.class_names, r.iou, strict=True))
+    ]
+
+
 def prototype_rows(index: ConceptIndex) -> list[dict[str, Any]]:
-    """One dict per prototype, dead ones included (columns :data:`PROTOTYPE_COLUMNS`)."""
+    """One dict per prototype, dead ones included (columns :data:`PROTOTYPE_COLUMNS`; the dissection's
+    columns empty without a stored dissection)."""
     protos = index.prototypes()
     names = category_names(protos)
+    latest = latest_dissection(index.eval_results())
+    dissected = {r.prototype: r for r in latest[1].prototypes} if latest else {}
     return [
         {
             "id": p.id,
@@ -121,6 +145,8 @@ def prototype_rows(index: ConceptIndex) -> list[dict[str, Any]]:
             "majority_class_id": p.majority_class_id,
             "purity": p.purity,
             "best_segment_id": p.best_segment_id,
+            "dissection_best_class": dissected[p.id].best_class_name if p.id in dissected else None,
+            "dissection_best_iou": dissected[p.id].best_iou if p.id in dissected else None,
         }
         for p in protos
     ]
@@ -239,7 +265,8 @@ def _write_csv(path: Path, columns: Sequence[str], rows) -> int:
 #: on the first rows (labels) has the same type in every batch.
 _ARROW_TYPES = (
     {c: "string" for c in ("file_name", "label", "rle_counts", "name", "majority_class_name")}
-    | {c: "float64" for c in ("score", "pixel_share", "mean_score", "purity")}
+    | {c: "string" for c in ("dissection_best_class", "class_name")}
+    | {c: "float64" for c in ("score", "pixel_share", "mean_score", "purity", "dissection_best_iou", "iou")}
     | {"dead": "bool"}
 )
 
@@ -294,8 +321,8 @@ def _parquet_writer():
 
 
 def write_tables(index: ConceptIndex, out: Path, fmt: str) -> dict[str, int]:
-    """Write ``segments``, ``prototypes`` and ``images`` tables (``csv`` or ``parquet``) and ``stats.json``
-    into the directory ``out``; returns the row counts."""
+    """Write ``segments``, ``prototypes`` and ``images`` tables (``csv`` or ``parquet``), the ``dissection``
+    table when the index stores one, and ``stats.json`` into the directory ``out``; returns the row counts."""
     write = _write_csv if fmt == "csv" else _parquet_writer()
     out.mkdir(parents=True, exist_ok=True)
     counts = {
@@ -303,6 +330,9 @@ def write_tables(index: ConceptIndex, out: Path, fmt: str) -> dict[str, int]:
         "prototypes": write(out / f"prototypes.{fmt}", PROTOTYPE_COLUMNS, prototype_rows(index)),
         "images": write(out / f"images.{fmt}", IMAGE_COLUMNS, image_rows(index)),
     }
+    dissection = dissection_rows(index)
+    if dissection:
+        counts["dissection"] = write(out / f"dissection.{fmt}", DISSECTION_COLUMNS, dissection)
     (out / "stats.json").write_text(json.dumps(index.stats().to_dict(), indent=1) + "\n")
     return counts
 

@@ -5,7 +5,9 @@ several instances), instance annotations in COCO's three encodings, and the whol
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from indexer.evaluate_objects import (
     dissect,
     dissection_iou,
 )
+from indexer.export import export_index
 from indexer.labels import make_protocol
 from indexer.store import ConceptIndex
 from indexer.unsupervised import ConfusionAccumulator
@@ -220,10 +223,19 @@ def _hand_pipeline(checkpoint: Path, root: Path, res: int) -> tuple[list[float],
     return aris, mbos, everyone
 
 
-def test_cli_metrics_with_the_index_model(tiny_index, tiny_checkpoint, synthetic_root, capsys) -> None:
+@pytest.fixture(scope="module")
+def measured_index(tiny_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny index (the session's stays without evaluations) that the CLI test stores into."""
+    out = tmp_path_factory.mktemp("measured") / "index"
+    shutil.copytree(tiny_index, out)
+    return out
+
+
+def test_cli_metrics_with_the_index_model(measured_index, tiny_checkpoint, synthetic_root, capsys) -> None:
     """``slotcon eval --index DIR --metric ...``: the index's model on its images, FG-ARI and mBO equal to the
     hand pipeline, the dissection equal to the stored confusion's counts, stored with their tags."""
     res = 64
+    tiny_index = measured_index
     code = eval_main(
         ["--index", str(tiny_index), "--metric", "object-discovery", "--metric", "dissection", "--resolution",
          str(res), "--no-progress", "--dissection-threshold", "0.1"]
@@ -264,3 +276,28 @@ def test_cli_refuses_a_root_without_instances(tiny_checkpoint, tmp_path, synthet
     )  # fmt: skip
     assert code == 2
     assert "instances_val2017.json not found" in capsys.readouterr().err
+
+
+def test_export_carries_the_dissection(measured_index, tmp_path) -> None:
+    """After the CLI test stored a dissection: the prototypes table has each one's best class and IoU, the
+    dissection table every (prototype, class) IoU, in CSV and in Parquet."""
+    with ConceptIndex.open(measured_index) as index:
+        found = index.eval_results()[0].result.dissection
+    if found is None:
+        pytest.skip("needs test_cli_metrics_with_the_index_model's stored dissection")
+    counts = export_index(measured_index, "csv", tmp_path / "csv")
+    protos = list(csv.DictReader((tmp_path / "csv" / "prototypes.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "csv" / "dissection.csv").open()))
+    assert counts["dissection"] == len(rows) == len(found.prototypes) * found.num_classes
+    for p, want in zip(protos, found.prototypes, strict=True):
+        assert float(p["dissection_best_iou"]) == want.best_iou
+        assert p["dissection_best_class"] == (want.best_class_name or "")
+    for r in rows:
+        assert float(r["iou"]) == found.prototypes[int(r["prototype"])].iou[int(r["class_id"])]
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    export_index(measured_index, "parquet", tmp_path / "pq")
+    table = pd.read_parquet(tmp_path / "pq" / "dissection.parquet")
+    assert table["iou"].tolist() == [float(r["iou"]) for r in rows]
+    best = pd.read_parquet(tmp_path / "pq" / "prototypes.parquet")["dissection_best_iou"]
+    assert best.tolist() == [r.best_iou for r in found.prototypes]
