@@ -77,7 +77,8 @@ def crop_masks(masks: np.ndarray, resolution: int) -> np.ndarray:
 
 class EvalSet(Dataset):
     """(normalised image, label crop) at the protocol resolution, and the instance masks cropped alike when
-    ``instances`` is given (``None`` for an image they do not list); failures are returned as ``error``."""
+    ``instances`` is given (``None`` for an image they do not list); failures are returned as ``error``.
+    ``labels_optional``: an image without a class map gets an all-unlabelled one (object discovery alone)."""
 
     def __init__(
         self,
@@ -86,9 +87,10 @@ class EvalSet(Dataset):
         protocol: LabelProtocol,
         resolution: int,
         instances: InstanceAnnotations | None = None,
+        labels_optional: bool = False,
     ) -> None:
         self.items, self.root, self.protocol, self.res = items, root, protocol, resolution
-        self.instances = instances
+        self.instances, self.labels_optional = instances, labels_optional
 
     def __len__(self) -> int:
         return len(self.items)
@@ -103,7 +105,13 @@ class EvalSet(Dataset):
             return item
         try:
             label = self.protocol.load(path, img.size)
-        except (FileNotFoundError, LabelSizeError, ValueError, OSError) as e:
+        except FileNotFoundError as e:
+            if not self.labels_optional:
+                item["error"] = f"label: {e}"
+                return item
+            # object discovery alone reads only the instances: an image without a class map is all unlabelled
+            label = np.full((img.size[1], img.size[0]), IGNORE_LABEL, np.uint8)
+        except (LabelSizeError, ValueError, OSError) as e:
             item["error"] = f"label: {e}"
             return item
         img = TF.center_crop(TF.resize(img, self.res, TF.InterpolationMode.BILINEAR), [self.res, self.res])
@@ -147,9 +155,10 @@ def _loader(
     batch_size: int,
     num_workers: int,
     instances: InstanceAnnotations | None = None,
+    labels_optional: bool = False,
 ) -> DataLoader:
     return DataLoader(
-        EvalSet(items, root, protocol, resolution, instances),
+        EvalSet(items, root, protocol, resolution, instances, labels_optional),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=list,
@@ -321,7 +330,10 @@ def predict(config: EvalConfig, inputs: EvalInputs, bar: Progress) -> Prediction
     num_classes = inputs.labels.num_classes
 
     def loader() -> DataLoader:
-        return _loader(inputs.items, inputs.root, inputs.labels, res, config.batch_size, workers, inputs.instances)
+        only_objects = set(config.metrics) == {"object-discovery"}  # class maps not needed
+        return _loader(
+            inputs.items, inputs.root, inputs.labels, res, config.batch_size, workers, inputs.instances, only_objects
+        )
 
     kmeans: list[faiss.Kmeans] = []
     seeds = _seeds(config) if config.baseline == "kmeans-rgb" else [config.seed]

@@ -110,12 +110,13 @@ def adjusted_rand_index(true: np.ndarray, pred: np.ndarray) -> float:
     n = int(true.size)
     if n == 0:
         raise ValueError("no pixel to score")
-    _, t = np.unique(true, return_inverse=True)
-    _, p = np.unique(pred, return_inverse=True)
-    cont = np.bincount(t.ravel() * (int(p.max()) + 1) + p.ravel()).astype(np.int64)
+    t, p = np.asarray(true, np.int64).ravel(), np.asarray(pred, np.int64).ravel()
+    if t.min() < 0 or p.min() < 0:  # ids as bincount indices; empty ids only add zeros to every sum below
+        t, p = np.unique(t, return_inverse=True)[1].ravel(), np.unique(p, return_inverse=True)[1].ravel()
+    cont = np.bincount(t * (int(p.max()) + 1) + p)
     sum_squares = int((cont.astype(object) ** 2).sum())
-    n_true = np.bincount(t.ravel()).astype(object)
-    n_pred = np.bincount(p.ravel()).astype(object)
+    n_true = np.bincount(t).astype(object)
+    n_pred = np.bincount(p).astype(object)
     same_both = sum_squares - n  # ordered pairs together in both (C[1, 1])
     pred_only = int((n_pred**2).sum()) - sum_squares  # together in pred only (C[0, 1])
     true_only = int((n_true**2).sum()) - sum_squares  # together in true only (C[1, 0])

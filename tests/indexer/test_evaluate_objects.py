@@ -301,3 +301,39 @@ def test_export_carries_the_dissection(measured_index, tmp_path) -> None:
     assert table["iou"].tolist() == [float(r["iou"]) for r in rows]
     best = pd.read_parquet(tmp_path / "pq" / "prototypes.parquet")["dissection_best_iou"]
     assert best.tolist() == [r.best_iou for r in found.prototypes]
+
+
+def test_coco_root_with_instances_only(tiny_checkpoint, tmp_path, capsys) -> None:
+    """A COCO root with val2017 images and instance annotations but no class maps: object discovery alone
+    runs (polygons, a crowd region in uncompressed RLE, an image without instances), counted as annotated."""
+    root = tmp_path / "coco"
+    (root / "val2017").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    rng = np.random.default_rng(0)
+    h, w = 40, 48
+    images = []
+    for i in (139, 285, 632):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "val2017" / f"{i:012d}.jpg")
+        images.append({"id": i, "file_name": f"{i:012d}.jpg", "height": h, "width": w})
+    crowd = np.zeros((h, w), np.uint8)
+    crowd[30:38, 10:40] = 1
+    rle = mask_utils.encode(np.asfortranarray(crowd))
+    anns = [
+        {"image_id": 139, "iscrowd": 0, "segmentation": [[8, 6, 24, 6, 24, 28, 8, 28]]},
+        {"image_id": 139, "iscrowd": 0, "segmentation": [[26, 6, 40, 6, 40, 28, 26, 28]]},
+        {"image_id": 139, "iscrowd": 1, "segmentation": {"size": [h, w], "counts": rle["counts"].decode()}},
+        {"image_id": 632, "iscrowd": 0, "segmentation": [[12, 10, 36, 10, 36, 30, 12, 30]]},
+    ]
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps({"images": images, "annotations": anns}))
+    code = eval_main(
+        ["--checkpoint", str(tiny_checkpoint), "--data", str(root), "--protocol", "cocostuff27", "--all-images",
+         "--metric", "object-discovery", "--resolution", "32", "--no-progress", "--full"]
+    )  # fmt: skip
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    found = out["object_discovery"]
+    assert (found["images"], found["instances"], found["crowd_instances"]) == (2, 3, 1)
+    assert found["images_without_instances"] == 1 and found["fg_ari_images"] == 2
+    assert -1 <= found["fg_ari"] <= 1 and 0 < found["mbo_instance"] <= 1
+    assert out["miou"] is None and out["counts"]["labelled_pixels"] == 0  # no class map: no semantic score
+    assert found["tag"]["benchmark"] == "cocostuff27-instances" and found["tag"]["image_list"]["name"] == "all-val2017"
