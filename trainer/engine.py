@@ -412,7 +412,7 @@ class Trainer:
             log_due=now - loop.last_log >= cfg.log_seconds,
             save_due=now - loop.last_save > 60 * cfg.save_minutes,
             budget_ready=ready,
-            step_seconds=loop.probe.median() if ready else 0.0,
+            step_seconds=loop.probe.median(),  # every rank's, so the total is fixed at the slowest rank's
         )
 
     def agree(self, view: LocalView) -> Agreed:
