@@ -1,4 +1,4 @@
-"""Build a concept index from a checkpoint and an image set (SPEC §7).
+"""Build a concept index from a checkpoint and an image set (docs/method.md §7).
 
 Per image: teacher scores and normalised projections (batched), segments at feature resolution,
 pooled vectors, scores, and masks at image resolution (COCO RLE); see :mod:`indexer.segments`.

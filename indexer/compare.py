@@ -1,4 +1,4 @@
-"""Compare the concepts of two indexes of the same images, and follow them over a run (issue 17).
+"""Compare the concepts of two indexes of the same images, and follow them over a run.
 
 Two indexes (two checkpoints: epochs of one run, or two recipes) segment the same images; their
 prototypes are compared by **co-assignment**: ``overlap[a, b]`` is the number of pixels that prototype
@@ -326,7 +326,7 @@ class Timeline:
 
 def _point(index: ConceptIndex, label: str) -> dict[str, Any]:
     protos = index.prototypes()
-    ckpt = index.manifest.checkpoint  # a typed Manifest (indexer.types) since issue 14
+    ckpt = index.manifest.checkpoint  # a typed Manifest (indexer.types)
     return {
         "index": str(index.index_dir), "label": label, "checkpoint": ckpt.path,
         "checkpoint_sha256": ckpt.sha256, "num_prototypes": index.num_prototypes,

@@ -1,4 +1,4 @@
-"""JPEG decoding at reduced size when the model input allows it (PIL ``draft``, issue 16).
+"""JPEG decoding at reduced size when the model input allows it (PIL ``draft``).
 
 A JPEG can be decoded at 1/2, 1/4 or 1/8 of its size by skipping DCT coefficients, which costs a fraction
 of a full decode. The index resizes every image's shorter side to ``resize`` anyway, so decoding a large

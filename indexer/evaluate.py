@@ -1,4 +1,4 @@
-"""Unsupervised semantic segmentation evaluation (SPEC §7, COCOSTUFF27.md).
+"""Unsupervised semantic segmentation evaluation (docs/method.md §7, docs/evaluation.md).
 
 Each image: shorter side resized to ``resolution`` (image bilinear, label nearest), centre crop
 ``resolution``², no CRF; teacher scores bilinearly resized to the crop, then argmax (the cluster map).

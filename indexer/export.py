@@ -1,4 +1,4 @@
-"""Export an index's segments and statistics for other tools (issue 17).
+"""Export an index's segments and statistics for other tools.
 
 - ``coco``: one COCO-style JSON file. ``images`` (file names relative to the data root, which ``info``
   names, plus each image's ``crop_box``), ``categories`` = the K prototypes (``id`` = prototype id,

@@ -1,4 +1,4 @@
-"""Concept figures (issue 17): the paper's layout of a concept index, one row per prototype holding its
+"""Concept figures: the paper's layout of a concept index, one row per prototype holding its
 top-k segments (best first), each cell the region the model saw with the segment tinted red as in
 Figure 3, optionally a title column (``#k`` and the prototype's label, or its majority class).
 

@@ -1,7 +1,7 @@
-"""Image index: each image as a handful of vectors, with memory flat in the image count (issue 16, Fig. 12).
+"""Image index: each image as a handful of vectors, with memory flat in the image count (the paper's Fig. 12).
 
 The paper's ImageNet retrieval treats "each image as a single segment". This index mode stores, for every
-image and every prototype active in it (the argmax of the teacher's scores at feature resolution, SPEC §7),
+image and every prototype active in it (the argmax of the teacher's scores at feature resolution, docs/method.md §7),
 ONE vector: the L2-normalised mean of the image's normalised teacher projections over that prototype's
 pixels, exactly the vector of the ordinary index's segment (:func:`core.inference.image_segments`), with
 its score (the release's ŝ_k · mean(ẑ)) and area share; optionally also one global vector per image (the

@@ -2,7 +2,8 @@
 
 ``synthetic``: ``<root>/labels/<split>/<stem>.png`` with class ids 0..C-1 (names in ``<root>/synthetic.json``).
 ``cocostuff27``: ``<root>/stuffthingmaps_trainval2017/<split>/<stem>.png`` with fine ids 0..181, merged
-into the 27 coarse classes of COCOSTUFF27.md. 255 is ignore in both.
+into the 27 coarse classes of the COCO-Stuff-27 benchmark (as PiCIE and STEGO merge them;
+docs/evaluation.md). 255 is ignore in both.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from core import recipes
 from core.datasets import load_semantic_label, semantic_label_path
 from core.recipes import IGNORE_LABEL
 
-# COCOSTUFF27.md: fine label value (0..181) → coarse id.
+# COCO-Stuff-27 (docs/evaluation.md): fine label value (0..181) → coarse id.
 FINE_TO_COARSE = [
     9, 11, 11, 11, 11, 11, 11, 11, 11, 8, 8, 8, 8, 8, 8, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6, 6, 6,
     6, 6, 10, 10, 10, 10, 10, 10, 10, 10, 10, 10, 5, 5, 5, 5, 5, 5, 5, 5, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3,

@@ -22,7 +22,7 @@ ENCODER_FAISS_NAME = "segments_encoder.faiss"
 ENCODER_MEAN_NAME = "segments_encoder_mean.npy"
 
 # Segment ids are laid out by prototype: prototype k owns ids first_segment .. first_segment+num_segments-1,
-# ranked by score (the release's concept score, SPEC §7) descending, so top-k of a prototype is one id range.
+# ranked by score (the release's concept score, docs/method.md §7) descending, so top-k of a prototype is one id range.
 INDEX_SCHEMA = """
 CREATE TABLE images (
     id INTEGER PRIMARY KEY, file_name TEXT NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL,

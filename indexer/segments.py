@@ -1,4 +1,4 @@
-"""One image's segments (SPEC §7), the one path from a PIL image to segments used by the indexer and by
+"""One image's segments (docs/method.md §7), the one path from a PIL image to segments used by the indexer and by
 uploads (``server.services.slots``): :func:`model_input` (preprocessing and the geometry of what the model
 sees) → :func:`teacher_outputs` (batched) → :func:`segment_outputs` (segments, pooled vectors, scores, masks).
 :func:`segment_images` chains the three for a list of images.
@@ -12,7 +12,7 @@ Two views of an image (:class:`ModelView`):
   ResNet is fully convolutional), so every pixel of the image is assigned.
 
 Masks: the teacher scores of the image's segment prototypes are bilinearly resized to the model input,
-argmaxed (SPEC §7), then nearest-resized onto the view's box in original pixels; every segment has a
+argmaxed (docs/method.md §7), then nearest-resized onto the view's box in original pixels; every segment has a
 non-empty mask, and RLE sizes equal the image's (height, width). Segments, vectors and scores come from
 the argmax at feature resolution (``core.inference.image_segments``), as in the release's ``viz_slots.py``.
 """
@@ -167,7 +167,7 @@ def encode_label_map(local: np.ndarray, origin: tuple[int, int], size: tuple[int
 
     Equal to encoding the (height, width, n) stack of masks, without making it: the runs are read off the
     label map once, in the column-major order of COCO's RLE, and each segment's runs become its counts
-    (issue 16: 0.68 ms against 4.56 ms for a 640×480 image with 7 segments, AMD EPYC, capability AVX2).
+    (0.68 ms against 4.56 ms for a 640×480 image with 7 segments, AMD EPYC, capability AVX2).
     """
     height, width = size
     x0, y0 = origin

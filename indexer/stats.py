@@ -1,4 +1,4 @@
-"""Slot statistics of an index (SPEC §7): dead prototypes, active prototypes per image, the activity
+"""Slot statistics of an index (docs/method.md §7): dead prototypes, active prototypes per image, the activity
 long tail, and near-duplicate prototypes; plus the per-prototype table (activity, purity).
 
 A prototype is *active* on an image when it is the argmax at one or more feature pixels (it then

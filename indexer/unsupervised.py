@@ -1,4 +1,4 @@
-"""Unsupervised segmentation scores with Hungarian matching (SPEC §7, COCOSTUFF27.md).
+"""Unsupervised segmentation scores with Hungarian matching (docs/method.md §7, docs/evaluation.md).
 
 Predictions are cluster ids (prototypes, ``0..K-1``); ground truth is class ids (``0..C-1``) with
 ``ignore_index`` for unlabelled pixels. A confusion matrix of (cluster, class) pixel counts is

@@ -1,4 +1,4 @@
-"""The second embedding of an index (issue 17): the segments' pooled encoder (pre-projector) features.
+"""The second embedding of an index: the segments' pooled encoder (pre-projector) features.
 
 Built on a real tiny index; the stored vectors are recomputed independently from the plain full model
 (encoder → argmax of the projector's prototype cosines → mean of the raw features per segment →

@@ -1,4 +1,4 @@
-"""Index builds and evaluations on the inference model (issue 16) equal the plain full model's; reduced-size
+"""Index builds and evaluations on the inference model equal the plain full model's; reduced-size
 JPEG decoding keeps the index in file pixels."""
 
 from __future__ import annotations

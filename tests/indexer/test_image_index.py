@@ -1,4 +1,4 @@
-"""The image index (``indexer.image_index``, issue 16): one vector per (image, active prototype), no masks.
+"""The image index (``indexer.image_index``): one vector per (image, active prototype), no masks.
 
 Built for real from a tiny checkpoint on the synthetic val images and checked against brute force in numpy
 over the teacher outputs of ``core.inference``: the stored vectors, top-k per prototype, neighbours (flat:
