@@ -16,7 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("trainer.__main__", "pretrain SlotCon (CPU, one GPU, or torchrun DDP)"),
     "export": ("trainer.export", "export a checkpoint for downstream transfer"),
     "index": ("indexer.__main__", "build a concept index (FAISS + SQLite) from a checkpoint"),
-    "index-images": ("indexer.image_index", "build an image index: one vector per image and prototype, no masks"),
+    "index-images": ("indexer.images_cli", "build an image index: one vector per image and prototype, no masks"),
     "stats": ("indexer.stats_cli", "print/store the slot statistics of an index"),
     "eval": ("indexer.eval_cli", "unsupervised segmentation with Hungarian matching"),
     "compare": ("indexer.compare", "compare the prototypes of two indexes (or a run's timeline)"),

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-import indexer.image_index as image_index_module
+import indexer.image_store as image_store_module
 from core.augment import eval_transform
 from core.checkpoint import CheckpointError, file_sha256
 from core.datasets import find_images, load_rgb
@@ -239,7 +239,7 @@ def test_cli_ivf_build_and_bad_input(
     from slotcon.cli import SUBCOMMANDS
     from slotcon.cli import main as slotcon_main
 
-    assert SUBCOMMANDS["index-images"][0] == "indexer.image_index"
+    assert SUBCOMMANDS["index-images"][0] == "indexer.images_cli"
     out = tmp_path / "ivf"
     argv = ["--checkpoint", str(tiny_checkpoint), "--data", str(synthetic_root), "--out", str(out), "--workers", "0"]
     assert slotcon_main(["index-images", *argv, "--faiss", "ivf", "--nlist", "1", "--no-progress"]) == 0
@@ -258,7 +258,7 @@ def test_cli_ivf_build_and_bad_input(
         with pytest.raises(GlobalVectorsUnavailableError, match="--global-vectors"):
             ix.neighbors(image_id=0)
     # prototype subsets above EXACT_SUBSET_MAX go through FAISS with a bitmap selector (here: every subset)
-    monkeypatch.setattr(image_index_module, "EXACT_SUBSET_MAX", 0)
+    monkeypatch.setattr(image_store_module, "EXACT_SUBSET_MAX", 0)
     protos = np.array([r[1] for r in brute["rows"]])
     with ImageIndex.open(out) as ix:
         for vid in (0, 7, 20):
