@@ -22,7 +22,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="slotcon serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--index", type=Path, help="index directory to explore (SLOTCON_INDEX)")
+    p.add_argument("--index", type=Path, help="the default index directory (SLOTCON_INDEX; else the stored default)")
     p.add_argument("--checkpoint", type=Path, help="model for uploads without an index (SLOTCON_CHECKPOINT)")
     p.add_argument("--host", help="bind address (SLOTCON_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (SLOTCON_PORT, default 8000)")

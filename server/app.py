@@ -41,19 +41,19 @@ UPLOAD_PATHS = frozenset({"/api/slots"})
 
 
 def _on_job_finished(runtime: Runtime, row: JobRow) -> None:
-    """An index job that asked for it becomes the active index as soon as it succeeds (also when it is
-    settled after a restart); the job's message says whether it was activated, and why not."""
-    if row.kind != "index" or not row.config.get("activate"):
+    """An index job that asked for it (``make_default``, or its earlier name ``activate``) becomes the default
+    index as soon as it succeeds (also when it is settled after a restart); the job's message says whether
+    it did, and why not. Other index jobs leave the default as it is."""
+    if row.kind != "index" or not (row.config.get("make_default") or row.config.get("activate")):
         return
     if row.status != "succeeded":
-        note = f"not activated: the job {row.status}"
+        note = f"not made the default: the job {row.status}"
     else:
-        logger.info("index job %s finished: activating %s", row.id, row.name)
         try:
-            runtime.activate(Path(row.output_dir))
-            note = f"activated {row.name!r}"
+            runtime.make_default(Path(row.output_dir).name, f"index job {row.id} (make_default)")
+            note = f"made {row.name!r} the default index"
         except ApiError as e:
-            note = f"not activated (the previous index stays): {e.message}"
+            note = f"not made the default (the previous default stays): {e.message}"
             logger.error("index job %s: %s %s", row.id, row.name, note)
     if runtime.supervisor is not None:
         runtime.supervisor.store.update(row.id, message="; ".join(m for m in (row.message, note) if m))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from server.errors import ApiError
@@ -29,9 +29,50 @@ def get_app_settings(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
-def get_index(runtime: RuntimeDep) -> LoadedIndex:
-    """The active index, or 503 ``no_index``."""
-    return runtime.require_index()
+IndexParam = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="the index to read (a name from GET /api/indexes; default: the default index)",
+        examples=["cpu-demo-final"],
+    ),
+]
+BuildParam = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[0-9a-f]{1,64}$",
+        description="the build the caller expects (an index's 'build'): 409 build_changed when it was rebuilt",
+    ),
+]
+
+
+def resolve_index(runtime: Runtime, request: Request, index: str | None, build: str | None) -> LoadedIndex:
+    """The index a read names (``?index=NAME``, opened in a work slot when not open yet), else the default
+    one (503 ``no_index`` without one); 404 for no such index, 409 ``build_changed`` when ``build`` is
+    not its build."""
+    if index is None:
+        loaded = runtime.require_index()
+    else:
+        loaded = runtime.open_index(index, runtime.budget(request.scope, f"opening index {index!r}"))
+    if build is not None and build != loaded.build:
+        raise ApiError(
+            409,
+            "build_changed",
+            f"index {loaded.name!r} was rebuilt since this link was made (the link names build {build}, the index "
+            f"is build {loaded.build}): its segments and ids are not the ones linked; open the index again",
+        )
+    return loaded
+
+
+def get_index(
+    runtime: RuntimeDep, request: Request, response: Response, index: IndexParam = None, build: BuildParam = None
+) -> LoadedIndex:
+    """:func:`resolve_index` of the request's ``?index=`` and ``?build=``; the answer names the index and its
+    build in the ``X-Index`` and ``X-Index-Build`` headers (JSON answers)."""
+    loaded = resolve_index(runtime, request, index, build)
+    response.headers["X-Index"] = loaded.name
+    response.headers["X-Index-Build"] = loaded.build
+    return loaded
 
 
 def get_model(runtime: RuntimeDep) -> LoadedModel:
@@ -46,6 +87,14 @@ def get_supervisor(runtime: RuntimeDep) -> Supervisor:
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 IndexDep = Annotated[LoadedIndex, Depends(get_index)]
+
+
+def get_index_model(runtime: RuntimeDep, loaded: IndexDep) -> LoadedModel:
+    """The model of the index the request reads (409 when its checkpoint is missing or another model)."""
+    return runtime.model_of(loaded)
+
+
+IndexModelDep = Annotated[LoadedModel, Depends(get_index_model)]
 ModelDep = Annotated[LoadedModel, Depends(get_model)]
 SupervisorDep = Annotated[Supervisor, Depends(get_supervisor)]
 

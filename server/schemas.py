@@ -81,6 +81,7 @@ class CheckpointInfo(BaseModel):
 
 class IndexInfo(BaseModel):
     name: str = Field(description="the index directory's name")
+    build: str = Field("", description="the build id: a hash of its manifest (a rebuild under its name changes it)")
     checkpoint_sha256: str | None = None
     num_images: int
     num_segments: int
@@ -441,7 +442,8 @@ class IndexRequest(BaseModel):
     resize: int = Field(recipes.INDEX_RESIZE, ge=32, le=2048)
     crop: int = Field(recipes.INDEX_CROP, ge=32, le=2048)
     batch_size: int | None = Field(None, ge=1, le=4096)
-    activate: bool = Field(False, description="switch the server to the new index when the job succeeds")
+    make_default: bool = Field(False, description="make the new index the default when the job succeeds")
+    activate: bool = Field(False, description="the earlier name of 'make_default'")
 
     @model_validator(mode="after")
     def _one_source(self) -> IndexRequest:
@@ -526,15 +528,35 @@ class IndexEntry(BaseModel):
     """An index under the configured indexes directory."""
 
     name: Name
+    build: str = Field("", description="the build id (what ?build= checks)")
     checkpoint: str = Field(description="the checkpoint's file name")
+    run: str | None = Field(None, description="the run folder the checkpoint was in")
+    epoch: int | None = Field(None, description="the checkpoint's epoch, when it can be read")
+    step: int | None = Field(None, description="the checkpoint's optimiser step, when it can be read")
     num_prototypes: int
     num_images: int
     built_at: str
-    active: bool = Field(description="the index the other routes answer from")
+    default: bool = Field(False, description="the index the routes answer from without ?index=")
+    active: bool = Field(description="the same as 'default' (its earlier name)")
 
 
 class IndexList(BaseModel):
     items: list[IndexEntry]
+    default: str | None = Field(None, description="the default index's name (null: none is loaded)")
+
+
+class DefaultIndexRequest(BaseModel):
+    """The index to make the default (under the indexes directory)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Name
+
+
+class RenameIndexRequest(BaseModel):
+    """An index's new name."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Name
 
 
 class CompareSummary(BaseModel):

@@ -23,7 +23,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    index: Path | None = Field(None, description="active index directory (none: index routes give 503)")
+    index: Path | None = Field(
+        None, description="default index directory (none: the stored default; without one index routes give 503)"
+    )
     checkpoint: Path | None = Field(
         None, description="model for uploads when no index is loaded (else the index's checkpoint)"
     )
@@ -47,6 +49,12 @@ class Settings(BaseSettings):
     decode_timeout_s: float = Field(10.0, gt=0, le=600, description="an upload's decode stops after this (then 503)")
     work_concurrency: int = Field(2, ge=1, le=64, description="figures, comparisons and named indexes opened at once")
     work_timeout_s: float = Field(30.0, gt=0, le=3600, description="a figure or comparison stops after this (503)")
+    index_cache_entries: int = Field(
+        4, ge=1, le=256, description="named indexes (besides the default) kept open, least recently used out"
+    )
+    index_cache_mb: int = Field(
+        2048, ge=1, description="memory the named indexes kept open may hold together (files and models), MiB"
+    )
     render_concurrency: int = Field(4, ge=1, le=256, description="dataset images decoded and rendered at once")
     trusted_hosts: str = Field(
         "", description="extra Host names accepted in loopback mode, comma-separated (localhost names always are)"

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from server.routers import checkpoints, compare, evaluation, health, images, jobs, options, prototypes, segments, slots
+from server.routers import (
+    checkpoints,
+    compare,
+    evaluation,
+    health,
+    images,
+    indexes,
+    jobs,
+    options,
+    prototypes,
+    segments,
+    slots,
+)
 
 ROUTERS = [
     health.router,
@@ -15,6 +27,7 @@ ROUTERS = [
     jobs.router,
     checkpoints.router,
     compare.router,
+    indexes.router,
 ]
 
 __all__ = ["ROUTERS"]

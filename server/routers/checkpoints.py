@@ -7,11 +7,10 @@ from pathlib import Path
 from fastapi import APIRouter
 
 from server.deps import Authorized, RuntimeDep, SupervisorDep
-from server.errors import ApiError, not_found
+from server.errors import ApiError
 from server.routers.health import index_info
 from server.schemas import ActivateRequest, CheckpointList, ErrorBody, IndexInfo
 from server.services.checkpoints import list_checkpoints
-from server.services.folders import is_real_dir
 
 router = APIRouter(tags=["checkpoints"])
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 422)}
@@ -28,16 +27,15 @@ def get_checkpoints(runtime: RuntimeDep) -> CheckpointList:
 
 @router.post("/index/activate", dependencies=[Authorized], responses=ERRORS)
 def activate_index(body: ActivateRequest, runtime: RuntimeDep, jobs: SupervisorDep) -> IndexInfo:
-    """Switch the server to another index without a restart: a succeeded index job, or an index by name."""
+    """Make another index the default without a restart (as ``PUT /api/indexes/default``, stored and logged):
+    a succeeded index job's, or an index by name."""
     if body.job_id is not None:
         row = jobs.get(body.job_id)
         if row.kind != "index":
             raise ApiError(422, "invalid_request", f"job {row.id} is a {row.kind} job, not an index job")
         if row.status != "succeeded":
             raise ApiError(409, "job_not_finished", f"index job {row.id} is {row.status}, not succeeded")
-        path = Path(row.output_dir)
+        name = Path(row.output_dir).name
     else:
-        path = runtime.settings.indexes_dir / str(body.name)
-        if not is_real_dir(path):  # a symlink out of the folder is no index of it
-            raise not_found("index", body.name)
-    return index_info(runtime.activate(path))
+        name = str(body.name)
+    return index_info(runtime.make_default(name, "POST /api/index/activate"))

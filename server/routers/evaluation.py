@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from indexer.evaluate_objects import latest_dissection
 from indexer.evaluate_tag import PAPER
-from server.deps import Authorized, IndexDep, ModelDep, RuntimeDep, SettingsDep, SupervisorDep
+from server.deps import Authorized, IndexDep, IndexModelDep, RuntimeDep, SettingsDep, SupervisorDep
 from server.errors import not_found
 from server.schemas import (
     MAX_ID,
@@ -99,7 +99,7 @@ def get_dissection(loaded: IndexDep) -> Dissection:
 def create_eval_job(
     req: EvalRequest,
     loaded: IndexDep,
-    model: ModelDep,
+    model: IndexModelDep,
     runtime: RuntimeDep,
     settings: SettingsDep,
     jobs: SupervisorDep,

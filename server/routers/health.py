@@ -16,7 +16,7 @@ def index_info(loaded: LoadedIndex) -> IndexInfo:
     """The :class:`IndexInfo` of an open index (names and counts, no paths)."""
     index, m = loaded.index, loaded.index.manifest
     return IndexInfo(
-        name=loaded.name, checkpoint_sha256=index.checkpoint_sha256, num_images=index.num_images,
+        name=loaded.name, build=loaded.build, checkpoint_sha256=index.checkpoint_sha256, num_images=index.num_images,
         num_segments=index.num_segments, num_prototypes=index.num_prototypes, dim=index.dim, split=index.split,
         resize=m.resize, crop=m.crop, built_at=m.built_at, spaces=list(index.spaces),
     )  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
 from indexer.evaluate_objects import best_iou_by_prototype
@@ -23,6 +23,7 @@ from server.schemas import (
     PrototypeSort,
     SegmentPage,
 )
+from server.services import images
 from server.services.projection import MAX_SIMILARITY_JSON, prototype_map, prototype_similarity, similarity_image
 from server.services.prototype_list import select
 from server.services.records import best_images, prototype_out, segment_out
@@ -119,18 +120,21 @@ def get_prototype(k: ProtoId, loaded: IndexDep) -> Prototype:
 
 
 @router.put("/{k}/label", dependencies=[Authorized], responses=ERRORS | {401: {"model": ErrorBody}})
-def put_label(k: ProtoId, body: LabelUpdate, loaded: IndexDep) -> Prototype:
-    """Name a concept (``{"label": "sky"}``; surrounding whitespace is dropped, a blank label is a 422)."""
+def put_label(k: ProtoId, body: LabelUpdate, loaded: IndexDep, runtime: RuntimeDep) -> Prototype:
+    """Name a concept (``{"label": "sky"}``; surrounding whitespace is dropped, a blank label is a 422). The
+    name belongs to the model (a hash of its teacher's weights): every index of the same weights shows it."""
     _record(loaded, k)
-    rec = loaded.index.set_label(k, body.label)
+    runtime.set_name(loaded, k, body.label)
+    rec = loaded.index.prototype(k)
     return prototype_out(rec, best_images(loaded, [rec]))
 
 
 @router.delete("/{k}/label", dependencies=[Authorized], responses=ERRORS | {401: {"model": ErrorBody}})
-def delete_label(k: ProtoId, loaded: IndexDep) -> Prototype:
-    """Remove a concept's name."""
+def delete_label(k: ProtoId, loaded: IndexDep, runtime: RuntimeDep) -> Prototype:
+    """Remove a concept's name (from every index of the same model)."""
     _record(loaded, k)
-    rec = loaded.index.set_label(k, None)
+    runtime.set_name(loaded, k, None)
+    rec = loaded.index.prototype(k)
     return prototype_out(rec, best_images(loaded, [rec]))
 
 
@@ -145,3 +149,24 @@ def top_segments(
     rec = _record(loaded, k)
     items = [segment_out(s) for s in loaded.index.top_segments(k, offset, limit)]
     return SegmentPage(items=items, prototype=k, offset=offset, limit=limit, total=rec.num_segments)
+
+
+@router.get("/{k}/best.png", response_class=Response, responses=ERRORS | {200: {"content": {"image/png": {}}}})
+def get_best_segment(
+    request: Request,
+    k: ProtoId,
+    loaded: IndexDep,
+    runtime: RuntimeDep,
+    rank: Annotated[int, Query(ge=0, le=49, description="0 = the best segment")] = 0,
+    size: Annotated[int | None, Query(ge=16, le=1024)] = 160,
+) -> Response:
+    """A prototype's ``rank``-th best segment in Figure-3 red (the Compare page's side-by-side tiles; ``?index=``
+    names the index). Opening a named index takes a work slot (503 ``busy`` when none frees up)."""
+    _record(loaded, k)
+    segments = loaded.index.top_segments(k, offset=rank, limit=1)
+    if not segments:
+        raise ApiError(404, "not_found", f"prototype {k} of {loaded.name} has no segment of rank {rank}")
+    seg = segments[0]
+    with runtime.render_slot(request.scope, f"the best segment of prototype {k}"):
+        png = images.segment_overlay(loaded, seg.image_id, None, seg.id, size)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=300"})

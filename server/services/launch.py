@@ -129,10 +129,14 @@ def resolve_checkpoint(settings: Settings, run: str, file: str | None) -> Path:
 
 
 def start_index(settings: Settings, supervisor: Supervisor, req: IndexRequest) -> JobRow:
-    """Launch an indexing job on a run's checkpoint; output ``<indexes_dir>/<name>``."""
+    """Launch an indexing job on a run's checkpoint; output ``<indexes_dir>/<name>`` (by default a name read
+    from the run and the checkpoint: ``cpu-demo-final``, ``cpu-demo-epoch2``)."""
+    from server.services.indexes import readable_name
+
     run, file = req.checkpoint.split("/", 1) if req.checkpoint else (req.run, None)
     ckpt = resolve_checkpoint(settings, run, file)
-    name = req.name or f"{run}-{_stamp()}"
+    running = {r.name for r in supervisor.store.active("index")}  # their folders may not exist yet
+    name = req.name or readable_name(settings.indexes_dir, run, ckpt, running)
     out = _inside(settings.indexes_dir, name)
     if out.exists() and any(out.iterdir()):
         raise ApiError(409, "index_exists", f"index {name!r} already exists; pick another name")

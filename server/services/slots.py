@@ -34,9 +34,8 @@ def _go_on() -> None:
     """The default check: the work always goes on."""
 
 
-def analysis_size(runtime: Runtime) -> tuple[int, int]:
-    """(resize, crop) of the active index (what its segments were made with), else the recipes' defaults."""
-    loaded = runtime.index
+def analysis_size(loaded: LoadedIndex | None) -> tuple[int, int]:
+    """(resize, crop) of ``loaded`` (what its segments were made with), else the recipes' defaults."""
     if loaded is not None:
         return loaded.index.manifest.resize, loaded.index.manifest.crop
     return DEFAULT_RESIZE, DEFAULT_CROP
@@ -69,7 +68,7 @@ def analyze(
             f"the index stores no {space} vectors (its spaces: {', '.join(loaded.index.spaces)})"
         )
     encoder = search_near and space == "encoder"
-    resize, crop_size = analysis_size(runtime)
+    resize, crop_size = analysis_size(loaded)
     img = bounded(img, resize)
     check()
     with runtime.model_lock:

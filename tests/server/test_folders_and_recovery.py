@@ -54,7 +54,7 @@ def test_an_index_job_is_activated_when_it_is_recovered_after_sigkill(
         health = httpx.get(f"{second.base}/api/health", timeout=5).json()
         assert health["index"] is not None and health["index"]["name"] == "kidx2"
         settled = httpx.get(f"{second.base}/api/jobs/{job}", timeout=5).json()
-        assert settled["status"] == "succeeded" and "activated 'kidx2'" in settled["message"]
+        assert settled["status"] == "succeeded" and "made 'kidx2' the default index" in settled["message"]
 
 
 def test_a_recovered_job_that_cannot_be_activated_says_why(make_settings, tmp_path):
@@ -74,7 +74,7 @@ def test_a_recovered_job_that_cannot_be_activated_says_why(make_settings, tmp_pa
     with TestClient(create_app(settings)) as client:
         settled = client.get(f"/api/jobs/{job}").json()
         assert settled["status"] == "succeeded"
-        assert "not activated (the previous index stays)" in settled["message"]
+        assert "not made the default (the previous default stays)" in settled["message"]
         assert client.get("/api/health").json()["index"]["name"] == "tiny"
 
 
@@ -119,7 +119,9 @@ def test_fifos_and_symlinks_in_the_folders_are_skipped(hostile_indexes):
         started = time.perf_counter()
         listed = client.get("/api/indexes")
         assert listed.status_code == 200 and time.perf_counter() - started < 5
-        assert sorted(i["name"] for i in listed.json()["items"]) == ["good", "stolen"]
+        items = listed.json()["items"]  # the default index (configured elsewhere) first, then the folder's
+        assert items[0]["name"] == "tiny" and items[0]["default"]
+        assert sorted(i["name"] for i in items[1:]) == ["good", "stolen"]
         checkpoints = client.get("/api/checkpoints")
         assert checkpoints.status_code == 200
         assert [c["id"] for c in checkpoints.json()["items"]] == ["r1/final.pth"]
