@@ -7,6 +7,7 @@ an API error shows its message, never a traceback.
 from __future__ import annotations
 
 import html
+import json
 import math
 import re
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Any
 import streamlit as st
 
 from ui.client import ApiRequestError, ApiUnreachable, api_url, fetch_health
+from ui.url_state import flush
 
 UNREACHABLE_TITLE = "The SlotCon API is not reachable"
 
@@ -44,7 +46,8 @@ def show_api_error(exc: ApiRequestError, action: str | None = None) -> None:
 
 
 def run_page(title: str, render: Callable[[], None], *, icon: str | None = None) -> None:
-    """Sets the title and runs ``render``, turning API failures into a banner or message."""
+    """Sets the title and runs ``render``, turning API failures into a banner or message, then writes the
+    page's state into the URL (one history entry per run)."""
     st.title(f"{icon} {title}" if icon else title)
     try:
         fetch_health(api_url())  # one banner up front when the API is down, whatever the page needs
@@ -53,6 +56,8 @@ def run_page(title: str, render: Callable[[], None], *, icon: str | None = None)
         show_unreachable(exc)
     except ApiRequestError as exc:
         show_api_error(exc)
+    finally:
+        flush()
 
 
 def call(action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any | None:
@@ -116,3 +121,32 @@ def colour_swatch(colour: str, text: str) -> str:
         f"<span style='display:inline-block;width:0.9em;height:0.9em;background:{colour};"
         f"border:1px solid #0003;margin-right:0.4em;vertical-align:middle'></span>{text}"
     )
+
+
+def scroll_to(anchor: str) -> None:
+    """Scrolls the page to the element with id ``anchor`` (a header's ``anchor=``), so that results drawn
+    below the fold are seen; the script runs once, where it is drawn."""
+    # the target may be drawn after this script runs: it retries for a few seconds
+    st.html(
+        "<script>(function(){let tries=40;const go=()=>{const el=document.getElementById("
+        + json.dumps(anchor)
+        + ");if(el){el.scrollIntoView({behavior:'smooth',block:'start'});}"
+        "else if(--tries>0){setTimeout(go,150);}};go();})();</script>",
+        unsafe_allow_javascript=True,
+        width="content",
+    )
+
+
+def page_link(page: str, label: str, params: dict[str, Any], *, icon: str | None = None) -> None:
+    """A link to ``page`` (``app_pages/<page>.py``, relative to the entry file) opening the view ``params``
+    describe, navigated inside the app (Back returns). A page run on its own (tests, no ``st.navigation``)
+    knows no other pages: the link is then a plain one to the page's URL path."""
+    from streamlit.errors import StreamlitAPIException
+
+    clean = {k: str(v) for k, v in params.items() if v is not None}
+    try:
+        st.page_link(f"app_pages/{page}.py", label=label, icon=icon, query_params=clean)
+    except StreamlitAPIException:
+        path = "" if page == "concepts" else page
+        query = "&".join(f"{k}={html.escape(v)}" for k, v in clean.items())
+        st.markdown(f"[{plain(label)}](/{path}{'?' + query if query else ''})")

@@ -1,12 +1,15 @@
-"""Page state in the URL, so that a copied link reopens the same view.
+"""Page state in the URL, so that a copied link reopens the same view and Back/Forward move between views.
 
 Each page declares its shareable state as :class:`Param` s (a session-state key, usually a widget's,
-and the query parameter that carries it). :func:`restore` runs before the page's widgets: on a fresh
-session it seeds each key from the link (a value that does not parse, or is not one of the choices,
-is dropped and the default view opens). :func:`publish` runs after them and writes the current values
-back into the address bar (defaults are left out, so plain links stay plain). Widgets bound to a
-``Param`` take their default from it, never from a ``value=``/``index=`` of their own (Streamlit warns
-when both are given).
+and the query parameter that carries it). :func:`restore` runs before the page's widgets: when the
+address bar says something other than what the session last wrote there (a fresh session opened from a
+link, Back or Forward, an edited address) the URL wins and every parameter is seeded from it (a missing,
+broken or stale value gives the default view); otherwise the session's own values stand. :func:`publish`
+runs after the widgets and records the current values; :func:`flush` (run once at the end of each page
+run by ``ui.components.run_page``) writes them into the address bar in one change (defaults are left out,
+so plain links stay plain), so one action makes one browser history entry. Parameters that no page
+declares (e.g. ``index``) are left as they are. Widgets bound to a ``Param`` take their default from it,
+never from a ``value=``/``index=`` of their own (Streamlit warns when both are given).
 """
 
 from __future__ import annotations
@@ -81,27 +84,72 @@ def flag(text: str) -> bool:
     raise ValueError(f"{text!r} is not a flag")
 
 
-def restore(params: Sequence[Param]) -> None:
-    """Seeds the session from the URL (only keys the session does not hold yet), then the defaults."""
+#: Session keys: what this session last wrote into the URL (name → text, ``None``: absent) and what this
+#: run will write at its end.
+_PUBLISHED = "_url_published"
+_PENDING = "_url_pending"
+
+
+def _url_text(name: str) -> str | None:
+    return st.query_params.get(name)
+
+
+def url_moved(params: Sequence[Param]) -> bool:
+    """Whether the address bar holds values of ``params`` that this session did not write there: a link
+    opened, Back or Forward pressed, the address edited."""
+    published: dict[str, str | None] = st.session_state.get(_PUBLISHED, {})
+    return any(_url_text(p.name) != published.get(p.name) for p in params)
+
+
+def restore(params: Sequence[Param]) -> bool:
+    """Seeds the session from the URL; returns whether the URL won (then every parameter is set from it,
+    a missing or invalid one to its default, and a ``None`` default removes the key). When it did not,
+    only keys the session lacks are set (to their defaults)."""
+    moved = url_moved(params)
     for p in params:
-        if p.key in st.session_state:
+        if not moved:  # the URL says what the session wrote: a key the page dropped stays dropped
+            if p.key in st.session_state:
+                # set again on every run: Streamlit forgets a widget's value after a run that did not draw
+                # it (the grid's filters while a prototype is open)
+                st.session_state[p.key] = st.session_state[p.key]
+            elif p.default is not None:
+                st.session_state[p.key] = p.default
             continue
-        if p.name in st.query_params:
+        text = _url_text(p.name)
+        if text is not None:
             try:
-                st.session_state[p.key] = p.parse(st.query_params[p.name])
+                st.session_state[p.key] = p.parse(text)
                 continue
             except ValueError:
                 pass  # a broken or stale link opens the default view
         if p.default is not None:
             st.session_state[p.key] = p.default
+        else:
+            st.session_state.pop(p.key, None)
+    if moved:  # what the URL says is now what the session shows
+        published = st.session_state.setdefault(_PUBLISHED, {})
+        published.update({p.name: _url_text(p.name) for p in params})
+    return moved
 
 
 def publish(params: Sequence[Param]) -> None:
-    """Writes the session's current values into the URL (a default or missing value: no parameter)."""
+    """Records the session's current values for the URL (a default or missing value: no parameter); the
+    address bar changes once, in :func:`flush`."""
+    pending: dict[str, str | None] = st.session_state.setdefault(_PENDING, {})
     for p in params:
         value = st.session_state.get(p.key)
-        if value is None or value == p.default:
-            if p.name in st.query_params:
-                del st.query_params[p.name]
-        elif st.query_params.get(p.name) != p.text(value):
-            st.query_params[p.name] = p.text(value)
+        pending[p.name] = None if value is None or value == p.default else p.text(value)
+
+
+def flush() -> None:
+    """Writes the recorded values into the URL in one change (one history entry), keeping the parameters
+    no page declared; nothing is sent when the URL already says it."""
+    pending: dict[str, str | None] = st.session_state.pop(_PENDING, {})
+    if not pending:
+        return
+    current = st.query_params.to_dict()
+    target = {k: v for k, v in current.items() if k not in pending or pending[k] is not None}
+    target.update({k: v for k, v in pending.items() if v is not None})
+    st.session_state.setdefault(_PUBLISHED, {}).update(pending)
+    if target != current:
+        st.query_params.from_dict(target)

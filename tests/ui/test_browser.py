@@ -151,3 +151,137 @@ def test_a_shared_link_reopens_the_view_in_chromium(ui_url: str, live_api: str, 
     page.wait_for_function("() => location.search.includes('prototype=')", timeout=60_000)
     assert "sort=id" in page.url and "hide_dead=0" in page.url
     page.close()
+
+
+def _heading(page, text: str):
+    """The headings (any level) that contain ``text``."""
+    return page.locator("h1, h2, h3, h4, h5, h6").filter(has_text=text)
+
+
+def _red_point(page) -> tuple[float, float]:
+    """Where the biggest active prototype's point (drawn #d62728) lies on the map, in page pixels: the
+    centre of the largest red blob of the chart's screenshot (the chart draws to SVG, with no hook for a
+    point's position; the legend's small red swatch is a smaller blob)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from scipy import ndimage
+
+    chart = page.locator("[data-testid='stVegaLiteChart']").first
+    chart.scroll_into_view_if_needed()
+    box = chart.bounding_box()
+    img = np.asarray(Image.open(io.BytesIO(chart.screenshot())).convert("RGB")).astype(int)
+    red = (abs(img[..., 0] - 0xD6) < 30) & (abs(img[..., 1] - 0x27) < 30) & (abs(img[..., 2] - 0x28) < 30)
+    blobs, n = ndimage.label(red)
+    assert n, "no active prototype drawn on the map"
+    sizes = ndimage.sum(red, blobs, range(1, n + 1))
+    y, x = ndimage.center_of_mass(red, blobs, int(np.argmax(sizes)) + 1)
+    return box["x"] + float(x), box["y"] + float(y)
+
+
+def _prototype_in_url(page) -> str | None:
+    from urllib.parse import parse_qs, urlparse
+
+    return (parse_qs(urlparse(page.url).query).get("prototype") or [None])[0]
+
+
+def test_back_and_forward_move_between_views_in_chromium(ui_url: str, browser, shots: Path) -> None:
+    """Grid → prototype → its similar segments, then Back twice and Forward twice: each step shows the view
+    its URL names, and the similar-segments panel is gone as soon as its view is left."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(ui_url)
+    open_buttons(page).first.wait_for(timeout=60_000)
+    _settle(page)
+    open_buttons(page).first.click()
+    _heading(page, "Prototype #").first.wait_for(timeout=60_000)
+    page.wait_for_url(re.compile(r"prototype="), timeout=30_000)
+    _settle(page)
+    k = _prototype_in_url(page)
+    page.get_by_role("button", name="Similar segments").first.click()
+    similar = _heading(page, "Segments similar to segment")
+    similar.first.wait_for(timeout=60_000)
+    _settle(page)
+    page.wait_for_url(re.compile(r"segment="), timeout=30_000)
+    page.screenshot(path=str(shots / "history_similar.png"))
+
+    page.go_back()  # the prototype without the panel
+    expect(similar).to_have_count(0, timeout=30_000)
+    _settle(page)
+    assert _prototype_in_url(page) == k and "segment=" not in page.url
+    expect(_heading(page, f"Prototype #{k}").first).to_be_visible()
+
+    page.go_back()  # the grid
+    expect(_heading(page, "Prototype #")).to_have_count(0, timeout=30_000)
+    _settle(page)
+    assert _prototype_in_url(page) is None
+    expect(open_buttons(page).first).to_be_visible(timeout=30_000)
+    page.screenshot(path=str(shots / "history_back_to_grid.png"))
+
+    page.go_forward()  # the prototype again
+    expect(_heading(page, f"Prototype #{k}").first).to_be_visible(timeout=30_000)
+    _settle(page)
+    assert _prototype_in_url(page) == k
+    expect(similar).to_have_count(0)
+
+    page.go_forward()  # and its panel
+    expect(similar.first).to_be_visible(timeout=30_000)
+    page.wait_for_url(re.compile(r"segment="), timeout=30_000)
+    assert errors == []
+    page.close()
+
+
+def test_panels_and_map_points_open_what_they_show_in_chromium(
+    ui_url: str, live_api: str, browser, shots: Path
+) -> None:
+    """The similar-segments panel of one prototype is absent under another; a map point opens on its
+    second click too (after Back, and after "All concepts")."""
+    import httpx
+    from playwright.sync_api import expect
+
+    alive = [p for p in httpx.get(f"{live_api}/api/prototypes", timeout=30).json()["items"] if not p["dead"]]
+    assert len(alive) >= 2
+    first, second = alive[0]["id"], alive[1]["id"]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{ui_url}/?prototype={first}")
+    _heading(page, f"Prototype #{first}").first.wait_for(timeout=60_000)
+    _settle(page)
+    page.get_by_role("button", name="Similar segments").first.click()
+    similar = _heading(page, "Segments similar to segment")
+    similar.first.wait_for(timeout=60_000)
+    _settle(page)
+    page.get_by_role("button", name="← All concepts").click()
+    open_buttons(page).first.wait_for(timeout=60_000)
+    _settle(page)
+    page.locator(f".st-key-open_{second} button").click()
+    _heading(page, f"Prototype #{second}").first.wait_for(timeout=60_000)
+    _settle(page)
+    expect(similar).to_have_count(0)
+    assert "segment=" not in page.url
+
+    page.goto(f"{ui_url}/?view=Map")
+    page.locator("[data-testid='stVegaLiteChart']").first.wait_for(timeout=60_000)
+    _settle(page)
+    page.mouse.click(*_red_point(page))
+    _heading(page, "Prototype #").first.wait_for(timeout=60_000)
+    page.wait_for_url(re.compile(r"prototype="), timeout=30_000)
+    _settle(page)
+    opened = _prototype_in_url(page)
+    for leave in ("back", "all concepts"):
+        if leave == "back":
+            page.go_back()
+        else:
+            page.get_by_role("button", name="← All concepts").click()
+        page.locator("[data-testid='stVegaLiteChart']").first.wait_for(timeout=60_000)
+        page.wait_for_url(lambda url: "prototype=" not in url, timeout=30_000)
+        _settle(page)
+        page.mouse.click(*_red_point(page))  # the same point again
+        _heading(page, f"Prototype #{opened}").first.wait_for(timeout=60_000)
+        page.wait_for_url(re.compile(rf"prototype={opened}\b"), timeout=30_000)
+        _settle(page)
+    page.screenshot(path=str(shots / "map_reopened.png"))
+    page.close()

@@ -7,7 +7,7 @@ import streamlit as st
 from ui.client import ApiRequestError, api_url, fetch_prototype, fetch_prototypes
 from ui.components import run_page, show_api_error
 from ui.url_state import Param, flag, integer, one_of, publish, restore
-from ui.views.concept_detail import DEFAULT_SPACE, SPACE_LABELS, concept_detail
+from ui.views.concept_detail import DEFAULT_SPACE, SIMILAR_UNDER, SPACE_LABELS, concept_detail
 from ui.views.concept_grid import PER_PAGE, SORTS, concept_grid
 from ui.views.concept_map import concept_map
 
@@ -39,7 +39,8 @@ def close_prototype() -> None:
 
 def render() -> None:
     """The page body, its state read from and written back to the URL."""
-    restore(URL)
+    if restore(URL):  # a link, Back or Forward: the segment in the URL belongs to the prototype in it
+        st.session_state[SIMILAR_UNDER] = st.session_state.get("concept")
     try:
         _body()
     finally:

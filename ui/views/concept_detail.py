@@ -3,6 +3,8 @@ demand) and the segments similar to any one of them."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import streamlit as st
 
 from ui.client import (
@@ -16,7 +18,7 @@ from ui.client import (
     fetch_segments,
     get_client,
 )
-from ui.components import call, fmt_pct, prototype_title
+from ui.components import call, fmt_pct, prototype_title, scroll_to
 from ui.views.objects_view import prototype_dissection
 from ui.views.segments import segment_tiles
 
@@ -36,8 +38,16 @@ SPACE_HELP = {
 DEFAULT_SPACE = "encoder"
 
 
-def _similar_to(segment: dict) -> None:
-    st.session_state["similar_to"] = int(segment["id"])  # an id: it is also the link's ?segment=
+#: Session keys of the similar-segments panel: the segment it is open for (also the link's ``?segment=``),
+#: the prototype it belongs to (the panel shows under that prototype only) and a one-shot "scroll to it".
+SIMILAR_TO, SIMILAR_UNDER, SIMILAR_SCROLL = "similar_to", "similar_under", "similar_scroll"
+SIMILAR_ANCHOR = "similar-segments"
+
+
+def _similar_to(k: int, segment: dict) -> None:
+    st.session_state[SIMILAR_TO] = int(segment["id"])
+    st.session_state[SIMILAR_UNDER] = k
+    st.session_state[SIMILAR_SCROLL] = True
 
 
 def _more(k: int) -> None:
@@ -138,22 +148,50 @@ def concept_detail(p: dict, on_back) -> None:
     limit = st.session_state.get(f"topk_{k}", PAGE)
     segments = fetch_segments(api_url(), k, 0, limit)
     st.markdown(f"#### Top {len(segments)} segments")
-    segment_tiles(segments, key=f"top_{k}", on_similar=_similar_to)
+    segment_tiles(segments, key=f"top_{k}", on_similar=partial(_similar_to, k))
     if len(segments) >= limit:
         st.button("Show more segments", on_click=_more, args=(k,))
 
-    source_id = st.session_state.get("similar_to")
-    if source_id is not None:
-        try:
-            source = fetch_segment(api_url(), int(source_id))
-        except ApiRequestError as exc:
-            st.warning(f"Segment {source_id}: {exc.message}")
-            st.session_state["similar_to"] = None
-            return
-        st.divider()
-        st.markdown(f"#### Segments similar to segment {source['id']} (image {source['image_id']})")
-        space = neighbour_space()
-        items = [(n["segment"], n["similarity"]) for n in fetch_neighbors(api_url(), int(source["id"]), 12, space)]
-        segment_tiles(
-            [s for s, _ in items], key="neighbors", similarities=[d for _, d in items], on_similar=_similar_to
-        )
+    similar_panel(k)
+
+
+def similar_panel(k: int) -> None:
+    """The segments similar to the chosen one, under prototype ``k`` only (a panel opened under another
+    prototype is dropped); scrolled to, and announced, when just asked for."""
+    source_id = st.session_state.get(SIMILAR_TO)
+    if source_id is None:
+        return
+    if st.session_state.get(SIMILAR_UNDER) != k:
+        st.session_state.pop(SIMILAR_TO, None)
+        return
+    try:
+        source = fetch_segment(api_url(), int(source_id))
+    except ApiRequestError as exc:
+        st.warning(f"Segment {source_id}: {exc.message}")
+        st.session_state.pop(SIMILAR_TO, None)
+        return
+    st.html(f"<span id='{SIMILAR_ANCHOR}'></span>", width="content")
+    st.divider()
+    st.markdown(f"#### Segments similar to segment {source['id']} (image {source['image_id']})")
+    space = neighbour_space()
+    items = [(n["segment"], n["similarity"]) for n in fetch_neighbors(api_url(), int(source["id"]), 12, space)]
+    if st.session_state.pop(SIMILAR_SCROLL, False):
+        st.toast(f"{len(items)} segments similar to segment {source['id']}, below the top segments")
+        scroll_to(SIMILAR_ANCHOR)
+    segment_tiles(
+        [s for s, _ in items],
+        key="neighbors",
+        similarities=[d for _, d in items],
+        on_similar=partial(_similar_to, k),
+        on_open=_open_segment,
+        opened=k,
+    )
+
+
+def _open_segment(segment: dict) -> None:
+    """Opens the prototype a neighbour belongs to, with the segments similar to that neighbour."""
+    k = segment.get("prototype")
+    if k is None:
+        return
+    st.session_state["concept"] = int(k)
+    _similar_to(int(k), segment)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from functools import partial
 
 import altair as alt
 import pandas as pd
@@ -73,11 +74,28 @@ def concept_map(protos: list[dict], on_open: Callable[[int], None]) -> None:
         .properties(height=520)
     )
     text = alt.Chart(frame).mark_text(dy=-10, fontSize=10, color="#444").encode(x="x:Q", y="y:Q", text="label:N")
-    event = st.altair_chart(chart + text, key="concept_map", on_select="rerun", selection_mode="pick", width="stretch")
-    selected = (event.get("selection", {}) or {}).get("pick") if isinstance(event, dict) else None
-    if selected:
-        k = selected[0].get("id")
-        if k is not None and st.session_state.get("map_opened") != k:
-            st.session_state["map_opened"] = k
-            on_open(int(k))
-            st.rerun()
+    # A fresh key after each opening: the chart comes back with no selection, so the point opened last
+    # opens again on its next click (a kept selection would not change, and so would not fire).
+    key = f"concept_map_{st.session_state.get(MAP_GENERATION, 0)}"
+    st.altair_chart(
+        chart + text,
+        key=key,
+        on_select=partial(_picked, key, on_open),
+        selection_mode="pick",
+        width="stretch",
+    )
+
+
+#: Session key counting the map's openings (part of the chart's key).
+MAP_GENERATION = "concept_map_generation"
+
+
+def _picked(key: str, on_open: Callable[[int], None]) -> None:
+    """The chart's selection callback: opens the clicked point's prototype."""
+    state = st.session_state.get(key) or {}
+    selected = (state.get("selection") or {}).get("pick") or []
+    k = selected[0].get("id") if selected else None
+    if k is None:
+        return
+    st.session_state[MAP_GENERATION] = st.session_state.get(MAP_GENERATION, 0) + 1
+    on_open(int(k))

@@ -30,9 +30,13 @@ def segment_tiles(
     size: int = 256,
     similarities: Sequence[float | None] | None = None,
     on_similar: Callable[[dict], None] | None = None,
+    on_open: Callable[[dict], None] | None = None,
+    link: Callable[[dict], None] | None = None,
+    opened: int | None = None,
 ) -> None:
-    """A grid of segment overlays with score (or similarity) and image; a "Similar" button per tile
-    when ``on_similar`` is given."""
+    """A grid of segment overlays with score (or similarity) and image; per tile a "Similar segments"
+    button when ``on_similar`` is given, an "Open #k" button (the segment's prototype, unless it is the
+    ``opened`` one) when ``on_open`` is, and whatever ``link(segment)`` draws (links to other pages)."""
     if not segments:
         st.info("No segments.")
         return
@@ -60,3 +64,14 @@ def segment_tiles(
                     args=(seg,),
                     width="stretch",
                 )
+            if on_open is not None and seg.get("prototype") not in (None, opened):
+                st.button(
+                    f"Open #{seg['prototype']}",
+                    key=f"{key}_open_{seg.get('id')}",
+                    on_click=on_open,
+                    args=(seg,),
+                    width="stretch",
+                    help="this segment's prototype, with the segments similar to this one",
+                )
+            if link is not None:
+                link(seg)
