@@ -10,7 +10,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from ui.client import ApiRequestError, api_url, fetch_health
+from ui.client import ApiRequestError, fetch_health, server_url
+from ui.views.index_picker import index_picker
 
 # Not "pages/": Streamlit treats a pages/ directory beside the entry file as a v1 multipage app on
 # the first run after start-up, which bypasses st.navigation for a deep link such as /concepts.
@@ -35,11 +36,11 @@ pages = [
 with st.sidebar:
     st.caption("SlotCon Explorer · Wen et al., NeurIPS 2022")
     try:
-        health = fetch_health(api_url())
-        index = health.get("index") or {}
-        name = index.get("name") if isinstance(index, dict) else index
-        st.caption(f"API `{api_url()}` · index **{name or 'none'}**")
+        health = fetch_health(server_url())
+        default = (health.get("index") or {}).get("name")
+        st.caption(f"API `{server_url()}` · default index **{default or 'none'}**")
     except ApiRequestError:
-        st.caption(f"API `{api_url()}` · not reachable")
+        st.caption(f"API `{server_url()}` · not reachable")
+    index_picker()
 
 st.navigation(pages).run()

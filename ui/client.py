@@ -41,9 +41,39 @@ class ApiUnreachable(ApiRequestError):
     """The API did not answer at all (connection refused, DNS failure, time-out)."""
 
 
-def api_url() -> str:
-    """The API base URL: ``$SLOTCON_API_URL`` or ``http://127.0.0.1:8000``, without a trailing slash."""
+#: Session keys of the index the pages explore and the build the URL named (set by the sidebar's picker,
+#: :mod:`ui.views.index_picker`).
+EXPLORED_INDEX = "_explored_index"
+EXPLORED_BUILD = "_explored_build"
+_INDEX_MARK = "#index="
+_BUILD_MARK = "@"
+
+
+def server_url() -> str:
+    """The API server's URL: ``$SLOTCON_API_URL`` or ``http://127.0.0.1:8000``, without a trailing slash."""
     return (os.environ.get(API_URL_ENV) or DEFAULT_API_URL).rstrip("/")
+
+
+def api_url() -> str:
+    """The key every ``fetch_*`` is called with: :func:`server_url`, followed by ``#index=NAME@BUILD`` when the
+    sidebar chose an index (so each index has its own cached answers, and every request of the client made
+    for it names it: ``?index=NAME&build=BUILD``)."""
+    base = server_url()
+    try:
+        index = st.session_state.get(EXPLORED_INDEX)
+        build = st.session_state.get(EXPLORED_BUILD)
+    except Exception:  # outside a Streamlit session (no script run context): the default index
+        index = build = None
+    if not index:
+        return base
+    return f"{base}{_INDEX_MARK}{index}" + (f"{_BUILD_MARK}{build}" if build else "")
+
+
+def split_api_url(key: str) -> tuple[str, str | None, str | None]:
+    """(server URL, index, build) of an :func:`api_url` key."""
+    base, _, rest = key.partition(_INDEX_MARK)
+    index, _, build = rest.partition(_BUILD_MARK)
+    return base, index or None, build or None
 
 
 def _error_from_response(response: httpx.Response) -> ApiRequestError:
@@ -77,14 +107,28 @@ class ApiClient:
     answers with an error.
     """
 
-    def __init__(self, base_url: str, *, timeout: float = 30.0, token: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 30.0,
+        token: str | None = None,
+        index: str | None = None,
+        build: str | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.index, self.build = index, build  # named on every request (``?index=&build=``) when set
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
 
     # -- plumbing -----------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if self.index and path not in _NO_INDEX:
+            params = dict(kwargs.get("params") or {})
+            if "index" not in params:  # a route given an index of its own (Compare's tiles) keeps it
+                params.update(_clean({"index": self.index, "build": self.build}))
+            kwargs["params"] = params
         try:
             response = self._http.request(method, "/api" + path, **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
@@ -137,13 +181,30 @@ class ApiClient:
         """``GET /api/indexes``: the indexes under the server's indexes directory, by name."""
         return _items(self._json("GET", "/indexes"))
 
+    def index_listing(self) -> dict:
+        """``GET /api/indexes``: ``items`` (name, build, checkpoint, run, epoch, step, images, K, built_at,
+        default) and ``default`` (the default index's name)."""
+        return self._json("GET", "/indexes")
+
+    def set_default_index(self, name: str) -> dict:
+        """``PUT /api/indexes/default``: makes ``name`` the default index (stored; survives a restart)."""
+        return self._json("PUT", "/indexes/default", json={"name": name})
+
+    def rename_index(self, name: str, new: str) -> dict:
+        """``POST /api/indexes/{name}/rename``: renames an index (not the default); returns its entry."""
+        return self._json("POST", f"/indexes/{name}/rename", json={"name": new})
+
+    def delete_index(self, name: str) -> None:
+        """``DELETE /api/indexes/{name}``: deletes an index and its files (not the default)."""
+        self._json("DELETE", f"/indexes/{name}")
+
     def compare(self, a: str, b: str | None = None) -> dict:
         """``GET /api/compare``: index ``a`` against ``b`` (default: the active index)."""
         return self._json("GET", "/compare", params=_clean({"a": a, "b": b}))
 
     def best_segment(self, index: str, k: int, size: int = 160) -> bytes:
-        """``GET /api/indexes/{name}/prototypes/{k}/best.png``: a prototype's best segment in an index."""
-        return self._bytes(f"/indexes/{index}/prototypes/{int(k)}/best.png", {"size": size})
+        """``GET /api/prototypes/{k}/best.png?index=``: a prototype's best segment in an index."""
+        return self._bytes(f"/prototypes/{int(k)}/best.png", {"index": index, "size": size})
 
     def figure(self, prototypes: str, topk: int = 10, fmt: str = "png") -> bytes:
         """``GET /api/figure``: the paper's concept figure of the listed prototypes (PNG, PDF or SVG)."""
@@ -308,8 +369,12 @@ class ApiClient:
         return _items(self._json("GET", "/checkpoints"))
 
     def activate_index(self, *, job_id: int | None = None, name: str | None = None) -> dict:
-        """``POST /api/index/activate``: makes an index (by indexing job or by name) the explored one."""
+        """``POST /api/index/activate``: makes an index (by indexing job or by name) the default one."""
         return self._json("POST", "/index/activate", json=_clean({"job_id": job_id, "name": name}))
+
+
+#: Routes about the server rather than an index: asked without ``?index=``.
+_NO_INDEX = frozenset({"/health", "/options", "/indexes", "/indexes/default", "/checkpoints", "/index/activate"})
 
 
 def _clean(params: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -326,8 +391,9 @@ def _items(answer: dict) -> list:
 
 
 @st.cache_resource(show_spinner=False)
-def _client_for(base_url: str, token: str | None) -> ApiClient:
-    return ApiClient(base_url, token=token)
+def _client_for(key: str, token: str | None) -> ApiClient:
+    base, index, build = split_api_url(key)
+    return ApiClient(base, token=token, index=index, build=build)
 
 
 def get_client() -> ApiClient:
@@ -335,8 +401,8 @@ def get_client() -> ApiClient:
     return _for(api_url())
 
 
-def _for(base_url: str) -> ApiClient:
-    return _client_for(base_url, os.environ.get(API_TOKEN_ENV) or None)
+def _for(key: str) -> ApiClient:
+    return _client_for(key, os.environ.get(API_TOKEN_ENV) or None)
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -376,6 +442,12 @@ def fetch_indexes(base_url: str) -> list[dict]:
     return _for(base_url).indexes()
 
 
+@st.cache_data(ttl=15, show_spinner=False)
+def fetch_index_listing(base_url: str) -> dict:
+    """Cached ``GET /api/indexes`` with the default's name (15 s; cleared when an index changes)."""
+    return _for(base_url).index_listing()
+
+
 @st.cache_data(ttl=300, show_spinner=False)
 def fetch_compare(base_url: str, a: str, b: str | None) -> dict:
     """Cached ``GET /api/compare`` (5 min; the server caches it per pair of builds)."""
@@ -384,7 +456,7 @@ def fetch_compare(base_url: str, a: str, b: str | None) -> dict:
 
 @st.cache_data(ttl=600, show_spinner=False)
 def fetch_best_segment(base_url: str, index: str, k: int, size: int = 160) -> bytes:
-    """Cached ``GET /api/indexes/{name}/prototypes/{k}/best.png`` (10 min)."""
+    """Cached ``GET /api/prototypes/{k}/best.png?index=`` (10 min)."""
     return _for(base_url).best_segment(index, k, size)
 
 

@@ -1,13 +1,14 @@
-"""Runs and checkpoints: the training jobs, their checkpoints, and "index this checkpoint" to make
-it the explored model."""
+"""Runs and checkpoints: the training jobs, their checkpoints, and "index this checkpoint" (the new index
+becomes the server's default only when "make it the default" is ticked)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from ui.client import api_url, clear_index_caches, fetch_checkpoints, get_client
+from ui.client import api_url, clear_index_caches, fetch_checkpoints, fetch_index_listing, get_client
 from ui.components import call
+from ui.views.index_picker import explore
 from ui.views.job_progress import job_progress
 
 
@@ -19,10 +20,15 @@ def jobs_frame(jobs: list[dict]) -> pd.DataFrame:
 
 
 def _activated(job_id: int) -> None:
-    """The index job asked the server to switch to its index on success: forget the old answers."""
+    """An index job finished: the index list changed (and the default, when the job asked): forget the old
+    answers."""
     clear_index_caches()
     fetch_checkpoints.clear()
+    fetch_index_listing.clear()
     st.session_state["activated_job"] = job_id
+    name = st.session_state.get("index_job_name")
+    if st.session_state.get("index_job_default") and name:
+        explore(name, None)  # this session follows the new default (the URL names it)
 
 
 def checkpoints_panel() -> None:
@@ -31,6 +37,11 @@ def checkpoints_panel() -> None:
     if not checkpoints:
         st.info("No checkpoint yet: start a training run above.")
         return
+    make_default = st.checkbox(
+        "make it the default", key="index_make_default_job", value=False,
+        help="Tick to make the new index the server's default (what every page and user sees without "
+        "choosing an index) once it is built; otherwise it is only added to the sidebar's index list.",
+    )  # fmt: skip
     for i, ck in enumerate(checkpoints):
         c1, c2 = st.columns([5, 1.4], vertical_alignment="center")
         size = ck.get("size_bytes") or ck.get("size")
@@ -43,13 +54,18 @@ def checkpoints_panel() -> None:
             desc.append("active index" if ck.get("active") else "indexed")
         c1.markdown(" · ".join(desc))
         if c2.button("Index this checkpoint", key=f"index_ck_{i}"):
-            body = {"checkpoint": ck.get("id") or ck.get("name"), "activate": True}
+            body = {"checkpoint": ck.get("id") or ck.get("name"), "make_default": bool(make_default)}
             job = call("Starting the indexing job", get_client().start_indexing, body)
             if job is not None:
                 st.session_state["index_job"] = job.get("id")
+                st.session_state["index_job_default"] = bool(make_default)
+                st.session_state["index_job_name"] = job.get("name")
     job_id = st.session_state.get("index_job")
     if job_id is not None:
         st.markdown("**Indexing**")
         job_progress(int(job_id), on_done=lambda: _activated(int(job_id)))
         if st.session_state.get("activated_job") == job_id:
-            st.success("The new index is now the explored model: the other pages show it.")
+            if st.session_state.get("index_job_default"):
+                st.success("The new index is now the server's default: the other pages show it.")
+            else:
+                st.success("The new index is built: pick it in the sidebar's index list to explore it.")
