@@ -22,11 +22,9 @@ CLI: ``python -m indexer.export --index I --format coco|csv|parquet --out PATH``
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -354,32 +352,3 @@ def export_index(index: ConceptIndex | str | os.PathLike, fmt: str, out: str | o
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file; --format {fmt} writes a directory of tables")
     return write_tables(index, out, fmt)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``export-index`` CLI's parser."""
-    p = argparse.ArgumentParser(
-        prog="slotcon export-index",
-        description="Export an index's segments and statistics: COCO-style "
-        "JSON (RLE masks, prototypes as categories) or CSV/Parquet tables.",
-    )
-    p.add_argument("--index", required=True, help="index directory")
-    p.add_argument("--format", required=True, choices=FORMATS)
-    p.add_argument("--out", required=True, help="a .json file (coco) or a directory (csv, parquet)")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``slotcon export-index``: 0 on success, 2 on an unreadable index, a bad path or a missing package."""
-    args = build_parser().parse_args(argv)
-    try:
-        counts = export_index(args.index, args.format, args.out)
-    except (OSError, ValueError, MissingPackageError) as e:
-        print(f"slotcon export-index: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out} ({args.format}): " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,8 @@ import torch
 
 from core.checkpoint import atomic_save, read_checkpoint, save_checkpoint
 from indexer.build import build_index
-from indexer.compare import DEFAULT_MIN_IOU, analyse, build_parser, compare, main, reanalyse, timeline
+from indexer.compare import DEFAULT_MIN_IOU, analyse, compare, reanalyse, timeline
+from indexer.compare_cli import build_parser, main
 from indexer.store import ConceptIndex
 
 EMBED_KEYS = ("grouping_q.slot_embed.weight", "grouping_k.slot_embed.weight")

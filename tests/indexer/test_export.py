@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from indexer.export import MissingPackageError, export_index, main
+from indexer.export import MissingPackageError, export_index
+from indexer.export_cli import main
 from indexer.segments import decode_rle
 from indexer.store import ConceptIndex
 

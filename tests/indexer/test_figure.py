@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from core.datasets import load_rgb
-from indexer.figure import EMPTY, GAP, concept_figure, main, parse_prototypes
+from indexer.figure import EMPTY, GAP, concept_figure, parse_prototypes
+from indexer.figure_cli import main
 from indexer.overlay import FIGURE3_COLOR
 from indexer.segments import decode_rle
 from indexer.store import ConceptIndex
@@ -203,7 +204,7 @@ def test_bytes_identical_across_processes(tiny_index: Path, layout_facts: dict, 
     for seed in ("1", "2"):
         outs[seed] = [tmp_path / f"p{seed}{s}" for s in (".png", ".pdf", ".svg")]
         script = (
-            "import sys; from indexer.figure import main; "
+            "import sys; from indexer.figure_cli import main; "
             "sys.exit(max(main(['--index', sys.argv[1], '--prototypes', sys.argv[2], '--topk', '2', "
             "'--cell-px', '32', '--labels', '--out', o]) for o in sys.argv[3:]))"
         )

@@ -51,8 +51,8 @@ def test_index_tools_are_wired(tmp_path: Path, tiny_checkpoint: Path, synthetic_
     the checkpoint export)."""
     from indexer.build import build_index
 
-    assert SUBCOMMANDS["compare"][0] == "indexer.compare" and SUBCOMMANDS["figure"][0] == "indexer.figure"
-    assert SUBCOMMANDS["export-index"][0] == "indexer.export" and SUBCOMMANDS["export"][0] == "trainer.export"
+    assert SUBCOMMANDS["compare"][0] == "indexer.compare_cli" and SUBCOMMANDS["figure"][0] == "indexer.figure_cli"
+    assert SUBCOMMANDS["export-index"][0] == "indexer.export_cli" and SUBCOMMANDS["export"][0] == "trainer.export"
     index = build_index(tiny_checkpoint, synthetic_root, tmp_path / "index", split="val2017", batch_size=4)
     assert main(["compare", str(index), str(index), "--json", "-"]) == 0
     result = json.loads(capsys.readouterr().out)
