@@ -143,29 +143,24 @@ def index_shard(
     items: list[tuple[int, Path]],
     root: Path,
     shard_dir: Path,
+    config: IndexConfig,
     *,
-    resize: int,
-    crop: int,
-    batch_size: int,
     num_workers: int,
     device: torch.device,
     protocol: LabelProtocol | None,
     progress: Progress | None,
-    jpeg_draft: bool = False,
-    encoder_vectors: bool = False,
-    compile: bool | None = False,
 ) -> dict[str, int]:
-    """Index ``items`` ((image id, path) pairs) into one shard directory (with ``encoder_vectors``, also the
-    segments' pooled encoder features). ``compile``: see :class:`core.infer_model.CompilePlan`. Returns
-    counts."""
-    plan = CompilePlan(model, compile, len(items), device)
+    """Index ``items`` ((image id, path) pairs) into one shard directory, as ``config`` says (the model input,
+    batch size, JPEG drafts, encoder vectors, compilation: :class:`IndexConfig`). Returns counts."""
+    encoder_vectors = config.encoder_vectors
+    plan = CompilePlan(model, config.compile, len(items), device)
     k, d = model.grouping_k.slot_embed.weight.shape
     num_classes = protocol.num_classes if protocol else 0
     enc_dim = encoder_dim(model) if encoder_vectors else None
     writer = ShardWriter(shard_dir, d, k, num_classes, enc_dim)
     loader = DataLoader(
-        _ImageSet(items, root, resize, crop, protocol, jpeg_draft),
-        batch_size=batch_size,
+        _ImageSet(items, root, config.resize, config.crop, protocol, config.jpeg_draft),
+        batch_size=config.batch_size,
         num_workers=num_workers,
         collate_fn=_collate,
     )
@@ -318,28 +313,19 @@ def build(config: IndexConfig, progress: ProgressCallback | None = None) -> Path
     :class:`core.checkpoint.CheckpointError` (bad checkpoint), FileNotFoundError / ValueError (bad data
     root, no decodable image). Works unchanged under torchrun (see module doc).
     """
-    checkpoint, data_root, split, resize, crop = (
-        config.checkpoint,
-        config.data_root,
-        config.split,
-        config.resize,
-        config.crop,
-    )
-    batch_size, num_workers, device, limit = config.batch_size, config.workers, config.device, config.limit
-    index_type, nlist, pq_m = config.index_type, config.nlist, config.pq_m
-    if crop > resize:
-        raise ValueError(f"crop ({crop}) must not exceed resize ({resize})")
+    if config.crop > config.resize:
+        raise ValueError(f"crop ({config.crop}) must not exceed resize ({config.resize})")
     started = time.time()
     created_group = _init_distributed()
     rank, world = get_rank(), get_world_size()
     out = Path(config.out_dir).expanduser().resolve()
     tmp: Path | None = None
     try:
-        root, split, paths = resolve_images(data_root, split)
-        if limit is not None:
-            paths = paths[:limit]
-        dev = torch.device(device) if device is not None else _default_device()
-        model = inference_model_for(checkpoint, dev, fused=config.fused)
+        root, split, paths = resolve_images(config.data_root, config.split)
+        if config.limit is not None:
+            paths = paths[: config.limit]
+        dev = torch.device(config.device) if config.device is not None else _default_device()
+        model = inference_model_for(config.checkpoint, dev, fused=config.fused)
         protocol = detect_protocol(root, split) if config.use_labels else None
         token = _broadcast_token()
         tmp = out.with_name(f".{out.name}.building-{token}")
@@ -358,16 +344,11 @@ def build(config: IndexConfig, progress: ProgressCallback | None = None) -> Path
             items,
             root,
             shard_dir,
-            resize=resize,
-            crop=crop,
-            batch_size=batch_size,
-            num_workers=loader_workers(num_workers, dev),
+            config,
+            num_workers=loader_workers(config.workers, dev),
             device=dev,
             protocol=protocol,
             progress=bar,
-            jpeg_draft=config.jpeg_draft,
-            encoder_vectors=config.encoder_vectors,
-            compile=config.compile,
         )
         if is_distributed():
             dist.barrier()
@@ -379,12 +360,13 @@ def build(config: IndexConfig, progress: ProgressCallback | None = None) -> Path
         prototypes = torch.nn.functional.normalize(model.grouping_k.slot_embed.weight.detach().float().cpu(), dim=1)
         k, d = prototypes.shape
         total_segments = sum((s / "raw.f32").stat().st_size // (4 * d) for s in shards)
-        spec = faiss_spec(index_type, d, total_segments, nlist, pq_m)
+        index_type = config.index_type
+        spec = faiss_spec(index_type, d, total_segments, config.nlist, config.pq_m)
         encoder = None
         if config.encoder_vectors:
             enc_dim = encoder_dim(model)
             encoder = EncoderVectors(
-                enc_dim, FaissInfo(index_type, faiss_spec(index_type, enc_dim, total_segments, nlist))
+                enc_dim, FaissInfo(index_type, faiss_spec(index_type, enc_dim, total_segments, config.nlist))
             )
         counts = merge_shards(shards, tmp, d, spec, encoder=(encoder.dim, encoder.faiss.spec) if encoder else None)
         if counts["images"] == 0:
@@ -393,7 +375,7 @@ def build(config: IndexConfig, progress: ProgressCallback | None = None) -> Path
         label_problems = sum(json.loads((s / "counts.json").read_text())["label_problems"] for s in shards)
         shutil.rmtree(tmp / "shards")
         np.save(tmp / schema.PROTOTYPES_NAME, prototypes.numpy())
-        sha = file_sha256(checkpoint)
+        sha = file_sha256(config.checkpoint)
         conn = schema.connect(tmp / schema.DB_NAME)
         try:
             fill_prototypes(
@@ -406,10 +388,10 @@ def build(config: IndexConfig, progress: ProgressCallback | None = None) -> Path
             conn.close()
         manifest = Manifest(
             version=schema.INDEX_VERSION,
-            checkpoint=CheckpointRef(path=str(Path(checkpoint).resolve()), sha256=sha),
+            checkpoint=CheckpointRef(path=str(Path(config.checkpoint).resolve()), sha256=sha),
             data=DataRef(root=str(root), split=split),
-            resize=resize,
-            crop=crop,
+            resize=config.resize,
+            crop=config.crop,
             dim=d,
             num_prototypes=k,
             model=model.config.to_dict(),
