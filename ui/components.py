@@ -15,7 +15,7 @@ from typing import Any
 
 import streamlit as st
 
-from ui.client import ApiRequestError, ApiUnreachable, api_url, fetch_health
+from ui.client import ApiRequestError, ApiUnreachable, api_url, fetch_health, server_url
 from ui.url_state import flush
 
 UNREACHABLE_TITLE = "The SlotCon API is not reachable"
@@ -24,7 +24,7 @@ UNREACHABLE_TITLE = "The SlotCon API is not reachable"
 def show_unreachable(exc: ApiUnreachable) -> None:
     """The one banner for a missing API: where the UI looked and how to start the API."""
     st.error(
-        f"**{UNREACHABLE_TITLE}** at `{api_url()}`.\n\n"
+        f"**{UNREACHABLE_TITLE}** at `{server_url()}`.\n\n"
         "Start it with `slotcon serve --index indexes/cpu-demo` (or `make demo`), or point the UI "
         "at it with `slotcon ui --api URL` / `SLOTCON_API_URL`.",
         icon="🔌",
