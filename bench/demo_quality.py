@@ -96,21 +96,9 @@ def run_one(a: argparse.Namespace, extra: list[str], *, budget: float | None, st
     length = (
         ["--budget-minutes", str(budget)] if budget is not None else ["--total-steps", str(steps), "--epochs", "1000"]
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "trainer",
-        "--preset",
-        "cpu-demo",
-        "--data",
-        str(a.data),
-        "--output-dir",
-        str(run),
-        "--progress",
-        "log",
-        *length,
-        *extra,
-    ]
+    from slotcon.commands import train_argv
+
+    cmd = train_argv("cpu-demo", a.data, run, ["--progress", "log", *length, *extra])
     start = time.perf_counter()
     with open(a.work / f"{name}.log", "w") as log:
         subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
