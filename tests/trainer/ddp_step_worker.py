@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from core.losses import presence_mask
+from tests.trainer.conftest import TINY_MODEL_ARGS
 from trainer.config import get_args_parser, resolve_config
 from trainer.engine import Trainer
 
@@ -57,15 +58,7 @@ def main() -> None:
             data,
             "--output-dir",
             f"{out_dir}/run",
-            "--arch",
-            "resnet18",
-            "--width",
-            "0.25",
-            "--stride16",
-            "--dim-hidden",
-            "64",
-            "--dim-out",
-            "32",
+            *TINY_MODEL_ARGS,
             "--num-prototypes",
             "64",
             "--image-size",
