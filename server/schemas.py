@@ -552,6 +552,27 @@ class DefaultIndexRequest(BaseModel):
     name: Name
 
 
+class CarryNamesRequest(BaseModel):
+    """Which index's concept names to carry over through Compare's matching, and how close a pair must be."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    source: Name = Field(description="the index whose names are carried over (of the same images)")
+    min_iou: float = Field(0.5, ge=0.0, le=1.0, description="the least mask IoU of a matched pair that takes a name")
+    overwrite: bool = Field(False, description="replace names the target already has")
+
+
+class CarriedName(BaseModel):
+    source_prototype: int
+    prototype: int = Field(description="the target index's prototype that took the name")
+    label: str
+    iou: float
+
+
+class CarriedNames(BaseModel):
+    items: list[CarriedName]
+    skipped: int = Field(description="named pairs left out: below min_iou, or the target already named")
+
+
 class RenameIndexRequest(BaseModel):
     """An index's new name."""
 

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from server.deps import Authorized, RuntimeDep
 from server.routers.health import index_info
-from server.schemas import DefaultIndexRequest, ErrorBody, IndexEntry, IndexInfo, IndexList, RenameIndexRequest
+from server.schemas import (
+    CarriedName,
+    CarriedNames,
+    CarryNamesRequest,
+    DefaultIndexRequest,
+    ErrorBody,
+    IndexEntry,
+    IndexInfo,
+    IndexList,
+    RenameIndexRequest,
+)
+from server.services.compare import comparison
 from server.services.indexes import delete_index, list_indexes, rename_index
 
 router = APIRouter(prefix="/indexes", tags=["indexes"])
@@ -34,6 +45,31 @@ def put_default_index(body: DefaultIndexRequest, runtime: RuntimeDep) -> IndexIn
     """Make an index the default (all or nothing: the index and its checkpoint are validated first, the
     previous default stays on any error), stored in the state database so it survives a restart; logged."""
     return index_info(runtime.make_default(body.name, "PUT /api/indexes/default"))
+
+
+@router.post("/{name}/names/carry", dependencies=[Authorized], responses=ERRORS)
+def post_carry_names(request: Request, name: IndexName, body: CarryNamesRequest, runtime: RuntimeDep) -> CarriedNames:
+    """Carry concept names over from ``source`` (an index of another checkpoint on the same images) through
+    Compare's matching: each matched pair with IoU >= ``min_iou`` whose source prototype is named gives its
+    name to the target prototype (unless it has one and ``overwrite`` is false). The names go to the target's
+    model (every index of its weights). 422 ``not_comparable`` for indexes of different images."""
+    budget = runtime.budget(request.scope, f"carrying names from {body.source} to {name}")
+    with runtime.work_slot(budget):
+        source, target = runtime.open_index(body.source), runtime.open_index(name)
+        result = comparison(runtime, source, target)
+    source_names = {r.id: r.label for r in source.index.prototypes() if r.label}
+    target_names = {r.id: r.label for r in target.index.prototypes() if r.label}
+    carried, skipped = [], 0
+    for pair in result.pairs:
+        label = source_names.get(pair.a)
+        if label is None:
+            continue
+        if pair.iou < body.min_iou or (pair.b in target_names and not body.overwrite):
+            skipped += 1
+            continue
+        runtime.set_name(target, pair.b, label)
+        carried.append(CarriedName(source_prototype=pair.a, prototype=pair.b, label=label, iou=pair.iou))
+    return CarriedNames(items=carried, skipped=skipped)
 
 
 @router.post("/{name}/rename", dependencies=[Authorized], responses=ERRORS)

@@ -107,3 +107,23 @@ def test_the_minimum_iou_is_an_option(indexes: Path, make_settings) -> None:
     direct = compare(indexes / "perm", indexes / "base", min_iou=0.95).to_dict()
     for key in ("pairs", "splits", "merges", "born", "died", "summary"):
         assert strict[key] == direct[key], key
+
+
+def test_names_are_carried_over_through_the_matching(indexes: Path, make_settings) -> None:
+    settings = make_settings(index=indexes / "base", indexes_dir=indexes)
+    with TestClient(create_app(settings)) as client:
+        assert client.put("/api/prototypes/3/label", json={"label": "stripes"}).status_code == 200
+        kept = client.put("/api/prototypes/0/label", params={"index": "perm"}, json={"label": "kept"})
+        assert kept.status_code == 200
+        assert client.put("/api/prototypes/7/label", json={"label": "dots"}).status_code == 200
+        r = client.post("/api/indexes/perm/names/carry", json={"source": "base"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        # base's 3 is perm's 0 (already named: kept), base's 7 is perm's 1
+        assert [(c["source_prototype"], c["prototype"], c["label"]) for c in body["items"]] == [(7, 1, "dots")]
+        assert body["skipped"] == 1
+        labels = {p["id"]: p["label"] for p in client.get("/api/prototypes", params={"index": "perm"}).json()["items"]}
+        assert labels[0] == "kept" and labels[1] == "dots"
+        again = client.post("/api/indexes/perm/names/carry", json={"source": "base", "overwrite": True}).json()
+        assert {(c["prototype"], c["label"]) for c in again["items"]} == {(0, "stripes"), (1, "dots")}
+        assert client.post("/api/indexes/perm/names/carry", json={"source": "nope"}).status_code == 404
