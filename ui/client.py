@@ -190,6 +190,11 @@ class ApiClient:
         """``PUT /api/indexes/default``: makes ``name`` the default index (stored; survives a restart)."""
         return self._json("PUT", "/indexes/default", json={"name": name})
 
+    def carry_names(self, name: str, source: str, overwrite: bool = False) -> dict:
+        """``POST /api/indexes/{name}/names/carry``: ``source``'s concept names given to their Compare matches in
+        ``name``; returns ``items`` (source prototype, prototype, label, iou) and ``skipped``."""
+        return self._json("POST", f"/indexes/{name}/names/carry", json={"source": source, "overwrite": bool(overwrite)})
+
     def rename_index(self, name: str, new: str) -> dict:
         """``POST /api/indexes/{name}/rename``: renames an index (not the default); returns its entry."""
         return self._json("POST", f"/indexes/{name}/rename", json={"name": new})

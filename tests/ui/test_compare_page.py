@@ -54,3 +54,13 @@ def test_a_concepts_figure_is_made_from_its_page(api_env: str) -> None:
     at.button(key=f"fig_make_{k}").click().run()
     assert [e.value for e in at.exception] == []
     assert at.session_state[f"fig_{k}"][2].startswith(b"\x89PNG")
+
+
+def test_names_are_carried_over_from_the_compare_page(api_env: str, second_index: Path) -> None:
+    at = AppTest.from_file(str(PAGE), default_timeout=90)
+    at.query_params["a"] = "tiny"
+    at.query_params["b"] = "tiny-copy"
+    at.run()
+    at.button(key="carry_names").click().run()
+    assert [e.value for e in at.exception] == [] and [e.value for e in at.error] == []
+    assert any("names carried over to tiny-copy" in s.value for s in at.success)

@@ -8,8 +8,16 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from ui.client import ApiRequestError, api_url, fetch_best_segment, fetch_compare, fetch_indexes
-from ui.components import fmt_num, run_page
+from ui.client import (
+    ApiRequestError,
+    api_url,
+    clear_index_caches,
+    fetch_best_segment,
+    fetch_compare,
+    fetch_indexes,
+    get_client,
+)
+from ui.components import call, fmt_num, run_page
 from ui.url_state import Param, one_of, publish, restore
 
 PAIRS_SHOWN = 12
@@ -46,6 +54,20 @@ def _relation_chart(rels: list[dict], a: str, b: str) -> alt.Chart:
         )
         .properties(height=max(60, 28 * len(rels)))
     )
+
+
+def _carry_names(a: str, b: str) -> None:
+    """Give A's concept names to their matches in B (the names then belong to B's model)."""
+    with st.expander(f"Carry the concept names of {a} over to {b}"):
+        overwrite = st.checkbox(f"also replace names {b} already has", key="carry_overwrite")
+        if st.button("Carry names over", key="carry_names") and a != b:
+            done = call("Carrying the names over", get_client().carry_names, b, a, overwrite)
+            if done is not None:
+                clear_index_caches()
+                st.success(
+                    f"{len(done['items'])} names carried over to {b} (matches of IoU ≥ 0.5); {done['skipped']} left "
+                    "out (a weaker match, or a name kept)."
+                )
 
 
 def render() -> None:
@@ -95,6 +117,7 @@ def render() -> None:
         hide_index=True,
         column_config={"IoU": st.column_config.ProgressColumn("IoU", min_value=0.0, max_value=1.0, format="%.3f")},
     )
+    _carry_names(a, b)
     for p in pairs[:PAIRS_SHOWN]:
         cols = st.columns([1, 1, 2])
         _tile(cols[0], a, p["a"], f"{a} #{p['a']}")
