@@ -52,11 +52,10 @@ def explore(name: str, build: str | None) -> None:
     """Explore ``name`` at ``build`` from now on: the session and the URL say so."""
     st.session_state[EXPLORED_INDEX] = name
     st.session_state[EXPLORED_BUILD] = build
-    st.query_params["index"] = name
-    if build:
-        st.query_params["build"] = build
-    elif "build" in st.query_params:
-        del st.query_params["build"]
+    current = st.query_params.to_dict()
+    target = {k: v for k, v in current.items() if k != "build"} | {"index": name} | ({"build": build} if build else {})
+    if target != current:  # one change of the address (one history entry), and none when it already says so
+        st.query_params.from_dict(target)
 
 
 def _changed(items: dict[str, dict]) -> None:
