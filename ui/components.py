@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 import streamlit as st
 
@@ -137,16 +138,23 @@ def scroll_to(anchor: str) -> None:
     )
 
 
+#: Query parameters every view keeps when a link opens another one (the explored index and its build).
+CARRIED_PARAMS = ("index", "build")
+
+
 def page_link(page: str, label: str, params: dict[str, Any], *, icon: str | None = None) -> None:
-    """A link to ``page`` (``app_pages/<page>.py``, relative to the entry file) opening the view ``params``
-    describe, navigated inside the app (Back returns). A page run on its own (tests, no ``st.navigation``)
-    knows no other pages: the link is then a plain one to the page's URL path."""
+    """A link, reading ``label`` as plain text, to ``page`` (``app_pages/<page>.py``, relative to the entry
+    file) opening the view ``params`` describe (with the explored index carried over), navigated inside the
+    app (Back returns). A page run on its own (tests, no ``st.navigation``) knows no other pages: the link
+    is then a plain one to its URL."""
     from streamlit.errors import StreamlitAPIException
 
-    clean = {k: str(v) for k, v in params.items() if v is not None}
+    carried = {k: st.query_params[k] for k in CARRIED_PARAMS if k in st.query_params}
+    clean = carried | {k: str(v) for k, v in params.items() if v is not None}
+    text = plain(label)  # the label is text (a concept's name): Streamlit would read it as Markdown
     try:
-        st.page_link(f"app_pages/{page}.py", label=label, icon=icon, query_params=clean)
+        st.page_link(f"app_pages/{page}.py", label=text, icon=icon, query_params=clean)
     except StreamlitAPIException:
         path = "" if page == "concepts" else page
-        query = "&".join(f"{k}={html.escape(v)}" for k, v in clean.items())
-        st.markdown(f"[{plain(label)}](/{path}{'?' + query if query else ''})")
+        query = "&".join(f"{k}={quote(v)}" for k, v in clean.items())
+        st.markdown(f"[{text}](/{path}{'?' + query if query else ''})")

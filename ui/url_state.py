@@ -104,17 +104,16 @@ def url_moved(params: Sequence[Param]) -> bool:
 def restore(params: Sequence[Param]) -> bool:
     """Seeds the session from the URL; returns whether the URL won (then every parameter is set from it,
     a missing or invalid one to its default, and a ``None`` default removes the key). When it did not,
-    only keys the session lacks are set (to their defaults)."""
+    only keys the session lacks are set from it. A page that closes something sets its key to ``None``
+    rather than deleting it, so that the URL's old value does not come back."""
     moved = url_moved(params)
     for p in params:
-        if not moved:  # the URL says what the session wrote: a key the page dropped stays dropped
-            if p.key in st.session_state:
-                # set again on every run: Streamlit forgets a widget's value after a run that did not draw
-                # it (the grid's filters while a prototype is open)
-                st.session_state[p.key] = st.session_state[p.key]
-            elif p.default is not None:
-                st.session_state[p.key] = p.default
+        if not moved and p.key in st.session_state:
+            # set again on every run: Streamlit forgets a widget's value after a run that did not draw it
+            # (the grid's filters while a prototype is open)
+            st.session_state[p.key] = st.session_state[p.key]
             continue
+        # a link, Back or Forward; or a key Streamlit forgot (a widget of another page): what the URL says
         text = _url_text(p.name)
         if text is not None:
             try:

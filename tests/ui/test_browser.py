@@ -285,3 +285,44 @@ def test_panels_and_map_points_open_what_they_show_in_chromium(
         _settle(page)
     page.screenshot(path=str(shots / "map_reopened.png"))
     page.close()
+
+
+def test_image_slots_links_open_what_they_show_in_chromium(ui_url: str, browser, shots: Path) -> None:
+    """A dataset image's neighbours leave out its own segments; a neighbour's image, a thumbnail and a legend
+    entry open what they show, and Back returns to the image before."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{ui_url}/image_slots?source=Dataset&image=3")
+    page.get_by_text("Segments of image 3 itself are left out").wait_for(timeout=90_000)
+    _settle(page)
+    captions = page.locator("[data-testid='stCaptionContainer']").filter(has_text=re.compile(r"^seg \d+ · img \d+"))
+    expect(captions.first).to_be_visible(timeout=30_000)
+    assert not any(" · img 3 · " in c for c in captions.all_inner_texts())  # its own segments left out
+    page.screenshot(path=str(shots / "image_slots_neighbours.png"), full_page=True)
+
+    neighbour = page.get_by_role(
+        "button", name=re.compile(r"^Image [1-9]\d*$")
+    ).first  # image 0: the default, no ?image=
+    other = neighbour.inner_text().split()[-1]
+    neighbour.click()  # the neighbour's image
+    page.get_by_text(f"Segments of image {other} itself are left out").wait_for(timeout=90_000)
+    page.wait_for_url(re.compile(rf"image={other}\b"), timeout=30_000)
+    _settle(page)
+
+    page.locator(".st-key-slots_thumb_5 button").first.click()  # a thumbnail
+    page.get_by_text("Segments of image 5 itself are left out").wait_for(timeout=90_000)
+    page.wait_for_url(re.compile(r"image=5\b"), timeout=30_000)
+    _settle(page)
+
+    legend = page.locator("[data-testid='stPageLink'] a").filter(has_text=re.compile(r"^#\d+"))
+    k = legend.first.inner_text().split()[0].lstrip("#")
+    legend.first.click()  # a legend entry: its prototype
+    _heading(page, f"Prototype #{k}").first.wait_for(timeout=60_000)
+    _settle(page)
+
+    page.go_back()
+    page.get_by_text("Segments of image 5 itself are left out").wait_for(timeout=90_000)
+    page.go_back()
+    page.get_by_text(f"Segments of image {other} itself are left out").wait_for(timeout=90_000)
+    page.close()

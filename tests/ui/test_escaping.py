@@ -62,8 +62,10 @@ def _slots_page(label: str) -> None:
 def test_slot_view_renders_a_hostile_label_as_text():
     at = AppTest.from_function(_slots_page, args=(EVIL,), default_timeout=60).run()
     assert not at.exception
-    html_blocks = [m.value for m in at.markdown if "<span" in m.value]
-    assert len(html_blocks) == 2  # the legend and the slot's title: the two unsafe_allow_html calls
+    html_blocks = [m.value for m in at.markdown if "<span" in m.value and "#3" in m.value]
+    assert len(html_blocks) == 1  # the slot's title (the legend's swatch carries no text)
+    links = [m.value for m in at.markdown if m.value.startswith("[\\#3")]  # the legend entry: a link
+    assert len(links) == 1 and "<img" not in links[0] and "&lt;img" in links[0]
     for value in html_blocks:
         assert "<img" not in value and 'onerror="' not in value and "&lt;img" in value
         assert "](javascript" not in value and value.count("</span>") == 1  # only the swatch's own

@@ -28,13 +28,13 @@ URL = [
 def open_prototype(k: int) -> None:
     """Opens prototype ``k`` (kept in the session and in the URL, so the view can be shared)."""
     st.session_state["concept"] = k
-    st.session_state.pop("similar_to", None)
+    st.session_state["similar_to"] = None  # None, not deleted: the URL's old segment must not come back
 
 
 def close_prototype() -> None:
     """Back to the grid or map."""
     st.session_state["concept"] = None
-    st.session_state.pop("similar_to", None)
+    st.session_state["similar_to"] = None  # None, not deleted: the URL's old segment must not come back
 
 
 def render() -> None:

@@ -32,8 +32,15 @@ def analyze(name: str, data: bytes, content_type: str, crop: bool = False, space
     return cache[digest]
 
 
-def pick_from_dataset() -> tuple[str, bytes, str] | None:
-    """A dataset image chosen by id (with a strip of thumbnails to choose from)."""
+def _pick(image_id: int) -> None:
+    """Opens dataset image ``image_id`` (a thumbnail or a neighbour's image)."""
+    st.session_state["slots_source"] = "Dataset"
+    st.session_state["slots_pick"] = image_id
+
+
+def pick_from_dataset() -> tuple[str, bytes, str, int] | None:
+    """A dataset image chosen by id (or from a strip of thumbnails, each opening its image); returns its
+    name, bytes, type and id."""
     listing = fetch_images(api_url(), 0, 200)
     items = listing.get("items", [])
     if not items:
@@ -51,10 +58,20 @@ def pick_from_dataset() -> tuple[str, bytes, str] | None:
     )
     publish(url)
     strip = st.columns(8)
-    for col, i in zip(strip, ids[:8], strict=False):
-        col.image(fetch_image(api_url(), i, 96), caption=str(i), width="stretch")
+    start = max(0, min(ids.index(int(image_id)) - 3, len(ids) - 8))  # the strip keeps the chosen image in view
+    for col, i in zip(strip, ids[start : start + 8], strict=False):
+        col.image(fetch_image(api_url(), i, 96), width="stretch")
+        col.button(
+            f"{i}" if i != image_id else f"{i} ✓",
+            key=f"slots_thumb_{i}",
+            on_click=_pick,
+            args=(i,),
+            width="stretch",
+            type="primary" if i == image_id else "secondary",
+            help=f"open image {i} · {names[i]}",
+        )
     data = fetch_image(api_url(), int(image_id))
-    return names[int(image_id)], data, "image/jpeg"
+    return names[int(image_id)], data, "image/jpeg", int(image_id)
 
 
 def render() -> None:
@@ -68,6 +85,7 @@ def render() -> None:
     source = st.segmented_control("Image source", SOURCES, key="slots_source", required=True)
     publish(url[:1])
     chosen: tuple[str, bytes, str] | None = None
+    image_id: int | None = None  # a dataset image: its own segments are left out of its neighbours
     if source == "Upload":
         upload = st.file_uploader("Upload an image", type=ACCEPTED, key="slots_upload")
         if upload is not None:
@@ -75,7 +93,10 @@ def render() -> None:
         else:
             st.caption("JPEG, PNG, WebP or BMP. The model assigns every pixel to its best prototype.")
     else:
-        chosen = pick_from_dataset()
+        picked = pick_from_dataset()
+        if picked is not None:
+            name, data, content_type, image_id = picked
+            chosen = (name, data, content_type)
     if chosen is None:
         return
     crop = st.toggle(
@@ -88,7 +109,7 @@ def render() -> None:
     publish(url[1:])
     answer = analyze(*chosen, crop=crop, space=space)
     if answer is not None:
-        show_slots(answer, chosen[1])
+        show_slots(answer, chosen[1], image_id=image_id, on_image=_pick)
 
 
 run_page("Image slots", render)

@@ -162,13 +162,13 @@ def similar_panel(k: int) -> None:
     if source_id is None:
         return
     if st.session_state.get(SIMILAR_UNDER) != k:
-        st.session_state.pop(SIMILAR_TO, None)
+        st.session_state[SIMILAR_TO] = None
         return
     try:
         source = fetch_segment(api_url(), int(source_id))
     except ApiRequestError as exc:
         st.warning(f"Segment {source_id}: {exc.message}")
-        st.session_state.pop(SIMILAR_TO, None)
+        st.session_state[SIMILAR_TO] = None
         return
     st.html(f"<span id='{SIMILAR_ANCHOR}'></span>", width="content")
     st.divider()

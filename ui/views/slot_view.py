@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from ui.components import colour_swatch, fmt_num, fmt_pct, plain
+from ui.components import colour_swatch, fmt_num, fmt_pct, page_link, plain
 from ui.views.segments import segment_tiles
 
 
@@ -65,8 +67,38 @@ def slots_table(slots: list[dict]) -> pd.DataFrame:
     )
 
 
-def show_slots(answer: dict, original: bytes | None, overlay: bytes | None = None) -> None:
-    """Renders the whole analysis of one image."""
+def _segment_links(segment: dict, key: str, on_image: Callable[[int], None] | None) -> None:
+    """Under a neighbour: its prototype (with the segments similar to it) and its image, each opened; the
+    image with ``on_image`` when given (this page), else by a link."""
+    k = segment.get("prototype")
+    if k is not None:
+        page_link("concepts", f"Prototype #{k}", {"prototype": k, "segment": segment["id"]})
+    image = int(segment["image_id"])
+    if on_image is not None:
+        st.button(f"Image {image}", key=f"{key}_img_{segment['id']}", on_click=on_image, args=(image,))
+    else:
+        page_link("image_slots", f"Image {image}", {"source": "Dataset", "image": image})
+
+
+def own_segments_left_out(neighbours: list[dict], image_id: int | None) -> tuple[list[dict], int]:
+    """The neighbours without the segments of the analysed dataset image itself (its own segments would be
+    its nearest, at similarity 1), and how many were left out."""
+    if image_id is None:
+        return neighbours, 0
+    kept = [n for n in neighbours if int(n["segment"]["image_id"]) != int(image_id)]
+    return kept, len(neighbours) - len(kept)
+
+
+def show_slots(
+    answer: dict,
+    original: bytes | None,
+    overlay: bytes | None = None,
+    *,
+    image_id: int | None = None,
+    on_image: Callable[[int], None] | None = None,
+) -> None:
+    """Renders the whole analysis of one image; ``image_id``: the dataset image analysed (its own segments
+    are left out of the neighbours); ``on_image(id)`` opens a neighbour's dataset image."""
     slots = sorted(answer["slots"], key=lambda s: -s["area_share"])
     overlay = overlay or decode_image(answer["overlay_png"])
     left, right = st.columns([3, 2])
@@ -78,13 +110,12 @@ def show_slots(answer: dict, original: bytes | None, overlay: bytes | None = Non
             c2.image(overlay, caption="slots", width="stretch")
     with right:
         st.markdown(f"**{len(slots)} slots** on this image")
-        legend = [
-            colour_swatch(
-                slot_colour(s), f"#{plain(s['prototype'])} {plain(s['label'] or '')} · {fmt_pct(s['area_share'])}"
-            )
-            for s in slots
-        ]
-        st.markdown("<br>".join(legend), unsafe_allow_html=True)
+        for s in slots:  # each legend entry opens its prototype
+            swatch, link = st.columns([1, 12], vertical_alignment="center", gap="small")
+            swatch.markdown(colour_swatch(slot_colour(s), ""), unsafe_allow_html=True)
+            with link:
+                label = f"#{s['prototype']} {s['label'] or ''}".strip() + f" · {fmt_pct(s['area_share'])}"
+                page_link("concepts", label, {"prototype": s["prototype"]})
     if not slots:
         return
     st.dataframe(
@@ -97,6 +128,8 @@ def show_slots(answer: dict, original: bytes | None, overlay: bytes | None = Non
     )
     space = {"encoder": "encoder features", "projector": "projector"}[answer["space"]]
     st.markdown(f"#### Slots and their nearest dataset segments (similarity in the {space} space)")
+    if image_id is not None:
+        st.caption(f"Segments of image {image_id} itself are left out of its neighbours.")
     for i, s in enumerate(slots):
         title = (
             f"Slot #{plain(s['prototype'])} {plain(s['label'] or '')} · {fmt_pct(s['area_share'])} of the "
@@ -108,7 +141,10 @@ def show_slots(answer: dict, original: bytes | None, overlay: bytes | None = Non
             crop = slot_crop(s, original)
             if crop is not None:
                 crop_col.image(crop, caption="crop", width="stretch")
-            items = [(n["segment"], n["similarity"]) for n in s["neighbors"]]
+            with crop_col:
+                page_link("concepts", f"Open prototype #{s['prototype']}", {"prototype": s["prototype"]})
+            neighbours, left_out = own_segments_left_out(s["neighbors"], image_id)
+            items = [(n["segment"], n["similarity"]) for n in neighbours]
             with nn_col:
                 if items:
                     segment_tiles(
@@ -117,6 +153,7 @@ def show_slots(answer: dict, original: bytes | None, overlay: bytes | None = Non
                         columns=5,
                         size=160,
                         similarities=[d for _, d in items],
+                        link=partial(_segment_links, key=f"slot_{i}_nn", on_image=on_image),
                     )
                 else:
-                    st.caption("No similar dataset segments.")
+                    st.caption("No similar dataset segments" + (" in other images." if left_out else "."))
