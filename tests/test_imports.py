@@ -12,6 +12,8 @@ from below: they import nothing of the project.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,3 +92,30 @@ def test_the_checker_sees_a_wrong_arrow(tmp_path: Path) -> None:
         fake.unlink()
     leaf = ROOT / "slotcon" / "processes.py"
     assert violations(leaf) == [] and "httpx" in {n.split(".")[0] for n in imported(leaf)}
+
+
+def test_only_the_ui_client_speaks_http() -> None:
+    """The UI's pages reach the API through ``ui/client.py`` alone."""
+    users = sorted(
+        p.relative_to(ROOT).as_posix()
+        for p in MODULES
+        if p.relative_to(ROOT).parts[0] == "ui" and {n.split(".")[0] for n in imported(p)} & {"httpx", "requests"}
+    )
+    assert users == ["ui/client.py"]
+
+
+def test_importing_the_ui_loads_no_torch() -> None:
+    """What the syntax cannot show: importing every UI module pulls in no torch, FAISS or SQLite."""
+    modules = [
+        ".".join(p.relative_to(ROOT).with_suffix("").parts)
+        for p in MODULES
+        if p.relative_to(ROOT).parts[0] == "ui" and p.parent.name != "app_pages" and p.name != "app.py"
+    ]
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "bad = sorted({'torch', 'faiss', 'sqlite3'} & set(sys.modules))\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
