@@ -291,7 +291,7 @@ class InlineExample(BaseModel):
 Stats = mirror(
     indexer_types.Stats,
     doc=(
-        "The slot statistics of the index (SPEC §7), field for field as `indexer.stats` computes them; "
+        "The slot statistics of the index (docs/method.md §7), field for field as `indexer.stats` computes them; "
         "`near_duplicates` are the pairs above `duplicate_threshold` (the `?duplicate_threshold=` of the "
         "request, else the stored default). The K×K cosines are served apart: "
         "/api/prototypes/similarity (numbers, K <= 256) and /api/prototypes/similarity.png (any K)."

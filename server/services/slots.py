@@ -1,4 +1,4 @@
-"""The slots of an uploaded image (SPEC §7): teacher assignment, one slot per active prototype with its
+"""The slots of an uploaded image (docs/method.md §7): teacher assignment, one slot per active prototype with its
 pooled vector, mask, score and nearest dataset segments. Segmented by the indexer's own function
 (``indexer.segments.segment_images``): by default the whole image (shorter side resized, no crop, every
 pixel assigned); with ``crop=True`` the index's centre crop, so an uploaded copy of a dataset image gets

@@ -1,4 +1,4 @@
-"""``GET /api/segments/{id}/neighbors?space=``: neighbours in the projector or the encoder embedding (issue 17),
+"""``GET /api/segments/{id}/neighbors?space=``: neighbours in the projector or the encoder embedding,
 against a real tiny index; an index without encoder vectors answers 409 naming what it has."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """``GET /api/prototypes?sort=&q=&hide_dead=&offset=&limit=``: the server filters, orders and pages the
-prototype list (issue 16: a K = 2048 grid loads one page); checked against orders computed here from the
+prototype list (a K = 2048 grid loads one page); checked against orders computed here from the
 index's own records, on the real tiny index with two concepts named."""
 
 from __future__ import annotations
