@@ -96,7 +96,7 @@ def run_one(a: argparse.Namespace, extra: list[str], *, budget: float | None, st
     length = (
         ["--budget-minutes", str(budget)] if budget is not None else ["--total-steps", str(steps), "--epochs", "1000"]
     )
-    from slotcon.commands import train_argv
+    from server.commands import train_argv
 
     cmd = train_argv("cpu-demo", a.data, run, ["--progress", "log", *length, *extra])
     start = time.perf_counter()

@@ -12,8 +12,8 @@ Steps, each skipped when its output already exists (so a second run starts in se
 then prints the URLs and waits; Ctrl-C (or SIGTERM) stops the UI and the API (SIGTERM, then SIGKILL
 after a grace period) and exits 0. Every step runs with this interpreter (``sys.executable``), so the
 demo uses the environment it was started from. The preset, the baselines and the command lines are the
-ones the server's jobs use (:mod:`core.recipes`, :mod:`slotcon.commands`); the services are supervised by
-:mod:`slotcon.processes`.
+ones the server's jobs use (:mod:`core.recipes`, :mod:`server.commands`); the services are supervised by
+:mod:`server.processes`.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.recipes import BASELINES, DEFAULT_PRESET
-from slotcon import processes
-from slotcon.commands import eval_argv, index_argv, python_argv, train_argv
-from slotcon.processes import Service
+from server import processes
+from server.commands import eval_argv, index_argv, python_argv, train_argv
+from server.processes import Service
 
 PRESET = DEFAULT_PRESET
 HEALTH_TIMEOUT_S = 120.0

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import ui
-from slotcon import processes
+from server import processes
 from ui.endpoints import API_URL_ENV, DEFAULT_API_URL
 
 APP = Path(ui.__file__).with_name("app.py")

@@ -3,7 +3,7 @@ started, watched, stopped and re-attached after a server restart.
 
 Each job is a row in :class:`~server.services.jobstore.JobStore`. A watcher thread polls the
 children every ``poll_s`` seconds (requests also poll, so a status is never stale); a child is
-its own session leader (:func:`slotcon.processes.spawn`), so a server restart or Ctrl-C does not kill
+its own session leader (:func:`server.processes.spawn`), so a server restart or Ctrl-C does not kill
 it. Stopping sends SIGTERM to the child (the trainer saves ``current.pth`` and exits); after
 :data:`STOP_GRACE_S` the whole process group gets SIGKILL.
 """
@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from server.errors import ApiError, not_found
+from server.processes import cmdline, kill_group, pid_alive, same_command, spawn
 from server.services.jobstore import JobRow, JobStore
 from server.services.progress_reader import MetricsReader
-from slotcon.processes import cmdline, kill_group, pid_alive, same_command, spawn
 
 logger = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from server.commands import eval_argv, index_argv, train_argv
 from server.errors import ApiError, not_found
 from server.schemas import EvalRequest, IndexRequest, TrainRequest
 from server.services.jobs import Supervisor
 from server.services.jobstore import JobRow
 from server.settings import Settings
-from slotcon.commands import eval_argv, index_argv, train_argv
 
 
 def _flag(key: str, value: Any) -> list[str]:

@@ -17,8 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.app import create_app
+from server.processes import Service, ServiceError, free_port
 from server.settings import Settings
-from slotcon.processes import Service, ServiceError, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

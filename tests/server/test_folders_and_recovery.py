@@ -15,8 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from server.app import create_app
+from server.processes import pid_alive
 from server.services.jobstore import JobStore
-from slotcon.processes import pid_alive
 
 
 def _wait_for(condition, timeout_s: float, what: str) -> None:

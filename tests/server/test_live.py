@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from slotcon.processes import Service, free_port
+from server.processes import Service, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

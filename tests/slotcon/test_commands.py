@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from slotcon.commands import eval_argv, index_argv, train_argv
+from server.commands import eval_argv, index_argv, train_argv
 
 
 def test_training_on_one_or_many_processes() -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from slotcon import processes
-from slotcon.processes import Service, ServiceError
+from server import processes
+from server.processes import Service, ServiceError
 
 
 def test_a_service_comes_up_healthy_and_stops_on_sigterm(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from slotcon.processes import Service, ServiceError, free_port
+from server.processes import Service, ServiceError, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ROOT / "ui" / "app_pages"

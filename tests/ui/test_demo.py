@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from server.processes import free_port
 from slotcon import demo, ui_launcher
-from slotcon.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
