@@ -10,7 +10,9 @@ import html
 import json
 import math
 import re
+import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -94,6 +96,22 @@ def fmt_duration(seconds: float | None) -> str:
     if s >= 60:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s} s"
+
+
+def fmt_time(epoch_s: float | None, now: float | None = None) -> str:
+    """A Unix time as people read it, in the UI's time zone: ``"14:03:27"`` today, ``"6 Dec 14:03"``
+    earlier; ``None`` → ``"–"``."""
+    if epoch_s is None or (isinstance(epoch_s, float) and math.isnan(epoch_s)):
+        return "–"
+    when = datetime.fromtimestamp(float(epoch_s))
+    today = datetime.fromtimestamp(time.time() if now is None else now).date()
+    if when.date() == today:
+        return when.strftime("%H:%M:%S")
+    return (
+        f"{when.day} {when.strftime('%b')}"
+        + (f" {when.year}" if when.year != today.year else "")
+        + (f" {when.strftime('%H:%M')}")
+    )
 
 
 def prototype_title(p: dict) -> str:

@@ -326,3 +326,90 @@ def test_image_slots_links_open_what_they_show_in_chromium(ui_url: str, browser,
     page.go_back()
     page.get_by_text(f"Segments of image {other} itself are left out").wait_for(timeout=90_000)
     page.close()
+
+
+@pytest.fixture(scope="module")
+def jobs_servers(
+    ui_index: Path, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """An API and a UI of their own, on a copy of the index, for a test that trains and evaluates (its runs,
+    checkpoints and evaluation stay out of the shared servers the other tests read); yields (API, UI) URLs."""
+    import shutil
+    import sys
+
+    from server.processes import Service, free_port
+
+    state = tmp_path_factory.mktemp("jobs-state")
+    index = state / "indexes" / ui_index.name
+    shutil.copytree(ui_index, index)
+    api, ui = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "SLOTCON_INDEX": str(index),
+        "SLOTCON_DATA_ROOT": str(synthetic_root),
+        "SLOTCON_RUNS_DIR": str(state / "runs"),
+        "SLOTCON_INDEXES_DIR": str(index.parent),
+        "SLOTCON_STATE_DIR": str(state / "state"),
+        "SLOTCON_DEVICE": "cpu",
+        "OMP_NUM_THREADS": "1",
+        "SLOTCON_API_URL": api,
+    }
+    env.pop("SLOTCON_API_TOKEN", None)
+    argv = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", api.rsplit(":", 1)[1]]
+    services = [Service.start("API", argv + ["--log-level", "warning"], state / "api.log", env=env, cwd=ROOT)]
+    try:
+        services[0].wait_healthy(f"{api}/api/health", 90)
+        argv = [sys.executable, "-m", "slotcon", "ui", "--api", api, "--port", ui.rsplit(":", 1)[1]]
+        services.append(Service.start("UI", argv, state / "ui.log", env=env, cwd=ROOT))
+        services[1].wait_healthy(f"{ui}/_stcore/health", 60)
+        yield api, ui
+    finally:
+        for service in services:
+            service.stop()
+
+
+@pytest.mark.slow
+def test_finished_training_and_evaluation_jobs_show_without_a_reload_in_chromium(
+    jobs_servers: tuple[str, str], browser, shots: Path
+) -> None:
+    """A one-epoch training run and an evaluation, each started from its page: the page reports the job
+    finished, with its result and next step, while the same document stays loaded (no reload)."""
+    import httpx
+
+    live_api, ui_url = jobs_servers
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{ui_url}/training")
+    page.get_by_role("button", name="Start training").wait_for(timeout=60_000)
+    _settle(page)
+    page.evaluate("() => { window.__same_document = true; }")
+    epochs = page.get_by_role("spinbutton", name="Epochs")
+    epochs.fill("1")
+    epochs.press("Tab")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("Run finished:").wait_for(timeout=240_000)
+    assert page.evaluate("() => window.__same_document === true")
+    page.wait_for_function(  # the "Watch run" choice says it too
+        "() => document.querySelector('.st-key-train_job input').value.endsWith('succeeded')", timeout=10_000
+    )
+    assert page.get_by_text(re.compile(r"\bNone\b")).count() == 0  # no raw Python None
+    assert page.get_by_text(re.compile(r"\b1[7-9]\d{8}\b")).count() == 0  # no raw Unix seconds
+    page.screenshot(path=str(shots / "training_finished.png"), full_page=True)
+    jobs = httpx.get(f"{live_api}/api/jobs", timeout=30).json()["items"]
+    assert any(j["kind"] == "train" and j["status"] == "succeeded" for j in jobs)
+
+    page.goto(f"{ui_url}/segmentation")
+    page.get_by_text("Run an evaluation").wait_for(timeout=60_000)
+    _settle(page)
+    page.evaluate("() => { window.__same_document = true; }")
+    page.get_by_text("Run an evaluation").click()
+    resolution = page.get_by_role("spinbutton", name="Resolution")
+    resolution.fill("64")
+    resolution.press("Tab")
+    seeds = page.get_by_role("spinbutton", name="Seeds")
+    seeds.fill("1")
+    seeds.press("Tab")
+    page.get_by_role("button", name="Start evaluation").click()
+    page.get_by_text(re.compile(r"Evaluation job \d+ finished")).wait_for(timeout=240_000)
+    assert page.evaluate("() => window.__same_document === true")
+    page.screenshot(path=str(shots / "evaluation_finished.png"), full_page=True)
+    page.close()

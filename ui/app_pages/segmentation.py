@@ -52,7 +52,14 @@ def run_form() -> None:
                 st.session_state["eval_job"] = job.get("id")
     job_id = st.session_state.get("eval_job")
     if job_id is not None:
-        job_progress(int(job_id), on_done=fetch_eval_results.clear)
+        job_progress(int(job_id), on_done=lambda: _evaluated(int(job_id)))
+
+
+def _evaluated(job_id: int) -> None:
+    """The evaluation job succeeded: the whole page runs again, listing and showing its result."""
+    fetch_eval_results.clear()
+    st.session_state["eval_finished"] = job_id
+    st.rerun(scope="app")  # the list of evaluations is outside the job's fragment
 
 
 def render() -> None:
@@ -69,6 +76,10 @@ def render() -> None:
     restore(url)
     if st.session_state["eval_pick"] not in by_id:  # an evaluation of another index (the index changed)
         st.session_state["eval_pick"] = next(iter(by_id))
+    finished = st.session_state.pop("eval_finished", None)
+    if finished is not None:  # the job just ended: its result is the newest one; show it
+        st.session_state["eval_pick"] = next(iter(by_id))
+        st.success(f"Evaluation job {finished} finished: its result, #{next(iter(by_id))}, is shown below.")
     chosen = by_id[
         st.selectbox("Evaluation", list(by_id), format_func=lambda i: result_name(by_id[i]), key="eval_pick")
     ]

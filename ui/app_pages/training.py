@@ -9,7 +9,7 @@ from ui.client import api_url, fetch_checkpoints, fetch_options, get_client
 from ui.components import call, run_page
 from ui.views.job_progress import ACTIVE
 from ui.views.runs import checkpoints_panel, jobs_frame
-from ui.views.training_live import training_live
+from ui.views.training_live import training_live_body
 
 
 def start_form() -> None:
@@ -67,30 +67,41 @@ def start_form() -> None:
                 st.toast(f"Training job {job['id']} started")
 
 
+#: Seconds between refreshes of the jobs, runs and checkpoints while the page is open.
+REFRESH_S = 2.0
+
+
 def render() -> None:
-    """The page body."""
+    """The page body: the form, then the jobs, runs and checkpoints (refreshed in place)."""
     start_form()
+    st.fragment(run_every=REFRESH_S)(jobs_section)()
+
+
+def jobs_section() -> None:
+    """The watched run live, the runs table and the checkpoints; re-run every :data:`REFRESH_S` seconds, so
+    a run's status, a new checkpoint or a finished index show without a reload."""
     jobs = [j for j in get_client().jobs() if j.get("kind") == "train"]
+    seen = tuple((j["id"], j.get("status")) for j in get_client().jobs())
+    if st.session_state.get("_jobs_seen") != seen:  # a job started or ended: checkpoints may have changed
+        st.session_state["_jobs_seen"] = seen
+        fetch_checkpoints.clear()
     running = [j for j in jobs if j.get("status") in ACTIVE]
     if "train_job" not in st.session_state and running:
         st.session_state["train_job"] = int(running[0]["id"])
     if jobs:
-        ids = [int(j["id"]) for j in jobs]
-        current = st.session_state.get("train_job")
-        index = ids.index(current) if current in ids else 0
-        st.session_state["train_job"] = st.selectbox(
+        by_id = {int(j["id"]): j for j in jobs}
+        if st.session_state.get("train_job") not in by_id:
+            st.session_state["train_job"] = next(iter(by_id))
+        st.selectbox(
             "Watch run",
-            ids,
-            index=index,
-            key="train_watch",
-            format_func=lambda i: next(
-                f"job {i} · {j.get('name', '')} · {j.get('status')}" for j in jobs if int(j["id"]) == i
-            ),
+            list(by_id),
+            key="train_job",
+            format_func=lambda i: f"job {i} · {by_id[i].get('name', '')} · {by_id[i].get('status')}",
         )
     job_id = st.session_state.get("train_job")
     if job_id is not None:
         st.subheader("Live")
-        training_live(int(job_id))
+        training_live_body(int(job_id))
 
     st.subheader("Runs")
     if jobs:
@@ -98,9 +109,7 @@ def render() -> None:
     else:
         st.caption("No training run yet.")
     st.subheader("Checkpoints")
-    if st.button("Refresh checkpoints"):
-        fetch_checkpoints.clear()
-    checkpoints_panel()
+    checkpoints_panel(live=False)
 
 
 run_page("Training", render)

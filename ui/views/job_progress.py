@@ -36,11 +36,12 @@ def job_status_line(job: dict) -> str:
     return line
 
 
-def job_progress(job_id: int, *, on_done: Callable[[], None] | None = None, every: float = 1.5) -> None:
-    """Shows job ``job_id``'s status and progress bar, live while it runs; calls ``on_done`` once
-    when it has ended."""
+def job_progress(
+    job_id: int, *, on_done: Callable[[], None] | None = None, every: float = 1.5, live: bool = True
+) -> None:
+    """Shows job ``job_id``'s status and progress bar, refreshed every ``every`` seconds (``live=False``:
+    drawn once, inside a fragment that refreshes itself); calls ``on_done`` once when it has succeeded."""
 
-    @st.fragment(run_every=every)
     def _live() -> None:
         try:
             job = get_client().job(job_id)
@@ -61,4 +62,4 @@ def job_progress(job_id: int, *, on_done: Callable[[], None] | None = None, ever
         elif status == "failed":
             st.error(f"Job {job_id} failed: {job.get('message') or 'see its log'}")
 
-    _live()
+    st.fragment(run_every=every)(_live)() if live else _live()

@@ -3,20 +3,37 @@ becomes the server's default only when "make it the default" is ticked)."""
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import streamlit as st
 
 from ui.client import api_url, clear_index_caches, fetch_checkpoints, fetch_index_listing, get_client
-from ui.components import call
+from ui.components import call, fmt_duration, fmt_time, page_link
 from ui.views.index_picker import explore
 from ui.views.job_progress import job_progress
 
 
-def jobs_frame(jobs: list[dict]) -> pd.DataFrame:
-    """A table of jobs: id, kind, name, status, started, finished."""
-    return pd.DataFrame(
-        [{k: j.get(k) for k in ("id", "kind", "name", "status", "started_at", "finished_at", "message")} for j in jobs]
-    )
+def jobs_frame(jobs: list[dict], now: float | None = None) -> pd.DataFrame:
+    """A table of jobs as people read it: id, kind, name, status, started and finished (clock times),
+    duration (so far, while it runs) and the message ("" when there is none)."""
+    now = time.time() if now is None else now
+    rows = []
+    for j in jobs:
+        start, end = j.get("started_at") or j.get("created_at"), j.get("finished_at")
+        rows.append(
+            {
+                "id": j.get("id"),
+                "kind": j.get("kind"),
+                "name": j.get("name") or "",
+                "status": j.get("status") or "",
+                "started": fmt_time(start, now),
+                "finished": fmt_time(end, now) if end else "",
+                "duration": fmt_duration((end or now) - start) if start else "–",
+                "message": j.get("message") or "",
+            }
+        )
+    return pd.DataFrame(rows, columns=["id", "kind", "name", "status", "started", "finished", "duration", "message"])
 
 
 def _activated(job_id: int) -> None:
@@ -31,8 +48,9 @@ def _activated(job_id: int) -> None:
         explore(name, None)  # this session follows the new default (the URL names it)
 
 
-def checkpoints_panel() -> None:
-    """The checkpoint list with an "Index this checkpoint" button per checkpoint."""
+def checkpoints_panel(*, live: bool = True) -> None:
+    """The checkpoint list with an "Index this checkpoint" button per checkpoint, and the indexing job's
+    progress (``live=False``: drawn once, inside a refreshing fragment); a built index links to itself."""
     checkpoints = fetch_checkpoints(api_url())
     if not checkpoints:
         st.info("No checkpoint yet: start a training run above.")
@@ -63,8 +81,11 @@ def checkpoints_panel() -> None:
     job_id = st.session_state.get("index_job")
     if job_id is not None:
         st.markdown("**Indexing**")
-        job_progress(int(job_id), on_done=lambda: _activated(int(job_id)))
+        job_progress(int(job_id), on_done=lambda: _activated(int(job_id)), live=live)
         if st.session_state.get("activated_job") == job_id:
+            name = st.session_state.get("index_job_name")
+            if name:
+                page_link("concepts", f"Open the index {name}", {"index": name}, icon=":material/category:")
             if st.session_state.get("index_job_default"):
                 st.success("The new index is now the server's default: the other pages show it.")
             else:

@@ -43,6 +43,21 @@ def pull_metrics(job_id: int) -> list[dict]:
     return records
 
 
+#: Logged steps an ETA waits for: the first steps' times include start-up (data workers, allocation, the
+#: budget's timing probe), so an ETA from them alone is far off.
+ETA_AFTER_STEPS = 3
+
+
+def eta_text(steps: list[dict], status: str) -> str:
+    """The ETA of a running job's last record, "measuring…" until :data:`ETA_AFTER_STEPS` records are
+    logged, "–" once the job has ended."""
+    if status not in ACTIVE:
+        return "–"
+    if len(steps) < ETA_AFTER_STEPS or steps[-1].get("eta_s") is None:
+        return "measuring…"
+    return fmt_duration(steps[-1]["eta_s"])
+
+
 def metrics_frame(records: list[dict]) -> pd.DataFrame:
     """The step records as a frame indexed by step (event lines dropped)."""
     rows = [r for r in records if "step" in r and "event" not in r]
@@ -73,52 +88,59 @@ def _charts(frame: pd.DataFrame) -> None:
 
 def training_live(job_id: int) -> None:
     """Renders the live panel of training job ``job_id`` (a fragment re-run every few seconds)."""
+    st.fragment(run_every=REFRESH_S)(training_live_body)(job_id)
 
-    @st.fragment(run_every=REFRESH_S)
-    def _live() -> None:
-        try:
-            job = get_client().job(job_id)
-            records = pull_metrics(job_id)
-        except ApiRequestError as exc:
-            show_api_error(exc, f"Reading training job {job_id}")
-            return
-        status = job.get("status", "")
-        head, stop = st.columns([5, 1], vertical_alignment="center")
-        head.markdown(job_status_line(job))
-        if (
-            status in ACTIVE
-            and stop.button("Stop", key=f"stop_{job_id}", type="primary")
-            and call("Stopping the job", get_client().stop_job, job_id) is not None
-        ):
-            st.toast(f"Stopping job {job_id}: the trainer saves a checkpoint and exits.")
-        frame = metrics_frame(records)
-        last = st.session_state.get(f"event_{job_id}", {})
-        steps = [r for r in records if "step" in r and "event" not in r]
-        if steps:
-            cur = steps[-1]
-            total = cur.get("total_steps") or 0
-            frac = min(1.0, cur["step"] / total) if total else 0.0
-            text = (
-                f"step {cur['step']}/{total} · epoch {cur.get('epoch', '?')}/{cur.get('epochs', '?')} · "
-                f"ETA {fmt_duration(cur.get('eta_s'))} · elapsed {fmt_duration(cur.get('elapsed_s'))}"
+
+def training_live_body(job_id: int) -> None:
+    """The live panel of training job ``job_id`` once (the caller refreshes it): status, progress, the
+    latest numbers and curves; a finished run's result and next step."""
+    try:
+        job = get_client().job(job_id)
+        records = pull_metrics(job_id)
+    except ApiRequestError as exc:
+        show_api_error(exc, f"Reading training job {job_id}")
+        return
+    status = job.get("status", "")
+    head, stop = st.columns([5, 1], vertical_alignment="center")
+    head.markdown(job_status_line(job))
+    if (
+        status in ACTIVE
+        and stop.button("Stop", key=f"stop_{job_id}", type="primary")
+        and call("Stopping the job", get_client().stop_job, job_id) is not None
+    ):
+        st.toast(f"Stopping job {job_id}: the trainer saves a checkpoint and exits.")
+    frame = metrics_frame(records)
+    last = st.session_state.get(f"event_{job_id}", {})
+    steps = [r for r in records if "step" in r and "event" not in r]
+    if steps:
+        cur = steps[-1]
+        total = cur.get("total_steps") or 0
+        frac = min(1.0, cur["step"] / total) if total else 0.0
+        text = (
+            f"step {cur['step']}/{total} · epoch {cur.get('epoch', '?')}/{cur.get('epochs', '?')} · "
+            f"ETA {eta_text(steps, status)} · elapsed {fmt_duration(cur.get('elapsed_s'))}"
+        )
+        st.progress(1.0 if status == "succeeded" else frac, text=text)
+        m = st.columns(5)
+        m[0].metric("Loss", _num(cur.get("loss"), ".4f"))
+        m[1].metric("Images / s", _num(cur.get("images_per_sec"), ".1f"))
+        m[2].metric("Active slots / image", _num(cur.get("active_slots"), ".2f"))
+        m[3].metric("Positive pairs / image", _num(cur.get("positive_pairs"), ".2f"))
+        m[4].metric("LR", _num(cur.get("lr"), ".2e"))
+        if cur.get("skipped_steps"):
+            st.caption(
+                f"fp16: {cur['skipped_steps']} steps skipped so far (non-finite loss or gradients; the "
+                "grad scaler lowered its scale)"
             )
-            st.progress(1.0 if status == "succeeded" else frac, text=text)
-            m = st.columns(5)
-            m[0].metric("Loss", _num(cur.get("loss"), ".4f"))
-            m[1].metric("Images / s", _num(cur.get("images_per_sec"), ".1f"))
-            m[2].metric("Active slots / image", _num(cur.get("active_slots"), ".2f"))
-            m[3].metric("Positive pairs / image", _num(cur.get("positive_pairs"), ".2f"))
-            m[4].metric("LR", _num(cur.get("lr"), ".2e"))
-            if cur.get("skipped_steps"):
-                st.caption(
-                    f"fp16: {cur['skipped_steps']} steps skipped so far (non-finite loss or gradients; the "
-                    "grad scaler lowered its scale)"
-                )
-            _charts(frame)
-        elif status in ACTIVE:
-            st.progress(0.0, text="starting… (the first metrics appear after the first logged step)")
-        if last.get("event") in ("stopped", "failed") or status == "failed":
-            msg = last.get("message") or job.get("message") or ""
-            (st.error if status == "failed" else st.warning)(f"Run {status}: {msg}".strip(": "))
-
-    _live()
+        _charts(frame)
+    elif status in ACTIVE:
+        st.progress(0.0, text="starting… (the first metrics appear after the first logged step)")
+    if last.get("event") in ("stopped", "failed") or status == "failed":
+        msg = last.get("message") or job.get("message") or ""
+        (st.error if status == "failed" else st.warning)(f"Run {status}: {msg}".strip(": "))
+    elif status == "succeeded":
+        took = fmt_duration((job.get("finished_at") or 0) - (job.get("started_at") or 0))
+        st.success(
+            f"Run finished: {steps[-1]['step'] if steps else '?'} step(s) in {took}. Next: index its last "
+            "checkpoint (Checkpoints, below) to explore its concepts."
+        )
