@@ -64,3 +64,26 @@ def test_names_are_carried_over_from_the_compare_page(api_env: str, second_index
     at.button(key="carry_names").click().run()
     assert [e.value for e in at.exception] == [] and [e.value for e in at.error] == []
     assert any("names carried over to tiny-copy" in s.value for s in at.success)
+
+
+def test_indexes_are_ordered_by_their_checkpoints_training() -> None:
+    from ui.views.index_order import labels, training_order
+
+    indexes = [
+        {"name": "epoch8", "epoch": 8, "step": 800},
+        {"name": "epoch2", "epoch": 2, "step": 200},
+        {"name": "release", "epoch": None, "step": None},
+    ]
+    names = [i["name"] for i in sorted(indexes, key=training_order)]
+    assert names == ["release", "epoch2", "epoch8"]  # the page's defaults: A = epoch2, B = epoch8
+    assert labels(indexes)["epoch8"] == "epoch8 (step 800)" and labels(indexes)["release"] == "release (step unknown)"
+
+
+def test_an_index_is_not_compared_with_itself(api_env: str, second_index: Path) -> None:
+    at = AppTest.from_file(str(PAGE), default_timeout=90)
+    at.query_params["a"] = "tiny"
+    at.query_params["b"] = "tiny"
+    at.run()
+    assert [e.value for e in at.exception] == []
+    assert any("both **tiny**" in w.value for w in at.warning)
+    assert not at.metric  # nothing compared

@@ -19,6 +19,7 @@ from ui.client import (
 )
 from ui.components import call, fmt_num, run_page
 from ui.url_state import Param, one_of, publish, restore
+from ui.views.index_order import labels, training_order
 
 PAIRS_SHOWN = 12
 
@@ -72,24 +73,30 @@ def _carry_names(a: str, b: str) -> None:
 
 def render() -> None:
     """The page body."""
-    indexes = fetch_indexes(api_url())
-    names = [i["name"] for i in indexes]
+    indexes = sorted(fetch_indexes(api_url()), key=training_order)
+    names = [i["name"] for i in indexes]  # earliest checkpoint first
     if len(names) < 2:
         st.info(
             "Comparing needs two indexes of the same images under the server's indexes directory: index "
             "two checkpoints of a run (the Training page, or `slotcon index --out indexes/NAME`)."
         )
         return
-    active = next((i["name"] for i in indexes if i["active"]), names[-1])
-    url = [
-        Param("compare_b", "b", one_of(names), active),
-        Param("compare_a", "a", one_of(names), next(n for n in names if n != active)),
+    url = [  # by default the two latest checkpoints, the earlier as A
+        Param("compare_b", "b", one_of(names), names[-1]),
+        Param("compare_a", "a", one_of(names), names[-2]),
     ]
     restore(url)
     c1, c2 = st.columns(2)
-    a = c1.selectbox("Index A (earlier)", names, key="compare_a")
-    b = c2.selectbox("Index B (later)", names, key="compare_b")
+    a = c1.selectbox("Index A (earlier)", names, key="compare_a", format_func=labels(indexes).get)
+    b = c2.selectbox("Index B (later)", names, key="compare_b", format_func=labels(indexes).get)
     publish(url)
+    if a == b:
+        st.warning(f"Index A and index B are both **{a}**: choose two different indexes to compare.")
+        return
+    if training_order(next(i for i in indexes if i["name"] == a)) > training_order(
+        next(i for i in indexes if i["name"] == b)
+    ):
+        st.caption(f"{a} comes from a later checkpoint than {b}: B's concepts are compared with later ones.")
     body = fetch_compare(api_url(), a, b)
     s = body["summary"]
     m = st.columns(6)
