@@ -3,12 +3,16 @@ per-class IoU, the confusion matrix and example images (prediction beside ground
 
 from __future__ import annotations
 
+import io
+
 import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from ui.client import ApiRequestError, api_url, fetch_eval_examples, fetch_image, get_client
+from ui.components import colour_swatch, plain
 from ui.views.slot_view import decode_image
 
 MATCHING_NAMES = {"cluster-probe": "cluster probe"}  # the others read as they are
@@ -188,17 +192,41 @@ def confusion_chart(r: dict) -> alt.Chart | None:
             "share": conf.ravel(),
         }
     )
-    return (
-        alt.Chart(frame)
-        .mark_rect()
-        .encode(
-            x=alt.X("prediction:N", sort=cols),
-            y=alt.Y("ground truth:N", sort=names),
-            color=alt.Color("share:Q", scale=alt.Scale(scheme="reds")),
-            tooltip=["ground truth", "prediction", alt.Tooltip("share:Q", format=".1%")],
-        )
-        .properties(height=max(240, 22 * len(names)))
+    base = alt.Chart(frame).encode(x=alt.X("prediction:N", sort=cols), y=alt.Y("ground truth:N", sort=names))
+    cells = base.mark_rect().encode(
+        color=alt.Color("share:Q", scale=alt.Scale(scheme="reds")),
+        tooltip=["ground truth", "prediction", alt.Tooltip("share:Q", format=".1%")],
     )
+    # each cell's share written in it (white on the dark cells); empty cells stay blank
+    numbers = (
+        base.transform_filter(alt.datum.share >= 0.005)
+        .mark_text(fontSize=11 if len(names) <= 12 else 8)
+        .encode(
+            text=alt.Text("share:Q", format=".0%"),
+            color=alt.condition(alt.datum.share > 0.5, alt.value("white"), alt.value("black")),
+        )
+    )
+    return (cells + numbers).properties(height=max(240, 22 * len(names)))
+
+
+def class_legend(maps: list[bytes], class_names: list[str]) -> list[tuple[str, str]]:
+    """``(colour #rrggbb, class name)`` of each class drawn in the palette PNGs ``maps`` (predictions and
+    ground truths), read from the images' own palette; unlabelled pixels (255) are left out."""
+    seen: set[int] = set()
+    colours: dict[int, str] = {}
+    for data in maps:
+        try:
+            img = Image.open(io.BytesIO(data))
+        except (OSError, ValueError):
+            continue
+        if img.mode != "P" or img.getpalette() is None:
+            continue
+        pal = img.getpalette()
+        for c in np.unique(np.asarray(img)).tolist():
+            if c < len(class_names) and c not in seen:
+                seen.add(c)
+                colours[c] = "#{:02x}{:02x}{:02x}".format(*pal[3 * c : 3 * c + 3])
+    return [(colours[c], class_names[c]) for c in sorted(seen)]
 
 
 def show_examples(r: dict, limit: int = 6) -> None:
@@ -218,6 +246,8 @@ def show_examples(r: dict, limit: int = 6) -> None:
         (ex["image_id"], lambda ex=ex: (client.fetch_url(ex["pred_url"]), client.fetch_url(ex["gt_url"])))
         for ex in fetched
     ]
+    legend = st.empty()  # drawn once the examples' maps are read: the classes they show
+    drawn: list[bytes] = []
     for image_id, maps in rows:
         cols = st.columns(3)
         try:
@@ -230,5 +260,12 @@ def show_examples(r: dict, limit: int = 6) -> None:
         except ApiRequestError as exc:
             st.caption(f"example {image_id}: {exc.message}")
             continue
+        drawn += [m for m in (pred, gt) if m]
         for col, (data, caption) in zip(cols, panels, strict=True):
             col.image(data, caption=caption, width="stretch")
+    entries = class_legend(drawn, list(r.get("class_names") or []))
+    if entries:
+        legend.markdown(
+            "Classes: " + " ".join(colour_swatch(c, plain(name)) + "&emsp;" for c, name in entries),
+            unsafe_allow_html=True,
+        )
