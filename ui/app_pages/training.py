@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ui.client import api_url, fetch_checkpoints, fetch_options, get_client
-from ui.components import call, run_page
+from ui.client import ApiRequestError, api_url, fetch_checkpoints, fetch_options, get_client
+from ui.components import call, run_page, show_api_error
 from ui.views.job_progress import ACTIVE
 from ui.views.runs import checkpoints_panel, jobs_frame
 from ui.views.training_live import training_live_body
@@ -74,7 +74,15 @@ REFRESH_S = 2.0
 def render() -> None:
     """The page body: the form, then the jobs, runs and checkpoints (refreshed in place)."""
     start_form()
-    st.fragment(run_every=REFRESH_S)(jobs_section)()
+    st.fragment(run_every=REFRESH_S)(_jobs_section_guarded)()
+
+
+def _jobs_section_guarded() -> None:
+    """:func:`jobs_section`, an API failure shown as a message (a fragment's re-run is outside run_page)."""
+    try:
+        jobs_section()
+    except ApiRequestError as exc:
+        show_api_error(exc, "Reading the jobs")
 
 
 def jobs_section() -> None:
