@@ -629,6 +629,9 @@ class PresetOption(BaseModel):
     num_prototypes: int
     precision: Precision
     budget_minutes: float = Field(description="0 = no time budget")
+    warmup_epochs: float = Field(
+        description="epochs of linear lr warm-up: a schedule of no more epochs ends inside it, at its peak lr"
+    )
 
 
 class Options(BaseModel):

@@ -15,7 +15,12 @@ router = APIRouter(tags=["options"])
 def options() -> Options:
     """The presets with their main options, and the choices and defaults of the evaluation and index forms."""
     return Options(
-        presets=[PresetOption(name=name, **recipes.preset_form(name)) for name in recipes.PRESETS],
+        presets=[
+            PresetOption(
+                name=name, **recipes.preset_form(name), warmup_epochs=float(recipes.PRESETS[name]["warmup_epochs"])
+            )
+            for name in recipes.PRESETS
+        ],
         default_preset=recipes.DEFAULT_PRESET,
         precisions=list(recipes.PRECISIONS),
         protocols=list(recipes.PROTOCOLS),

@@ -10,7 +10,12 @@ def test_options_are_the_recipes(client) -> None:
     body = client.get("/api/options").json()
     assert [p["name"] for p in body["presets"]] == list(recipes.PRESETS)
     demo = next(p for p in body["presets"] if p["name"] == recipes.DEFAULT_PRESET)
-    assert demo == {"name": recipes.DEFAULT_PRESET, **recipes.preset_form(recipes.DEFAULT_PRESET)}
+    warmup = float(recipes.PRESETS[recipes.DEFAULT_PRESET]["warmup_epochs"])
+    assert demo == {
+        "name": recipes.DEFAULT_PRESET,
+        **recipes.preset_form(recipes.DEFAULT_PRESET),
+        "warmup_epochs": warmup,
+    }
     assert body["default_preset"] == recipes.DEFAULT_PRESET
     assert body["baselines"] == list(recipes.BASELINES) and body["protocols"] == list(recipes.PROTOCOLS)
     assert (body["index_resize"], body["index_crop"]) == (recipes.INDEX_RESIZE, recipes.INDEX_CROP)

@@ -211,6 +211,7 @@ def test_training_start_and_stop(api_env: str) -> None:
     at.number_input[0].set_value(1)  # epochs: the form's first number input
     at.button[[b.label for b in at.button].index("Start training")].click().run()
     no_exceptions(at)
+    assert any("end inside the warm-up" in w.value for w in at.warning)  # cpu-demo warms up over 1 epoch
     job_id = at.session_state["train_job"]
     job = get(api_env, f"/jobs/{job_id}")
     assert job["kind"] == "train" and job["config"]

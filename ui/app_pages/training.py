@@ -47,7 +47,19 @@ def start_form() -> None:
         minutes = c[2].number_input(
             "Stop after minutes (0 = never)", 0, 100000, 0, help="a hard stop that saves current.pth, mid-schedule"
         )
+        warmup = d.get("warmup_epochs")
+        if warmup:
+            st.caption(
+                f"{preset} warms the learning rate up over its first {warmup:g} epoch(s), then decays it: give it "
+                "more epochs than that, or the run ends at its peak learning rate."
+            )
         if st.form_submit_button("Start training", type="primary"):
+            if warmup and int(epochs) <= warmup:
+                st.warning(
+                    f"{int(epochs)} epoch(s) end inside the warm-up ({warmup:g} epochs): the learning rate is still "
+                    f"rising at the last step and the run ends at its peak ({float(lr):g}). Choose more than "
+                    f"{warmup:g} epochs for a run whose learning rate decays."
+                )
             overrides = {
                 "epochs": int(epochs),
                 "batch_size": int(batch),
