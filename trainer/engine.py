@@ -84,7 +84,19 @@ def init_distributed(device: str, timeout_minutes: float = 10.0) -> tuple[torch.
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not is_distributed():
         if use_cuda:
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timedelta(minutes=timeout_minutes))
+        backend, timeout = "nccl" if use_cuda else "gloo", timedelta(minutes=timeout_minutes)
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if restart is not None and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            # torchrun restarted the workers (--max-restarts): their group's keys go under this attempt's prefix,
+            # so no rank reads an address a dead attempt left in the agent's store
+            world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+            store = dist.TCPStore(
+                os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False, timeout=timeout
+            )
+            prefixed = dist.PrefixStore(f"slotcon/attempt-{restart}", store)
+            dist.init_process_group(backend, store=prefixed, rank=rank, world_size=world, timeout=timeout)
+        else:
+            dist.init_process_group(backend=backend, timeout=timeout)
     dev = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(dev)

@@ -195,7 +195,8 @@ def _final_weights(run: Path) -> dict[str, torch.Tensor]:
 def test_elastic_restart_after_a_killed_rank_equals_an_uninterrupted_run(run_args: list[str], tmp_path: Path) -> None:
     """``torchrun --max-restarts=1 ... --auto-resume``: rank 1 is killed (SIGKILL) at step 5; torchrun restarts
     both ranks, which resume from the epoch-1 checkpoint (step 3) and finish. The final weights equal those of an
-    uninterrupted run of the same seed (fp32)."""
+    uninterrupted run of the same seed (fp32). (The restarted group connects through keys of its own attempt:
+    with the attempts sharing torchrun's store, about one restart in two failed to connect.)"""
     common = [*run_args, "--epochs", "3", "--save-every", "1", "--auto-resume"]
     straight = tmp_path / "straight"
     straight.mkdir()
