@@ -60,3 +60,13 @@ def test_the_paper_row_stands_beside_the_score_with_its_tag(results: list[dict])
     assert {"benchmark", "images used", "images listed", "matching", "resolution", "crop", "CRF", "seeds"} <= set(
         export.columns
     )
+
+
+def test_evaluations_are_named_by_model_protocol_and_baseline() -> None:
+    from ui.views.eval_view import result_name
+
+    base = {"id": 3, "protocol": {"name": "synthetic"}, "checkpoint": {"path": "cpu-demo/final.pth"}}
+    assert result_name({**base, "baseline": "none"}) == "evaluation 3 · cpu-demo/final.pth · synthetic"
+    assert result_name({**base, "baseline": "kmeans-rgb", "id": 4}) == "evaluation 4 · baseline kmeans-rgb · synthetic"
+    assert "random-init" in result_name({**base, "baseline": "random-init"})
+    assert not result_name({**base, "baseline": "none"}).startswith("#")  # not a job's number

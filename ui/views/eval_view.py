@@ -25,9 +25,16 @@ def protocol_name(r: dict) -> str:
 
 
 def result_name(r: dict) -> str:
-    """A short name: ``#3 synthetic · model`` / ``#4 synthetic · kmeans-rgb``."""
-    what = "model" if r["baseline"] == "none" else r["baseline"]
-    return f"#{r['id']} {protocol_name(r)} · {what}"
+    """A name a person reads, by model, protocol and baseline, numbered as an evaluation (not a job):
+    ``evaluation 3 · cpu-demo/final.pth · synthetic`` / ``evaluation 4 · baseline kmeans-rgb · synthetic``."""
+    checkpoint = (r.get("checkpoint") or {}).get("path")
+    if r["baseline"] == "none":
+        what = checkpoint or "the model"
+    elif r["baseline"] == "random-init":
+        what = "baseline random-init" + (f" ({checkpoint}'s architecture)" if checkpoint else "")
+    else:
+        what = f"baseline {r['baseline']}"
+    return f"evaluation {r['id']} · {what} · {protocol_name(r)}"
 
 
 def differences_text(check: dict) -> str:
