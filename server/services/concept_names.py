@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
-import threading
 import time
 from contextlib import closing
 from pathlib import Path
 
 import torch
+
+from server.services.sqlite_store import SqliteStore
 
 logger = logging.getLogger(__name__)
 
@@ -59,19 +59,10 @@ def teacher_hash(path: Path) -> str:
     return digest.hexdigest()[:32]
 
 
-class NameStore:
+class NameStore(SqliteStore):
     """The concept names by model and prototype, and the model key of each checkpoint hash seen."""
 
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = Path(db_path)
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        with closing(self._connect()) as con, con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.db_path, timeout=10.0)
+    schema = _SCHEMA
 
     def model_for(self, checkpoint_sha256: str) -> str | None:
         """The model key stored for a checkpoint's content hash, or None."""

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 import time
 from contextlib import closing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from server.services.sqlite_store import SqliteStore
 
 ACTIVE = ("running", "stopping")
 FINAL = ("succeeded", "failed", "stopped")
@@ -78,21 +78,11 @@ def _row(r: sqlite3.Row) -> JobRow:
     return JobRow(**d)
 
 
-class JobStore:
+class JobStore(SqliteStore):
     """CRUD on the jobs table in ``<state_dir>/jobs.db``."""
 
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = Path(db_path)
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        with closing(self._connect()) as con, con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.db_path, timeout=10.0)
-        con.row_factory = sqlite3.Row
-        return con
+    schema = _SCHEMA
+    rows = True
 
     def insert(
         self,

@@ -6,11 +6,10 @@ each call opens its own short connection, so request threads and the job watcher
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
 from contextlib import closing
-from pathlib import Path
+
+from server.services.sqlite_store import SqliteStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS server_state (
@@ -23,19 +22,10 @@ CREATE TABLE IF NOT EXISTS server_state (
 DEFAULT_INDEX = "default_index"
 
 
-class StateStore:
+class StateStore(SqliteStore):
     """Get and set the server's persistent values by key."""
 
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = Path(db_path)
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        with closing(self._connect()) as con, con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.db_path, timeout=10.0)
+    schema = _SCHEMA
 
     def get(self, key: str) -> str | None:
         """The stored value, or None."""
