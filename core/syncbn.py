@@ -158,9 +158,7 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
             module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
         )
         if module.affine:
-            with torch.no_grad():
-                out.weight = module.weight
-                out.bias = module.bias
+            out.weight, out.bias = module.weight, module.bias
         out.running_mean = module.running_mean
         out.running_var = module.running_var
         out.num_batches_tracked = module.num_batches_tracked

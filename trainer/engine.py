@@ -500,7 +500,7 @@ class Trainer:
                 EXIT_NONFINITE,
             )
 
-    def _data_failure(self, agreed: Agreed, message: str | None) -> TrainingError:
+    def _data_failure(self, message: str | None) -> TrainingError:
         """The error every rank raises when a rank could not load its next batch: each rank's message is
         gathered (a collective taken on the agreed failure), so every rank reports which rank and which file."""
         self.recorder.set(self.step, "data failure")
@@ -556,7 +556,7 @@ class Trainer:
                 loop.stopped = True
                 return None
             if agreed.failed_rank >= 0:
-                raise self._data_failure(agreed, problem)
+                raise self._data_failure(problem)
             if agreed.save_due:
                 self.save("current.pth")
                 loop.last_save = self.clock()
@@ -579,7 +579,7 @@ class Trainer:
         batch, problem = self._fetch(stream, self.step)
         agreed = self.agree(self.observe(None, problem is not None))
         if agreed.failed_rank >= 0:
-            raise self._data_failure(agreed, problem)
+            raise self._data_failure(problem)
         return batch
 
     def _announce(self) -> None:
