@@ -11,26 +11,19 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scripts.browser import launch, settle  # noqa: E402
 
 
 def _settle(page) -> None:
-    page.wait_for_load_state("networkidle")
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
-    page.wait_for_timeout(1500)
+    settle(page, timeout_ms=120_000)
+    page.wait_for_timeout(1500)  # images and charts finish drawing after the script has run
 
 
 def main() -> int:
@@ -42,7 +35,7 @@ def main() -> int:
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=ARGS)
+        browser = launch(pw)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(args.ui)
         page.get_by_text("prototypes ·").first.wait_for(timeout=120_000)

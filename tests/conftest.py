@@ -8,7 +8,8 @@ Markers (declared in pyproject.toml):
   (:func:`pytest_collection_modifyitems`).
 - ``slow``: took more than 20 s on a 2-core CPU. Slow tests still run by default (CI runs them);
   ``pytest -m "not slow"`` leaves them out for a quick local pass.
-- ``browser``: drives a real Chromium (skipped where Debian's chromium is not installed).
+- ``browser``: drives a real Chromium; skipped where Debian's chromium is not installed (scripts/ensure_browser.sh
+  installs it; ``make test`` runs that first).
 - ``cxx``: compiles with ``torch.compile``; skipped with the reason "torch.compile needs a C++ compiler" where
   no g++, c++ or clang++ is on the PATH.
 """
@@ -24,6 +25,7 @@ import torch
 
 from core.checkpoint import save_checkpoint
 from core.model import SlotCon, SlotConConfig
+from scripts.browser import CHROMIUM
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -38,13 +40,15 @@ def tiny_model(seed: int = 0, **overrides) -> SlotCon:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip, with a stated reason, the ``gpu`` tests where there is no CUDA device and the ``cxx`` tests
-    (torch.compile) where there is no C++ compiler."""
+    """Skip, with a stated reason, the ``gpu`` tests where there is no CUDA device, the ``cxx`` tests
+    (torch.compile) where there is no C++ compiler and the ``browser`` tests where there is no Chromium."""
     skips = {}
     if not torch.cuda.is_available():
         skips["gpu"] = pytest.mark.skip(reason="needs a CUDA GPU")
     if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
         skips["cxx"] = pytest.mark.skip(reason="torch.compile needs a C++ compiler")
+    if not CHROMIUM.exists():
+        skips["browser"] = pytest.mark.skip(reason=f"Debian's chromium is not installed at {CHROMIUM}")
     for item in items:
         for marker, skip in skips.items():
             if item.get_closest_marker(marker) is not None:

@@ -1,9 +1,11 @@
-"""Fixtures of the UI tests: a real small index, a live API serving it, and AppTest helpers.
+"""Fixtures of the UI tests: a real small index, a live API serving it, the UI in front of it, a browser,
+and AppTest helpers.
 
 ``ui_index`` builds a concept index from the shared ``synthetic_root`` and ``tiny_checkpoint``
 (``indexer.build.build_index``) and stores an unsupervised-segmentation evaluation in it;
 ``live_api`` starts ``python -m server`` on that index on a free port (data, runs, indexes and
-state in temporary directories) and yields its URL. Nothing is mocked.
+state in temporary directories) and yields its URL; ``ui_url`` starts ``slotcon ui`` against it;
+``browser`` is Debian's Chromium (scripts/browser.py). Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from scripts.browser import launch
 from server.processes import Service, ServiceError, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,30 +62,39 @@ def ui_index(synthetic_root: Path, tiny_checkpoint: Path, tmp_path_factory: pyte
     return Path(index_dir)
 
 
-@pytest.fixture(scope="session")
-def live_api(ui_index: Path, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python -m server`` on ``ui_index`` (a free port, tmp runs/state dirs); yields its base URL."""
-    port = free_port()
-    state = tmp_path_factory.mktemp("api-state")
+def start_api(index: Path, data_root: Path, state: Path) -> tuple[Service, str]:
+    """``python -m server`` on ``index`` (its indexes folder: the index's parent) and ``data_root``, on the CPU
+    with no token, its runs, state and log under ``state``, on a free port; returns the service and its URL."""
     env = {
         **os.environ,
-        "SLOTCON_INDEX": str(ui_index),
-        "SLOTCON_DATA_ROOT": str(synthetic_root),
+        "SLOTCON_INDEX": str(index),
+        "SLOTCON_DATA_ROOT": str(data_root),
         "SLOTCON_RUNS_DIR": str(state / "runs"),
-        "SLOTCON_INDEXES_DIR": str(ui_index.parent),
+        "SLOTCON_INDEXES_DIR": str(index.parent),
         "SLOTCON_STATE_DIR": str(state / "state"),
         "SLOTCON_DEVICE": "cpu",
         "OMP_NUM_THREADS": "1",
     }
     env.pop("SLOTCON_API_TOKEN", None)
+    port = free_port()
+    argv = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
     url = f"http://127.0.0.1:{port}"
-    service = serve(
-        "API",
-        [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        f"{url}/api/health",
-        state / "api.log",
-        env,
-    )
+    return serve("API", argv, f"{url}/api/health", state / "api.log", env), url
+
+
+def start_ui(api: str, log: Path) -> tuple[Service, str]:
+    """``slotcon ui`` against the API at ``api`` on a free port, logging to ``log``; returns the service and
+    its URL."""
+    port = free_port()
+    argv = [sys.executable, "-m", "slotcon", "ui", "--api", api, "--port", str(port)]
+    url = f"http://127.0.0.1:{port}"
+    return serve("UI", argv, f"{url}/_stcore/health", log, {**os.environ, "SLOTCON_API_URL": api}, 60), url
+
+
+@pytest.fixture(scope="session")
+def live_api(ui_index: Path, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``python -m server`` on ``ui_index`` (a free port, tmp runs/state dirs); yields its base URL."""
+    service, url = start_api(ui_index, synthetic_root, tmp_path_factory.mktemp("api-state"))
     try:
         yield url
     finally:
@@ -92,20 +104,47 @@ def live_api(ui_index: Path, synthetic_root: Path, tmp_path_factory: pytest.Temp
 @pytest.fixture(scope="session")
 def ui_url(live_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``slotcon ui`` against the live API on a free port; yields the UI's URL."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    service = serve(
-        "UI",
-        [sys.executable, "-m", "slotcon", "ui", "--api", live_api, "--port", str(port)],
-        f"{url}/_stcore/health",
-        tmp_path_factory.mktemp("ui") / "ui.log",
-        {**os.environ, "SLOTCON_API_URL": live_api},
-        timeout_s=60,
-    )
+    service, url = start_ui(live_api, tmp_path_factory.mktemp("ui") / "ui.log")
     try:
         yield url
     finally:
         service.stop()
+
+
+@pytest.fixture(scope="module")
+def jobs_servers(
+    ui_index: Path, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """An API and a UI of their own, on a copy of the index, for a test that trains and evaluates (its runs,
+    checkpoints and evaluation stay out of the shared servers the other tests read); yields (API, UI) URLs."""
+    import shutil
+
+    state = tmp_path_factory.mktemp("jobs-state")
+    index = state / "indexes" / ui_index.name
+    shutil.copytree(ui_index, index)
+    api, api_url = start_api(index, synthetic_root, state)
+    try:
+        ui, ui_url = start_ui(api_url, state / "ui.log")
+        try:
+            yield api_url, ui_url
+        finally:
+            ui.stop()
+    finally:
+        api.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """A headless Chromium from /usr/bin/chromium (tests that use it are marked ``browser``: skipped where it is
+    not installed)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = launch(p)
+        try:
+            yield b
+        finally:
+            b.close()
 
 
 @pytest.fixture

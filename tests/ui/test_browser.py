@@ -10,45 +10,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-ROOT = Path(__file__).resolve().parents[2]
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
+from scripts.browser import settle
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="Debian's chromium is not installed at /usr/bin/chromium "
-        "(scripts/ensure_browser.sh installs it; `make test` runs that first)",
-    ),
-]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    """A headless Chromium from /usr/bin/chromium."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
@@ -62,12 +30,6 @@ def shots(tmp_path: Path) -> Path:
 def open_buttons(page):
     """The cards' "Open" buttons (exact label; the sidebar has other buttons with "open" in their name)."""
     return page.locator("button").filter(has_text=re.compile(r"^\s*Open\s*$"))
-
-
-def _settle(page) -> None:
-    """Waits until Streamlit has finished running the script (no 'Running…' status widget)."""
-    page.wait_for_load_state("networkidle")
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
 
 
 def test_concepts_and_image_slots_in_chromium(
@@ -84,7 +46,7 @@ def test_concepts_and_image_slots_in_chromium(
     # Concepts: the grid with its counts and one best-segment image per live prototype.
     page.goto(ui_url)  # Concepts is the default page, served at the root
     page.get_by_text(f"{protos['total']} prototypes · {protos['num_dead']} dead").wait_for(timeout=60_000)
-    _settle(page)
+    settle(page)
     alive = [p for p in protos["items"] if not p["dead"]]
     expect(open_buttons(page)).to_have_count(len(alive), timeout=60_000)
     page.locator("[data-testid='stImage'] img").first.wait_for(timeout=30_000)
@@ -95,7 +57,7 @@ def test_concepts_and_image_slots_in_chromium(
     best = max(alive, key=lambda p: p["num_segments"])
     open_buttons(page).first.click()
     page.get_by_text(re.compile(r"^Top \d+ segments")).first.wait_for(timeout=60_000)
-    _settle(page)
+    settle(page)
     expect(page.get_by_text("Prototype #").first).to_be_visible(timeout=60_000)
     expect(page.get_by_role("button", name="Similar segments")).to_have_count(
         min(12, best["num_segments"]), timeout=60_000
@@ -109,7 +71,7 @@ def test_concepts_and_image_slots_in_chromium(
     image = sorted((synthetic_root / "val2017").glob("*.jpg"))[0]
     page.locator("input[type='file']").set_input_files(str(image))
     page.get_by_text("slots on this image").wait_for(timeout=90_000)
-    _settle(page)
+    settle(page)
     expect(page.get_by_text("Slot #").first).to_be_visible(timeout=60_000)
     assert page.get_by_text("nearest dataset segments").count() == 1
     page.locator("[data-testid='stImage'] img").nth(2).wait_for(timeout=60_000)  # overlay, crops: drawn in turn
@@ -133,18 +95,18 @@ def test_a_shared_link_reopens_the_view_in_chromium(ui_url: str, live_api: str, 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{ui_url}/?prototype={k}")
     page.get_by_text(f"Prototype #{k}").first.wait_for(timeout=60_000)
-    _settle(page)
+    settle(page)
     expect(page.get_by_text(re.compile(r"^Top \d+ segments")).first).to_be_visible(timeout=60_000)
     page.screenshot(path=str(shots / "link_prototype.png"), full_page=True)
 
     page.goto(f"{ui_url}/statistics?duplicates=0.62")
     page.get_by_text("(cosine ≥ 0.62)").wait_for(timeout=60_000)
-    _settle(page)
+    settle(page)
     assert "duplicates=0.62" in page.url
 
     page.goto(f"{ui_url}/?sort=id&hide_dead=0")
     page.get_by_text("prototypes ·").first.wait_for(timeout=60_000)
-    _settle(page)
+    settle(page)
     open_buttons(page).first.wait_for(timeout=60_000)
     assert open_buttons(page).count() == len(protos)  # dead ones shown: the link said hide_dead=0
     open_buttons(page).first.click()
@@ -196,35 +158,35 @@ def test_back_and_forward_move_between_views_in_chromium(ui_url: str, browser, s
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(ui_url)
     open_buttons(page).first.wait_for(timeout=60_000)
-    _settle(page)
+    settle(page)
     open_buttons(page).first.click()
     _heading(page, "Prototype #").first.wait_for(timeout=60_000)
     page.wait_for_url(re.compile(r"prototype="), timeout=30_000)
-    _settle(page)
+    settle(page)
     k = _prototype_in_url(page)
     page.get_by_role("button", name="Similar segments").first.click()
     similar = _heading(page, "Segments similar to segment")
     similar.first.wait_for(timeout=60_000)
-    _settle(page)
+    settle(page)
     page.wait_for_url(re.compile(r"segment="), timeout=30_000)
     page.screenshot(path=str(shots / "history_similar.png"))
 
     page.go_back()  # the prototype without the panel
     expect(similar).to_have_count(0, timeout=30_000)
-    _settle(page)
+    settle(page)
     assert _prototype_in_url(page) == k and "segment=" not in page.url
     expect(_heading(page, f"Prototype #{k}").first).to_be_visible()
 
     page.go_back()  # the grid
     expect(_heading(page, "Prototype #")).to_have_count(0, timeout=30_000)
-    _settle(page)
+    settle(page)
     assert _prototype_in_url(page) is None
     expect(open_buttons(page).first).to_be_visible(timeout=30_000)
     page.screenshot(path=str(shots / "history_back_to_grid.png"))
 
     page.go_forward()  # the prototype again
     expect(_heading(page, f"Prototype #{k}").first).to_be_visible(timeout=30_000)
-    _settle(page)
+    settle(page)
     assert _prototype_in_url(page) == k
     expect(similar).to_have_count(0)
 
@@ -249,27 +211,27 @@ def test_panels_and_map_points_open_what_they_show_in_chromium(
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{ui_url}/?prototype={first}")
     _heading(page, f"Prototype #{first}").first.wait_for(timeout=60_000)
-    _settle(page)
+    settle(page)
     page.get_by_role("button", name="Similar segments").first.click()
     similar = _heading(page, "Segments similar to segment")
     similar.first.wait_for(timeout=60_000)
-    _settle(page)
+    settle(page)
     page.get_by_role("button", name="← All concepts").click()
     open_buttons(page).first.wait_for(timeout=60_000)
-    _settle(page)
+    settle(page)
     page.locator(f".st-key-open_{second} button").click()
     _heading(page, f"Prototype #{second}").first.wait_for(timeout=60_000)
-    _settle(page)
+    settle(page)
     expect(similar).to_have_count(0)
     assert "segment=" not in page.url
 
     page.goto(f"{ui_url}/?view=Map")
     page.locator("[data-testid='stVegaLiteChart']").first.wait_for(timeout=60_000)
-    _settle(page)
+    settle(page)
     page.mouse.click(*_red_point(page))
     _heading(page, "Prototype #").first.wait_for(timeout=60_000)
     page.wait_for_url(re.compile(r"prototype="), timeout=30_000)
-    _settle(page)
+    settle(page)
     opened = _prototype_in_url(page)
     for leave in ("back", "all concepts"):
         if leave == "back":
@@ -278,11 +240,11 @@ def test_panels_and_map_points_open_what_they_show_in_chromium(
             page.get_by_role("button", name="← All concepts").click()
         page.locator("[data-testid='stVegaLiteChart']").first.wait_for(timeout=60_000)
         page.wait_for_url(lambda url: "prototype=" not in url, timeout=30_000)
-        _settle(page)
+        settle(page)
         page.mouse.click(*_red_point(page))  # the same point again
         _heading(page, f"Prototype #{opened}").first.wait_for(timeout=60_000)
         page.wait_for_url(re.compile(rf"prototype={opened}\b"), timeout=30_000)
-        _settle(page)
+        settle(page)
     page.screenshot(path=str(shots / "map_reopened.png"))
     page.close()
 
@@ -295,7 +257,7 @@ def test_image_slots_links_open_what_they_show_in_chromium(ui_url: str, browser,
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{ui_url}/image_slots?source=Dataset&image=3")
     page.get_by_text("Segments of image 3 itself are left out").wait_for(timeout=90_000)
-    _settle(page)
+    settle(page)
     captions = page.locator("[data-testid='stCaptionContainer']").filter(has_text=re.compile(r"^seg \d+ · img \d+"))
     expect(captions.first).to_be_visible(timeout=30_000)
     assert not any(" · img 3 · " in c for c in captions.all_inner_texts())  # its own segments left out
@@ -308,64 +270,24 @@ def test_image_slots_links_open_what_they_show_in_chromium(ui_url: str, browser,
     neighbour.click()  # the neighbour's image
     page.get_by_text(f"Segments of image {other} itself are left out").wait_for(timeout=90_000)
     page.wait_for_url(re.compile(rf"image={other}\b"), timeout=30_000)
-    _settle(page)
+    settle(page)
 
     page.locator(".st-key-slots_thumb_5 button").first.click()  # a thumbnail
     page.get_by_text("Segments of image 5 itself are left out").wait_for(timeout=90_000)
     page.wait_for_url(re.compile(r"image=5\b"), timeout=30_000)
-    _settle(page)
+    settle(page)
 
     legend = page.locator("[data-testid='stPageLink'] a").filter(has_text=re.compile(r"^#\d+"))
     k = legend.first.inner_text().split()[0].lstrip("#")
     legend.first.click()  # a legend entry: its prototype
     _heading(page, f"Prototype #{k}").first.wait_for(timeout=60_000)
-    _settle(page)
+    settle(page)
 
     page.go_back()
     page.get_by_text("Segments of image 5 itself are left out").wait_for(timeout=90_000)
     page.go_back()
     page.get_by_text(f"Segments of image {other} itself are left out").wait_for(timeout=90_000)
     page.close()
-
-
-@pytest.fixture(scope="module")
-def jobs_servers(
-    ui_index: Path, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, str]]:
-    """An API and a UI of their own, on a copy of the index, for a test that trains and evaluates (its runs,
-    checkpoints and evaluation stay out of the shared servers the other tests read); yields (API, UI) URLs."""
-    import shutil
-    import sys
-
-    from server.processes import Service, free_port
-
-    state = tmp_path_factory.mktemp("jobs-state")
-    index = state / "indexes" / ui_index.name
-    shutil.copytree(ui_index, index)
-    api, ui = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
-    env = {
-        **os.environ,
-        "SLOTCON_INDEX": str(index),
-        "SLOTCON_DATA_ROOT": str(synthetic_root),
-        "SLOTCON_RUNS_DIR": str(state / "runs"),
-        "SLOTCON_INDEXES_DIR": str(index.parent),
-        "SLOTCON_STATE_DIR": str(state / "state"),
-        "SLOTCON_DEVICE": "cpu",
-        "OMP_NUM_THREADS": "1",
-        "SLOTCON_API_URL": api,
-    }
-    env.pop("SLOTCON_API_TOKEN", None)
-    argv = [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", api.rsplit(":", 1)[1]]
-    services = [Service.start("API", argv + ["--log-level", "warning"], state / "api.log", env=env, cwd=ROOT)]
-    try:
-        services[0].wait_healthy(f"{api}/api/health", 90)
-        argv = [sys.executable, "-m", "slotcon", "ui", "--api", api, "--port", ui.rsplit(":", 1)[1]]
-        services.append(Service.start("UI", argv, state / "ui.log", env=env, cwd=ROOT))
-        services[1].wait_healthy(f"{ui}/_stcore/health", 60)
-        yield api, ui
-    finally:
-        for service in services:
-            service.stop()
 
 
 @pytest.mark.slow
@@ -380,7 +302,7 @@ def test_finished_training_and_evaluation_jobs_show_without_a_reload_in_chromium
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{ui_url}/training")
     page.get_by_role("button", name="Start training").wait_for(timeout=60_000)
-    _settle(page)
+    settle(page)
     page.evaluate("() => { window.__same_document = true; }")
     epochs = page.get_by_role("spinbutton", name="Epochs")
     epochs.fill("1")
@@ -399,7 +321,7 @@ def test_finished_training_and_evaluation_jobs_show_without_a_reload_in_chromium
 
     page.goto(f"{ui_url}/segmentation")
     page.get_by_text("Run an evaluation").wait_for(timeout=60_000)
-    _settle(page)
+    settle(page)
     page.evaluate("() => { window.__same_document = true; }")
     page.get_by_text("Run an evaluation").click()
     resolution = page.get_by_role("spinbutton", name="Resolution")

@@ -10,32 +10,9 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-dev-shm-usage"]
+from scripts.browser import settle
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed at /usr/bin/chromium"),
-]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    """A headless Chromium from /usr/bin/chromium."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def _settle(page) -> None:
-    """Waits until Streamlit has finished running the script (no 'Running…' status widget)."""
-    page.wait_for_load_state("networkidle")
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
@@ -84,7 +61,7 @@ def test_a_link_naming_an_index_shows_that_index_in_chromium(
     page = context.new_page()
     page.goto(f"{ui_url}/?prototype={k}&index={other_index}")
     expect(page.get_by_text(re.compile(r"^Top \d+ segments")).first).to_be_visible(timeout=60_000)
-    _settle(page)
+    settle(page)
     shown = _shown_segment_ids(page)
     assert shown and sorted(shown) == sorted(wanted[: len(shown)]), (shown, wanted, default)  # tiles fill columns
     assert f"index={other_index}" in page.url and "build=" in page.url
@@ -92,11 +69,11 @@ def test_a_link_naming_an_index_shows_that_index_in_chromium(
 
     page.get_by_role("link", name="Slot statistics").click()  # another page: the URL still names the index
     page.wait_for_url(re.compile(r"/statistics"), timeout=30_000)
-    _settle(page)
+    settle(page)
     assert f"index={other_index}" in page.url
 
     page.goto(f"{ui_url}/?prototype={k}&index={other_index}&build=0123abcd")  # an earlier build's link
     expect(page.get_by_text(re.compile(r"earlier build of")).first).to_be_visible(timeout=60_000)
-    _settle(page)
+    settle(page)
     assert _shown_segment_ids(page) == []
     context.close()
