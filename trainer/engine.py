@@ -28,7 +28,6 @@ import logging
 import os
 import signal
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -51,6 +50,7 @@ from trainer.collectives import CollectiveRecorder
 from trainer.config import TrainConfig, save_config_yaml
 from trainer.consensus import Agreed, LocalView, agree
 from trainer.data import DataError, build_loader
+from trainer.distributed import first_line, init_distributed, is_collective_failure
 from trainer.lars import LARS
 from trainer.loop import BatchStream, LogWindow, LoopState, StepResult, budget_total
 from trainer.metrics import MetricsWriter
@@ -71,37 +71,6 @@ class TrainingError(RuntimeError):
     def __init__(self, message: str, exit_code: int = EXIT_DATA) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def init_distributed(device: str, timeout_minutes: float = 10.0) -> tuple[torch.device, int]:
-    """Join the torchrun process group when launched by torchrun; returns (device, local rank).
-
-    Every collective of the group fails after ``timeout_minutes`` instead of waiting for ever, so ranks that
-    disagree end with an error that names where they were (see :class:`trainer.collectives.CollectiveRecorder`).
-    """
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not is_distributed():
-        if use_cuda:
-            torch.cuda.set_device(local_rank)
-        backend, timeout = "nccl" if use_cuda else "gloo", timedelta(minutes=timeout_minutes)
-        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
-        if restart is not None and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
-            # torchrun restarted the workers (--max-restarts): their group's keys go under this attempt's prefix,
-            # so no rank reads an address a dead attempt left in the agent's store
-            world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
-            store = dist.TCPStore(
-                os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False, timeout=timeout
-            )
-            prefixed = dist.PrefixStore(f"slotcon/attempt-{restart}", store)
-            dist.init_process_group(backend, store=prefixed, rank=rank, world_size=world, timeout=timeout)
-        else:
-            dist.init_process_group(backend=backend, timeout=timeout)
-    dev = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
-    if use_cuda:
-        torch.cuda.set_device(dev)
-        torch.backends.cudnn.benchmark = True
-    return dev, local_rank
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -642,10 +611,10 @@ class Trainer:
                 raise
             # a collective that failed (a peer died, a mismatch ran into the timeout) or any other error: say
             # where this rank was, so the ranks' reports can be put side by side
-            message = f"rank {self.rank}: {_first_line(e)} (at {self.recorder.where()})"
+            message = f"rank {self.rank}: {first_line(e)} (at {self.recorder.where()})"
             logger.error("%s", message)
             self.metrics.event("failed", step=self.step, message=message)
-            if _is_collective_failure(e):
+            if is_collective_failure(e):
                 return EXIT_DISTRIBUTED
             raise
         finally:
@@ -653,20 +622,6 @@ class Trainer:
                 signal.signal(s, h)
             if self.cfg.record_collectives:
                 self.recorder.dump(self.cfg.record_collectives, self.rank)
-
-
-#: Words of the errors that gloo and NCCL raise when a collective fails or times out.
-_COLLECTIVE_FAILURE_WORDS = ("gloo", "nccl", "timed out", "connection closed", "connection reset", "watchdog")
-
-
-def _is_collective_failure(e: BaseException) -> bool:
-    text = str(e).lower()
-    return isinstance(e, dist.DistError) or any(w in text for w in _COLLECTIVE_FAILURE_WORDS)
-
-
-def _first_line(e: BaseException) -> str:
-    lines = [s for s in str(e).strip().splitlines() if s.strip()]
-    return lines[0][:300] if lines else type(e).__name__
 
 
 __all__ = ["DataError", "EXIT_DATA", "EXIT_DISTRIBUTED", "EXIT_NONFINITE", "EXIT_OK", "Trainer", "TrainingError"]
