@@ -24,7 +24,7 @@ SUFFIXES = (".png", ".pdf", ".svg")
 def png_bytes(img: Image.Image) -> bytes:
     """PNG bytes of the image, without any metadata chunk (deterministic)."""
     buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=6)  # 9 is 2.7x slower for 1% smaller
+    img.save(buf, format="PNG", compress_level=6)  # higher levels cost far more time for barely smaller files
     return buf.getvalue()
 
 

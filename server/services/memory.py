@@ -1,10 +1,10 @@
 """Memory returned to the system when the server goes idle.
 
 glibc keeps the memory freed by request threads in its per-thread arenas (small and medium
-allocations: PIL strips, numpy temporaries, JSON bodies); measured over three bursts of 20 clients
-(``bench/api_load.py --bursts 3``), resident memory then stayed 7-11 % above its warmed-up size and
-grew with each burst. :class:`IdleTrimmer` calls ``malloc_trim(0)`` once the server has had no request
-in flight for ``idle_s`` seconds after some activity, which hands those free pages back.
+allocations: PIL strips, numpy temporaries, JSON bodies), so after bursts of clients resident memory
+stays above its warmed-up size and grows with each burst (``bench/api_load.py --bursts 3``; the figures
+are in docs/deployment.md). :class:`IdleTrimmer` calls ``malloc_trim(0)`` once the server has had no
+request in flight for ``idle_s`` seconds after some activity, which hands those free pages back.
 """
 
 from __future__ import annotations
