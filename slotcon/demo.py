@@ -58,6 +58,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-eval", action="store_true", help="do not run the segmentation evaluations")
     p.add_argument("--no-serve", action="store_true", help="build everything, start nothing")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    p.add_argument(
+        "--scores-json",
+        action="store_true",
+        help="print the evaluations' full results as one JSON object (baseline → result) instead of the table",
+    )
     return p
 
 
@@ -247,7 +252,7 @@ def build(args: argparse.Namespace) -> Path:
             force=stale,
             stdout=index_dir / f"eval-synthetic-{baseline}.log",
         )
-    say_scores(index_dir)
+    say_scores(index_dir, full=args.scores_json)
     return index_dir
 
 
@@ -271,15 +276,19 @@ def score_table(results: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
-def say_scores(index_dir: Path) -> None:
+def say_scores(index_dir: Path, full: bool = False) -> None:
     """Prints the demo's unsupervised-segmentation scores against the baselines as one table, with where the
-    full results are (JSON beside the index, and the UI's Unsupervised segmentation page)."""
+    full results are (JSON beside the index, and the UI's Unsupervised segmentation page); ``full``: the
+    stored results themselves, as one JSON object keyed by baseline."""
     results = {}
     for baseline in BASELINES:
         path = index_dir / f"eval-synthetic-{baseline}.json"
         if path.is_file():
             results[baseline] = json.loads(path.read_text())
     if not results:
+        return
+    if full:
+        print(json.dumps(results, indent=2), flush=True)
         return
     say("4/6 unsupervised segmentation of the val2017 scenes (%, Hungarian-matched; per-class IoU below):")
     print("\n".join("    " + row for row in score_table(results).splitlines()), flush=True)

@@ -31,3 +31,5 @@ def test_the_summary_is_a_table_of_the_stored_results(
     out = capsys.readouterr().out
     assert "pixel accuracy" in out and "eval-synthetic-*.json" in out and "{" not in out
     assert len(out.splitlines()) < 25  # one screen
+    say_scores(tmp_path, full=True)
+    assert json.loads(capsys.readouterr().out) == results  # the full results on request
