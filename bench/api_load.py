@@ -27,9 +27,7 @@ import asyncio
 import io
 import json
 import os
-import platform
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -41,6 +39,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from server.processes import free_port  # noqa: E402
 
 
 def build_fixtures(work: Path, images: int) -> tuple[Path, Path]:
@@ -66,17 +66,11 @@ def build_fixtures(work: Path, images: int) -> tuple[Path, Path]:
     return index, r50
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """``python -m server`` (from ``root``) in a subprocess on a free loopback port."""
 
     def __init__(self, work: Path, *args: str, root: Path = ROOT) -> None:
-        self.port = _port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SLOTCON_")}
         env["PYTHONPATH"] = str(root)
@@ -122,9 +116,13 @@ class Server:
         self.proc.wait(timeout=20)
 
 
-async def level(base: str, make: Callable[[random.Random], dict], clients: int, requests: int, seconds: float) -> dict:
-    """``clients`` concurrent loops issuing ``make(rng)`` requests until ``requests`` or ``seconds``."""
-    latencies: list[float] = []
+async def _drive(
+    base: str, draw: Callable[[random.Random], tuple[str, dict]], clients: int, requests: int, seconds: float
+) -> tuple[dict[str, list[float]], dict[str, int], float]:
+    """``clients`` concurrent loops, each issuing the requests ``draw(rng)`` gives (a kind and its request), until
+    ``requests`` in all or ``seconds``; returns each kind's latencies (s), the errors counted by ``kind:what``
+    (``what`` alone for the kind ''), and the wall time (s)."""
+    latencies: dict[str, list[float]] = {}
     errors: dict[str, int] = {}
     issued = 0
     deadline = time.perf_counter() + seconds
@@ -136,27 +134,36 @@ async def level(base: str, make: Callable[[random.Random], dict], clients: int, 
             rng = random.Random(seed)
             while issued < requests and time.perf_counter() < deadline:
                 issued += 1
+                kind, request = draw(rng)
                 t = time.perf_counter()
                 try:
-                    r = await http.request(**make(rng))
-                    if r.status_code != 200:
-                        errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+                    r = await http.request(**request)
+                    failure = None if r.status_code == 200 else str(r.status_code)
                 except httpx.HTTPError as e:
-                    errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
-                latencies.append(time.perf_counter() - t)
+                    failure = type(e).__name__
+                if failure is not None:
+                    key = f"{kind}:{failure}" if kind else failure
+                    errors[key] = errors.get(key, 0) + 1
+                latencies.setdefault(kind, []).append(time.perf_counter() - t)
 
         started = time.perf_counter()
         await asyncio.gather(*(worker(i) for i in range(clients)))
         wall = time.perf_counter() - started
-    ms = np.array(latencies) * 1000
+    return latencies, errors, wall
+
+
+async def level(base: str, make: Callable[[random.Random], dict], clients: int, requests: int, seconds: float) -> dict:
+    """``clients`` concurrent loops issuing ``make(rng)`` requests until ``requests`` or ``seconds``."""
+    latencies, errors, wall = await _drive(base, lambda rng: ("", make(rng)), clients, requests, seconds)
+    ms = np.array(latencies.get("", [])) * 1000
     return {
         "clients": clients,
-        "requests": len(latencies),
+        "requests": len(ms),
         "errors": sum(errors.values()),
         "error_kinds": errors,
         "p50_ms": round(float(np.percentile(ms, 50)), 2) if len(ms) else None,
         "p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else None,
-        "rps": round(len(latencies) / wall, 1) if wall else None,
+        "rps": round(len(ms) / wall, 1) if wall else None,
     }
 
 
@@ -170,32 +177,13 @@ async def mixed(
     """``clients`` concurrent loops, each request of a kind drawn with the kinds' weights."""
     names = list(kinds)
     weights = [kinds[n][0] for n in names]
-    latencies: dict[str, list[float]] = {n: [] for n in names}
-    errors: dict[str, int] = {}
-    issued = 0
-    deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, timeout=300, limits=limits) as http:
 
-        async def worker(seed: int) -> None:
-            nonlocal issued
-            rng = random.Random(seed)
-            while issued < requests and time.perf_counter() < deadline:
-                issued += 1
-                kind = rng.choices(names, weights)[0]
-                t = time.perf_counter()
-                try:
-                    r = await http.request(**kinds[kind][1](rng))
-                    if r.status_code != 200:
-                        key = f"{kind}:{r.status_code}"
-                        errors[key] = errors.get(key, 0) + 1
-                except httpx.HTTPError as e:
-                    errors[f"{kind}:{type(e).__name__}"] = errors.get(f"{kind}:{type(e).__name__}", 0) + 1
-                latencies[kind].append(time.perf_counter() - t)
+    def draw(rng: random.Random) -> tuple[str, dict]:
+        kind = rng.choices(names, weights)[0]
+        return kind, kinds[kind][1](rng)
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(i) for i in range(clients)))
-        wall = time.perf_counter() - started
+    drawn, errors, wall = await _drive(base, draw, clients, requests, seconds)
+    latencies = {n: drawn.get(n, []) for n in names}
     every = np.array([x for v in latencies.values() for x in v]) * 1000
 
     def pct(ms: np.ndarray) -> dict:
@@ -219,17 +207,13 @@ async def mixed(
 
 
 def machine() -> dict:
-    """Where this ran: the CPU model as lscpu names it, torch's CPU capability and threads, the cores."""
+    """Where this ran: the CPU model, torch's CPU capability and threads, the cores."""
     import torch
 
-    model = None
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), None)
-    except (OSError, subprocess.SubprocessError):
-        pass
+    from trainer.precision import cpu_model
+
     return {
-        "cpu_model": model or platform.processor() or "unknown",
+        "cpu_model": cpu_model(),
         "cpus": os.cpu_count(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),

@@ -38,17 +38,13 @@ def _status_kib(field: str) -> int:
 
 
 def machine(threads: int) -> dict:
-    """The CPU model as lscpu names it, torch's CPU capability, the threads used and the cores."""
+    """The CPU model, torch's CPU capability, the threads used and the cores."""
     import torch
 
-    model = None
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), None)
-    except (OSError, subprocess.SubprocessError):
-        pass
+    from trainer.precision import cpu_model
+
     return {
-        "cpu_model": model,
+        "cpu_model": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": threads,
         "cores": os.cpu_count(),
@@ -212,12 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--faiss", default="auto", help="index type (auto: flat up to --flat-max vectors, IVF-PQ above)")
     p.add_argument("--flat-max", type=int, default=50_000)
     p.add_argument("--nlist", type=int, default=None, help="IVF lists (default: the image index's, at most 1024)")
-    p.add_argument(
-        "--vector-sizes",
-        default="",
-        help="also time the FAISS stage alone on this many synthetic D-dim vectors each (comma-separated), "
-        "to see the build's memory beyond the image counts that fit in a benchmark",
-    )
+    # synthetic D-dim unit vectors: the FAISS stage's memory beyond the vector counts of the image counts that fit
+    # in a benchmark
+    p.add_argument("--vector-sizes", default="", help="FAISS stage alone on these vector counts (comma-separated)")
     p.add_argument("--global-vectors", action="store_true")
     p.add_argument("--queries", type=int, default=200, help="queries of each kind timed on each built index")
     p.add_argument("--work", default=None, help="working directory (default: a temporary one, removed)")
