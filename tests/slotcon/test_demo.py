@@ -19,31 +19,33 @@ from slotcon import demo, ui_launcher
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def demo_args(synthetic_root: Path, tiny_checkpoint: Path, ui_index: Path, tmp_path: Path) -> list[str]:
-    # --checkpoint X explores <indexes-dir>/<X's stem>: the fixture's index (tiny.pth → indexes/tiny)
-    assert ui_index.name == tiny_checkpoint.stem
+def demo_args(data_dir: Path, checkpoint: Path, index: Path, tmp_path: Path) -> list[str]:
+    """``slotcon demo`` flags: scenes in ``data_dir``, the model ``checkpoint`` explored in ``index`` (its indexes
+    folder: the index's parent), runs and state under ``tmp_path``; no evaluation, no browser."""
+    # --checkpoint X explores <indexes-dir>/<X's stem>
+    assert index.name == checkpoint.stem
     return [
         "--data-dir",
-        str(synthetic_root),
+        str(data_dir),
         "--runs-dir",
         str(tmp_path / "runs"),
         "--indexes-dir",
-        str(ui_index.parent),
+        str(index.parent),
         "--state-dir",
         str(tmp_path / "state"),
         "--checkpoint",
-        str(tiny_checkpoint),
+        str(checkpoint),
         "--skip-eval",
         "--no-browser",
     ]
 
 
 def test_warm_demo_skips_every_step(
-    synthetic_root: Path, tiny_checkpoint: Path, ui_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    synthetic_root: Path, tiny_checkpoint: Path, demo_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (synthetic_root / "synthetic.json").touch()
     start = time.monotonic()
-    assert demo.main([*demo_args(synthetic_root, tiny_checkpoint, ui_index, tmp_path), "--no-serve"]) == 0
+    assert demo.main([*demo_args(synthetic_root, tiny_checkpoint, demo_index, tmp_path), "--no-serve"]) == 0
     assert time.monotonic() - start < 5
     out = capsys.readouterr().out
     assert "1/6 generating the synthetic scenes: done already" in out
@@ -58,7 +60,7 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_demo_serves_and_ctrl_c_stops_both(
-    synthetic_root: Path, tiny_checkpoint: Path, ui_index: Path, tmp_path: Path
+    synthetic_root: Path, tiny_checkpoint: Path, demo_index: Path, tmp_path: Path
 ) -> None:
     (synthetic_root / "synthetic.json").touch()
     api_port, ui_port = free_port(), free_port()
@@ -67,7 +69,7 @@ def test_demo_serves_and_ctrl_c_stops_both(
         "-m",
         "slotcon",
         "demo",
-        *demo_args(synthetic_root, tiny_checkpoint, ui_index, tmp_path),
+        *demo_args(synthetic_root, tiny_checkpoint, demo_index, tmp_path),
         "--port",
         str(api_port),
         "--ui-port",
@@ -86,7 +88,7 @@ def test_demo_serves_and_ctrl_c_stops_both(
                 break
         out = "".join(lines)
         assert f"UI   http://127.0.0.1:{ui_port}" in out and f"API  http://127.0.0.1:{api_port}/docs" in out
-        assert httpx.get(f"http://127.0.0.1:{api_port}/api/health").json()["index"]["name"] == ui_index.name
+        assert httpx.get(f"http://127.0.0.1:{api_port}/api/health").json()["index"]["name"] == demo_index.name
         assert httpx.get(f"http://127.0.0.1:{ui_port}/_stcore/health").status_code == 200
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=30) == 0
@@ -140,7 +142,7 @@ def test_stale_scenes_and_runs_are_detected(tmp_path: Path) -> None:
 
 
 def test_demo_regenerates_scenes_of_an_older_generator(
-    tiny_checkpoint: Path, ui_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_checkpoint: Path, demo_index: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import json
 
@@ -149,22 +151,7 @@ def test_demo_regenerates_scenes_of_an_older_generator(
     data = tmp_path / "data"
     data.mkdir()
     (data / "synthetic.json").write_text(json.dumps({"version": "0"}))
-    args = [
-        "--data-dir",
-        str(data),
-        "--runs-dir",
-        str(tmp_path / "runs"),
-        "--indexes-dir",
-        str(ui_index.parent),
-        "--state-dir",
-        str(tmp_path / "state"),
-        "--checkpoint",
-        str(tiny_checkpoint),
-        "--skip-eval",
-        "--no-browser",
-        "--no-serve",
-    ]
-    assert demo.main(args) == 0
+    assert demo.main([*demo_args(data, tiny_checkpoint, demo_index, tmp_path), "--no-serve"]) == 0
     assert "holds scenes of generator version 0: generating the current ones" in capsys.readouterr().out
     assert json.loads((data / "synthetic.json").read_text())["version"] == GENERATOR_VERSION
     assert len(list((data / "val2017").glob("*.jpg"))) == 200
