@@ -1,4 +1,5 @@
-"""Fixtures shared by every package's tests: a small synthetic dataset and tiny checkpoints; the markers.
+"""Fixtures shared by every package's tests: a small synthetic dataset, tiny checkpoints, a worker script run as
+gloo ranks; the markers.
 
 Package-specific fixtures live in ``tests/<package>/conftest.py``.
 
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,8 +29,11 @@ import torch
 from core.checkpoint import save_checkpoint
 from core.model import SlotCon, SlotConConfig
 from scripts.browser import CHROMIUM
+from server.processes import free_port
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # A model small enough that a forward pass takes milliseconds on one CPU core.
 TINY_CONFIG = dict(arch="resnet18", width=0.25, stride16=True, dim_hidden=64, dim_out=32, num_prototypes=8)
@@ -121,3 +127,37 @@ def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_trained_model():
     """The :func:`trained_model` factory (``make_trained_model(arch="resnet50", width=0.125)``)."""
     return trained_model
+
+
+def _run_ranks(args: list[str], tmp_path: Path, world: int = 2, timeout: float = 240) -> list[dict]:
+    """Runs ``python ARGS`` as ``world`` gloo ranks (RANK, WORLD_SIZE, MASTER_ADDR/PORT set); asserts each exits 0
+    within ``timeout`` s; returns what each saved to ``tmp_path/rank{r}.pt``."""
+    env = {
+        **os.environ,
+        "WORLD_SIZE": str(world),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT),
+        "LOCAL_RANK": "0",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, *args], env={**env, "RANK": str(r)}, cwd=ROOT, stderr=subprocess.PIPE, text=True
+        )
+        for r in range(world)
+    ]
+    try:
+        codes = [p.wait(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert codes == [0] * world, [p.stderr.read()[-3000:] for p in procs]
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
+
+
+@pytest.fixture(scope="session")
+def run_ranks():
+    """A function: ``run_ranks(args, tmp_path, world=2)`` runs a worker script as gloo ranks (see _run_ranks)."""
+    return _run_ranks
