@@ -8,6 +8,9 @@ from pathlib import Path
 
 from server.commands import eval_argv, index_argv, train_argv
 
+#: What every evaluation here is of and where it writes.
+EVAL = dict(protocol="synthetic", index=Path("i"), out=Path("e.json"))
+
 
 def test_training_on_one_or_many_processes() -> None:
     one = train_argv("cpu-demo", Path("d"), Path("r"), ["--epochs", "2"])
@@ -32,15 +35,7 @@ def test_training_on_one_or_many_processes() -> None:
 def test_optional_flags_are_left_out() -> None:
     argv = index_argv(Path("c.pth"), Path("d"), Path("o"), split="val2017")
     assert argv[2:] == ["indexer", "--checkpoint", "c.pth", "--data", "d", "--split", "val2017", "--out", "o"]
-    argv = eval_argv(
-        Path("c.pth"),
-        Path("d"),
-        protocol="synthetic",
-        baseline="kmeans-rgb",
-        index=Path("i"),
-        out=Path("e.json"),
-        resolution=320,
-    )
+    argv = eval_argv(Path("c.pth"), Path("d"), baseline="kmeans-rgb", resolution=320, **EVAL)
     assert argv[argv.index("--resolution") + 1] == "320" and "--split" not in argv
 
 
@@ -60,15 +55,13 @@ def test_the_commands_parse() -> None:
         eval_argv(
             Path("c.pth"),
             Path("d"),
-            protocol="synthetic",
             baseline="none",
-            index=Path("i"),
-            out=Path("e.json"),
             split="val2017",
             resolution=320,
             progress_file=Path("p.json"),
             seeds=1,
             all_images=True,
+            **EVAL,
         ),
     ):
         module = {"indexer": "indexer.__main__"}.get(argv[2], argv[2])
