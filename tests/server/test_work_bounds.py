@@ -56,6 +56,12 @@ def _frames(n: int, size=(48, 32)) -> list[Image.Image]:
     return [Image.new("RGB", size, (i * 7 % 256, 80, 200 - i % 200)) for i in range(n)]
 
 
+def _animated(fmt: str, n: int, **save) -> bytes:
+    """``n`` of :func:`_frames` as one ``fmt`` file (frames, or a TIFF's pages)."""
+    frames = _frames(n)
+    return encoded(frames[0], fmt, save_all=True, append_images=frames[1:], **save)
+
+
 def _post(client, data: bytes, name: str, **kwargs):
     return client.post("/api/slots", files={"file": (name, data, "application/octet-stream")}, **kwargs)
 
@@ -166,10 +172,10 @@ def test_scan_bomb_upload_is_refused_before_decoding(client):
         ("progressive-optimized.jpg", encoded(_photo(seed=1), "JPEG", progressive=True, optimize=True, quality=95)),
         ("progressive-grey.jpg", encoded(_photo().convert("L"), "JPEG", progressive=True)),
         ("progressive-444.jpg", encoded(_photo(), "JPEG", progressive=True, subsampling=0)),
-        ("animated.gif", encoded(_frames(1)[0], "GIF", save_all=True, append_images=_frames(120)[1:], duration=40)),
-        ("animated.webp", encoded(_frames(1)[0], "WEBP", save_all=True, append_images=_frames(40)[1:], duration=40)),
-        ("animated.png", encoded(_frames(1)[0], "PNG", save_all=True, append_images=_frames(30)[1:], duration=40)),
-        ("pages.tiff", encoded(_frames(1)[0], "TIFF", save_all=True, append_images=_frames(5)[1:])),
+        ("animated.gif", _animated("GIF", 120, duration=40)),
+        ("animated.webp", _animated("WEBP", 40, duration=40)),
+        ("animated.png", _animated("PNG", 30, duration=40)),
+        ("pages.tiff", _animated("TIFF", 5)),
     ],
 )
 def test_ordinary_files_pass(client, name, data):
@@ -185,30 +191,10 @@ def test_ordinary_files_pass(client, name, data):
     "name, data, limits, words",
     [
         ("bomb.jpg", scan_bomb(200, side=64), StructureLimits(scans=64), "more than 64 scans"),
-        (
-            "frames.gif",
-            encoded(_frames(1)[0], "GIF", save_all=True, append_images=_frames(30)[1:]),
-            StructureLimits(frames=20),
-            "more than 20 frames",
-        ),
-        (
-            "frames.webp",
-            encoded(_frames(1)[0], "WEBP", save_all=True, append_images=_frames(30)[1:]),
-            StructureLimits(frames=20),
-            "more than 20 frames",
-        ),
-        (
-            "frames.png",
-            encoded(_frames(1)[0], "PNG", save_all=True, append_images=_frames(30)[1:]),
-            StructureLimits(frames=20),
-            "more than 20 frames",
-        ),
-        (
-            "pages.tiff",
-            encoded(_frames(1)[0], "TIFF", save_all=True, append_images=_frames(30)[1:]),
-            StructureLimits(frames=20),
-            "more than 20 pages",
-        ),
+        ("frames.gif", _animated("GIF", 30), StructureLimits(frames=20), "more than 20 frames"),
+        ("frames.webp", _animated("WEBP", 30), StructureLimits(frames=20), "more than 20 frames"),
+        ("frames.png", _animated("PNG", 30), StructureLimits(frames=20), "more than 20 frames"),
+        ("pages.tiff", _animated("TIFF", 30), StructureLimits(frames=20), "more than 20 pages"),
     ],
 )
 def test_structure_beyond_the_limits_is_refused(name, data, limits, words):
