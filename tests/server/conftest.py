@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -136,3 +137,40 @@ def client(make_settings) -> Iterator[TestClient]:
 def sample_jpeg(synthetic_root: Path) -> bytes:
     """The bytes of one real dataset image."""
     return sorted((synthetic_root / "val2017").glob("*.jpg"))[0].read_bytes()
+
+
+#: Training-job overrides of a tiny, quick run: the suite's tiny model at 64 px, batch 8, no loader workers, one
+#: thread, a log line every step and no time budget (a job's length is its epochs or max_steps).
+TINY_TRAIN = {
+    "arch": "resnet18",
+    "width": 0.25,
+    "dim_hidden": 64,
+    "dim_out": 32,
+    "num_prototypes": 8,
+    "image_size": 64,
+    "batch_size": 8,
+    "workers": 0,
+    "log_every": 1,
+    "threads": 1,
+    "budget_minutes": 0,
+}
+
+
+def not_running(job: dict) -> bool:
+    """True once the job has ended (succeeded, failed or stopped) or is stopping."""
+    return job["status"] != "running"
+
+
+def wait_job(client: TestClient, job_id: int, until: Callable[[dict], bool] = not_running, timeout: float = 90) -> dict:
+    """Polls ``GET /api/jobs/{job_id}`` until ``until(job)`` holds (by default: the job no longer runs); returns
+    the job, or fails with the job's log tail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        if until(job):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(
+        f"job {job_id} did not get there in {timeout} s: {job}\n"
+        + client.get(f"/api/jobs/{job_id}/log").json()["log"][-3000:]
+    )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import shutil
-import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,6 +13,7 @@ from fastapi.testclient import TestClient
 from indexer.evaluate import EvalConfig, run_eval
 from indexer.store import ConceptIndex
 from server.app import create_app
+from tests.server.conftest import wait_job
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -55,10 +55,7 @@ def test_an_eval_job_takes_the_metrics(make_settings, server_index, tmp_path) ->
         body = {"protocol": "synthetic", "resolution": 32, "metrics": ["dissection"], "dissection_threshold": 0.05}
         r = client.post("/api/eval", json=body)
         assert r.status_code == 201, r.text
-        deadline = time.monotonic() + 120
-        while (job := client.get(f"/api/jobs/{r.json()['id']}").json())["status"] == "running":
-            assert time.monotonic() < deadline, job
-            time.sleep(0.3)
+        job = wait_job(client, r.json()["id"], timeout=120)
         assert job["status"] == "succeeded", job
         (item,) = client.get("/api/eval").json()["items"]
     assert item["metrics"] == ["dissection"] and item["object_discovery"] is None

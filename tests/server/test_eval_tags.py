@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import time
 
 from fastapi.testclient import TestClient
 
@@ -14,6 +13,7 @@ from indexer.evaluate_tag import PAPER
 from indexer.store import ConceptIndex
 from indexer.types import ImageList, ScoreTag
 from server.app import create_app
+from tests.server.conftest import wait_job
 
 TAG_FIELDS = {f.name for f in dataclasses.fields(ScoreTag)}
 LIST_FIELDS = {f.name for f in dataclasses.fields(ImageList)}
@@ -52,10 +52,7 @@ def test_an_eval_job_takes_seeds_and_the_image_list(make_settings, server_index,
         body = {"protocol": "synthetic", "baseline": "kmeans-rgb", "resolution": 32, "seeds": 2, "all_images": True}
         r = client.post("/api/eval", json=body)
         assert r.status_code == 201, r.text
-        deadline = time.monotonic() + 120
-        while (job := client.get(f"/api/jobs/{r.json()['id']}").json())["status"] == "running":
-            assert time.monotonic() < deadline, job
-            time.sleep(0.3)
+        job = wait_job(client, r.json()["id"], timeout=120)
         assert job["status"] == "succeeded", job
         (item,) = client.get("/api/eval").json()["items"]
     one = item["scores"][0]

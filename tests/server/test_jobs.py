@@ -13,37 +13,13 @@ from fastapi.testclient import TestClient
 
 from server.app import create_app
 from server.services.jobstore import JobStore
-
-TINY = {
-    "arch": "resnet18",
-    "width": 0.25,
-    "dim_hidden": 64,
-    "dim_out": 32,
-    "num_prototypes": 8,
-    "image_size": 64,
-    "batch_size": 8,
-    "workers": 0,
-    "log_every": 1,
-    "threads": 1,
-    "budget_minutes": 0,
-}
-
-
-def _wait(client, job_id: int, until, timeout: float = 90.0) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        job = client.get(f"/api/jobs/{job_id}").json()
-        if until(job):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(
-        f"job {job_id} did not get there in {timeout} s: {job}\n"
-        + client.get(f"/api/jobs/{job_id}/log").json()["log"][-3000:]
-    )
+from tests.server.conftest import TINY_TRAIN, wait_job
 
 
 def _train(client, name: str, **overrides):
-    return client.post("/api/jobs/train", json={"preset": "cpu-demo", "name": name, "overrides": {**TINY, **overrides}})
+    return client.post(
+        "/api/jobs/train", json={"preset": "cpu-demo", "name": name, "overrides": {**TINY_TRAIN, **overrides}}
+    )
 
 
 def test_train_progress_stop_and_restart(make_settings):
@@ -53,7 +29,7 @@ def test_train_progress_stop_and_restart(make_settings):
         assert r.status_code == 201, r.text
         quick = r.json()
         assert quick["status"] == "running" and quick["kind"] == "train" and quick["name"] == "quick"
-        done = _wait(client, quick["id"], lambda j: j["status"] != "running")
+        done = wait_job(client, quick["id"])
         assert done["status"] == "succeeded" and done["progress"] == 1.0, done
         assert done["latest_metrics"]["step"] == done["total_steps"] == 3
         metrics = client.get(f"/api/jobs/{quick['id']}/metrics").json()
@@ -67,12 +43,12 @@ def test_train_progress_stop_and_restart(make_settings):
         assert final["epoch"] == 1 and final["config"]["num_prototypes"] == 8
 
         long = _train(client, "long", epochs=500, max_steps=100000).json()
-        _wait(client, long["id"], lambda j: (j["step"] or 0) >= 2)
+        wait_job(client, long["id"], lambda j: (j["step"] or 0) >= 2)
         second = _train(client, "another", epochs=1, max_steps=3)
         assert second.status_code == 409 and second.json()["error"]["code"] == "job_conflict"
         r = client.delete(f"/api/jobs/{long['id']}")
         assert r.status_code == 202 and r.json()["status"] in ("stopping", "stopped")
-        stopped = _wait(client, long["id"], lambda j: j["status"] not in ("running", "stopping"))
+        stopped = wait_job(client, long["id"], lambda j: j["status"] not in ("running", "stopping"))
         assert stopped["status"] == "stopped" and 0 < stopped["progress"] < 1, stopped
         assert (settings.runs_dir / "long" / "current.pth").is_file()
         assert client.delete(f"/api/jobs/{long['id']}").status_code == 409
@@ -86,14 +62,14 @@ def test_running_job_is_reattached_after_restart(make_settings):
     settings = make_settings()
     with TestClient(create_app(settings)) as client:
         job = _train(client, "survivor", epochs=500, max_steps=100000).json()
-        _wait(client, job["id"], lambda j: (j["step"] or 0) >= 1)
+        wait_job(client, job["id"], lambda j: (j["step"] or 0) >= 1)
     with TestClient(create_app(settings)) as client:  # the child kept running while no server watched
         again = client.get(f"/api/jobs/{job['id']}").json()
         assert again["status"] == "running" and again["pid"] == job["pid"]
         step = again["step"]
-        _wait(client, job["id"], lambda j: (j["step"] or 0) > step)  # progress still flows
+        wait_job(client, job["id"], lambda j: (j["step"] or 0) > step)  # progress still flows
         client.delete(f"/api/jobs/{job['id']}")
-        assert _wait(client, job["id"], lambda j: j["status"] not in ("running", "stopping"))["status"] == "stopped"
+        assert wait_job(client, job["id"], lambda j: j["status"] not in ("running", "stopping"))["status"] == "stopped"
 
 
 def test_vanished_job_is_marked_failed(make_settings):
@@ -151,7 +127,7 @@ def test_index_job_then_activate_without_restart(make_settings, tiny_checkpoint,
             json={"checkpoint": "r1/final.pth", "name": "fresh", "resize": 96, "crop": 96, "activate": True},
         )
         assert r.status_code == 201, r.text
-        job = _wait(client, r.json()["id"], lambda j: j["status"] != "running", timeout=120)
+        job = wait_job(client, r.json()["id"], timeout=120)
         assert job["status"] == "succeeded" and job["progress"] == 1.0, job
         deadline = time.time() + 10
         while client.get("/api/health").json()["index"]["name"] != "fresh" and time.time() < deadline:
@@ -177,7 +153,7 @@ def test_eval_job_through_the_api_stores_its_result(make_settings, server_index,
         assert bad.status_code == 422
         r = client.post("/api/eval", json={"protocol": "synthetic", "baseline": "kmeans-rgb", "resolution": 64})
         assert r.status_code == 201, r.text
-        job = _wait(client, r.json()["id"], lambda j: j["status"] != "running", timeout=120)
+        job = wait_job(client, r.json()["id"], timeout=120)
         assert job["status"] == "succeeded" and job["progress"] == 1.0, job
         items = client.get("/api/eval").json()["items"]
         assert len(items) == 1 and items[0]["baseline"] == "kmeans-rgb"

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from server.app import create_app
 from server.services.jobs import child_env
 from server.services.launch import process_limit
+from tests.server.conftest import TINY_TRAIN
 
 BIG = 2**63  # one past SQLite's INTEGER range
 
@@ -279,18 +280,7 @@ def test_jobs_do_not_inherit_the_api_token(monkeypatch, make_settings):
             json={
                 "preset": "cpu-demo",
                 "name": "envcheck",
-                "overrides": {
-                    "arch": "resnet18",
-                    "width": 0.25,
-                    "dim_hidden": 64,
-                    "dim_out": 32,
-                    "num_prototypes": 8,
-                    "image_size": 64,
-                    "batch_size": 8,
-                    "workers": 0,
-                    "epochs": 50,
-                    "threads": 1,
-                },
+                "overrides": {**TINY_TRAIN, "epochs": 50},
             },
         )
         assert r.status_code == 201, r.text
