@@ -6,12 +6,14 @@ server's behaviour: free loopback port, readiness wait, the process's resident m
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -174,3 +176,47 @@ def wait_job(client: TestClient, job_id: int, until: Callable[[dict], bool] = no
         f"job {job_id} did not get there in {timeout} s: {job}\n"
         + client.get(f"/api/jobs/{job_id}/log").json()["log"][-3000:]
     )
+
+
+def call_asgi(
+    app: Callable,
+    method: str,
+    path: str,
+    *,
+    server: tuple[str, int],
+    client: tuple[str, int],
+    headers: list[tuple[bytes, bytes]],
+    chunks: Sequence[bytes] = (b"",),
+) -> tuple[int, dict, int]:
+    """Sends one HTTP request straight to the ASGI ``app``, with no TestClient between them: the connection's
+    local address is ``server`` and its peer ``client``, and the body arrives in ``chunks``, one per ``receive``;
+    returns the response's status, its JSON body and how many times the app called ``receive``."""
+    sent: list[dict] = []
+    pulled = 0
+
+    async def receive() -> dict:
+        nonlocal pulled
+        i, pulled = pulled, pulled + 1
+        return {"type": "http.request", "body": chunks[i] if i < len(chunks) else b"", "more_body": i + 1 < len(chunks)}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "server": server,
+        "client": client,
+        "headers": headers,
+    }
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+    return start["status"], body, pulled

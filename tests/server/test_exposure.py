@@ -7,7 +7,6 @@ address (192.0.2.1, TEST-NET-1) is not loopback; all traffic stays inside that n
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ from fastapi.testclient import TestClient
 
 from server.app import create_app
 from server.exposure import listening_addresses
+from tests.server.conftest import call_asgi
 
 ROOT = Path(__file__).resolve().parents[2]
 ADDRESS = "192.0.2.1"  # TEST-NET-1, only ever inside the namespace
@@ -189,33 +189,16 @@ def test_loopback_mode_accepts_only_localhost_names(netns, make_settings):
 def test_request_on_a_network_socket_without_token_is_refused(make_settings):
     """Whatever the launcher: a connection whose local address is not loopback gets nothing."""
     app = create_app(make_settings())
-    sent: list[dict] = []
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/api/health",
-        "raw_path": b"/api/health",
-        "root_path": "",
-        "query_string": b"",
-        "server": (ADDRESS, 8000),
-        "client": ("192.0.2.9", 5000),
-        "headers": [(b"host", f"{ADDRESS}:8000".encode())],
-    }
     with TestClient(app):  # lifespan ran: a loopback (test) server
-        asyncio.run(app(scope, receive, send))
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    body = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
-    assert start["status"] == 503 and body["error"]["code"] == "exposed_without_token"
+        status, body, _ = call_asgi(
+            app,
+            "GET",
+            "/api/health",
+            server=(ADDRESS, 8000),
+            client=("192.0.2.9", 5000),
+            headers=[(b"host", f"{ADDRESS}:8000".encode())],
+        )
+    assert status == 503 and body["error"]["code"] == "exposed_without_token"
 
 
 def test_host_check_in_loopback_mode(client):

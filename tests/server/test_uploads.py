@@ -3,15 +3,15 @@ code and message, each followed by a normal request that still succeeds."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
-import json
 
 import numpy as np
 import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
+
+from tests.server.conftest import call_asgi
 
 
 def image_bytes(img: Image.Image, fmt: str = "PNG", **save) -> bytes:
@@ -136,39 +136,21 @@ def test_oversized_body_rejected_while_streaming(client, sample_jpeg):
         "Content-Type: image/jpeg\r\n\r\n"
     ).encode()
     chunks = [head] + [b"\0" * (128 * 1024)] * 64  # 8 MiB, limit is 2 MiB
-    pulled, sent = [], []
-
-    async def receive():
-        pulled.append(1)
-        i = len(pulled) - 1
-        return {"type": "http.request", "body": chunks[i] if i < len(chunks) else b"", "more_body": i + 1 < len(chunks)}
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/api/slots",
-        "raw_path": b"/api/slots",
-        "root_path": "",
-        "query_string": b"",
-        "server": ("test", 80),
-        "client": ("test", 1),
-        "headers": [
+    status, body, pulled = call_asgi(
+        client.app,
+        "POST",
+        "/api/slots",
+        server=("test", 80),
+        client=("test", 1),
+        headers=[
             (b"host", b"testserver"),
             (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
             (b"transfer-encoding", b"chunked"),
         ],
-    }
-    asyncio.run(client.app(scope, receive, send))
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    body = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
-    assert start["status"] == 413 and body["error"]["code"] == "upload_too_large"
-    assert len(pulled) < 24  # ~2 MiB of 8 MiB read, then it stopped
+        chunks=chunks,
+    )
+    assert status == 413 and body["error"]["code"] == "upload_too_large"
+    assert pulled < 24  # ~2 MiB of 8 MiB read, then it stopped
     _assert_still_serving(client, sample_jpeg)
 
 
