@@ -8,6 +8,7 @@ resolution. The server serves them at ``GET /api/options``; its request schemas,
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 #: The release's recipe (scripts/slotcon_*_r50_*.sh with main_pretrain.py's defaults; tests/trainer/test_recipes.py
@@ -37,66 +38,72 @@ _R50_COCO: dict[str, Any] = dict(
     save_every=50,
     workers=8,
 )
+#: The release's datasets: COCO (train2017, and unlabeled2017 for COCO+) and ImageNet (K = 2048, a checkpoint
+#: every 5 epochs); each preset then names its splits and length.
+_R50_COCO_ROOT: dict[str, Any] = dict(_R50_COCO, data="data/coco", split=["train2017"])
 _R50_IMAGENET: dict[str, Any] = dict(
     _R50_COCO, data="data/imagenet", split=["train"], num_prototypes=2048, save_every=5
 )
 
-#: name → field overrides on top of the dataclass defaults.
-PRESETS: dict[str, dict[str, Any]] = {
-    # Synthetic scenes (2000 train images at 128 px, six classes, muted palette) on a 2-core CPU: a 3/8-width
-    # ResNet-18 at stride 16 (a 6×6 map for 96 px crops), K = 6 (one prototype per class), LARS at an
-    # unscaled lr, teacher momentum 0.95 → 1 and a sharper teacher (τ_t 0.04, DINO's value, instead of the
-    # release's 0.07: at 0.07 the short run's assignments drift to uniform). Batch 16: what the short run
-    # needs is updates (at batch 64, 186-310 steps, one or two prototypes die at the end of the warm-up and
-    # never recover); the narrow network buys them. A 9-minute budget fixes the step count on the machine it
-    # runs on, at most 8 epochs (1000 steps, 53-55 mIoU from 750 steps on); precision auto (bf16 only where
-    # the CPU has it natively). Calibrated with bench/demo_quality.py; numbers in the README ("Demo quality").
-    "cpu-demo": dict(
-        data="data/synthetic",
-        output_dir="runs/cpu-demo",
-        arch="resnet18",
-        width=0.375,
-        stride16=True,
-        image_size=96,
-        min_scale=0.2,
-        dim_hidden=512,
-        dim_out=128,
-        num_prototypes=6,
-        batch_size=16,
-        optimizer="lars",
-        lr=3.0,
-        lr_scaling="none",
-        warmup_epochs=1,
-        epochs=8,
-        budget_minutes=9.0,
-        teacher_momentum=0.95,
-        teacher_temp=0.04,
-        precision="auto",
-        channels_last=True,
-        device="cpu",
-        workers=1,
-        pin_memory=False,
-        threads=2,
-        log_every=20,
-        save_every=2,
-        save_minutes=2.0,
-    ),
-    # the release's dataset "COCO": train2017/*.jpg
-    "coco-r50-800ep": dict(_R50_COCO, data="data/coco", split=["train2017"], output_dir="runs/coco-r50-800ep"),
-    # The paper's COCO-Stuff-27 model (Table 5; Section 4.4: "trained with K = 27 to match the number of
-    # categories"): the COCO recipe with one prototype per coarse class, so the benchmark's one-to-one
-    # Hungarian matching leaves no prototype unmatched (docs/evaluation.md: training to the 18.26 / 42.36 row).
-    "coco-r50-800ep-k27": dict(
-        _R50_COCO, data="data/coco", split=["train2017"], num_prototypes=27, output_dir="runs/coco-r50-800ep-k27"
-    ),
-    # "COCOplus": train2017/*.jpg + unlabeled2017/*.jpg, read from a standard COCO root
-    "cocoplus-r50-800ep": dict(
-        _R50_COCO, data="data/coco", split=["train2017", "unlabeled2017"], output_dir="runs/cocoplus-r50-800ep"
-    ),
-    # "ImageNet": train/*/*.JPEG
-    "imagenet-r50-100ep": dict(_R50_IMAGENET, epochs=100, output_dir="runs/imagenet-r50-100ep"),
-    "imagenet-r50-200ep": dict(_R50_IMAGENET, epochs=200, output_dir="runs/imagenet-r50-200ep"),
-}
+
+def _in_runs(presets: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``presets``, each one training into ``runs/<its name>`` and holding its own copies of the lists."""
+    return {name: copy.deepcopy(values) | {"output_dir": f"runs/{name}"} for name, values in presets.items()}
+
+
+#: name → field overrides on top of the dataclass defaults (``output_dir``: ``runs/<name>``).
+PRESETS: dict[str, dict[str, Any]] = _in_runs(
+    {
+        # Synthetic scenes (2000 train images at 128 px, six classes, muted palette) on a 2-core CPU: a 3/8-width
+        # ResNet-18 at stride 16 (a 6×6 map for 96 px crops), K = 6 (one prototype per class), LARS at an
+        # unscaled lr, teacher momentum 0.95 → 1 and a sharper teacher (τ_t 0.04, DINO's value, instead of the
+        # release's 0.07: at 0.07 the short run's assignments drift to uniform). Batch 16: what the short run
+        # needs is updates (at batch 64, 186-310 steps, one or two prototypes die at the end of the warm-up and
+        # never recover); the narrow network buys them. A 9-minute budget fixes the step count on the machine it
+        # runs on, at most 8 epochs (1000 steps, 53-55 mIoU from 750 steps on); precision auto (bf16 only where
+        # the CPU has it natively). Calibrated with bench/demo_quality.py; numbers in the README ("Demo quality").
+        "cpu-demo": dict(
+            data="data/synthetic",
+            arch="resnet18",
+            width=0.375,
+            stride16=True,
+            image_size=96,
+            min_scale=0.2,
+            dim_hidden=512,
+            dim_out=128,
+            num_prototypes=6,
+            batch_size=16,
+            optimizer="lars",
+            lr=3.0,
+            lr_scaling="none",
+            warmup_epochs=1,
+            epochs=8,
+            budget_minutes=9.0,
+            teacher_momentum=0.95,
+            teacher_temp=0.04,
+            precision="auto",
+            channels_last=True,
+            device="cpu",
+            workers=1,
+            pin_memory=False,
+            threads=2,
+            log_every=20,
+            save_every=2,
+            save_minutes=2.0,
+        ),
+        # the release's dataset "COCO": train2017/*.jpg
+        "coco-r50-800ep": _R50_COCO_ROOT,
+        # The paper's COCO-Stuff-27 model (Table 5; Section 4.4: "trained with K = 27 to match the number of
+        # categories"): the COCO recipe with one prototype per coarse class, so the benchmark's one-to-one
+        # Hungarian matching leaves no prototype unmatched (docs/evaluation.md: training to the 18.26 / 42.36 row).
+        "coco-r50-800ep-k27": dict(_R50_COCO_ROOT, num_prototypes=27),
+        # "COCOplus": train2017/*.jpg + unlabeled2017/*.jpg, read from a standard COCO root
+        "cocoplus-r50-800ep": dict(_R50_COCO_ROOT, split=["train2017", "unlabeled2017"]),
+        # "ImageNet": train/*/*.JPEG
+        "imagenet-r50-100ep": dict(_R50_IMAGENET, epochs=100),
+        "imagenet-r50-200ep": dict(_R50_IMAGENET, epochs=200),
+    }
+)
 
 #: The preset a fresh checkout trains (``slotcon demo``, the trainer's and the UI's default).
 DEFAULT_PRESET = "cpu-demo"

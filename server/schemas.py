@@ -6,11 +6,11 @@ List answers are envelopes ``{"items": [...], ...}``; images inside JSON are bas
 from __future__ import annotations
 
 import unicodedata
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from core import recipes
+from core import recipes, train_fields
 from indexer import compare as indexer_compare
 from indexer import types as indexer_types
 from indexer.evaluate_objects import DISSECTION_THRESHOLD
@@ -22,7 +22,6 @@ from server.services.prototype_list import SORTS as PROTOTYPE_SORTS
 #: The largest id or offset a route accepts: SQLite's INTEGER range (larger numbers are a 422, not a 500).
 MAX_ID = 2**63 - 1
 MAX_OFFSET = 2**31 - 1
-MAX_BATCH = 4096
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$", description="letters, digits, _ and -")]
 Base64Png = Annotated[str, Field(description="a PNG, base64-encoded (no data: prefix)")]
 #: The choices of the requests, from :mod:`core.recipes` (one source for the trainer, the server and the UI).
@@ -370,52 +369,45 @@ class EvalRequest(BaseModel):
 
 
 # ---------------------------------------------------------------- jobs
-Arch = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
 CheckpointId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,100}\.pth$")]
 
 
-class TrainOverrides(BaseModel):
-    """Config fields a client may override (numbers, booleans, enums); paths are server-side only.
+def _bounds(rule: train_fields.Rule | None) -> dict[str, float]:
+    """The pydantic bounds (``ge``/``gt``, ``le``/``lt``) of a range rule."""
+    if rule is None or rule.choices:
+        return {}
+    bounds: dict[str, float] = {}
+    if rule.lo is not None:
+        bounds["gt" if rule.lo_open else "ge"] = rule.lo
+    if rule.hi is not None:
+        bounds["lt" if rule.hi_open else "le"] = rule.hi
+    return bounds
+
+
+def _override(spec: train_fields.TrainField) -> tuple[Any, Any]:
+    """``(annotation, Field)`` of one client field: optional (None keeps the preset's value), the API's range."""
+    rule = spec.api_rule
+    kind: Any = Literal[rule.choices] if rule is not None and rule.choices else spec.kind
+    return kind | None, Field(None, description=spec.description or None, **_bounds(rule))
+
+
+class _StrictOverrides(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+#: The config fields a client may override, built from :data:`core.train_fields.TRAIN_FIELDS` (the table the
+#: trainer's rules come from): the same names, types and descriptions, the API's bounds.
+TrainOverrides = create_model(
+    "TrainOverrides",
+    __base__=_StrictOverrides,
+    __doc__="""Config fields a client may override (numbers, booleans, enums); paths are server-side only.
 
     Every number is bounded (the largest values cover the release's recipes several times over) and
     finite; integers and booleans are strict (``1.0`` is not an int, ``1`` is not ``true``).
-    """
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-    epochs: int | None = Field(None, ge=1, le=10_000)
-    total_steps: int | None = Field(None, ge=0, le=10_000_000)
-    budget_minutes: float | None = Field(None, ge=0, le=100_000)
-    max_steps: int | None = Field(None, ge=0, le=10_000_000)
-    batch_size: int | None = Field(None, ge=1, le=MAX_BATCH, description="total over all processes")
-    lr: float | None = Field(None, gt=0, le=100)
-    weight_decay: float | None = Field(None, ge=0, le=1)
-    momentum: float | None = Field(None, ge=0, lt=1)
-    warmup_epochs: float | None = Field(None, ge=0, le=1000)
-    final_lr: float | None = Field(None, ge=0, le=100)
-    teacher_momentum: float | None = Field(None, ge=0, le=1)
-    image_size: int | None = Field(None, ge=32, le=1024)
-    min_scale: float | None = Field(None, gt=0, le=1)
-    arch: Arch | None = None
-    width: float | None = Field(None, gt=0, le=4)
-    stride16: bool | None = None
-    dim_hidden: int | None = Field(None, ge=1, le=8192)
-    dim_out: int | None = Field(None, ge=1, le=1024)
-    num_prototypes: int | None = Field(None, ge=2, le=8192)
-    teacher_temp: float | None = Field(None, gt=0, le=10)
-    student_temp: float | None = Field(None, gt=0, le=10)
-    group_loss_weight: float | None = Field(None, ge=0, le=1)
-    optimizer: Literal["lars", "sgd"] | None = None
-    lr_scaling: Literal["linear", "none"] | None = None
-    precision: Precision | None = None
-    device: Literal["auto", "cpu", "cuda"] | None = None
-    fast_augment: bool | None = None
-    workers: int | None = Field(None, ge=0, le=64)
-    threads: int | None = Field(None, ge=0, le=256)
-    seed: int | None = Field(None, ge=0, lt=2**32)
-    log_every: int | None = Field(None, ge=1, le=1_000_000)
-    save_every: int | None = Field(None, ge=1, le=10_000)
-    save_minutes: float | None = Field(None, ge=0, le=100_000)
-    max_minutes: float | None = Field(None, ge=0, le=1_000_000)
+    """,
+    __module__=__name__,
+    **{name: _override(spec) for name, spec in train_fields.client_fields().items()},
+)
 
 
 class TrainRequest(BaseModel):
@@ -634,6 +626,16 @@ class PresetOption(BaseModel):
     )
 
 
+class FieldRange(BaseModel):
+    """The numbers the API accepts for a training field: from ``minimum`` to ``maximum``, each bound
+    excluded where its ``exclusive_*`` says so."""
+
+    minimum: float
+    maximum: float
+    exclusive_minimum: bool = False
+    exclusive_maximum: bool = False
+
+
 class Options(BaseModel):
     """What a client may choose, from :mod:`core.recipes`: the UI's forms derive from this."""
 
@@ -647,3 +649,7 @@ class Options(BaseModel):
     index_resize: int = Field(description="default shorter side before the index's centre crop")
     index_crop: int
     near_duplicate_threshold: float = Field(description="default cosine from which prototypes are near-duplicates")
+    train_ranges: dict[str, FieldRange] = Field(
+        description="the accepted range of each number of the training form (core.train_fields), so that a form "
+        "offers only what POST /api/jobs/train takes"
+    )

@@ -8,24 +8,23 @@ config is written to ``<output-dir>/config.yaml`` and stored inside every checkp
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from core.encoder import ARCHS
 from core.model import SlotConConfig
-from core.recipes import DEFAULT_PRESET, PRECISIONS, PRESETS
+from core.recipes import DEFAULT_PRESET, PRESETS
+from core.train_fields import Rule, trainer_rules
 from trainer.usage import USAGE
 
 #: Field metadata of values the trainer derives while it runs (recorded, never given as flags).
 DERIVED = {"derived": True}
-OPTIMIZERS = ("lars", "sgd")
-LR_SCALINGS = ("linear", "none")
 __all__ = [
     "PRESETS",
+    "RULES",
+    "Rule",
     "TrainConfig",
     "fast_mode",
     "get_args_parser",
@@ -143,84 +142,9 @@ class TrainConfig(SlotConConfig):
         return cls(**d)
 
 
-@dataclass(frozen=True)
-class Rule:
-    """The values a field accepts: a range (``lo``/``hi``, open where ``*_open``) or a set of ``choices``."""
-
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
-    choices: tuple[str, ...] = ()
-
-    def describe(self) -> str:
-        """The valid values in words: ``one of a, b`` or ``>= 1``, ``in (0, 1]``."""
-        if self.choices:
-            return "one of " + ", ".join(self.choices)
-        if self.lo is not None and self.hi is not None:
-            return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
-        if self.lo is not None:
-            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
-        return f"{'<' if self.hi_open else '<='} {self.hi:g}"
-
-    def check(self, name: str, value: Any) -> None:
-        """Raises ValueError naming ``name``, ``value`` and :meth:`describe` when ``value`` is not accepted."""
-        bad = f"{name}={value!r}: must be {self.describe()}"
-        if self.choices:
-            if value not in self.choices:
-                raise ValueError(bad)
-            return
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(bad)
-        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
-            raise ValueError(bad)
-        if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
-            raise ValueError(bad)
-
-
-_UNIT, _POSITIVE, _NATURAL, _COUNT = Rule(0, 1), Rule(0, lo_open=True), Rule(0), Rule(1)
-#: Every field's valid values (the booleans, texts and paths excepted); checked before any work starts.
-RULES: dict[str, Rule] = {
-    "arch": Rule(choices=tuple(sorted(ARCHS))),
-    "width": _POSITIVE,
-    "dim_hidden": _COUNT,
-    "dim_out": _COUNT,
-    "num_prototypes": Rule(2),
-    "teacher_temp": _POSITIVE,
-    "student_temp": _POSITIVE,
-    "center_momentum": _UNIT,
-    "group_loss_weight": _UNIT,
-    "slot_temp": _POSITIVE,
-    "image_size": Rule(32),
-    "min_scale": Rule(0, 1, lo_open=True),
-    "workers": _NATURAL,
-    "batch_size": _COUNT,
-    "optimizer": Rule(choices=OPTIMIZERS),
-    "lr": _POSITIVE,
-    "lr_scaling": Rule(choices=LR_SCALINGS),
-    "weight_decay": _NATURAL,
-    "momentum": Rule(0, 1, hi_open=True),
-    "lars_eta": _NATURAL,
-    "warmup_epochs": _NATURAL,
-    "warmup_multiplier": Rule(1),
-    "final_lr": _NATURAL,
-    "teacher_momentum": _UNIT,
-    "epochs": _COUNT,
-    "total_steps": _NATURAL,
-    "budget_minutes": _NATURAL,
-    "max_steps": _NATURAL,
-    "precision": Rule(choices=PRECISIONS),
-    "device": Rule(choices=("auto", "cpu", "cuda")),
-    "threads": _NATURAL,
-    "dist_timeout_minutes": _POSITIVE,
-    "seed": Rule(0, 2**63 - 1),
-    "log_every": _COUNT,
-    "save_every": _NATURAL,
-    "save_minutes": _POSITIVE,
-    "max_minutes": _NATURAL,
-    "progress": Rule(choices=("auto", "bar", "log")),
-    "log_seconds": _NATURAL,
-}
+#: Every field's valid values (the booleans, texts and paths excepted); checked before any work starts. Derived from
+#: :data:`core.train_fields.TRAIN_FIELDS`, where the server's ``TrainOverrides`` comes from too.
+RULES: dict[str, Rule] = trainer_rules()
 
 
 def _coerce(name: str, value: Any, kind: type) -> Any:

@@ -5,14 +5,35 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import types
 import typing
+from pathlib import Path
 
 import pytest
 
 from core import recipes
 from server.schemas import EvalRequest, IndexRequest, TrainOverrides, TrainRequest
 from trainer.config import PRESETS, TrainConfig, resolve_config
+
+
+def _typed(value: object) -> object:
+    """``value`` with the type of every number kept (``5`` and ``5.0`` differ), for an exact comparison."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return (type(value).__name__, value)
+
+
+def test_the_presets_hold_the_values_recorded_before_they_were_derived() -> None:
+    """The presets are a base recipe plus differences, each writing to ``runs/<name>``; data/presets_recorded.json
+    holds every preset's values as they were written out in full, before: the derivation changed none of them."""
+    recorded = json.loads((Path(__file__).parent / "data" / "presets_recorded.json").read_text())
+    assert list(recipes.PRESETS) == list(recorded)
+    assert _typed(recipes.PRESETS) == _typed(recorded)
+    lists = [v for preset in recipes.PRESETS.values() for v in preset.values() if isinstance(v, list)]
+    assert len({id(v) for v in lists}) == len(lists)  # no preset shares a list with another
 
 
 def test_the_trainer_resolves_the_recipes_presets() -> None:

@@ -35,3 +35,19 @@ def test_every_offered_choice_validates(client) -> None:
         assert r.status_code == 404, r.text  # the run 'x' does not exist: validation passed
     bad = client.post("/api/jobs/train", json={"preset": "no-such-preset"})
     assert bad.status_code == 422
+
+
+def test_the_training_forms_ranges_are_what_the_api_takes(client) -> None:
+    """Each number of the training form offers exactly the API's range: its bounds are taken (an excluded one
+    is not), and one step past them is a 422."""
+    ranges = client.get("/api/options").json()["train_ranges"]
+    assert {"epochs", "batch_size", "lr", "num_prototypes", "budget_minutes", "max_minutes"} <= set(ranges)
+    for name, rng in ranges.items():
+        kind = int if name in ("epochs", "batch_size", "num_prototypes") else float
+        step = 1 if kind is int else 1e-6
+        lo = rng["minimum"] + (step if rng["exclusive_minimum"] else 0)
+        hi = rng["maximum"] - (step if rng["exclusive_maximum"] else 0)
+        for value, status in ((lo, 404), (hi, 404), (lo - step, 422), (hi + step, 422)):
+            body = {"preset": "cpu-demo", "overrides": {name: kind(value)}, "name": "none-such", "resume": True}
+            r = client.post("/api/jobs/train", json=body)
+            assert r.status_code == status, (name, value, r.text)

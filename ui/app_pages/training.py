@@ -12,11 +12,21 @@ from ui.views.runs import checkpoints_panel, jobs_frame
 from ui.views.training_live import training_live_body
 
 
+def form_bounds(ranges: dict, name: str, kind: type, step: float) -> tuple[float, float]:
+    """The smallest and largest value the form offers for ``name``: the API's range (``GET /api/options``'s
+    ``train_ranges``), an excluded bound moved in by one ``step`` of the field's input."""
+    r = ranges[name]
+    lo = r["minimum"] + (step if r["exclusive_minimum"] else 0)
+    hi = r["maximum"] - (step if r["exclusive_maximum"] else 0)
+    return kind(lo), kind(hi)
+
+
 def start_form() -> None:
     """The form that starts a training job (preset + main options, as ``GET /api/options`` gives them)."""
     options = fetch_options(api_url())
     presets = {p["name"]: p for p in options["presets"]}
     precisions = options["precisions"]
+    ranges = options["train_ranges"]
     with st.form("train_form"):
         c1, c2 = st.columns(2)
         names = list(presets)
@@ -24,28 +34,32 @@ def start_form() -> None:
         name = c2.text_input("Run name", placeholder="defaults to the preset and a timestamp")
         d = presets[preset]
         c = st.columns(4)
-        epochs = c[0].number_input("Epochs", 1, 2000, d["epochs"])
-        batch = c[1].number_input("Batch size", 2, 8192, d["batch_size"])
-        lr = c[2].number_input("Base LR", 0.0, 100.0, float(d["lr"]), format="%.4f")
-        k = c[3].number_input("Prototypes (K)", 2, 65536, d["num_prototypes"])
+        epochs = c[0].number_input("Epochs", *form_bounds(ranges, "epochs", int, 1), d["epochs"])
+        batch = c[1].number_input("Batch size", *form_bounds(ranges, "batch_size", int, 1), d["batch_size"])
+        lr = c[2].number_input(
+            "Base LR", *form_bounds(ranges, "lr", float, 1e-4), float(d["lr"]), step=1e-4, format="%.4f"
+        )
+        k = c[3].number_input("Prototypes (K)", *form_bounds(ranges, "num_prototypes", int, 1), d["num_prototypes"])
         c = st.columns(3)
         precision = c[0].selectbox(
             "Precision",
             precisions,
             index=precisions.index(d["precision"]),
-            help="auto: bf16 where the hardware computes it natively (CUDA, AVX-512 BF16 or "
-            "AMX CPUs), fp16 on older GPUs, fp32 elsewhere",
+            help="auto: fp16 with the grad scaler on GPUs (as the release trains), bf16 on CPUs that compute "
+            "it natively (AVX-512 BF16, AMX), fp32 on other CPUs",
         )
         budget = c[1].number_input(
             "Time budget, minutes (0 = none)",
-            0.0,
-            100000.0,
+            *form_bounds(ranges, "budget_minutes", float, 0.1),
             float(d["budget_minutes"]),
             help="the trainer times its first steps and fits the whole schedule (warm-up, "
             "cosine lr, teacher momentum) into this many minutes, at most the epochs",
         )
         minutes = c[2].number_input(
-            "Stop after minutes (0 = never)", 0, 100000, 0, help="a hard stop that saves current.pth, mid-schedule"
+            "Stop after minutes (0 = never)",
+            *form_bounds(ranges, "max_minutes", int, 1),
+            0,
+            help="a hard stop that saves current.pth, mid-schedule",
         )
         warmup = d.get("warmup_epochs")
         if warmup:
