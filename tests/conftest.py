@@ -28,12 +28,17 @@ import torch
 
 from core.checkpoint import save_checkpoint
 from core.model import SlotCon, SlotConConfig
-from scripts.browser import CHROMIUM
 from server.processes import free_port
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
-
+# The repository root on the import path, as `python -m pytest` run from it has it, however pytest was started:
+# tests import scripts/ and the conftest helpers (tests.server.conftest) by their package names.
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from scripts.browser import CHROMIUM  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 # A model small enough that a forward pass takes milliseconds on one CPU core.
 TINY_CONFIG = dict(arch="resnet18", width=0.25, stride16=True, dim_hidden=64, dim_out=32, num_prototypes=8)
