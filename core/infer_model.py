@@ -10,31 +10,31 @@ the evaluation and uploads) dispatches to it, so the rest of the code takes it w
 :class:`~core.model.SlotCon`. It also carries ``config``, ``grouping_k.slot_embed.weight`` and
 ``teacher_project`` as the full model does.
 
-Options (:class:`InferOptions`; :meth:`InferOptions.from_env` reads them from the environment, so jobs and
-servers pick them up without new arguments):
+Options (:class:`InferOptions`, plain values passed in; this package reads no environment variable: the
+command lines and the server build them from their settings, ``indexer.settings.InferSettings``):
 
-- ``fold_bn`` (``SLOTCON_INFER_FOLD_BN``, default on): conv·BN → conv with bias, computed in float64.
-- ``channels_last`` (``SLOTCON_INFER_CHANNELS_LAST``, default auto: on for CPU fp32 and for CUDA, where
-  oneDNN / cuDNN run NHWC convolutions faster).
-- ``precision`` (``SLOTCON_INFER_PRECISION``: ``auto``, ``fp32``, ``fp16``, ``bf16``; auto = fp32 on CPU,
-  fp16 autocast on CUDA). Scores and z are always returned in fp32.
-- ``early_chunk`` (``SLOTCON_INFER_EARLY_CHUNK``, default on; CPU only): the encoder's early stages (stem,
-  ``layer1``, ``layer2``: large activations, small weights) run on chunks of the batch whose largest
-  activation stays under :data:`EARLY_CHUNK_BYTES` (glibc's largest mmap threshold), the late stages and
-  the projector (most of the weights) on the whole batch. A batch-32 tensor of ``layer1`` (103 MB at 224)
-  is unmapped when freed and the next batch's is mapped and page-faulted in afresh; an 8-image chunk's is
-  reused from the heap (measured in docs/performance.md). Outputs are bit-identical: each image is computed
-  alone in eval mode.
-- ``compile`` (``SLOTCON_INFER_COMPILE``, default off; the index build turns it on for long CPU jobs):
-  ``torch.compile`` of the encoder's early and late stages and of the projector with Inductor's *freezing*
-  (the weights become constants: convolutions run with pre-packed weights and fused ReLU / residual-add
-  epilogues). Shapes are
+- ``fold_bn`` (default on): conv·BN → conv with bias, computed in float64.
+- ``channels_last`` (default None, auto: on for CPU fp32 and for CUDA, where oneDNN / cuDNN run NHWC
+  convolutions faster).
+- ``precision`` (``auto``, ``fp32``, ``fp16``, ``bf16``; auto = fp32 on CPU, fp16 autocast on CUDA). Scores
+  and z are always returned in fp32.
+- ``early_chunk`` (default on; CPU only): the encoder's early stages (stem, ``layer1``, ``layer2``: large
+  activations, small weights) run on chunks of the batch whose largest activation stays under
+  :data:`EARLY_CHUNK_BYTES` (glibc's largest mmap threshold), the late stages and the projector (most of the
+  weights) on the whole batch: a tensor above the threshold is unmapped when freed and mapped and
+  page-faulted in afresh for the next batch, one below it is reused from the heap. Outputs are
+  bit-identical: each image is computed alone in eval mode.
+- ``compile`` (default off; :class:`CompilePlan` turns it on for long CPU jobs): ``torch.compile`` of the
+  encoder's early and late stages and of the projector with Inductor's *freezing* (the weights become
+  constants: convolutions run with pre-packed weights and fused ReLU / residual-add epilogues). Shapes are
   static: a batch smaller than the first one is padded with zeros to its size (eval-mode layers treat
-  every image alone, so the padding changes nothing) instead of compiling again. Its first call compiles
-  (tens of seconds for a ResNet-50 on a laptop CPU), so it pays back only over long jobs. Where compiling
-  fails (no C++ compiler, an unsupported platform) it warns once and runs eager.
-- :func:`inference_model_for` with ``fused=False`` (the CLIs' ``--plain-inference``, ``SLOTCON_INFER=plain``
-  for the server) returns the full model instead: the reference path.
+  every image alone, so the padding changes nothing) instead of compiling again. Its first call compiles,
+  so it pays back only over long jobs. Where compiling fails (no C++ compiler, an unsupported platform) it
+  warns once and runs eager.
+
+:func:`inference_model_for` with ``fused=False`` returns the full model instead: the reference path (the
+command lines' ``--plain-inference``; ``SLOTCON_INFER=plain`` in the settings of the command lines and the
+server).
 
 On CUDA, CPU inputs are pinned and copied asynchronously (:func:`to_device`). Everything runs under
 ``torch.inference_mode``. In fp32 the outputs equal the plain path's to float rounding (scores within
@@ -66,15 +66,6 @@ _TEACHER_PREFIXES = ("encoder_k.", "projector_k.")
 _PROTOTYPES = "grouping_k.slot_embed.weight"
 
 
-def _env_flag(name: str, default: bool | None) -> bool | None:
-    value = os.environ.get(name, "").strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    return default
-
-
 @dataclass(frozen=True)
 class InferOptions:
     """How the inference model runs (see the module doc); None for ``channels_last`` means auto."""
@@ -88,18 +79,6 @@ class InferOptions:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> InferOptions:
-        """Options from ``SLOTCON_INFER_*`` environment variables, then ``overrides``."""
-        opts = cls(
-            fold_bn=bool(_env_flag("SLOTCON_INFER_FOLD_BN", True)),
-            channels_last=_env_flag("SLOTCON_INFER_CHANNELS_LAST", None),
-            precision=os.environ.get("SLOTCON_INFER_PRECISION", "auto").strip().lower() or "auto",
-            compile=bool(_env_flag("SLOTCON_INFER_COMPILE", False)),
-            early_chunk=bool(_env_flag("SLOTCON_INFER_EARLY_CHUNK", True)),
-        )
-        return replace(opts, **overrides)
 
     def resolved(self, device: torch.device) -> InferOptions:
         """``auto`` fields decided for ``device``: fp32 on CPU and fp16 on CUDA; channels_last on both;
@@ -495,27 +474,27 @@ def load_inference_model(
 ) -> InferenceModel:
     """The prepared inference model of a checkpoint (own or release format) on ``device``.
 
-    ``options`` default to :meth:`InferOptions.from_env`. Raises :class:`core.checkpoint.CheckpointError`
+    ``options`` default to ``InferOptions()``. Raises :class:`core.checkpoint.CheckpointError`
     for missing files, backbone-only or foreign checkpoints.
     """
-    opts = options if options is not None else InferOptions.from_env()
-    model = inference_model_from_checkpoint(_read_lazily(path), opts)
+    model = inference_model_from_checkpoint(_read_lazily(path), options)
     return model.prepare(device)
 
 
 def inference_model_for(
-    path: str | os.PathLike, device: str | torch.device = "cpu", fused: bool | None = None
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    fused: bool = True,
+    options: InferOptions | None = None,
 ) -> nn.Module:
     """The model the index build, evaluation and uploads use.
 
-    ``fused=True``: :func:`load_inference_model` (teacher only, BN folded); ``fused=False``: the full
-    :func:`core.checkpoint.load_model` (the plain reference path, for A/B runs); ``None``: fused unless the
-    environment says ``SLOTCON_INFER=plain`` (how the server, which has no flag for it, is switched).
+    ``fused=True``: :func:`load_inference_model` with ``options`` (teacher only, BN folded; None:
+    ``InferOptions()``); ``fused=False``: the full :func:`core.checkpoint.load_model` (the plain reference
+    path, for A/B runs; ``options`` do not apply to it).
     """
-    if fused is None:
-        fused = os.environ.get("SLOTCON_INFER", "").strip().lower() != "plain"
     if not fused:
         from core.checkpoint import load_model
 
         return load_model(path, device)
-    return load_inference_model(path, device)
+    return load_inference_model(path, device, options)

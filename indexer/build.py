@@ -22,7 +22,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from core.checkpoint import file_sha256
 from core.datasets import find_images, load_rgb, loader_workers
 from core.distributed import get_rank, get_world_size, is_distributed
-from core.infer_model import CompilePlan, inference_model_for
+from core.infer_model import CompilePlan, InferOptions, inference_model_for
 from core.recipes import INDEX_CROP, INDEX_RESIZE, NEAR_DUPLICATE_THRESHOLD
 from indexer import schema
 from indexer.decode import load_rgb_reduced
@@ -130,6 +130,12 @@ def _broadcast_token() -> str:
     if is_distributed():
         dist.broadcast_object_list(token, src=0)
     return str(token[0])
+
+
+def local_processes() -> int:
+    """This job's processes on this node, which share its cores: torchrun's ``LOCAL_WORLD_SIZE`` (1 without
+    torchrun); for :func:`core.datasets.loader_workers`."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
 
 
 def _default_device() -> torch.device:
@@ -258,8 +264,10 @@ class IndexConfig:
     ``ivf`` or ``ivfpq``; ``use_labels``: store per-prototype purity when the dataset ships label maps;
     ``limit``: the first N images only; ``progress_file`` gets the JSON of :class:`indexer.progress.Progress`;
     ``fused``: the inference model (teacher only, BN folded, :mod:`core.infer_model`), False for the plain full
-    model (A/B runs: same assignments); ``jpeg_draft``: decode JPEGs at reduced size where the resize target
-    allows it (:mod:`indexer.decode`); ``encoder_vectors``: also store each segment's pooled encoder features
+    model (A/B runs: same assignments); ``inference``: how the inference model runs
+    (:class:`core.infer_model.InferOptions`; the command line reads them from ``SLOTCON_INFER_*``,
+    :mod:`indexer.settings`); ``jpeg_draft``: decode JPEGs at reduced size where the resize target allows it
+    (:mod:`indexer.decode`); ``encoder_vectors``: also store each segment's pooled encoder features
     (pre-projector, C = 512 for ResNet-18, 2048 for ResNet-50) in ``segments_encoder.faiss``, the second
     space for neighbour search (:meth:`indexer.store.ConceptIndex.neighbors` ``space="encoder"``);
     ``workers``: DataLoader processes (None: only the cores the model leaves spare,
@@ -285,6 +293,7 @@ class IndexConfig:
     use_labels: bool = True
     limit: int | None = None
     fused: bool = True
+    inference: InferOptions = field(default_factory=InferOptions)
     jpeg_draft: bool = False
     encoder_vectors: bool = True
     compile: bool | None = None
@@ -325,7 +334,7 @@ def build(config: IndexConfig, progress: ProgressCallback | None = None) -> Path
         if config.limit is not None:
             paths = paths[: config.limit]
         dev = torch.device(config.device) if config.device is not None else _default_device()
-        model = inference_model_for(config.checkpoint, dev, fused=config.fused)
+        model = inference_model_for(config.checkpoint, dev, fused=config.fused, options=config.inference)
         protocol = detect_protocol(root, split) if config.use_labels else None
         token = _broadcast_token()
         tmp = out.with_name(f".{out.name}.building-{token}")
@@ -345,7 +354,7 @@ def build(config: IndexConfig, progress: ProgressCallback | None = None) -> Path
             root,
             shard_dir,
             config,
-            num_workers=loader_workers(config.workers, dev),
+            num_workers=loader_workers(config.workers, dev, local_processes()),
             device=dev,
             protocol=protocol,
             progress=bar,

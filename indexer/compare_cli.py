@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from indexer import cli_common as cli
 from indexer.compare import (
     DEFAULT_COVERAGE,
     DEFAULT_MIN_IOU,
@@ -66,10 +67,11 @@ def format_timeline(t: Timeline) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``compare`` CLI's parser."""
-    p = argparse.ArgumentParser(
-        prog="slotcon compare",
-        description="Compare the prototypes of two indexes of the same images "
-        "(Hungarian matching on pixel co-assignment; splits, merges, born, died), or a run's timeline.",
+    p = cli.parser(
+        "slotcon compare",
+        "Compare the prototypes of two indexes of the same images (Hungarian matching on pixel co-assignment; "
+        "splits, merges, born, died), or a run's timeline.",
+        show_defaults=False,
     )
     p.add_argument("indexes", nargs="*", metavar="INDEX", help="INDEX_A INDEX_B")
     p.add_argument("--timeline", nargs="+", metavar="INDEX", help="indexes of one run's checkpoints, in order")

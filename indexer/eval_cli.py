@@ -24,19 +24,17 @@ from collections.abc import Sequence
 
 from core.checkpoint import CheckpointError
 from core.recipes import BASELINES, EVAL_RESOLUTION
+from indexer import cli_common as cli
 from indexer.evaluate_objects import DISSECTION_THRESHOLD, METRICS
 from indexer.evaluate_tag import EVAL_SEEDS, differences_text
 from indexer.labels import PROTOCOLS
-from indexer.progress import COMPILE_MODES, add_compile_argument, configure_logging, exit_on_sigterm
+
+PROG = "slotcon eval"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``slotcon eval``."""
-    p = argparse.ArgumentParser(
-        prog="slotcon eval",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = cli.parser(PROG, __doc__.split("\n\n")[0])
     p.add_argument(
         "--checkpoint",
         default=None,
@@ -98,20 +96,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--index", default=None, help="store the result in this index (same checkpoint)")
     p.add_argument("--out", default=None, help="write the result JSON here")
-    p.add_argument("--progress-file", default=None, help="JSON progress file rewritten as work goes")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=None, help="data-loading processes (default: spare cores only)")
-    p.add_argument("--device", default=None)
     p.add_argument("--examples", type=int, default=6, help="prediction/ground-truth pairs stored in the index")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--full", action="store_true", help="print the whole result (default: a summary)")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument(
-        "--plain-inference",
-        action="store_true",
-        help="the full model, BN unfolded (reference path for A/B runs; same assignments)",
+    cli.add_job_arguments(
+        p,
+        batch_size={"default": 16},
+        device={"help": None},
+        limit={"help": "evaluate only the first N images"},
+        no_progress={"help": None},
     )
-    add_compile_argument(p)
     return p
 
 
@@ -197,27 +190,22 @@ def _from_index(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``slotcon eval``; prints JSON and returns the exit code (2 for bad input)."""
-    args = get_args_parser().parse_args(argv)
-    configure_logging()
-    exit_on_sigterm()
+    args = cli.start_job(get_args_parser(), argv)
     from indexer.evaluate import EvalConfig, run_eval
     from indexer.store import IndexMismatchError, IndexNotFoundError
     from indexer.unsupervised_crf import CrfUnavailableError
 
     try:
         _from_index(args)
+        job = cli.job_options(args)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        print(f"slotcon eval: error: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(PROG, e)
     config = EvalConfig(
         args.checkpoint, args.data, args.protocol, split=args.split, curated_list=args.curated_list,
         all_images=args.all_images, resolution=args.resolution, baseline=args.baseline, index_dir=args.index,
-        out=args.out, progress_file=args.progress_file, batch_size=args.batch_size, workers=args.workers,
-        device=args.device, num_examples=args.examples, clusters=args.clusters, seed=args.seed,
-        seeds=args.seeds, probe=not args.no_probe, crf=args.crf,
-        limit=args.limit, show_progress=not args.no_progress, fused=not args.plain_inference,
-        compile=COMPILE_MODES[args.compile], metrics=tuple(args.metric or ("segmentation",)),
-        dissection_threshold=args.dissection_threshold,
+        out=args.out, num_examples=args.examples, clusters=args.clusters, seed=args.seed, seeds=args.seeds,
+        probe=not args.no_probe, crf=args.crf, metrics=tuple(args.metric or ("segmentation",)),
+        dissection_threshold=args.dissection_threshold, **job,
     )  # fmt: skip
     try:
         result = run_eval(config).to_dict()
@@ -229,8 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ValueError,
         CrfUnavailableError,
     ) as e:
-        print(f"slotcon eval: error: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(PROG, e)
     print(json.dumps(result if args.full else summary(result), indent=2))
     return 0
 

@@ -39,11 +39,11 @@ from torch.utils.data import DataLoader, Dataset
 from core.augment import IMAGENET_MEAN, IMAGENET_STD
 from core.checkpoint import file_sha256
 from core.datasets import load_rgb, loader_workers
-from core.infer_model import CompilePlan, inference_model_for, inference_model_of
+from core.infer_model import CompilePlan, InferOptions, inference_model_for, inference_model_of
 from core.inference import assign, teacher_outputs
 from core.model import SlotCon
 from core.recipes import BASELINES, EVAL_RESOLUTION, IGNORE_LABEL
-from indexer.build import resolve_images
+from indexer.build import local_processes, resolve_images
 from indexer.evaluate_images import MISSING_NAMED, ImageSelection, select_images
 from indexer.evaluate_objects import (
     DISSECTION_THRESHOLD,
@@ -204,9 +204,10 @@ class EvalConfig:
     (:mod:`indexer.unsupervised_crf`; not on the probe's or the k-means baseline's). ``index_dir``: also
     store the result (and ``num_examples`` prediction/ground-truth pairs) in that index, which must be built
     from the same checkpoint; ``out``: also write the JSON there; ``fused``: the inference model
-    (:mod:`core.infer_model`), False for the plain full model (A/B runs). ``metrics``: besides the semantic
-    scores (always computed; the cluster probe only with ``segmentation``), ``object-discovery`` (instance
-    masks from ``data_root/annotations/instances_<split>.json``) and ``dissection`` (classes found above
+    (:mod:`core.infer_model`), False for the plain full model (A/B runs); ``inference``: how the inference
+    model runs (:class:`core.infer_model.InferOptions`). ``metrics``: besides the semantic scores (always
+    computed; the cluster probe only with ``segmentation``), ``object-discovery`` (instance masks from
+    ``data_root/annotations/instances_<split>.json``) and ``dissection`` (classes found above
     ``dissection_threshold``), see :mod:`indexer.evaluate_objects`."""
 
     checkpoint: str | os.PathLike | None
@@ -232,6 +233,7 @@ class EvalConfig:
     limit: int | None = None
     show_progress: bool = False
     fused: bool = True
+    inference: InferOptions = field(default_factory=InferOptions)
     compile: bool | None = None  # torch.compile the model; None: when the job pays it back (CompilePlan)
     metrics: tuple[str, ...] = ("segmentation",)
     dissection_threshold: float = DISSECTION_THRESHOLD
@@ -297,13 +299,16 @@ def load(config: EvalConfig) -> EvalInputs:
     ref, model, k = None, None, config.clusters
     if config.checkpoint is not None:
         dev = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        model = inference_model_for(config.checkpoint, dev, fused=config.fused)
+        model = inference_model_for(config.checkpoint, dev, fused=config.fused, options=config.inference)
         ref = CheckpointRef(path=str(Path(config.checkpoint).resolve()), sha256=file_sha256(config.checkpoint))
         k = k or model.config.num_prototypes
         if config.baseline == "random-init":
             torch.manual_seed(config.seed)
             untrained = SlotCon(model.config)
-            model = inference_model_of(untrained).prepare(dev) if config.fused else untrained.to(dev).eval()
+            if config.fused:
+                model = inference_model_of(untrained, config.inference).prepare(dev)
+            else:
+                model = untrained.to(dev).eval()
     elif config.baseline != "kmeans-rgb":
         raise ValueError("a checkpoint is required (only --baseline kmeans-rgb runs without one)")
     if model is not None and config.baseline == "kmeans-rgb":
@@ -326,7 +331,7 @@ def predict(config: EvalConfig, inputs: EvalInputs, bar: Progress) -> Prediction
     res = config.resolution
     # the model's device; the k-means baseline runs on the CPU (FAISS)
     device = next(inputs.model.parameters()).device if inputs.model is not None else torch.device("cpu")
-    workers = loader_workers(config.workers, device)
+    workers = loader_workers(config.workers, device, local_processes())
     num_classes = inputs.labels.num_classes
 
     def loader() -> DataLoader:

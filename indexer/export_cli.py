@@ -6,17 +6,17 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from indexer import cli_common as cli
 from indexer.export import FORMATS, MissingPackageError, export_index
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``export-index`` CLI's parser."""
-    p = argparse.ArgumentParser(
-        prog="slotcon export-index",
-        description="Export an index's segments and statistics: COCO-style "
-        "JSON (RLE masks, prototypes as categories) or CSV/Parquet tables.",
+    p = cli.index_parser(
+        "slotcon export-index",
+        "Export an index's segments and statistics: COCO-style JSON (RLE masks, prototypes as categories) or "
+        "CSV/Parquet tables.",
     )
-    p.add_argument("--index", required=True, help="index directory")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", required=True, help="a .json file (coco) or a directory (csv, parquet)")
     return p

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from core.datasets import ImageReadError
+from indexer import cli_common as cli
 from indexer.figure import DEFAULT_CELL_PX, DEFAULT_TOPK, concept_figure, prototype_ranges
 from indexer.overlay import FIGURE3_ALPHA
 
@@ -22,12 +23,11 @@ def _prototype_list(text: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``figure`` CLI's parser."""
-    p = argparse.ArgumentParser(
-        prog="slotcon figure",
-        description="Concept figure of an index: a row of top-k segments per "
-        "prototype, masks in red (PNG, PDF or SVG by the output's suffix; deterministic).",
+    p = cli.index_parser(
+        "slotcon figure",
+        "Concept figure of an index: a row of top-k segments per prototype, masks in red (PNG, PDF or SVG by the "
+        "output's suffix; deterministic).",
     )
-    p.add_argument("--index", required=True, help="index directory")
     p.add_argument(
         "--prototypes",
         required=True,

@@ -9,7 +9,7 @@ import shutil
 import sqlite3
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,10 +21,18 @@ from torch.utils.data import DataLoader
 
 from core.checkpoint import CheckpointError, file_sha256
 from core.datasets import loader_workers
-from core.infer_model import CompilePlan, inference_model_for
+from core.infer_model import CompilePlan, InferOptions, inference_model_for
 from core.inference import teacher_outputs
 from core.recipes import INDEX_CROP, INDEX_RESIZE
-from indexer.build import _collate, _default_device, _ImageSet, _swap_into_place, describe_inference, resolve_images
+from indexer.build import (
+    _collate,
+    _default_device,
+    _ImageSet,
+    _swap_into_place,
+    describe_inference,
+    local_processes,
+    resolve_images,
+)
 from indexer.image_schema import (
     _POST_SCHEMA,
     _SCHEMA,
@@ -105,8 +113,8 @@ class ImageIndexConfig:
     ``index_type``: ``auto`` (flat up to ``flat_max`` vectors, IVF-PQ above), ``flat``, ``ivf`` or ``ivfpq``;
     ``nlist``/``pq_m``: IVF lists and PQ sub-quantisers (default: :func:`vector_spec`'s, at most 1024 lists);
     ``flush_rows``: SQLite rows buffered before a write; ``chunk``: vectors per FAISS add; ``limit``: the first
-    N images only; ``fused``/``jpeg_draft``/``compile``: as :class:`indexer.build.IndexConfig` (an ImageNet-size
-    job on a CPU compiles the model after its first batch, :class:`core.infer_model.CompilePlan`).
+    N images only; ``fused``/``inference``/``jpeg_draft``/``compile``: as :class:`indexer.build.IndexConfig` (an
+    ImageNet-size job on a CPU compiles the model after its first batch, :class:`core.infer_model.CompilePlan`).
     """
 
     checkpoint: str | os.PathLike
@@ -127,6 +135,7 @@ class ImageIndexConfig:
     chunk: int = 0  # 0: ADD_CHUNK
     limit: int | None = None
     fused: bool = True
+    inference: InferOptions = field(default_factory=InferOptions)
     jpeg_draft: bool = False
     show_progress: bool = False
     progress_file: str | os.PathLike | None = None
@@ -157,7 +166,7 @@ def build_image_index(config: ImageIndexConfig) -> Path:
     if not paths:
         raise ValueError(f"no images to index in {root} (split {split!r}, limit {config.limit})")
     dev = torch.device(config.device) if config.device is not None else _default_device()
-    model = inference_model_for(config.checkpoint, dev, fused=config.fused)
+    model = inference_model_for(config.checkpoint, dev, fused=config.fused, options=config.inference)
     prototypes = model.grouping_k.slot_embed.weight.detach().float().cpu()  # (K, D)
     k, d = prototypes.shape
     tmp = out.with_name(f".{out.name}.building-{uuid.uuid4().hex[:12]}")
@@ -167,7 +176,7 @@ def build_image_index(config: ImageIndexConfig) -> Path:
         loader = DataLoader(
             _ImageSet(list(enumerate(paths)), root, config.resize, config.crop, None, config.jpeg_draft),
             batch_size=config.batch_size,
-            num_workers=loader_workers(config.workers, dev),
+            num_workers=loader_workers(config.workers, dev, local_processes()),
             collate_fn=_collate,
         )
         bar = Progress(len(paths), "index-images", config.progress_file, bar=config.show_progress)

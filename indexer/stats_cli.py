@@ -7,21 +7,16 @@ import json
 import sys
 from collections.abc import Sequence
 
-from core.recipes import NEAR_DUPLICATE_THRESHOLD
+from indexer import cli_common as cli
+
+PROG = "slotcon stats"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The parser of ``slotcon stats``."""
-    p = argparse.ArgumentParser(
-        prog="slotcon stats", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = cli.parser(PROG, __doc__)
     p.add_argument("index", help="index directory")
-    p.add_argument(
-        "--duplicate-threshold",
-        type=float,
-        default=NEAR_DUPLICATE_THRESHOLD,
-        help="cosine above which two prototypes count as near-duplicates",
-    )
+    cli.add_duplicate_threshold(p)
     p.add_argument("--full", action="store_true", help="print per-prototype lists too")
     return p
 
@@ -34,8 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         index = ConceptIndex.open(args.index)
     except (IndexNotFoundError, IndexVersionError) as e:
-        print(f"slotcon stats: error: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(PROG, e)
     with index:
         stats = index.refresh_stats(args.duplicate_threshold).to_dict()
     if not args.full:

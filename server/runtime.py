@@ -50,7 +50,7 @@ def pick_device(name: str) -> torch.device:
 class LoadedModel:
     """A model ready for inference with the file it came from."""
 
-    model: torch.nn.Module  # core.infer_model.InferenceModel (or the full SlotCon with SLOTCON_INFER=plain)
+    model: torch.nn.Module  # core.infer_model.InferenceModel (the full SlotCon with SLOTCON_INFER=plain)
     path: Path
     sha256: str
 
@@ -195,8 +195,7 @@ class Runtime:
 
         stored = self.state.get(DEFAULT_INDEX)
         if self.settings.index is not None:
-            env = os.environ.get("SLOTCON_INDEX")
-            self.default_source = "SLOTCON_INDEX" if env and Path(env) == self.settings.index else "--index"
+            self.default_source = self.settings.index_source
             try:
                 loaded = self.activate(self.settings.index, trusted=True)
             except ApiError as e:
@@ -371,7 +370,8 @@ class Runtime:
         if self.model is not None and self.model.sha256 == sha:
             return self.model
         before = file_key(path)
-        model = inference_model_for(path, self.device)  # fused; SLOTCON_INFER=plain for the full model
+        inference = self.settings.inference
+        model = inference_model_for(path, self.device, fused=inference.fused, options=inference.options())
         if file_key(path) != before or content_sha256(path) != sha:
             raise ApiError(409, "checkpoint_changed", f"checkpoint {_ident(path)} changed while it was loaded; retry")
         logger.info(

@@ -1,14 +1,17 @@
-"""Server settings: ``SLOTCON_*`` environment variables (pydantic-settings), overridable by the CLI."""
+"""Server settings: ``SLOTCON_*`` environment variables (pydantic-settings), overridable by the CLI; how the
+model runs: ``SLOTCON_INFER_*`` and ``SLOTCON_INFER`` (:class:`indexer.settings.InferSettings`)."""
 
 from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, PrivateAttr, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from indexer.settings import InferSettings
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
@@ -16,7 +19,9 @@ _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhos
 class Settings(BaseSettings):
     """Where the server finds its data and how it exposes itself.
 
-    Every filesystem location is chosen here, server-side; no route takes a path from a client.
+    Every filesystem location is chosen here, server-side; no route takes a path from a client. Values given
+    to the constructor (``slotcon serve``'s flags) win over the environment, and the settings remember which
+    were given (:attr:`index_source`).
     """
 
     model_config = SettingsConfigDict(env_prefix="SLOTCON_", extra="ignore")
@@ -62,6 +67,25 @@ class Settings(BaseSettings):
     ui_origin: str = "http://localhost:8501"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     job_poll_s: float = Field(0.5, gt=0, description="how often the job watcher polls children")
+    inference: InferSettings = Field(
+        default_factory=InferSettings,
+        description="how the model runs: SLOTCON_INFER_* and SLOTCON_INFER (read by InferSettings itself; jobs, "
+        "child processes, inherit the variables)",
+    )
+
+    _given: frozenset[str] = PrivateAttr(default_factory=frozenset)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self._given = frozenset(k for k, v in values.items() if v is not None and not k.startswith("_"))
+
+    @property
+    def index_source(self) -> str | None:
+        """Where ``index`` came from: ``--index`` (given to the constructor, as ``slotcon serve`` gives its
+        flags), ``SLOTCON_INDEX`` (the environment), None when there is none."""
+        if self.index is None:
+            return None
+        return "--index" if "index" in self._given else "SLOTCON_INDEX"
 
     @property
     def exposed(self) -> bool:

@@ -8,20 +8,19 @@ answers are ``{"items": [...]}`` envelopes, and nothing here guesses at other sh
 
 Streamlit caching lives here too: :func:`get_client` is a ``st.cache_resource`` (one connection
 pool per API URL) and the ``fetch_*`` functions are ``st.cache_data(ttl=...)`` wrappers keyed by
-the API URL, so pages never refetch what has not changed.
+the API URL, so pages never refetch what has not changed. Where the API is and its token come from
+:func:`settings` (``SLOTCON_API_URL``, ``SLOTCON_API_TOKEN``: :class:`ui.settings.UiSettings`).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import httpx
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from ui.endpoints import API_URL_ENV, DEFAULT_API_URL
-
-API_TOKEN_ENV = "SLOTCON_API_TOKEN"
+from ui.settings import UiSettings
 
 
 class ApiRequestError(Exception):
@@ -49,9 +48,23 @@ _INDEX_MARK = "#index="
 _BUILD_MARK = "@"
 
 
+_SETTINGS = "_ui_settings"
+
+
+def settings() -> UiSettings:
+    """The UI's settings (:class:`ui.settings.UiSettings`), read from the environment once per browser session
+    and kept in its session state; read afresh outside a Streamlit session (no script run context)."""
+    if get_script_run_ctx(suppress_warning=True) is None:
+        return UiSettings()
+    known = st.session_state.get(_SETTINGS)
+    if not isinstance(known, UiSettings):
+        known = st.session_state[_SETTINGS] = UiSettings()
+    return known
+
+
 def server_url() -> str:
     """The API server's URL: ``$SLOTCON_API_URL`` or ``http://127.0.0.1:8000``, without a trailing slash."""
-    return (os.environ.get(API_URL_ENV) or DEFAULT_API_URL).rstrip("/")
+    return settings().api_url
 
 
 def api_url() -> str:
@@ -407,7 +420,7 @@ def get_client() -> ApiClient:
 
 
 def _for(key: str) -> ApiClient:
-    return _client_for(key, os.environ.get(API_TOKEN_ENV) or None)
+    return _client_for(key, settings().token)
 
 
 @st.cache_data(ttl=10, show_spinner=False)

@@ -220,7 +220,7 @@ def test_semantic_label_paths_and_values(tmp_path: Path) -> None:
     assert (load_semantic_label(stuffthing) == 181).all()
 
 
-def test_loader_workers_only_take_spare_cores(monkeypatch) -> None:
+def test_loader_workers_only_take_spare_cores() -> None:
     """Inference jobs decode in the main process when the model's threads already fill the cores (a worker
     beside them only takes the convolutions' cycles); an explicit count always wins."""
     from core.datasets import available_cores, loader_workers
@@ -233,8 +233,8 @@ def test_loader_workers_only_take_spare_cores(monkeypatch) -> None:
         assert loader_workers(None, "cpu") == min(4, cores - 1)
         assert loader_workers(None, "cuda") == min(8, cores - 1)
         assert loader_workers(3, "cpu") == 3 and loader_workers(0, "cuda") == 0
-        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two torchrun processes on this node share the cores
-        assert loader_workers(None, "cpu") == max(0, min(4, (cores - 2) // 2))
-        assert loader_workers(None, "cuda") == max(0, min(8, (cores - 2) // 2))
+        # two torchrun processes on this node share the cores
+        assert loader_workers(None, "cpu", processes=2) == max(0, min(4, (cores - 2) // 2))
+        assert loader_workers(None, "cuda", processes=2) == max(0, min(8, (cores - 2) // 2))
     finally:
         torch.set_num_threads(threads)

@@ -168,13 +168,8 @@ def test_inference_model_of_a_live_model_and_the_switch(trained) -> None:
     assert_same_outputs(ref, teacher_outputs(inference_model_of(model).prepare("cpu"), x))
     assert isinstance(inference_model_for(path), InferenceModel)
     assert isinstance(inference_model_for(path, fused=False), SlotCon)
-
-
-def test_env_switch_selects_the_plain_path(trained, monkeypatch: pytest.MonkeyPatch) -> None:
-    _, path = trained
-    monkeypatch.setenv("SLOTCON_INFER", "plain")
-    assert isinstance(inference_model_for(path), SlotCon)
-    assert isinstance(inference_model_for(path, fused=True), InferenceModel)  # an explicit choice wins
+    given = inference_model_for(path, options=InferOptions(fold_bn=False, channels_last=False)).options
+    assert (given.fold_bn, given.channels_last, given.precision) == (False, False, "fp32")  # passed in, resolved
 
 
 def test_outputs_are_ordinary_tensors(trained) -> None:
