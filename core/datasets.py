@@ -293,12 +293,10 @@ def available_cores() -> int:
 def loader_workers(requested: int | None, device: str | torch.device, processes: int = 1) -> int:
     """DataLoader worker processes for an inference job (index, evaluation): ``requested`` when given, else
     the cores left over beside the model. On a CPU the model's ``torch.get_num_threads()`` threads already
-    fill that many cores, and a decoding process beside them takes its cycles from the convolutions (on two
-    cores of an AMD EPYC, AVX2, one worker slowed the index's convolutions by a third), so only spare cores
-    get workers (at most 4);
-    on a GPU, up to 8 workers keep the device fed. ``processes``: the job's processes on this node, which share
-    its cores (under torchrun its ``LOCAL_WORLD_SIZE``, which the caller reads), so each gets its share of what
-    is spare."""
+    fill that many cores, and a decoding process beside them takes its cycles from the convolutions
+    (docs/performance.md, Indexing), so only spare cores get workers (at most 4); on a GPU, up to 8 workers
+    keep the device fed. ``processes``: the job's processes on this node, which share its cores (under
+    torchrun its ``LOCAL_WORLD_SIZE``, which the caller reads), so each gets its share of what is spare."""
     if requested is not None:
         return max(0, int(requested))
     local = max(1, int(processes))

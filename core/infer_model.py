@@ -327,8 +327,8 @@ class _Compiled:
     def __init__(self, module: nn.Module) -> None:
         self.module = module
         self.peers: list[_Compiled] = [self]
-        # freezing set in the config while compiling (compile(options={"freezing": True}) measured slower:
-        # 1.05x eager against 1.2x, ResNet-50 at 224, batch 32, AMD EPYC with capability AVX2, 2 threads)
+        # freezing is set in the Inductor config while compiling: passing compile(options={"freezing": True})
+        # instead gave a slower model (docs/performance.md, Indexing)
         self.fn: Any = torch.compile(module, dynamic=False)
         self.batch: int | None = None  # the batch size compiled for
 
@@ -360,9 +360,9 @@ class _Compiled:
         return out
 
 
-#: ``compile=None`` (auto): compile (Inductor with freezing; module doc for its cost and gain, measured on an
-#: AMD EPYC with capability AVX2) when, after the first batch, the rest of the job would still take longer than this
-#: eagerly. The time is measured on the machine that runs the job, so the rule holds on fast and slow ones.
+#: ``compile=None`` (auto): compile (Inductor with freezing; its cost and gain are in docs/performance.md) when,
+#: after the first batch, the rest of the job would still take longer than this eagerly. The time is measured
+#: on the machine that runs the job, so the rule holds on fast and slow ones.
 COMPILE_PAYBACK_S = 240.0
 
 
