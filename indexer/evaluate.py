@@ -147,24 +147,6 @@ def palette_png(labels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _loader(
-    items: list[tuple[int, Path]],
-    root: Path,
-    protocol: LabelProtocol,
-    resolution: int,
-    batch_size: int,
-    num_workers: int,
-    instances: InstanceAnnotations | None = None,
-    labels_optional: bool = False,
-) -> DataLoader:
-    return DataLoader(
-        EvalSet(items, root, protocol, resolution, instances, labels_optional),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=list,
-    )
-
-
 def _fit_kmeans(
     loader: DataLoader, k: int, seeds: list[int], per_image: int = 2000, max_points: int = 400_000
 ) -> list[faiss.Kmeans]:
@@ -336,9 +318,8 @@ def predict(config: EvalConfig, inputs: EvalInputs, bar: Progress) -> Prediction
 
     def loader() -> DataLoader:
         only_objects = set(config.metrics) == {"object-discovery"}  # class maps not needed
-        return _loader(
-            inputs.items, inputs.root, inputs.labels, res, config.batch_size, workers, inputs.instances, only_objects
-        )
+        images = EvalSet(inputs.items, inputs.root, inputs.labels, res, inputs.instances, only_objects)
+        return DataLoader(images, batch_size=config.batch_size, num_workers=workers, collate_fn=list)
 
     kmeans: list[faiss.Kmeans] = []
     seeds = _seeds(config) if config.baseline == "kmeans-rgb" else [config.seed]
