@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from core.checkpoint import file_sha256
 from core.datasets import find_images, load_rgb, loader_workers
@@ -39,6 +39,7 @@ from core.infer_model import CompilePlan, InferOptions, inference_model_for
 from core.recipes import INDEX_CROP, INDEX_RESIZE, NEAR_DUPLICATE_THRESHOLD
 from indexer import schema
 from indexer.decode import load_rgb_reduced
+from indexer.image_items import ListedImages
 from indexer.labels import LabelProtocol, LabelSizeError, detect_protocol
 from indexer.progress import Progress, write_json_atomic
 from indexer.segments import ModelView, crop_box, model_input, segment_batch
@@ -65,7 +66,7 @@ def resolve_images(data_root: str | os.PathLike, split: str | None) -> tuple[Pat
     return root, split, find_images(root, split)
 
 
-class _ImageSet(Dataset):
+class _ImageSet(ListedImages):
     """Decodes images in their stored pixel frame (the frame of COCO's annotations and label maps: no EXIF
     orientation, as the release and PiCIE read them), prepares the model input (``indexer.segments``) and
     loads labels; failures are returned, not raised."""
@@ -79,15 +80,11 @@ class _ImageSet(Dataset):
         protocol: LabelProtocol | None,
         jpeg_draft: bool = False,
     ) -> None:
-        self.items, self.root, self.protocol = items, root, protocol
-        self.resize, self.crop, self.jpeg_draft = resize, crop, jpeg_draft
-
-    def __len__(self) -> int:
-        return len(self.items)
+        super().__init__(items, root)
+        self.protocol, self.resize, self.crop, self.jpeg_draft = protocol, resize, crop, jpeg_draft
 
     def __getitem__(self, i: int) -> dict:
-        image_id, path = self.items[i]
-        item: dict = {"id": image_id, "file_name": path.relative_to(self.root).as_posix()}
+        item, path = self.item_of(i)
         try:
             if self.jpeg_draft:  # reduced-size JPEG decode (indexer.decode); the view stays in file pixels
                 img, size = load_rgb_reduced(path, self.resize)

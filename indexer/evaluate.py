@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from core.augment import IMAGENET_MEAN, IMAGENET_STD
 from core.checkpoint import file_sha256
@@ -55,6 +55,7 @@ from indexer.evaluate_objects import (
     instances_path,
 )
 from indexer.evaluate_tag import CENTRE, EVAL_SEEDS, check_against, make_tag, mean_std
+from indexer.image_items import ListedImages
 from indexer.labels import LabelProtocol, LabelSizeError, make_protocol
 from indexer.progress import Progress
 from indexer.segments import palette
@@ -75,7 +76,7 @@ def crop_masks(masks: np.ndarray, resolution: int) -> np.ndarray:
     return out
 
 
-class EvalSet(Dataset):
+class EvalSet(ListedImages):
     """(normalised image, label crop) at the protocol resolution, and the instance masks cropped alike when
     ``instances`` is given (``None`` for an image they do not list); failures are returned as ``error``.
     ``labels_optional``: an image without a class map gets an all-unlabelled one (object discovery alone)."""
@@ -89,15 +90,12 @@ class EvalSet(Dataset):
         instances: InstanceAnnotations | None = None,
         labels_optional: bool = False,
     ) -> None:
-        self.items, self.root, self.protocol, self.res = items, root, protocol, resolution
+        super().__init__(items, root)
+        self.protocol, self.res = protocol, resolution
         self.instances, self.labels_optional = instances, labels_optional
 
-    def __len__(self) -> int:
-        return len(self.items)
-
     def __getitem__(self, i: int) -> dict:
-        image_id, path = self.items[i]
-        item: dict = {"id": image_id, "file_name": path.relative_to(self.root).as_posix()}
+        item, path = self.item_of(i)
         try:
             img = load_rgb(path, upright=False)  # the label map's frame (no EXIF orientation)
         except Exception as e:  # noqa: BLE001 - any decoding failure skips the image
