@@ -44,6 +44,7 @@ from core.inference import assign, teacher_outputs
 from core.model import SlotCon
 from core.recipes import BASELINES, EVAL_RESOLUTION, IGNORE_LABEL
 from indexer.build import local_processes, resolve_images
+from indexer.eval_record import read_eval_result
 from indexer.evaluate_images import MISSING_NAMED, ImageSelection, select_images
 from indexer.evaluate_objects import (
     DISSECTION_THRESHOLD,
@@ -456,7 +457,7 @@ def score(config: EvalConfig, inputs: EvalInputs, predictions: Predictions, seco
         dissection_tag = tag(config.protocol, matching="prototype-to-class")
         found = dissect(result["confusion"], names, config.dissection_threshold, dissection_tag)
         result["dissection"] = found.to_dict()
-    return EvalResult.from_dict(result)
+    return read_eval_result(result)
 
 
 def store(config: EvalConfig, inputs: EvalInputs, predictions: Predictions, result: EvalResult) -> EvalResult:

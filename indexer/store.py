@@ -23,6 +23,7 @@ import numpy as np
 
 from core.recipes import NEAR_DUPLICATE_THRESHOLD
 from indexer import schema
+from indexer.eval_record import read_eval_result
 from indexer.shards import centre_vectors
 from indexer.stats import compute_stats, load_stats, near_duplicates, store_stats
 from indexer.types import SPACES, DuplicatePair, EvalResult, Manifest, Stats, StoredEval
@@ -461,7 +462,7 @@ class ConceptIndex:
             StoredEval(
                 id=r[0],
                 created_at=r[1],
-                result=dataclasses.replace(EvalResult.from_dict(json.loads(r[2])), eval_id=r[0]),
+                result=dataclasses.replace(read_eval_result(json.loads(r[2])), eval_id=r[0]),
             )
             for r in rows
         ]

@@ -496,29 +496,6 @@ class EvalResult(_Document):
     object_discovery: ObjectDiscoveryResult | None = None
     dissection: DissectionResult | None = None
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EvalResult:
-        """Builds the result from its JSON form; a result stored before the indexer computed the matched
-        confusion and the per-class table gets them computed from its confusion and matching, one stored
-        before scores were tagged gets its tags from its protocol, and every score's check against the
-        paper's row is made anew (``indexer.evaluate_tag``), so it follows the row as the code states it."""
-        from indexer.evaluate_tag import with_tags
-
-        data = with_tags(data)
-        if "matched_confusion" not in data or "per_class" not in data:
-            from indexer.unsupervised import class_table, matched_confusion
-
-            names = data.get("class_names") or [f"class {c}" for c in range(len(data["per_class_iou"]))]
-            data = {
-                **data,
-                "class_names": names,
-                "matched_confusion": matched_confusion(data["confusion"], data["matching"], len(names)),
-                "per_class": class_table(names, data["per_class_iou"], data["counts"]["class_pixels"]),
-            }
-        if "per_class_iou_named" not in data:
-            data = {**data, "per_class_iou_named": dict(zip(data["class_names"], data["per_class_iou"], strict=True))}
-        return from_dict(cls, data)
-
     def save(self, path: str | os.PathLike) -> None:
         """Writes the result's JSON to ``path`` atomically."""
         _write_json_atomic(Path(path), self.to_dict())

@@ -24,12 +24,13 @@ from core.infer_model import inference_model_for
 from core.inference import teacher_outputs
 from indexer.build import build_index
 from indexer.eval_cli import main as eval_main
+from indexer.eval_record import read_eval_result
 from indexer.evaluate import EvalConfig, EvalSet, run_eval
 from indexer.evaluate_images import CURATED_LIST, CURATED_MD5, CURATED_NAME, read_list
 from indexer.evaluate_tag import PAPER, check_against, make_tag, mean_std
 from indexer.labels import make_protocol
 from indexer.store import ConceptIndex
-from indexer.types import EvalResult, ImageList, ScoreTag
+from indexer.types import ImageList, ScoreTag
 
 RES = 64
 FIRST_IDS = [139, 724, 785, 872, 885, 1000, 1268, 1532]  # seven of the shipped list's first ids, and 1000 (not listed)
@@ -134,7 +135,7 @@ def test_a_result_stored_before_tags_gets_them(synthetic_root: Path, tiny_checkp
         old.pop(key)
     old["many_to_one"].pop("tag")
     old["protocol"] = {k: v for k, v in old["protocol"].items() if k not in ("crop", "crf", "seeds")}
-    again = EvalResult.from_dict(old).to_dict()
+    again = read_eval_result(old).to_dict()
     _assert_tagged(again)
     assert [s["matching"] for s in again["scores"]] == ["one-to-one", "many-to-one"]
     assert again["tag"]["image_list"]["name"] == "all-val2017" and again["tag"]["seeds"] == 1

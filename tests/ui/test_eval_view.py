@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from indexer.eval_record import read_eval_result
 from indexer.evaluate import EvalConfig, run_eval
 from indexer.evaluate_tag import PAPER
-from indexer.types import EvalResult
 from ui.views.eval_view import export_frame, paper_reference, scores_chart, scores_frame
 
 
@@ -23,10 +23,10 @@ def results(synthetic_root: Path, tiny_checkpoint: Path) -> list[dict]:
 
 def _as_paper_measured(result: dict) -> dict:
     """``result`` with its one-to-one score re-tagged as the paper's, read back as the server reads a stored
-    result (EvalResult.from_dict checks every tag against the paper anew)."""
+    result (read_eval_result checks every tag against the paper anew)."""
     scores = [dict(s) for s in result["scores"]]
     scores[0]["tag"] = PAPER.tag.to_dict()
-    return {**EvalResult.from_dict({**result, "scores": scores}).to_dict(), "id": result["id"]}
+    return {**read_eval_result({**result, "scores": scores}).to_dict(), "id": result["id"]}
 
 
 def test_a_score_measured_another_way_gets_a_reference_line(results: list[dict]) -> None:
