@@ -238,3 +238,61 @@ def test_the_ui_client_uses_them(monkeypatch) -> None:
     api = client._for(client.api_url())
     assert api.base_url == "http://api.example:9000"
     assert api._http.headers["Authorization"] == "Bearer s3cret"
+
+
+# ---------------------------------------------------------------------------- the documented variables
+
+
+def _documented() -> set[str]:
+    """The variables of docs/deployment.md's settings tables."""
+    text = (ROOT / "docs" / "deployment.md").read_text().split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    return {line.split("`")[1] for line in text.splitlines() if line.startswith("| `SLOTCON_")}
+
+
+def _readers() -> dict[str, tuple[type, str]]:
+    """Every variable a settings object reads, with the object and its field."""
+    from server.settings import Settings
+    from ui.settings import UiSettings
+
+    readers: dict[str, tuple[type, str]] = {}
+    for cls in (Settings, InferSettings, UiSettings):
+        prefix = cls.model_config.get("env_prefix", "")
+        for name, info in cls.model_fields.items():
+            if name == "inference":  # the nested InferSettings, read through its own variables
+                continue
+            variable = info.validation_alias if isinstance(info.validation_alias, str) else f"{prefix}{name}".upper()
+            readers.setdefault(variable, (cls, name))
+    return readers
+
+
+def test_the_documented_variables_are_the_ones_read() -> None:
+    """docs/deployment.md lists every variable a settings object reads, and only those."""
+    assert _documented() == set(_readers())
+
+
+def _other_value(info) -> tuple[str, object]:  # noqa: ANN001
+    """A value for a setting other than its default, as the variable's text and as the setting reads it."""
+    kind, default = str(info.annotation), info.default
+    if "Path" in kind:
+        return "/srv/elsewhere", Path("/srv/elsewhere")
+    if "SecretStr" in kind:
+        return "s3cret", "s3cret"
+    if "Literal" in kind:
+        other = next(c for c in info.annotation.__args__ if c != default)
+        return other, other
+    if "bool" in kind:
+        return ("off", False) if default is not False else ("on", True)
+    if "float" in kind:
+        return str(default + 0.5), default + 0.5
+    if "int" in kind:
+        return str(default + 1), default + 1
+    return "http://example.org:1234", "http://example.org:1234"
+
+
+@pytest.mark.parametrize("variable", sorted(_readers()))
+def test_each_documented_variable_reaches_its_setting(monkeypatch, variable: str) -> None:
+    cls, field = _readers()[variable]
+    text, expected = _other_value(cls.model_fields[field])
+    monkeypatch.setenv(variable, text)
+    got = getattr(cls(), field)
+    assert (got.get_secret_value() if hasattr(got, "get_secret_value") else got) == expected
