@@ -7,23 +7,14 @@ drawn per region and per instance, so colour never identifies a class; texture (
 shape) does. Texture periods are 8-16 px at 128 px, so they survive the random resized crops that
 SlotCon trains on and are visible to a stride-16 feature map.
 
-Version 5 (the default) changes two things of version 4, measured in fixed-length cpu-demo runs (README,
-"Demo quality"): the disk's rings are soft (a sinusoid of the radius: version 4's hard-edged rings look, at
-every point, like the edge between two regions, and the short CPU runs grouped the disk with region
-boundaries), and scenes hold 2-4 things instead of 1-3, so the classes' pixel shares are closer (val: disk
-12 %, box 16, triangle 12, cross 13, stripes 22, hatch 25, against 10, 12, 9, 10, 29, 31): SlotCon's
-centring spreads the prototypes' use evenly, so the two large stuff classes took two prototypes each and
-the small things shared the rest.
-
-Version 4 has six classes whose textures differ in *local edge direction*: horizontal,
-vertical, diagonal, none, curved, and all directions at once (a dot lattice). Every texture looks the
-same mirrored left-right (the diagonal class draws either diagonal), because SlotCon's views are
-flipped at random: a texture that changes under the flip is two textures to the grouping loss. Version
-3 filled the triangle with horizontal zigzags, whose 45-degree segments the short CPU runs grouped
-with the diagonal hatch (triangle IoU 4-6 in batch-16 trials, 14-22 with the dots; README, "Demo
-quality"). Version 2's eight classes (dots, mottle and checker besides these) did not reach the
-demo's quality goal: isotropic or fine textures look plain at the 320 px evaluation size and shared
-one prototype with the plain cross (README, "Demo quality").
+The six classes' textures differ in *local edge direction*: horizontal, vertical, diagonal, none, curved
+(the disk's soft rings, a sinusoid of the radius, so that they do not look like region boundaries), and all
+directions at once (a dot lattice). Every texture looks the same mirrored left-right (the diagonal class draws
+either diagonal), because SlotCon's views are flipped at random: a texture that changes under the flip is two
+textures to the grouping loss. Scenes hold 2-4 things, so that the classes' pixel shares are close: SlotCon's
+centring spreads the prototypes' use evenly, and a class that covers much more of the images takes more than
+one prototype. The generator's earlier versions, and the trials that chose this one, are in
+docs/demo-quality.md.
 
 Two colour designs (``palette``):
 
@@ -33,7 +24,7 @@ Two colour designs (``palette``):
 - ``vivid`` (generator version 1): two random RGB colours per region, at least 70 apart in luminance.
   Harder: every region then carries a unique, augmentation-robust colour, and SlotCon's grouping loss
   (satisfied by any view-consistent clustering) groups such scenes by colour in a short CPU run,
-  ending near the RGB k-means baseline (README, "Demo quality").
+  ending near the RGB k-means baseline (docs/demo-quality.md).
 
 Layout written by :func:`generate` (the same as COCO + COCO-Stuff, so every real-data code path runs)::
 
@@ -111,7 +102,7 @@ CLASSES: tuple[SyntheticClass, ...] = (
 THING_IDS = tuple(c.id for c in CLASSES if c.kind == "thing")
 STUFF_IDS = tuple(c.id for c in CLASSES if c.kind == "stuff")
 
-_MIN_THINGS, _MAX_THINGS = 2, 4  # version 5; 1-3 before (README, "Demo quality")
+_MIN_THINGS, _MAX_THINGS = 2, 4  # close pixel shares per class (module doc; docs/demo-quality.md)
 _THING_SCALE = (0.45, 0.70)  # shape extent as a fraction of the image side
 _PIXEL_NOISE_STD = 3.0
 

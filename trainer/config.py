@@ -38,10 +38,10 @@ def fast_mode() -> dict[str, Any]:
     """The fields ``--fast`` sets: the fastest step measured that keeps the method (the same on every device:
     ``auto`` resolves the precision per device when the run starts).
 
-    ``precision`` ``auto`` (bf16 only where the hardware computes it natively: on a CPU without native bf16
-    that is fp32, where bf16 autocast is emulated about 100× slower), the tensor augmentation pipeline
+    ``precision`` ``auto`` (fp16 with the grad scaler on a GPU; on a CPU bf16 only where the hardware computes
+    it natively, else fp32, since emulated bf16 is far slower), the tensor augmentation pipeline
     (``core.augment.FastTwoViewAugment``: the same transforms, not bit-exact with the PIL one) and
-    channels_last. Measured with ``bench/train_throughput.py --against-release`` (README, "Speed").
+    channels_last. Measured with ``bench/train_throughput.py --against-release`` (docs/performance.md).
     """
     return {"precision": "auto", "channels_last": True, "fast_augment": True}
 

@@ -2,7 +2,7 @@
 memory is bounded before the first pixel is decoded, turning every kind of bad file into a clear
 400/413/415/422 instead of a crash.
 
-Memory per upload, by construction (see the README's "Serving safely"): the body (at most
+Memory per upload, by construction (see docs/deployment.md, "Serving safely"): the body (at most
 ``max_upload_bytes``), one decode predicted from the header to peak at most ``max_decode_bytes``
 (:func:`decode_cost`) and the analysis of an image of at most ``(4 × resize)²`` pixels, or of the size
 the index's resize gives a larger one (:func:`analysis_dims`). How many uploads hold that at once is
