@@ -207,7 +207,7 @@ def _wait_status(url: str, job_id: int, wanted: set[str], timeout_s: float = 60.
 def test_training_start_and_stop(api_env: str) -> None:
     at = page("training")
     no_exceptions(at)
-    assert "No training run yet." in texts(at)
+    assert "No training job started from this page yet." in texts(at)
     at.number_input[0].set_value(1)  # epochs: the form's first number input
     at.button[[b.label for b in at.button].index("Start training")].click().run()
     no_exceptions(at)

@@ -137,11 +137,14 @@ def jobs_section() -> None:
         st.subheader("Live")
         training_live_body(int(job_id))
 
-    st.subheader("Runs")
+    st.subheader("Training jobs")
     if jobs:
         st.dataframe(jobs_frame(jobs), hide_index=True)
     else:
-        st.caption("No training run yet.")
+        st.caption(
+            "No training job started from this page yet. Runs trained elsewhere (the demo, the command line) "
+            "show below with their checkpoints."
+        )
     st.subheader("Checkpoints")
     checkpoints_panel(live=False)
 
