@@ -10,7 +10,7 @@ import pytest
 from indexer.eval_record import read_eval_result
 from indexer.evaluate import EvalConfig, run_eval
 from indexer.evaluate_tag import PAPER
-from ui.views.eval_view import export_frame, paper_reference, scores_chart, scores_frame
+from ui.views.eval_view import export_frame, paper_reference, scores_charts, scores_frame
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,9 @@ def test_a_score_measured_another_way_gets_a_reference_line(results: list[dict])
     line = paper_reference(model, paper)
     assert line is not None and "18.26%" in line and "42.36%" in line and PAPER.tag.label in line
     assert "K 8 (paper 27)" in line and "resolution 64 (paper 320)" in line
-    scores_chart(frame, paper, reference=True).to_dict()  # a valid Vega-Lite spec
+    charts = [chart.to_dict() for chart in scores_charts(frame, paper, reference=True)]  # valid Vega-Lite specs
+    assert [c["layer"][0]["encoding"]["x"]["title"] for c in charts] == ["mIoU", "pixel accuracy"]
+    assert frame["± mIoU"].dtype == float  # an empty cell, not "None", where there is no std
 
 
 def test_the_paper_row_stands_beside_the_score_with_its_tag(results: list[dict]) -> None:

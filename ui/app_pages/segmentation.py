@@ -16,7 +16,7 @@ from ui.views.eval_view import (
     paper_reference,
     per_class_frame,
     result_name,
-    scores_chart,
+    scores_charts,
     scores_frame,
     show_examples,
 )
@@ -113,7 +113,8 @@ def render() -> None:
         st.info(reference)
     else:
         st.caption(f"The paper's row stands beside the score measured as it was: {paper['tag']['label']}.")
-    st.altair_chart(scores_chart(frame, paper, reference is not None), width="stretch")
+    for chart in scores_charts(frame, paper, reference is not None):
+        st.altair_chart(chart, width="stretch")
     st.download_button(
         "Scores with their protocol (CSV)",
         export_frame(chosen, paper).to_csv(index=False),

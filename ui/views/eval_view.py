@@ -86,7 +86,10 @@ def scores_frame(results: list[dict], chosen: dict, paper: dict) -> pd.DataFrame
         if score["paper"]["comparable"] and not paper_drawn:
             rows.append(_paper_row(paper))
             paper_drawn = True
-    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+    frame = pd.DataFrame(rows, columns=SCORE_COLUMNS)
+    for column in ("± mIoU", "± pixel accuracy"):  # NaN, an empty cell, where there is no std (one run)
+        frame[column] = frame[column].astype(float)
+    return frame
 
 
 def paper_reference(chosen: dict, paper: dict) -> str | None:
@@ -132,10 +135,10 @@ def export_frame(chosen: dict, paper: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def scores_chart(frame: pd.DataFrame, paper: dict, reference: bool) -> alt.HConcatChart:
-    """One panel per score (mIoU, pixel accuracy): a bar per row of ``frame`` with its ± std over seeds; the
-    paper is a bar when it is in ``frame`` (same protocol), a dashed rule named "reference" when
-    ``reference`` (another protocol)."""
+def scores_charts(frame: pd.DataFrame, paper: dict, reference: bool) -> list[alt.LayerChart]:
+    """One chart per score (mIoU, pixel accuracy), each as wide as the page: a bar per row of ``frame``, named
+    in full, with its ± std over seeds; the paper is a bar when it is in ``frame`` (same protocol), a dashed
+    rule named "reference" when ``reference`` (another protocol)."""
     order = list(frame["method"])
     panels = []
     for score, std, ref_value in (
@@ -147,7 +150,7 @@ def scores_chart(frame: pd.DataFrame, paper: dict, reference: bool) -> alt.HConc
             {"method": frame["method"], "value": frame[score].astype(float), "low": frame[score] - sd,
              "high": frame[score] + sd}
         ).dropna(subset=["value"])  # fmt: skip
-        base = alt.Chart(data).encode(y=alt.Y("method:N", sort=order, title=None))
+        base = alt.Chart(data).encode(y=alt.Y("method:N", sort=order, title=None, axis=alt.Axis(labelLimit=400)))
         layers = [
             base.mark_bar().encode(
                 x=alt.X("value:Q", axis=alt.Axis(format="%"), title=score),
@@ -162,7 +165,7 @@ def scores_chart(frame: pd.DataFrame, paper: dict, reference: bool) -> alt.HConc
                 alt.Chart(ref).mark_rule(strokeDash=[6, 4], color="black").encode(x="value:Q", tooltip=["what"])
             )
         panels.append(alt.layer(*layers).properties(height=max(80, 26 * len(order))))
-    return alt.hconcat(*panels)
+    return panels
 
 
 def per_class_frame(r: dict) -> pd.DataFrame:
