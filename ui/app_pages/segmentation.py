@@ -101,7 +101,7 @@ def render() -> None:
     paper = fetch_eval_paper(api_url())
     frame = scores_frame(results, chosen, paper)
     st.dataframe(
-        frame,
+        frame.dropna(axis="columns", how="all"),  # the ± columns only when a score has runs over several seeds
         hide_index=True,
         column_config={
             col: st.column_config.NumberColumn(format="percent")

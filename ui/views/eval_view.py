@@ -164,7 +164,8 @@ def scores_charts(frame: pd.DataFrame, paper: dict, reference: bool) -> list[alt
             layers.append(
                 alt.Chart(ref).mark_rule(strokeDash=[6, 4], color="black").encode(x="value:Q", tooltip=["what"])
             )
-        panels.append(alt.layer(*layers).properties(height=max(80, 26 * len(order))))
+        # the height holds the axis too when the chart is fitted to the page's width: 26 px a bar, 60 for the axis
+        panels.append(alt.layer(*layers).properties(height=60 + 26 * len(order)))
     return panels
 
 
