@@ -7,7 +7,7 @@
 Everything is made here: a random-init ResNet-18 checkpoint (``--width``, ``--dim-out``, ``--prototypes``) and
 ``--unique`` synthetic scenes (``core.synthetic.generate`` at ``--image-size`` px), hard-linked over and over
 into one folder per size, so 20,000 images cost one small generation. Each size is built by
-``indexer.image_index.build_image_index`` in a child process of its own (``--child``), which reports its peak
+``indexer.image_build.build_image_index`` in a child process of its own (``--child``), which reports its peak
 resident memory (``VmHWM`` of ``/proc/self/status``) both after its imports and after the build (so the
 figures of different sizes do not share a process), then times ``--queries`` queries of each kind on the index
 (``top_k``, ``neighbors``, ``neighbors`` within a prototype: p50 / p99 ms). DataLoader workers are 0 by
@@ -59,7 +59,8 @@ def child(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
-    from indexer.image_index import ImageIndex, ImageIndexConfig, build_image_index
+    from indexer.image_build import ImageIndexConfig, build_image_index
+    from indexer.image_store import ImageIndex
 
     hwm_imports = _status_kib("VmHWM")
     start = time.perf_counter()
@@ -96,7 +97,7 @@ def child(args: argparse.Namespace) -> int:
     return 0
 
 
-def _query_latency(ix, n: int) -> dict:  # noqa: ANN001 - an indexer.image_index.ImageIndex
+def _query_latency(ix, n: int) -> dict:  # noqa: ANN001 - an indexer.image_store.ImageIndex
     """p50 / p99 milliseconds of ``n`` queries each: top-k (k = 10) of a random prototype, neighbours of a
     random vector, and neighbours within the vector's prototype (after one warm-up query of each)."""
     import numpy as np
@@ -124,14 +125,14 @@ def _query_latency(ix, n: int) -> dict:  # noqa: ANN001 - an indexer.image_index
 
 
 def child_vectors(args: argparse.Namespace) -> int:
-    """The FAISS stage of the build alone (``indexer.image_index.faiss_from_raw``, as ``build_image_index`` runs
+    """The FAISS stage of the build alone (``indexer.image_vectors.faiss_from_raw``, as ``build_image_index`` runs
     it) on ``--child-vectors`` synthetic unit vectors of ``--dim-out`` dimensions, written to a float32 file in
     chunks first; prints its time, spec and peak RSS (run in a process of its own)."""
     import faiss
     import numpy as np
 
     faiss.omp_set_num_threads(args.threads)
-    from indexer.image_index import faiss_from_raw, vector_spec
+    from indexer.image_vectors import faiss_from_raw, vector_spec
 
     n, d = args.child_vectors, args.dim_out
     raw = Path(args.out)

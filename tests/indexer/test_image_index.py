@@ -1,4 +1,4 @@
-"""The image index (``indexer.image_index``): one vector per (image, active prototype), no masks.
+"""The image index (``indexer.image_*``): one vector per (image, active prototype), no masks.
 
 Built for real from a tiny checkpoint on the synthetic val images and checked against brute force in numpy
 over the teacher outputs of ``core.inference``: the stored vectors, top-k per prototype, neighbours (flat:
@@ -22,7 +22,8 @@ from core.checkpoint import CheckpointError, file_sha256
 from core.datasets import find_images, load_rgb
 from core.infer_model import inference_model_for
 from core.inference import teacher_outputs
-from indexer.image_index import (
+from indexer.image_build import ImageIndexConfig, build_image_index
+from indexer.image_schema import (
     DB_NAME,
     GLOBAL_FAISS,
     KIND,
@@ -30,15 +31,11 @@ from indexer.image_index import (
     VECTORS_RAW,
     VERSION,
     GlobalVectorsUnavailableError,
-    ImageIndex,
-    ImageIndexConfig,
     ImageIndexError,
-    build_image_index,
-    faiss_from_raw,
-    main,
-    search_vectors,
-    vector_spec,
 )
+from indexer.image_store import ImageIndex, search_vectors
+from indexer.image_vectors import faiss_from_raw, vector_spec
+from indexer.images_cli import main
 from indexer.store import ConceptIndex, IndexMismatchError
 
 #: IVF-PQ recall@10 (with re-ranking) required on the synthetic vector set; measured 1.0 globally with
