@@ -21,7 +21,6 @@ instance masks) and dissects the prototypes against the classes (:mod:`indexer.e
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 import os
 import time
@@ -59,7 +58,7 @@ from indexer.evaluate_tag import CENTRE, EVAL_SEEDS, check_against, make_tag, me
 from indexer.image_items import ListedImages
 from indexer.labels import LabelProtocol, LabelSizeError, make_protocol
 from indexer.progress import Progress
-from indexer.segments import palette
+from indexer.segments import palette, palette_png
 from indexer.types import CheckpointRef, EvalResult, ImageList, Score, SeedRun
 from indexer.unsupervised import ConfusionAccumulator, class_table, matched_confusion
 from indexer.unsupervised_crf import crf_assign, require_crf
@@ -134,16 +133,11 @@ class EvalSet(ListedImages):
         return item
 
 
-def palette_png(labels: np.ndarray) -> bytes:
+def class_map_png(labels: np.ndarray) -> bytes:
     """PNG bytes of an (H, W) uint8 class map in the project's palette (255, unlabelled → black)."""
     colors = palette(256).copy()
     colors[IGNORE_LABEL] = 0
-    h, w = labels.shape
-    img = Image.frombytes("P", (w, h), np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
-    img.putpalette(colors.ravel().tolist())
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+    return palette_png(labels, colors)
 
 
 def _fit_kmeans(
@@ -467,7 +461,7 @@ def store(config: EvalConfig, inputs: EvalInputs, predictions: Predictions, resu
 
     if config.index_dir is not None:
         mapping = np.array([m if m is not None else IGNORE_LABEL for m in result.matching], dtype=np.uint8)
-        pngs = [(i, n, palette_png(mapping[p]), palette_png(g)) for i, n, p, g in predictions.examples]
+        pngs = [(i, n, class_map_png(mapping[p]), class_map_png(g)) for i, n, p, g in predictions.examples]
         sha = inputs.checkpoint.sha256 if inputs.checkpoint else None
         with ConceptIndex.open(config.index_dir, sha) as index:
             result = dataclasses.replace(result, eval_id=index.store_eval(result, pngs))

@@ -26,7 +26,6 @@ with IoU above the threshold (0.2 by default).
 from __future__ import annotations
 
 import heapq
-import io
 import json
 import os
 from collections.abc import Sequence
@@ -150,21 +149,13 @@ class _Ranked:
     example: ObjectDiscoveryExample = field(compare=False)
 
 
-def palette_png(ids: np.ndarray, background_black: bool = False) -> bytes:
-    """PNG bytes of an (H, W) id map in the project's palette (``background_black``: id 0 drawn black)."""
-    from PIL import Image
+def instances_png(ids: np.ndarray) -> bytes:
+    """PNG bytes of an (H, W) instance map (0: background, drawn black; instance i in the palette's colour
+    i - 1, as slot i - 1 would be)."""
+    from indexer.segments import palette, palette_png
 
-    from indexer.segments import palette
-
-    colors = palette(256).copy()
-    if background_black:
-        colors = np.concatenate([np.zeros((1, 3), colors.dtype), colors[:-1]])
-    h, w = ids.shape
-    img = Image.frombytes("P", (w, h), np.ascontiguousarray(ids, dtype=np.uint8).tobytes())
-    img.putpalette(colors.ravel().tolist())
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+    colors = palette(256)
+    return palette_png(ids, np.concatenate([np.zeros((1, 3), colors.dtype), colors[:255]]))
 
 
 class ObjectDiscoveryAccumulator:
@@ -227,13 +218,15 @@ class ObjectDiscoveryAccumulator:
         def example() -> ObjectDiscoveryExample:
             import base64
 
+            from indexer.segments import palette_png
+
             inst = np.zeros(slots.shape, np.int64)
             for i, m in enumerate(kept):
                 inst[m] = i + 1
             return ObjectDiscoveryExample(
                 image_id=int(image_id), file_name=file_name, fg_ari=ari, mbo=mbo, instances=len(kept),
                 slots_png=base64.b64encode(palette_png(slots)).decode(),
-                instances_png=base64.b64encode(palette_png(inst, background_black=True)).decode(),
+                instances_png=base64.b64encode(instances_png(inst)).decode(),
             )  # fmt: skip
 
         for heap, k in ((self._best, key), (self._worst, -key)):

@@ -19,6 +19,7 @@ the argmax at feature resolution (``core.inference.image_segments``), as in the 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -340,3 +341,15 @@ def palette(n: int = 256) -> np.ndarray:
     choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
     rgb = np.stack([np.choose(sector, [c[ch] for c in choices]) for ch in range(3)], axis=1)
     return np.round(rgb * 255).astype(np.uint8)
+
+
+def palette_png(ids: np.ndarray, colors: np.ndarray | None = None) -> bytes:
+    """PNG bytes of an (H, W) map of ids below 256 as an 8-bit palette PNG: id j drawn in ``colors[j]`` (a
+    (256, 3) uint8 table; default :func:`palette`)."""
+    colors = palette(256) if colors is None else colors
+    h, w = ids.shape
+    img = Image.frombytes("P", (w, h), np.ascontiguousarray(ids, dtype=np.uint8).tobytes())
+    img.putpalette(colors[:256].ravel().tolist())
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
