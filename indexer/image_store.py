@@ -33,7 +33,7 @@ from indexer.image_schema import (
     Neighbor,
     VectorRecord,
 )
-from indexer.image_vectors import _raw_vectors
+from indexer.image_vectors import raw_vectors
 from indexer.store import IndexMismatchError
 
 logger = logging.getLogger(__name__)
@@ -54,11 +54,11 @@ class ImageIndex:
         self._conn = sqlite3.connect(f"file:{index_dir / DB_NAME}?mode=ro", uri=True, check_same_thread=False)
         self._lock = threading.RLock()
         self._faiss = faiss.read_index(str(index_dir / VECTORS_FAISS))
-        self._raw = _raw_vectors(index_dir / VECTORS_RAW, manifest.dim)
+        self._raw = raw_vectors(index_dir / VECTORS_RAW, manifest.dim)
         self._global_faiss = self._global_raw = None
         if manifest.global_vectors:
             self._global_faiss = faiss.read_index(str(index_dir / GLOBAL_FAISS))
-            self._global_raw = _raw_vectors(index_dir / GLOBAL_RAW, manifest.dim)
+            self._global_raw = raw_vectors(index_dir / GLOBAL_RAW, manifest.dim)
         self._prototypes = np.load(index_dir / PROTOTYPES_NAME).astype(np.float32)
         # prototype → (its sorted vector ids, their FAISS selector bitmap or None), least recently used first
         self._subsets: OrderedDict[int, tuple[np.ndarray, np.ndarray | None]] = OrderedDict()

@@ -52,7 +52,7 @@ def image_vectors(z_norm: torch.Tensor, scores: torch.Tensor, prototypes: torch.
     )
 
 
-def _raw_vectors(path: Path, dim: int) -> np.ndarray:
+def raw_vectors(path: Path, dim: int) -> np.ndarray:
     """(n, dim) float32 memory map of a raw vector file (an empty array for an empty file)."""
     n = path.stat().st_size // (4 * dim)
     if n == 0:
